@@ -1,0 +1,1 @@
+"""kvraft: a replicated key-value store."""
