@@ -1,0 +1,199 @@
+"""The HTTP layer: translates requests into calls on a :class:`kvraft.node.Node`.
+
+``create_app(node)`` builds the Flask app: the public API (``/kv``, ``/cluster``, ``/health``,
+``/ready``, ``/metrics``) and the peer endpoints (``/peer/*``, cluster secret required). Errors are
+mapped to status codes in one place (:func:`_error`); every body of an error is JSON
+``{"error": code, "message": text}`` and every response carries ``X-Kvraft-Node``.
+No store logic lives here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from kvraft.errors import BadRequest, KvError, TooLarge
+from kvraft.keys import check_level
+from kvraft.node import Node, result_to_json
+from kvraft.storage import StorageClosed
+from kvraft.transport import SECRET_HEADER
+from kvraft.wire import WireError, decode_records, encode_records
+
+from .metrics import Metrics
+
+PEER_MAX_BODY = 256 << 20
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def create_app(node: Node) -> Flask:
+    app = Flask("kvraft")
+    app.config["MAX_CONTENT_LENGTH"] = node.config.max_value_bytes
+    metrics = Metrics(node)
+    secret = node.config.secret.encode()
+    token = node.config.token.encode()
+
+    @app.before_request
+    def _guard():
+        g.started = time.perf_counter()
+        path = request.path
+        if path.startswith("/peer/"):
+            given = request.headers.get(SECRET_HEADER, "").encode()
+            if not hmac.compare_digest(given, secret):
+                return _json_error(403, "forbidden", "peer endpoints need the cluster secret")
+            request.max_content_length = PEER_MAX_BODY
+        elif token and path != "/health":
+            auth = request.headers.get("Authorization", "")
+            given = auth[7:].encode() if auth.startswith("Bearer ") else b""
+            if not hmac.compare_digest(given, token):
+                return _json_error(401, "unauthorized", "missing or wrong bearer token")
+        return None
+
+    @app.after_request
+    def _stamp(resp: Response) -> Response:
+        resp.headers["X-Kvraft-Node"] = node.id
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        if not rule.startswith("/peer/"):
+            metrics.observe(request.method, rule, resp.status_code,
+                            time.perf_counter() - g.get("started", time.perf_counter()))
+        return resp
+
+    @app.errorhandler(Exception)
+    def _error(exc: Exception):
+        if isinstance(exc, KvError):
+            return _json_error(exc.status, exc.code, exc.message)
+        if isinstance(exc, HTTPException):
+            code = exc.code or 500
+            if code == 413:
+                return _json_error(413, "too_large", f"value exceeds max_value_bytes "
+                                   f"({node.config.max_value_bytes} bytes)")
+            return _json_error(code, HTTP_CODES.get(code, "error"), exc.description or exc.name)
+        if isinstance(exc, StorageClosed):
+            return _json_error(503, "unavailable", "node is shutting down")
+        app.logger.exception("unhandled error")
+        return _json_error(500, "internal", f"{type(exc).__name__}: {exc}")
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @app.put("/kv/<path:key>")
+    def put(key: str):
+        w = check_level(request.args.get("w"), "quorum", "w")
+        value = request.get_data(cache=False)
+        if len(value) > node.config.max_value_bytes:
+            raise TooLarge(f"value exceeds max_value_bytes ({node.config.max_value_bytes} bytes)")
+        res = node.put(key, value, w)
+        return jsonify(res.to_json()), (201 if res.created else 200)
+
+    @app.get("/kv/<path:key>")
+    def get(key: str):
+        if request.args.get("explain") not in (None, "", "0"):
+            return jsonify(node.explain(key))
+        rec = node.get(key, check_level(request.args.get("r"), "one", "r"))
+        version = rec.version.encode()
+        return Response(rec.value, 200, {"ETag": f'"{version}"', "X-Kvraft-Version": version},
+                        mimetype="application/octet-stream")
+
+    @app.delete("/kv/<path:key>")
+    def delete(key: str):
+        res = node.delete(key, check_level(request.args.get("w"), "quorum", "w"))
+        return jsonify({"key": res.key, "version": res.version.encode(), "acks": res.acks})
+
+    @app.route("/kv/", methods=["GET", "PUT", "DELETE"])
+    def empty_key():
+        raise BadRequest("key must be 1 to 1024 bytes of UTF-8, got 0")
+
+    @app.get("/kv")
+    def list_keys():
+        try:
+            limit = int(request.args.get("limit", "100"))
+        except ValueError:
+            raise BadRequest("limit must be an integer from 1 to 1000") from None
+        keys, nxt = node.list_keys(request.args.get("prefix", ""), request.args.get("after"),
+                                   limit)
+        return jsonify({"keys": keys, "next": nxt})
+
+    @app.post("/kv")
+    def create():
+        w = check_level(request.args.get("w"), "quorum", "w")
+        try:
+            body = json.loads(request.get_data(cache=False) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest('body must be JSON {"value": "<text>"}') from None
+        if not isinstance(body, dict) or not isinstance(body.get("value"), str):
+            raise BadRequest('body must be JSON {"value": "<text>"}')
+        value = body["value"].encode("utf-8", "surrogatepass")
+        if len(value) > node.config.max_value_bytes:
+            raise TooLarge(f"value exceeds max_value_bytes ({node.config.max_value_bytes} bytes)")
+        return jsonify(node.create(value, w).to_json()), 201
+
+    @app.get("/cluster")
+    def cluster():
+        return jsonify(node.cluster())
+
+    @app.get("/health")
+    def health():
+        return jsonify({"status": "ok", "node": node.id})
+
+    @app.get("/ready")
+    def ready():
+        ok, why = node.ready()
+        if ok:
+            return jsonify({"status": "ready", "node": node.id, "leader": node.meta.leader_id()})
+        return _json_error(503, "not_ready", why)
+
+    @app.get("/metrics")
+    def prometheus():
+        body, ctype = metrics.render()
+        return Response(body, 200, content_type=ctype)
+
+    # -- peer endpoints ------------------------------------------------------------------------
+
+    @app.post("/peer/apply")
+    def peer_apply():
+        records = _records()
+        return jsonify([result_to_json(r) for r in node.apply_local(records)])
+
+    @app.post("/peer/hint")
+    def peer_hint():
+        target = request.args.get("target", "")
+        if not target:
+            raise BadRequest("target is required")
+        node.hint_local(target, _records())
+        return jsonify({"stored": True})
+
+    @app.get("/peer/get")
+    def peer_get():
+        rec = node.storage.get(request.args.get("k", ""))
+        return Response(encode_records([rec] if rec else []),
+                        mimetype="application/octet-stream")
+
+    @app.get("/peer/scan")
+    def peer_scan():
+        try:
+            limit = min(10000, max(1, int(request.args.get("limit", "1000"))))
+        except ValueError:
+            raise BadRequest("limit must be an integer") from None
+        recs = node.storage.scan(request.args.get("prefix", ""), request.args.get("after"), limit)
+        return Response(encode_records(recs), mimetype="application/octet-stream")
+
+    @app.get("/peer/ping")
+    def peer_ping():
+        return jsonify({"id": node.id, "keys": node.storage.live_keys})
+
+    def _records():
+        try:
+            return list(decode_records(request.get_data(cache=False)))
+        except WireError as exc:
+            raise BadRequest(f"bad peer message: {exc}") from None
+
+    return app
+
+
+def _json_error(status: int, code: str, message: str):
+    resp = jsonify({"error": code, "message": message})
+    resp.status_code = status
+    return resp

@@ -1,0 +1,138 @@
+"""One frozen, validated configuration object per node, and the one place that reads ``KVRAFT_*``.
+
+Every ``kvraft serve`` flag has an environment form: ``--replication-factor`` is
+``KVRAFT_REPLICATION_FACTOR``. Command-line flags win over the environment, which wins over the
+defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "KVRAFT_"
+NODE_ID = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
+POLICIES = ("least-loaded", "round-robin", "random")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message says which and why."""
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A node's configuration. Construct with keyword arguments; validated on construction."""
+
+    id: str = ""
+    http: str = "127.0.0.1:8001"
+    advertise: str = ""  # HTTP address peers use to reach this node; default: http
+    raft: str = "127.0.0.1:9001"
+    peers: tuple[str, ...] = ()  # Raft addresses of the other members
+    data_dir: str = "data/n1"
+    secret: str = field(default="", repr=False)
+    partitions: int = 64
+    replication_factor: int = 2
+    max_value_bytes: int = 1 << 20
+    threads: int = 32
+    fsync: bool = False
+    peer_timeout: float = 2.0
+    sync_interval: float = 5.0
+    dead_after: float = 30.0
+    balance: str = "least-loaded"
+    token: str = field(default="", repr=False)
+    ftp: str = "127.0.0.1:2121"
+    ftp_user: str = "kvraft"
+    ftp_password: str = field(default="", repr=False)
+    ftp_tls: bool = False
+    clock_offset_ms: int = 0
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if not NODE_ID.match(self.id):
+            raise ConfigError(f"id: 1-32 letters, digits, '_' or '.', got {self.id!r}")
+        parse_hostport(self.http, "http")
+        if self.advertise:
+            parse_hostport(self.advertise, "advertise")
+        parse_hostport(self.raft, "raft")
+        for peer in self.peers:
+            parse_hostport(peer, "peers")
+        if self.raft in self.peers:
+            raise ConfigError("peers: must not contain this node's own raft address")
+        if len(self.secret) < 8:
+            raise ConfigError("secret: the cluster secret (KVRAFT_SECRET) needs 8+ characters")
+        if not 1 <= self.partitions <= 4096:
+            raise ConfigError("partitions: 1 to 4096")
+        if not 1 <= self.replication_factor <= 7:
+            raise ConfigError("replication_factor: 1 to 7")
+        if self.replication_factor > len(self.peers) + 1:
+            raise ConfigError(
+                f"replication_factor {self.replication_factor} exceeds the "
+                f"{len(self.peers) + 1} members"
+            )
+        if not 1 <= self.max_value_bytes <= 64 << 20:
+            raise ConfigError("max_value_bytes: 1 byte to 64 MiB")
+        if not 4 <= self.threads <= 512:
+            raise ConfigError("threads: 4 to 512")
+        if self.balance not in POLICIES:
+            raise ConfigError(f"balance: one of {', '.join(POLICIES)}")
+        for name in ("peer_timeout", "sync_interval", "dead_after"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive")
+        parse_hostport(self.ftp, "ftp")
+
+    @property
+    def http_addr(self) -> tuple[str, int]:
+        return parse_hostport(self.http, "http")
+
+    @property
+    def all_raft(self) -> tuple[str, ...]:
+        return tuple(sorted((self.raft, *self.peers)))
+
+    @classmethod
+    def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+        """Merge defaults, ``KVRAFT_*`` variables and flags (None means "not given")."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = flags.get(f.name)
+            if raw is None:
+                raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        return cls(**values)
+
+
+def _coerce(name: str, kind: str, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return tuple(raw) if kind.startswith("tuple") else raw
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            low = raw.strip().lower()
+            if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return low in ("1", "true", "yes", "on")
+        if kind.startswith("tuple"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: cannot read {raw!r} as {kind}") from None
+    return raw
+
+
+def fields_help() -> list[tuple[str, str, Any]]:
+    """(name, type, default) of every Config field, for building command-line flags."""
+    return [(f.name, f.type, f.default) for f in fields(Config)]

@@ -1,0 +1,32 @@
+"""Errors the store raises; the HTTP layer maps each to one status code in one place."""
+
+
+class KvError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(KvError):
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(KvError):
+    status = 404
+    code = "not_found"
+
+
+class TooLarge(KvError):
+    status = 413
+    code = "too_large"
+
+
+class Unavailable(KvError):
+    """Not enough replicas answered, or the cluster is not ready; retrying later may work."""
+
+    status = 503
+    code = "unavailable"

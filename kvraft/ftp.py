@@ -1,0 +1,368 @@
+"""FTP seam: the embedded report/export server and the client a node uses to reach it.
+
+:class:`FtpServer` runs pyftpdlib in a daemon thread with one named user (no anonymous login),
+optionally FTPS with TLS required on both channels. :class:`FtpClient` wraps stdlib ``ftplib``:
+one connection per call, streamed in 64 KiB blocks, every failure raised as :class:`FtpError`.
+:func:`new_remote_name` makes the only file names a node ever sends to the server.
+
+This module must not take remote file names from API clients, keep files in memory whole, touch
+the store or the cluster, or import Flask. pyftpdlib is used here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import hmac
+import logging
+import os
+import random
+import re
+import secrets
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from pyftpdlib.authorizers import AuthenticationFailed, DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import FTPServer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BLOCK_SIZE = 64 * 1024
+REMOTE_KINDS = ("report", "export")
+_PERMS = "elradfmw"
+_NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f]")
+
+
+def _quiet_pyftpdlib() -> None:
+    # pyftpdlib logs every command at INFO, and on its first loop it installs a stderr handler at
+    # INFO unless a handler exists: give it a NullHandler so the level below sticks.
+    lib = logging.getLogger("pyftpdlib")
+    if not lib.handlers:
+        lib.addHandler(logging.NullHandler())
+    lib.setLevel(logging.WARNING)
+
+
+class _Authorizer(DummyAuthorizer):
+    """DummyAuthorizer with a constant-time password check and no anonymous special case."""
+
+    def validate_authentication(self, username, password, handler):
+        if not self.has_user(username):
+            raise AuthenticationFailed("Authentication failed.")
+        stored = self.user_table[username]["pwd"].encode()
+        if not hmac.compare_digest(stored, password.encode()):
+            raise AuthenticationFailed("Authentication failed.")
+
+
+class FtpServer:
+    """An embedded FTP(S) server for one named user rooted at ``root``.
+
+    ``start()`` binds (errors such as a port in use are raised there) and serves from a daemon
+    thread; ``stop()`` ends it. Each instance has its own handler class and IO loop, so several
+    servers can run in one process. With ``tls_cert`` (and ``tls_key`` unless the cert file holds
+    the key) clients must use TLS on the control and data channels. ``auth_failed_delay`` is
+    pyftpdlib's pause before answering a wrong password (brute-force brake; tests set 0).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        root: str | os.PathLike,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        *,
+        auth_failed_delay: float = 3.0,
+    ) -> None:
+        if not user or user == "anonymous":
+            raise ValueError("FTP user must be a named user, not empty or 'anonymous'")
+        if not password:
+            raise ValueError("FTP password must not be empty")
+        if tls_key and not tls_cert:
+            raise ValueError("tls_key given without tls_cert")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._host, self._port = host, port
+        authorizer = _Authorizer()
+        authorizer.add_user(user, password, str(self.root), perm=_PERMS)
+        attrs = {
+            "authorizer": authorizer,
+            "banner": "kvraft ftp ready.",
+            "auth_failed_timeout": auth_failed_delay,
+        }
+        base: type[FTPHandler] = FTPHandler
+        if tls_cert:
+            from pyftpdlib.handlers import TLS_FTPHandler
+
+            base = TLS_FTPHandler
+            attrs.update(
+                certfile=str(tls_cert),
+                keyfile=str(tls_key or tls_cert),
+                ssl_context=None,
+                tls_control_required=True,
+                tls_data_required=True,
+            )
+        # A subclass per server: pyftpdlib reads its settings from class attributes.
+        self._handler = type("KvraftFtpHandler", (base,), attrs)
+        self.tls = bool(tls_cert)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._server: FTPServer | None = None
+        self._address: tuple[str, int] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) actually bound; raises RuntimeError before ``start()``."""
+        if self._address is None:
+            raise RuntimeError("FTP server not started")
+        return self._address
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Bind and start serving in a daemon thread. One-shot: a stopped server stays stopped."""
+        if self._thread is not None or self._stop.is_set():
+            raise RuntimeError("FTP server already started or stopped")
+        _quiet_pyftpdlib()
+        # Own IO loop: the default is a process-wide singleton that close_all() would close.
+        self._server = FTPServer((self._host, self._port), self._handler, ioloop=IOLoop())
+        host, port = self._server.address
+        self._address = (host, port)
+        self._thread = threading.Thread(target=self._run, name=f"ftp-server-{port}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        server = self._server
+        assert server is not None
+        try:
+            while not self._stop.is_set():
+                server.serve_forever(timeout=0.2, blocking=False, handle_exit=False)
+        except Exception:
+            log.exception("FTP server loop failed")
+        finally:
+            # From this thread: close_all() from another thread while the loop polls can hang
+            # (pyftpdlib issues 367, 662).
+            server.close_all()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the loop to stop, close every connection and join; True if the thread ended.
+
+        Takes at most about ``timeout`` seconds; safe to call twice or before ``start()``.
+        """
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("FTP server thread did not stop within %.1fs", timeout)
+            return False
+        return True
+
+    def __enter__(self) -> FtpServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_ftp_server(
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    root: str | os.PathLike,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop cleanly (``kvraft ftp``). Main thread only."""
+    stopping = threading.Event()
+    server = FtpServer(host, port, user, password, root, tls_cert, tls_key)
+    previous = {
+        sig: signal.signal(sig, lambda *_: stopping.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        server.start()
+        bound_host, bound_port = server.address
+        print(
+            f"ftp server on ftp://{bound_host}:{bound_port} root={server.root} user={user}",
+            flush=True,
+        )
+        while not stopping.wait(0.5):
+            if not server.is_running:
+                raise RuntimeError("FTP server thread ended unexpectedly")
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class FtpError(Exception):
+    """An FTP operation failed; the message says which step and why."""
+
+
+class FtpAuthError(FtpError):
+    """The server refused the login (wrong user or password, or TLS required)."""
+
+
+def _check_remote_name(name: str) -> None:
+    if not name or name in (".", "..") or _BAD_NAME.search(name):
+        raise ValueError(f"invalid remote file name {name!r}")
+
+
+class FtpClient:
+    """Blocking FTP(S) client: each call connects, logs in, does one thing and quits.
+
+    Thread safe (no shared connection). Every failure raises :class:`FtpError`
+    (:class:`FtpAuthError` for a refused login). With ``tls=True`` both channels are encrypted
+    (AUTH TLS then PROT P); the server certificate is verified only when ``cafile`` is given.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        tls: bool = False,
+        timeout: float = 10.0,
+        *,
+        cafile: str | None = None,
+    ) -> None:
+        self.host, self.port, self.user = host, port, user
+        self._password = password
+        self.tls, self.timeout, self.cafile = tls, timeout, cafile
+
+    def upload(self, remote_name: str, src: BinaryIO) -> int:
+        """STOR ``src`` (read to EOF in 64 KiB blocks) as ``remote_name``; return bytes sent.
+
+        An existing file of that name is replaced; a failed upload may leave a partial file.
+        """
+        _check_remote_name(remote_name)
+        sent = 0
+
+        def count(block: bytes) -> None:
+            nonlocal sent
+            sent += len(block)
+
+        self._session(
+            f"STOR {remote_name}",
+            lambda ftp: ftp.storbinary(f"STOR {remote_name}", src, BLOCK_SIZE, count),
+        )
+        return sent
+
+    def download(self, remote_name: str, dst: BinaryIO) -> int:
+        """RETR ``remote_name`` into ``dst`` in blocks; return bytes received.
+
+        On FtpError ``dst`` may already hold part of the file.
+        """
+        _check_remote_name(remote_name)
+        received = 0
+
+        def write(block: bytes) -> None:
+            nonlocal received
+            dst.write(block)
+            received += len(block)
+
+        self._session(
+            f"RETR {remote_name}",
+            lambda ftp: ftp.retrbinary(f"RETR {remote_name}", write, BLOCK_SIZE),
+        )
+        return received
+
+    def delete(self, remote_name: str) -> None:
+        _check_remote_name(remote_name)
+        self._session(f"DELE {remote_name}", lambda ftp: ftp.delete(remote_name))
+
+    def list(self) -> list[str]:
+        """Names of the files in the user's root, sorted."""
+        names = self._session("NLST", lambda ftp: ftp.nlst())
+        return sorted(os.path.basename(n) for n in names)
+
+    def _session(self, what: str, action: Callable[[ftplib.FTP], T]) -> T:
+        where = f"{self.host}:{self.port}"
+        ftp = self._connect(where)
+        try:
+            try:
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    ftp.auth()
+            except (ftplib.Error, OSError, EOFError) as err:
+                raise FtpError(f"FTP TLS negotiation with {where} failed: {_why(err)}") from err
+            try:
+                ftp.login(self.user, self._password)
+            except ftplib.error_perm as err:
+                raise FtpAuthError(f"FTP login failed for user {self.user!r}: {err}") from err
+            except (ftplib.Error, OSError, EOFError) as err:
+                raise FtpError(f"FTP login to {where} failed: {_why(err)}") from err
+            try:
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    ftp.prot_p()
+                result = action(ftp)
+            except (ftplib.Error, OSError, EOFError) as err:
+                raise FtpError(f"FTP transfer failed: {what} on {where}: {_why(err)}") from err
+            try:
+                ftp.quit()
+            except (ftplib.Error, OSError, EOFError):
+                pass  # the transfer is done; a lost goodbye changes nothing
+            return result
+        finally:
+            ftp.close()
+
+    def _connect(self, where: str) -> ftplib.FTP:
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.cafile) if self.cafile else None
+            ftp: ftplib.FTP = ftplib.FTP_TLS(context=context, timeout=self.timeout)
+        else:
+            ftp = ftplib.FTP(timeout=self.timeout)
+        try:
+            ftp.connect(self.host, self.port)
+        except (ftplib.Error, OSError, EOFError) as err:
+            ftp.close()
+            raise FtpError(f"FTP server {where} unreachable: {_why(err)}") from err
+        return ftp
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {err.verify_message}"
+    if isinstance(err, ssl.SSLError):
+        return f"TLS error: {err.reason or err}"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, EOFError):
+        return "connection closed by server"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror.lower()
+    return str(err) or type(err).__name__
+
+
+def new_remote_name(
+    kind: str, node_id: str, now: float | None = None, rng: random.Random | None = None
+) -> str:
+    """A fresh server-side file name, e.g. ``report-n1-20261124T012233Z-1f2e3d4c.json``.
+
+    ``kind`` is one of REMOTE_KINDS and ``node_id`` letters, digits, ``_`` or ``-`` (else
+    ValueError). ``now`` (epoch seconds, UTC) and ``rng`` are for tests; by default the suffix
+    is 32 bits from ``secrets``.
+    """
+    if kind not in REMOTE_KINDS:
+        raise ValueError(f"unknown remote file kind {kind!r}; expected one of {REMOTE_KINDS}")
+    if not _NODE_ID.match(node_id):
+        raise ValueError(f"node id {node_id!r} is not usable in a file name")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    suffix = f"{rng.getrandbits(32):08x}" if rng is not None else secrets.token_hex(4)
+    return f"{kind}-{node_id}-{stamp}-{suffix}.json"

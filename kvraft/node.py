@@ -1,0 +1,516 @@
+"""A kvraft node: the coordinator of reads and writes, and its background duties.
+
+The node ties the seams together: local :class:`~kvraft.storage.Storage`, the Raft metadata
+(:class:`~kvraft.meta.Meta`), the peer transport and the HLC. Decisions (placement, acks needed,
+stand-in order, newest version) come from pure modules; this one does the IO.
+
+Write path: stamp an HLC version, send the record to every home replica in parallel (the local one
+in the calling thread), store a hint on a stand-in node for each replica that failed, and succeed
+when the acks meet ``w`` (hints count for ``one`` and ``quorum``, never for ``all``).
+Read path: ``r=one`` reads the first reachable replica (this node's store if it is one);
+``quorum``/``all`` ask that many replicas, return the newest and repair the stale ones.
+
+Background threads: registration in Raft, liveness pings, hint delivery, stats reports, and on the
+Raft leader the initial partition placement. This module never imports Flask.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from . import placement
+from .config import Config
+from .errors import BadRequest, NotFound, Unavailable
+from .hlc import HLC, Version, wall_clock_ms
+from .keys import check_key, new_key
+from .meta import Meta, MetaUnavailable
+from .storage import ApplyResult, Record, Storage
+from .transport import PeerClient, PeerError
+from .wire import decode_records, encode_records
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 0.5
+HINT_INTERVAL = 0.5
+STATS_INTERVAL = 2.0
+LEADER_INTERVAL = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    key: str
+    version: Version
+    replicas: tuple[str, ...]
+    acks: int
+    created: bool
+    hinted: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "version": self.version.encode(), "replicas": list(self.replicas),
+                "acks": self.acks, "hinted": list(self.hinted)}
+
+
+class Node:
+    """One kvraft node. Create it in the serving process (pysyncobj's tick thread lives here)."""
+
+    def __init__(self, config: Config, start: bool = True) -> None:
+        self.config = config
+        self.id = config.id
+        self.rf = config.replication_factor
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.storage = Storage(os.path.join(config.data_dir, "store.db"), fsync=config.fsync)
+        self.hlc = HLC(wall_clock_ms(config.clock_offset_ms), last=self.storage.max_ts)
+        self.meta = Meta(config.raft, config.peers, config.data_dir, config.secret)
+        self.peers = PeerClient(config.secret, timeout=config.peer_timeout)
+        self.pool = ThreadPoolExecutor(max_workers=max(16, config.threads), thread_name_prefix="io")
+        self.counters: Counter[str] = Counter()
+        self._counter_lock = threading.Lock()
+        self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
+        self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.started_at = time.time()
+        if start:
+            self.start()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, fn, period in (
+            ("register", self._register_once, 0.3),
+            ("ping", self._ping_once, PING_INTERVAL),
+            ("hints", self._deliver_hints_once, HINT_INTERVAL),
+            ("stats", self._report_stats_once, STATS_INTERVAL),
+            ("leader", self._leader_once, LEADER_INTERVAL),
+        ):
+            t = threading.Thread(target=self._loop, args=(fn, period), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _loop(self, fn, period: float) -> None:
+        while not self._stop.wait(period):
+            try:
+                fn()
+            except Exception:  # a background duty must never die; it retries next period
+                log.exception("%s failed", fn.__name__)
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.meta.close()
+        self.peers.close()
+        self.storage.close()
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counters[name] += n
+
+    # -- cluster view --------------------------------------------------------------------------
+
+    def members(self) -> dict[str, str]:
+        """Node id -> HTTP address, for the members of the current Raft configuration."""
+        raft = set(self.meta.raft_members())
+        return {m.id: m.http for m in self.meta.members().values() if m.raft in raft}
+
+    def is_alive(self, node_id: str) -> bool:
+        if node_id == self.id:
+            return True
+        seen = self._alive.get(node_id)
+        down = self._down.get(node_id, 0.0)
+        return seen is not None and seen >= down
+
+    def _mark(self, node_id: str, ok: bool) -> None:
+        (self._alive if ok else self._down)[node_id] = time.monotonic()
+
+    def ready(self) -> tuple[bool, str]:
+        if self.meta.leader_raft() is None:
+            return False, "no Raft leader known"
+        if self.id not in self.meta.members():
+            return False, "this node is not registered in the cluster metadata yet"
+        if not self.meta.partitions()[1]:
+            return False, "no partition map yet"
+        return True, "ready"
+
+    def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
+        _epoch, pmap = self.meta.partitions()
+        if not pmap:
+            raise Unavailable("the cluster has no partition map yet; retry shortly")
+        part = placement.partition_of(key, len(pmap))
+        return part, pmap[part]
+
+    def _addr(self, node_id: str) -> str:
+        member = self.meta.members().get(node_id)
+        if member is None:
+            raise PeerError(f"unknown node {node_id}")
+        return member.http
+
+    # -- peer calls ------------------------------------------------------------------------------
+
+    def _peer(self, node_id: str, method: str, path: str, body: bytes = b"",
+              timeout: float | None = None) -> bytes:
+        """One request to a peer; marks its liveness; raises PeerError unless the answer is 2xx."""
+        try:
+            resp = self.peers.request(self._addr(node_id), method, path, body, timeout=timeout)
+        except PeerError:
+            self._mark(node_id, False)
+            raise
+        self._mark(node_id, True)
+        if resp.status >= 300:
+            raise PeerError(f"{node_id}: HTTP {resp.status}: {resp.body[:200]!r}")
+        return resp.body
+
+    def _send_records(self, node_id: str, records: list[Record]) -> list[ApplyResult]:
+        if node_id == self.id:
+            return self.apply_local(records)
+        body = self._peer(node_id, "POST", "/peer/apply", encode_records(records))
+        return [_result_from_json(x) for x in json.loads(body)]
+
+    def _send_hint(self, holder: str, target: str, record: Record) -> None:
+        if holder == self.id:
+            self.storage.add_hint(target, record)
+        else:
+            self._peer(holder, "POST", "/peer/hint?" + urlencode({"target": target}),
+                       encode_records([record]))
+
+    def _fetch(self, node_id: str, key: str) -> Record | None:
+        if node_id == self.id:
+            return self.storage.get(key)
+        body = self._peer(node_id, "GET", "/peer/get?" + urlencode({"k": key}))
+        recs = list(decode_records(body))
+        return recs[0] if recs else None
+
+    # -- local (peer endpoint) operations ----------------------------------------------------------
+
+    def apply_local(self, records: list[Record]) -> list[ApplyResult]:
+        for r in records:
+            self.hlc.observe(r.version.ts)
+        return self.storage.apply_many(records)
+
+    def hint_local(self, target: str, records: list[Record]) -> None:
+        for r in records:
+            self.storage.add_hint(target, r)
+        self.count("hints_stored", len(records))
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes, w: str = "quorum") -> WriteResult:
+        check_key(key)
+        return self._write(key, value, False, w)
+
+    def create(self, value: bytes, w: str = "quorum") -> WriteResult:
+        return self._write(new_key(), value, False, w)
+
+    def delete(self, key: str, w: str = "quorum") -> WriteResult:
+        check_key(key)
+        current = self._read(key, "one")
+        if current is None or current.tomb:
+            raise NotFound(f"key {key!r} not found")
+        return self._write(key, b"", True, w)
+
+    def _write(self, key: str, value: bytes, tomb: bool, w: str) -> WriteResult:
+        need = placement.required_acks(w, self.rf)
+        part, replicas = self.replicas_of(key)
+        record = Record(key, part, Version(self.hlc.now(), self.id), tomb, value)
+        futures: dict[Future, str] = {}
+        local = None
+        failed: list[str] = []
+        for r in replicas:
+            if r == self.id:
+                local = r
+            elif not self.is_alive(r):
+                failed.append(r)
+            else:
+                futures[self.pool.submit(self._send_records, r, [record])] = r
+        results: list[ApplyResult] = []
+        if local is not None:
+            results.append(self.apply_local([record])[0])
+        for fut, r in futures.items():
+            try:
+                results.append(fut.result()[0])
+            except (PeerError, ValueError) as exc:
+                log.info("replica %s failed for %r: %s", r, key, exc)
+                failed.append(r)
+        acks = len(results)
+        hinted = self._hint(part, replicas, failed, record) if failed else []
+        self.count("writes")
+        self.count("replica_acks", acks)
+        effective = acks if w == "all" else acks + len(hinted)
+        if effective < need:
+            self.count("writes_unavailable")
+            raise Unavailable(
+                f"write reached {acks} replica(s) and {len(hinted)} stand-in(s); w={w} needs "
+                f"{need}: the write may or may not be visible later"
+            )
+        created = not any(res.prev_live for res in results)
+        return WriteResult(key, record.version, replicas, effective, created, tuple(hinted))
+
+    def _hint(self, part: int, replicas: tuple[str, ...], failed: list[str],
+              record: Record) -> list[str]:
+        """Store ``record`` as a hint for each failed replica on a live stand-in; return holders."""
+        holders = []
+        candidates = [s for s in placement.stand_ins(part, replicas, self.members())
+                      if self.is_alive(s)]
+        for target in failed:
+            while candidates:
+                holder = candidates.pop(0)
+                try:
+                    self._send_hint(holder, target, record)
+                except PeerError:
+                    continue
+                holders.append(holder)
+                self.count("hints_stored")
+                break
+        return holders
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, key: str, r: str = "one") -> Record:
+        check_key(key)
+        rec = self._read(key, r)
+        self.count("reads")
+        if rec is None or rec.tomb:
+            raise NotFound(f"key {key!r} not found")
+        return rec
+
+    def _read(self, key: str, level: str) -> Record | None:
+        need = placement.required_acks(level, self.rf)
+        _part, replicas = self.replicas_of(key)
+        order = sorted(replicas, key=lambda n: (n != self.id, not self.is_alive(n)))
+        if level == "one":
+            errors = []
+            for n in order:
+                try:
+                    return self._fetch(n, key)
+                except (PeerError, ValueError) as exc:
+                    errors.append(str(exc))
+            raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
+        answers = self._gather(order, key)
+        if len(answers) < need:
+            raise Unavailable(f"r={level} needs {need} replicas of {key!r}, {len(answers)} answered")
+        newest = max((a for a in answers.values() if a is not None),
+                     key=lambda rec: rec.version, default=None)
+        if newest is not None:
+            stale = [n for n, a in answers.items() if a is None or a.version < newest.version]
+            for n in stale:
+                self.count("read_repairs")
+                self.pool.submit(self._repair, n, newest)
+        return newest
+
+    def _gather(self, nodes: list[str], key: str) -> dict[str, Record | None]:
+        futures = {self.pool.submit(self._fetch, n, key): n for n in nodes}
+        answers: dict[str, Record | None] = {}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                try:
+                    answers[futures[fut]] = fut.result()
+                except (PeerError, ValueError):
+                    pass
+        return answers
+
+    def _repair(self, node_id: str, record: Record) -> None:
+        try:
+            self._send_records(node_id, [record])
+        except PeerError:
+            pass  # anti-entropy and hints cover it later
+
+    def list_keys(self, prefix: str = "", after: str | None = None,
+                  limit: int = 100) -> tuple[list[str], str | None]:
+        """Sorted live keys under ``prefix`` after ``after``, merged over every reachable node."""
+        if not 1 <= limit <= 1000:
+            raise BadRequest("limit must be 1 to 1000")
+        nodes = [n for n in self.members() if self.is_alive(n)] or [self.id]
+        futures = {self.pool.submit(self._scan, n, prefix, after, limit): n for n in nodes}
+        newest: dict[str, Record] = {}
+        cutoff = None  # keys beyond the last key of a truncated answer are not known yet
+        answered = 0
+        for fut in futures:
+            try:
+                recs = fut.result()
+            except (PeerError, ValueError):
+                continue
+            answered += 1
+            for rec in recs:
+                old = newest.get(rec.key)
+                if old is None or rec.version > old.version:
+                    newest[rec.key] = rec
+            if len(recs) >= limit and (cutoff is None or recs[-1].key < cutoff):
+                cutoff = recs[-1].key
+        if not answered:
+            raise Unavailable("no node answered the listing")
+        keys = sorted(k for k, rec in newest.items() if not rec.tomb
+                      and (cutoff is None or k <= cutoff))
+        more = cutoff is not None or len(keys) > limit
+        keys = keys[:limit]
+        nxt = (keys[-1] if keys else cutoff) if more else None
+        return keys, nxt
+
+    def _scan(self, node_id: str, prefix: str, after: str | None, limit: int) -> list[Record]:
+        if node_id == self.id:
+            return self.storage.scan(prefix, after, limit)
+        q = {"prefix": prefix, "limit": limit}
+        if after is not None:
+            q["after"] = after
+        return list(decode_records(self._peer(node_id, "GET", "/peer/scan?" + urlencode(q))))
+
+    def explain(self, key: str) -> dict:
+        check_key(key)
+        part, replicas = self.replicas_of(key)
+        answers = self._gather(sorted(self.members()), key)
+        versions = {}
+        for n in sorted(self.members()):
+            if n not in answers:
+                versions[n] = "unreachable"
+            elif answers[n] is None:
+                versions[n] = None
+            else:
+                rec = answers[n]
+                versions[n] = ("tombstone:" if rec.tomb else "") + rec.version.encode()
+        held = {versions.get(n) for n in replicas}
+        stats = self.meta.stats()
+        return {
+            "key": key,
+            "partition": part,
+            "replicas": list(replicas),
+            "versions": {n: versions[n] for n in replicas if n in versions},
+            "holders": sorted(n for n, v in versions.items()
+                              if v not in (None, "unreachable") and not v.startswith("tombstone")),
+            "others": {n: v for n, v in versions.items() if n not in replicas},
+            "agree": len(held) == 1 and "unreachable" not in held,
+            "hints_pending": self.storage.hints_pending,
+            "reason": (
+                f"partition {part} of {len(self.meta.partitions()[1])} by blake2b(key); placed by "
+                f"the leader on the {self.rf} nodes with the least stored data at placement "
+                f"(now: " + ", ".join(f"{n}={s.bytes}B" for n, s in sorted(stats.items())) + ")"
+            ),
+        }
+
+    def cluster(self) -> dict:
+        members = self.meta.members()
+        raft = set(self.meta.raft_members())
+        stats = self.meta.stats()
+        leader = self.meta.leader_id()
+        epoch, pmap = self.meta.partitions()
+        nodes = []
+        for node_id, m in sorted(members.items()):
+            s = stats.get(node_id)
+            if node_id == self.id:
+                keys, nbytes = self.storage.live_keys, self.storage.live_bytes
+            else:
+                keys, nbytes = (s.keys, s.bytes) if s else (None, None)
+            nodes.append({
+                "id": node_id, "http": m.http, "raft": m.raft, "alive": self.is_alive(node_id),
+                "is_leader": node_id == leader, "keys": keys, "bytes": nbytes,
+                "member": m.raft in raft,
+            })
+        return {
+            "node": self.id,
+            "leader": leader,
+            "nodes": nodes,
+            "partitions": {str(i): list(r) for i, r in enumerate(pmap)},
+            "partition_epoch": epoch,
+            "replication_factor": self.rf,
+            "raft": self.meta.status(),
+            "hints_pending": self.storage.hints_pending,
+        }
+
+    # -- background duties ---------------------------------------------------------------------
+
+    def _register_once(self) -> None:
+        me = self.meta.members().get(self.id)
+        advertised = self.config.advertise or self.config.http
+        if me is not None and me.http == advertised and me.raft == self.config.raft:
+            return
+        try:
+            self.meta.register(self.id, advertised)
+        except MetaUnavailable as exc:
+            log.info("registration pending: %s", exc)
+
+    def _ping_once(self) -> None:
+        for node_id in self.members():
+            if node_id != self.id:
+                self.pool.submit(self._ping, node_id)
+
+    def _ping(self, node_id: str) -> None:
+        try:
+            self._peer(node_id, "GET", "/peer/ping", timeout=min(1.0, self.config.peer_timeout))
+        except PeerError:
+            pass
+
+    def _deliver_hints_once(self) -> None:
+        for target in self.storage.hint_targets():
+            if target == self.id:  # a hint for ourselves: apply it
+                hints = self.storage.hints_for(target)
+                self.apply_local([h.record for h in hints])
+                self.storage.drop_hints(h.id for h in hints)
+                continue
+            if not self.is_alive(target) or target not in self.members():
+                continue
+            for _ in range(64):  # bounded work per period
+                hints = self.storage.hints_for(target)
+                if not hints:
+                    break
+                try:
+                    self._send_records(target, [h.record for h in hints])
+                except (PeerError, ValueError):
+                    break
+                self.storage.drop_hints(h.id for h in hints)
+                self.count("hints_delivered", len(hints))
+
+    def _report_stats_once(self) -> None:
+        keys, nbytes = self.storage.live_keys, self.storage.live_bytes
+        s = self.meta.stats().get(self.id)
+        if s is None or (s.keys, s.bytes) != (keys, nbytes):
+            self.meta.report_stats(self.id, keys, nbytes)
+
+    def _leader_once(self) -> None:
+        if not self.meta.is_leader():
+            return
+        epoch, pmap = self.meta.partitions()
+        if pmap:
+            return
+        members = self.members()
+        raft = self.meta.raft_members()
+        stats = self.meta.stats()
+        if len(members) < len(raft) or any(n not in stats for n in members):
+            return  # wait until every member registered and reported what it stores
+        new = placement.place(self.config.partitions, sorted(members),
+                              {n: s.bytes for n, s in stats.items()}, self.rf)
+        try:
+            self.meta.set_partitions(epoch, new)
+        except MetaUnavailable as exc:
+            log.info("placement pending: %s", exc)
+
+    def metrics(self) -> dict[str, float]:
+        with self._counter_lock:
+            out = {k: float(v) for k, v in self.counters.items()}
+        st = self.meta.status()
+        out.update({
+            "keys": self.storage.live_keys, "bytes": self.storage.live_bytes,
+            "hints_pending": self.storage.hints_pending, "raft_term": st["term"],
+            "raft_commit_index": st["commit_index"], "raft_is_leader": float(self.meta.is_leader()),
+            "nodes_alive": float(sum(self.is_alive(n) for n in self.members())),
+        })
+        return out
+
+
+def _result_from_json(x: dict) -> ApplyResult:
+    prev = Version.decode(x["prev"]) if x.get("prev") else None
+    return ApplyResult(bool(x["applied"]), prev, bool(x["prev_live"]))
+
+
+def result_to_json(res: ApplyResult) -> dict:
+    return {"applied": res.applied, "prev": res.prev.encode() if res.prev else None,
+            "prev_live": res.prev_live}
+

@@ -1,0 +1,285 @@
+"""The local store: versioned records in SQLite (WAL), plus the hints this node holds for others.
+
+A record is ``(key, value bytes, version, tombstone)``. :meth:`Storage.apply` keeps a record only
+if its version is newer than the stored one (last writer wins), so applying the same record twice,
+or two records in either order, ends in the same state.
+
+All writes go through one writer thread that commits whatever has queued up in one transaction
+(group commit); callers block until their record is committed, so a returned ``apply`` is durable
+against a crash of this process (``synchronous=NORMAL`` in WAL mode) or, with ``fsync=True``,
+against power loss (``synchronous=FULL``). Reads use one connection per calling thread.
+This module knows nothing of the network, partitions' owners or HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .hlc import Version
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    key   TEXT PRIMARY KEY,
+    part  INTEGER NOT NULL,
+    ts    INTEGER NOT NULL,
+    node  TEXT NOT NULL,
+    tomb  INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_part ON records(part, key);
+CREATE TABLE IF NOT EXISTS hints (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    part   INTEGER NOT NULL,
+    ts     INTEGER NOT NULL,
+    node   TEXT NOT NULL,
+    tomb   INTEGER NOT NULL,
+    value  BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hints_target ON hints(target, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: str
+    part: int
+    version: Version
+    tomb: bool
+    value: bytes = b""
+
+    @property
+    def live(self) -> bool:
+        return not self.tomb
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: bool  # the record is now the stored one
+    prev: Version | None  # version stored before, if any
+    prev_live: bool  # a live (non-tombstone) value was stored before
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    id: int
+    target: str
+    record: Record
+
+
+class StorageClosed(RuntimeError):
+    pass
+
+
+class Storage:
+    """SQLite-backed record store. Thread-safe: any thread may call any method."""
+
+    def __init__(self, path: str | os.PathLike, fsync: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.fsync = fsync
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self._local = threading.local()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()  # guards the counters below
+        wconn = self._connect()
+        wconn.executescript(SCHEMA)
+        row = wconn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM records WHERE tomb = 0"
+        ).fetchone()
+        self._keys, self._bytes = int(row[0]), int(row[1])
+        self._max_ts = int(wconn.execute("SELECT COALESCE(MAX(ts), 0) FROM records").fetchone()[0])
+        self._hints = int(wconn.execute("SELECT COUNT(*) FROM hints").fetchone()[0])
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(wconn,), name="storage-writer", daemon=True
+        )
+        self._writer.start()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    # -- figures -----------------------------------------------------------------------------
+
+    @property
+    def live_keys(self) -> int:
+        return self._keys
+
+    @property
+    def live_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def max_ts(self) -> int:
+        """Largest version timestamp ever stored (seeds the HLC after a restart)."""
+        return self._max_ts
+
+    @property
+    def hints_pending(self) -> int:
+        return self._hints
+
+    # -- writes (group commit) -----------------------------------------------------------------
+
+    def apply(self, record: Record) -> ApplyResult:
+        """Store ``record`` if newer than what is stored. Blocks until durable."""
+        return self._submit("apply", [record])[0]
+
+    def apply_many(self, records: Sequence[Record]) -> list[ApplyResult]:
+        return self._submit("apply", list(records)) if records else []
+
+    def add_hint(self, target: str, record: Record) -> None:
+        """Keep ``record`` for ``target`` until :meth:`drop_hints` says it was delivered."""
+        self._submit("hint", [(target, record)])
+
+    def drop_hints(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if ids:
+            self._submit("drop_hints", ids)
+
+    def _submit(self, op: str, items: list) -> list:
+        if self._closed:
+            raise StorageClosed("storage is closed")
+        done = threading.Event()
+        slot: list = []
+        self._queue.put((op, items, done, slot))
+        done.wait()
+        if slot and isinstance(slot[0], BaseException):
+            raise slot[0]
+        return slot
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 512:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is None for item in batch)
+            batch = [item for item in batch if item is not None]
+            self._commit(conn, batch)
+            if stop:
+                conn.close()
+                return
+
+    def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
+        deltas = [0, 0, 0, self._max_ts]  # keys, bytes, hints, max ts
+        outputs = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, items, _done, _slot in batch:
+                outputs.append([self._do(conn, op, item, deltas) for item in items])
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _op, _items, done, slot in batch:
+                slot.append(exc)
+                done.set()
+            return
+        with self._lock:
+            self._keys += deltas[0]
+            self._bytes += deltas[1]
+            self._hints += deltas[2]
+            self._max_ts = deltas[3]
+        for (_op, _items, done, slot), out in zip(batch, outputs, strict=True):
+            slot.extend(out)
+            done.set()
+
+    @staticmethod
+    def _do(conn: sqlite3.Connection, op: str, item, deltas: list):
+        if op == "apply":
+            rec: Record = item
+            row = conn.execute(
+                "SELECT ts, node, tomb, LENGTH(value) FROM records WHERE key = ?", (rec.key,)
+            ).fetchone()
+            prev = Version(row[0], row[1]) if row else None
+            prev_live = bool(row) and not row[2]
+            if prev is not None and prev >= rec.version:
+                return ApplyResult(False, prev, prev_live)
+            conn.execute(
+                "INSERT OR REPLACE INTO records(key, part, ts, node, tomb, value) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (rec.key, rec.part, rec.version.ts, rec.version.node, int(rec.tomb), rec.value),
+            )
+            deltas[0] += (0 if rec.tomb else 1) - (1 if prev_live else 0)
+            deltas[1] += (0 if rec.tomb else len(rec.value)) - (row[3] if prev_live else 0)
+            deltas[3] = max(deltas[3], rec.version.ts)
+            return ApplyResult(True, prev, prev_live)
+        if op == "hint":
+            target, rec = item
+            conn.execute(
+                "INSERT INTO hints(target, key, part, ts, node, tomb, value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (target, rec.key, rec.part, rec.version.ts, rec.version.node, int(rec.tomb),
+                 rec.value),
+            )
+            deltas[2] += 1
+            return None
+        if op == "drop_hints":
+            cur = conn.execute("DELETE FROM hints WHERE id = ?", (item,))
+            deltas[2] -= cur.rowcount
+            return None
+        raise ValueError(op)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Record | None:
+        """The stored record for ``key`` (a tombstone included), or None."""
+        row = self._reader().execute(
+            "SELECT key, part, ts, node, tomb, value FROM records WHERE key = ?", (key,)
+        ).fetchone()
+        return _record(row) if row else None
+
+    def scan(self, prefix: str = "", after: str | None = None, limit: int = 1000) -> list[Record]:
+        """Records (tombstones included, values omitted) with ``prefix``, keys > ``after``, sorted."""
+        low = max(prefix, after) if after is not None else prefix
+        op = ">" if after is not None and after >= prefix else ">="
+        rows = self._reader().execute(
+            f"SELECT key, part, ts, node, tomb FROM records WHERE key {op} ? AND key < ? "
+            "AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
+            (low, prefix + "\U0010ffff", len(prefix), prefix, limit),
+        ).fetchall()
+        return [Record(r[0], r[1], Version(r[2], r[3]), bool(r[4])) for r in rows]
+
+    def hints_for(self, target: str, limit: int = 256) -> list[Hint]:
+        rows = self._reader().execute(
+            "SELECT id, target, key, part, ts, node, tomb, value FROM hints WHERE target = ? "
+            "ORDER BY id LIMIT ?",
+            (target, limit),
+        ).fetchall()
+        return [Hint(r[0], r[1], _record(r[2:])) for r in rows]
+
+    def hint_targets(self) -> dict[str, int]:
+        rows = self._reader().execute("SELECT target, COUNT(*) FROM hints GROUP BY target")
+        return {t: n for t, n in rows}
+
+    def close(self) -> None:
+        """Stop the writer after it commits what is queued. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join(timeout=10)
+
+
+def _record(row: Sequence) -> Record:
+    key, part, ts, node, tomb, value = row
+    return Record(key, part, Version(ts, node), bool(tomb), bytes(value))
