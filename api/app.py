@@ -23,6 +23,7 @@ from kvraft.storage import StorageClosed
 from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
+from . import ws
 from .metrics import Metrics
 
 PEER_MAX_BODY = 256 << 20
@@ -149,6 +150,8 @@ def create_app(node: Node) -> Flask:
     def prometheus():
         body, ctype = metrics.render()
         return Response(body, 200, content_type=ctype)
+
+    ws.register(app, node)
 
     # -- peer endpoints ------------------------------------------------------------------------
 

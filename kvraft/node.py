@@ -34,6 +34,7 @@ from .keys import check_key, new_key
 from .meta import Meta, MetaUnavailable
 from .storage import ApplyResult, Record, Storage
 from .transport import PeerClient, PeerError
+from .watch import ChangeHub
 from .wire import decode_records, encode_records
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Node:
         self.meta = Meta(config.raft, config.peers, config.data_dir, config.secret)
         self.peers = PeerClient(config.secret, timeout=config.peer_timeout)
         self.pool = ThreadPoolExecutor(max_workers=max(16, config.threads), thread_name_prefix="io")
+        self.changes = ChangeHub()  # every record applied here, for /watch
         self.counters: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
@@ -194,7 +196,9 @@ class Node:
     def apply_local(self, records: list[Record]) -> list[ApplyResult]:
         for r in records:
             self.hlc.observe(r.version.ts)
-        return self.storage.apply_many(records)
+        results = self.storage.apply_many(records)
+        self.changes.publish(r for r, res in zip(records, results, strict=True) if res.applied)
+        return results
 
     def hint_local(self, target: str, records: list[Record]) -> None:
         for r in records:
