@@ -33,7 +33,7 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 
 def create_app(node: Node) -> Flask:
     app = Flask("kvraft")
-    app.config["MAX_CONTENT_LENGTH"] = node.config.max_value_bytes
+    app.config["MAX_CONTENT_LENGTH"] = node.config.max_value_bytes  # routes may raise it
     metrics = Metrics(node)
     secret = node.config.secret.encode()
     token = node.config.token.encode()
@@ -46,7 +46,6 @@ def create_app(node: Node) -> Flask:
             given = request.headers.get(SECRET_HEADER, "").encode()
             if not hmac.compare_digest(given, secret):
                 return _json_error(403, "forbidden", "peer endpoints need the cluster secret")
-            request.max_content_length = PEER_MAX_BODY
         elif token and path != "/health":
             auth = request.headers.get("Authorization", "")
             given = auth[7:].encode() if auth.startswith("Bearer ") else b""
@@ -83,10 +82,7 @@ def create_app(node: Node) -> Flask:
     @app.put("/kv/<path:key>")
     def put(key: str):
         w = check_level(request.args.get("w"), "quorum", "w")
-        value = request.get_data(cache=False)
-        if len(value) > node.config.max_value_bytes:
-            raise TooLarge(f"value exceeds max_value_bytes ({node.config.max_value_bytes} bytes)")
-        res = node.put(key, value, w)
+        res = node.put(key, _body(node.config.max_value_bytes, "value (max_value_bytes)"), w)
         return jsonify(res.to_json()), (201 if res.created else 200)
 
     @app.get("/kv/<path:key>")
@@ -121,7 +117,8 @@ def create_app(node: Node) -> Flask:
     def create():
         w = check_level(request.args.get("w"), "quorum", "w")
         try:
-            body = json.loads(request.get_data(cache=False) or b"null")
+            # JSON escapes can take 6 bytes per byte of value
+            body = json.loads(_body(6 * node.config.max_value_bytes + 1024) or b"null")
         except (ValueError, UnicodeDecodeError):
             raise BadRequest('body must be JSON {"value": "<text>"}') from None
         if not isinstance(body, dict) or not isinstance(body.get("value"), str):
@@ -189,11 +186,24 @@ def create_app(node: Node) -> Flask:
 
     def _records():
         try:
-            return list(decode_records(request.get_data(cache=False)))
+            return list(decode_records(_body(PEER_MAX_BODY)))
         except WireError as exc:
             raise BadRequest(f"bad peer message: {exc}") from None
 
     return app
+
+
+def _body(limit: int, what: str = "body") -> bytes:
+    """The request body, refusing more than ``limit`` bytes, chunked uploads included.
+
+    werkzeug's limited stream stops quietly at its limit, so read one byte more than allowed
+    and refuse if it arrives: a value is stored whole or not at all.
+    """
+    request.max_content_length = limit + 1
+    data = request.get_data(cache=False)
+    if len(data) > limit:
+        raise TooLarge(f"{what} exceeds {limit} bytes")
+    return data
 
 
 def _json_error(status: int, code: str, message: str):

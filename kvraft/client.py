@@ -1,0 +1,474 @@
+"""A typed Python client for the kvraft public HTTP API (v1), used by the CLI and the tests.
+
+:class:`Client` holds a list of node URLs and one :class:`requests.Session` (persistent, keep-alive
+connections). Every node serves every request, so a request goes to the node that answered last
+and moves on to the next one when a node is down: connection refused or reset, a timeout, or an
+answer of 502/503/504. That failover applies to operations that are safe to repeat: reads, ``PUT``
+and ``DELETE`` of a named key (last writer wins, so a repeated write only makes a newer version)
+and ``import``. ``POST /kv`` and ``POST /export`` create something new each time: they move to
+another node only when the connection could not even be opened, never once the request may have
+been sent. After every node failed the client waits (exponential backoff) and makes up to
+``retries`` more passes before raising :class:`Unavailable`.
+
+Errors are typed (:class:`KvClientError` and subclasses) and carry the HTTP status, the server's
+error code and message. This module does no printing and reads the environment only for its
+defaults (``KVRAFT_NODES``, ``KVRAFT_TOKEN``). It is not thread-safe: use one client per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+DEFAULT_NODES = ("http://127.0.0.1:8001", "http://127.0.0.1:8002", "http://127.0.0.1:8003")
+LEVELS = ("one", "quorum", "all")
+RETRY_STATUSES = frozenset({502, 503, 504})
+MAX_PAGE = 1000  # the server's largest ``limit`` for GET /kv
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+class KvClientError(Exception):
+    """Any failure of a client call. ``status`` is the HTTP status (None when there was none),
+    ``code`` the server's error code (``not_found``, ``bad_request``, ...), ``node`` the URL of
+    the node that answered (None when none did)."""
+
+    def __init__(self, message: str, status: int | None = None, code: str = "error",
+                 node: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.node = node
+
+
+class NotFound(KvClientError):
+    """404: the key is absent or deleted (or the node does not have that route)."""
+
+
+class BadRequest(KvClientError):
+    """A 4xx other than 401/403/404: the request was refused and changed nothing."""
+
+
+class Unauthorized(KvClientError):
+    """401/403: a missing or wrong bearer token (``KVRAFT_TOKEN``)."""
+
+
+class ServerError(KvClientError):
+    """A 5xx that is not a sign of unavailability (a server bug); never retried."""
+
+
+class Unavailable(KvClientError):
+    """No node could serve the request. ``errors`` lists (node URL, reason) per attempt.
+
+    For a write this means the outcome is unknown: it may or may not become visible later."""
+
+    def __init__(self, message: str, errors: Sequence[tuple[str, str]] = (),
+                 status: int | None = None, node: str | None = None) -> None:
+        super().__init__(message, status, "unavailable", node)
+        self.errors = list(errors)
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The answer to a PUT, POST /kv or DELETE. ``node`` is the id of the node that handled it
+    (``X-Kvraft-Node``); ``created`` is True for a 201 (a new key)."""
+
+    key: str
+    version: str
+    replicas: tuple[str, ...] = ()
+    acks: int = 0
+    created: bool = False
+    hinted: tuple[str, ...] = ()
+    node: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "version": self.version, "replicas": list(self.replicas),
+                "acks": self.acks, "created": self.created, "hinted": list(self.hinted),
+                "node": self.node}
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A value read by GET: the raw bytes, their version and the id of the node that answered."""
+
+    value: bytes
+    version: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing: sorted keys, and the ``after`` for the next page (None at the end)."""
+
+    keys: list[str]
+    next: str | None
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def normalize_node(url: str) -> str:
+    """``host:port`` or ``http://host:port/`` -> ``http://host:port`` (ValueError when empty)."""
+    url = url.strip().rstrip("/")
+    if not url:
+        raise ValueError("empty node URL")
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) node URL: {url!r}")
+    return url
+
+
+def nodes_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The default node list: ``KVRAFT_NODES`` (comma-separated URLs), else the local cluster.
+
+    A bare number N in ``KVRAFT_NODES`` (the node count ``kvraft up`` reads) means the local
+    cluster of N nodes: ``http://127.0.0.1:8001`` onwards."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("KVRAFT_NODES", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return [f"http://127.0.0.1:{8001 + i}" for i in range(int(raw))]
+    urls = [normalize_node(p) for p in raw.split(",") if p.strip()]
+    return urls or list(DEFAULT_NODES)
+
+
+def quote_key(key: str) -> str:
+    """A key as one URL path segment (``/`` included is percent-encoded)."""
+    return quote(key, safe="")
+
+
+def _check_level(value: str | None, name: str) -> str | None:
+    if value is not None and value not in LEVELS:
+        raise BadRequest(f"{name} must be one of {', '.join(LEVELS)}, got {value!r}",
+                         code="bad_request")
+    return value
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request surely did not reach the server (the connection never opened)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = repr(exc)
+        return "NewConnectionError" in text or "Connection refused" in text
+    return False
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """A short reason for a failed attempt, for error messages."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out waiting for the answer"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = repr(exc)
+        if "Connection refused" in text:
+            return "connection refused"
+        if "NewConnectionError" in text or "NameResolution" in text:
+            return "cannot connect"
+        return "connection lost"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _error_of(resp: requests.Response, node: str) -> KvClientError:
+    try:
+        body = resp.json()
+        code, message = str(body.get("error", "error")), str(body.get("message", ""))
+    except (ValueError, AttributeError):
+        code, message = "error", resp.text[:200]
+    message = message or f"HTTP {resp.status_code}"
+    status = resp.status_code
+    if status == 404:
+        return NotFound(message, status, code, node)
+    if status in (401, 403):
+        return Unauthorized(message, status, code, node)
+    if status in RETRY_STATUSES:
+        return Unavailable(message, [(node, f"HTTP {status}: {message}")], status, node)
+    if 400 <= status < 500:
+        return BadRequest(message, status, code, node)
+    return ServerError(message, status, code, node)
+
+
+# -- the client ----------------------------------------------------------------------------------
+
+
+class Client:
+    """A client of a kvraft cluster.
+
+    ``nodes``: node URLs (``http://host:port`` or ``host:port``), default ``KVRAFT_NODES`` or the
+    local cluster on ports 8001-8003. ``token``: bearer token, default ``KVRAFT_TOKEN``.
+    ``timeout``: seconds per request (connecting is capped at 3 s so a dead host is skipped
+    quickly). ``retries``: extra passes over the whole node list after every node failed, with
+    ``backoff`` seconds doubling between passes. ``sleep`` is injectable for tests.
+
+    Every method blocks; none is thread-safe (one ``Client`` per thread). Methods raise
+    :class:`NotFound`, :class:`BadRequest`, :class:`Unauthorized`, :class:`ServerError`, or
+    :class:`Unavailable` when no node could serve the request.
+    """
+
+    def __init__(self, nodes: Sequence[str] | None = None, token: str | None = None,
+                 timeout: float = 10.0, retries: int = 2, backoff: float = 0.2,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        urls = [normalize_node(n) for n in nodes] if nodes else nodes_from_env()
+        self.nodes: list[str] = list(dict.fromkeys(urls))  # de-duplicated, order kept
+        self.token = token if token is not None else (os.environ.get("KVRAFT_TOKEN") or None)
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self._sleep = sleep
+        self._preferred = 0  # index of the node that answered last
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "kvraft-client/1"
+        if self.token:
+            self.session.headers["Authorization"] = f"Bearer {self.token}"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def last_node(self) -> str:
+        """URL of the node that answered the last request (the first one tried next time)."""
+        return self.nodes[self._preferred]
+
+    # -- the transport ---------------------------------------------------------------------------
+
+    def _order(self) -> list[int]:
+        n = len(self.nodes)
+        return [(self._preferred + i) % n for i in range(n)]
+
+    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                 data: bytes | None = None, json_body: Any = None, retry: bool = True,
+                 ok: Sequence[int] = (200, 201)) -> tuple[requests.Response, str]:
+        """Send one request, failing over between nodes; return (response, node URL).
+
+        ``retry=False`` (non-idempotent requests): another node is tried only when the
+        connection could not be opened; a timeout, reset or 5xx after sending raises
+        :class:`Unavailable` at once. Responses with a status in ``ok`` are returned; any other
+        status raises its typed error."""
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        errors: list[tuple[str, str]] = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._sleep(self.backoff * 2 ** (attempt - 1))
+            for i in self._order():
+                node = self.nodes[i]
+                try:
+                    resp = self.session.request(
+                        method, node + path, params=params, data=data, json=json_body,
+                        timeout=(min(3.0, self.timeout), self.timeout))
+                except requests.RequestException as exc:
+                    errors.append((node, _reason(exc)))
+                    if retry or _never_sent(exc):
+                        continue
+                    raise Unavailable(
+                        f"{method} {path} on {node} failed after it may have been sent; it may or "
+                        f"may not have taken effect: {exc}", errors, node=node) from exc
+                if resp.status_code in ok:
+                    self._preferred = i
+                    return resp, node
+                err = _error_of(resp, node)
+                if isinstance(err, Unavailable):
+                    errors.append((node, f"HTTP {resp.status_code}: {err.message}"))
+                    if retry:
+                        continue
+                    raise Unavailable(f"{node}: {err.message}", errors, resp.status_code, node)
+                self._preferred = i  # the node answered; the answer is the answer
+                raise err
+        tried = "; ".join(f"{n}: {why}" for n, why in errors[-len(self.nodes):])
+        raise Unavailable(f"no node could serve {method} {path} ({tried})", errors)
+
+    def _json(self, method: str, path: str, **kw: Any) -> tuple[dict, requests.Response]:
+        resp, node = self._request(method, path, **kw)
+        try:
+            body = resp.json()
+        except ValueError:
+            raise ServerError(f"{node} answered {path} with a body that is not JSON",
+                              resp.status_code, "bad_response", node) from None
+        return body, resp
+
+    @staticmethod
+    def _write_result(body: dict, resp: requests.Response) -> WriteResult:
+        return WriteResult(
+            key=str(body["key"]), version=str(body.get("version", "")),
+            replicas=tuple(body.get("replicas") or ()), acks=int(body.get("acks") or 0),
+            created=resp.status_code == 201, hinted=tuple(body.get("hinted") or ()),
+            node=resp.headers.get("X-Kvraft-Node", ""))
+
+    # -- key-value operations --------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes, w: str | None = None) -> WriteResult:
+        """Store ``value`` under ``key``; ``w`` is one/quorum/all (server default quorum).
+
+        Retried on another node when one is down; a repeat only writes a newer version.
+        ``created`` tells a new key (201) from a replaced one (200) as the answering node saw it
+        (after a failover the retry may report a replacement of its own first attempt)."""
+        body, resp = self._json("PUT", "/kv/" + quote_key(key), data=bytes(value),
+                                params={"w": _check_level(w, "w")})
+        return self._write_result(body, resp)
+
+    def get(self, key: str, r: str | None = None) -> Value:
+        """The value of ``key`` (``r`` is one/quorum/all); raises :class:`NotFound`."""
+        resp, node = self._request("GET", "/kv/" + quote_key(key),
+                                   params={"r": _check_level(r, "r")}, ok=(200,))
+        version = resp.headers.get("X-Kvraft-Version") or resp.headers.get("ETag", "").strip('"')
+        return Value(resp.content, version, resp.headers.get("X-Kvraft-Node", node))
+
+    def delete(self, key: str, w: str | None = None) -> WriteResult:
+        """Delete ``key`` (writes a tombstone); raises :class:`NotFound` when it is absent.
+
+        Retried on another node when one is down. Caveat: when the first attempt was applied
+        but its answer lost, the retry finds the key gone and raises :class:`NotFound`."""
+        body, resp = self._json("DELETE", "/kv/" + quote_key(key),
+                                params={"w": _check_level(w, "w")}, ok=(200,))
+        return self._write_result(body, resp)
+
+    def create(self, value: str, w: str | None = None) -> WriteResult:
+        """Store ``value`` (text) under a key the store picks (``POST /kv``); returns it.
+
+        Not repeated once the request may have been sent: a retry could create a second key.
+        :class:`Unavailable` then means the outcome is unknown."""
+        body, resp = self._json("POST", "/kv", json_body={"value": value},
+                                params={"w": _check_level(w, "w")}, retry=False, ok=(201, 200))
+        return self._write_result(body, resp)
+
+    def list(self, prefix: str = "", limit: int = 100, after: str | None = None) -> Page:
+        """One page of at most ``limit`` (1-1000) sorted live keys under ``prefix`` after
+        ``after``; pass ``page.next`` as ``after`` for the next page."""
+        body, _ = self._json("GET", "/kv", params={"prefix": prefix or None, "limit": limit,
+                                                    "after": after}, ok=(200,))
+        return Page(list(body.get("keys") or []), body.get("next"))
+
+    def iter_pages(self, prefix: str = "", page_size: int = MAX_PAGE,
+                   after: str | None = None) -> Iterator[Page]:
+        """Every page under ``prefix``, lazily (one request per page). Stops when ``next`` is
+        None or does not advance (a defence against a server that repeats itself)."""
+        while True:
+            page = self.list(prefix, page_size, after)
+            yield page
+            if page.next is None or (after is not None and page.next <= after):
+                return
+            after = page.next
+
+    def iter_keys(self, prefix: str = "", page_size: int = MAX_PAGE) -> Iterator[str]:
+        """Every live key under ``prefix`` in order, fetched page by page."""
+        for page in self.iter_pages(prefix, page_size):
+            yield from page.keys
+
+    def explain(self, key: str) -> dict:
+        """``GET /kv/<key>?explain=1``: partition, replicas and the version each one holds."""
+        return self._json("GET", "/kv/" + quote_key(key), params={"explain": 1}, ok=(200,))[0]
+
+    # -- cluster and operations ------------------------------------------------------------------
+
+    def cluster(self) -> dict:
+        """``GET /cluster`` from the first node that answers: leader, nodes, partition map."""
+        return self._json("GET", "/cluster", ok=(200,))[0]
+
+    def health(self, node: str | None = None) -> bool:
+        """True when ``node`` (default: any) answers ``/health``; never raises."""
+        try:
+            if node is not None:
+                url = normalize_node(node) + "/health"
+                return self.session.get(url, timeout=min(3.0, self.timeout)).ok
+            self._request("GET", "/health", ok=(200,))
+            return True
+        except (KvClientError, requests.RequestException, ValueError):
+            return False
+
+    def export(self) -> dict:
+        """``POST /export``: a snapshot of the store on the FTP server; returns ``{name, keys,
+        bytes}``. Not repeated once sent (each call makes a new snapshot)."""
+        return self._json("POST", "/export", retry=False, ok=(200, 201))[0]
+
+    def import_(self, name: str) -> dict:
+        """``POST /import {"name"}``: load a snapshot made by :meth:`export`. Retried on another
+        node when one is down (records apply by last writer wins, so a repeat is harmless)."""
+        return self._json("POST", "/import", json_body={"name": name}, ok=(200, 201))[0]
+
+    def report_text(self, request: Mapping[str, Any] | None = None) -> str:
+        """The text of a report from WebSocket ``/report`` (JSON: time, node, cluster view,
+        every live key). Tries the nodes in turn until one opens the socket; needs the
+        ``websocket-client`` package."""
+        try:
+            import websocket  # websocket-client
+        except ImportError:
+            raise KvClientError("reports need the websocket-client package "
+                                "(pip install websocket-client)") from None
+        message = json.dumps(dict(request or {"type": "report"}))
+        headers = [f"Authorization: Bearer {self.token}"] if self.token else []
+        errors: list[tuple[str, str]] = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._sleep(self.backoff * 2 ** (attempt - 1))
+            for i in self._order():
+                node = self.nodes[i]
+                ws_url = "ws" + node[len("http"):] + "/report"
+                try:
+                    sock = websocket.create_connection(ws_url, timeout=self.timeout,
+                                                       header=headers)
+                except websocket.WebSocketBadStatusException as exc:
+                    status = exc.status_code
+                    if status in RETRY_STATUSES:
+                        errors.append((node, f"HTTP {status}"))
+                        continue
+                    cls = {404: NotFound, 401: Unauthorized, 403: Unauthorized}.get(
+                        status, BadRequest if 400 <= status < 500 else ServerError)
+                    raise cls(f"{node} refused the report socket: HTTP {status}", status,
+                              "websocket", node) from None
+                except (OSError, websocket.WebSocketException) as exc:
+                    errors.append((node, f"{type(exc).__name__}: {exc}"))
+                    continue
+                try:
+                    sock.send(message)
+                    text = sock.recv()
+                except (OSError, websocket.WebSocketException) as exc:
+                    # a report only reads: asking another node is safe
+                    errors.append((node, f"{type(exc).__name__}: {exc}"))
+                    continue
+                finally:
+                    sock.close()
+                self._preferred = i
+                if isinstance(text, bytes):
+                    text = text.decode("utf-8", "replace")
+                self._check_report(text, node)
+                return text
+        raise Unavailable(f"no node could serve a report ({errors[-1][1] if errors else ''})",
+                          errors)
+
+    @staticmethod
+    def _check_report(text: str, node: str) -> None:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise ServerError(f"{node} sent a report that is not JSON", None, "bad_response",
+                              node) from None
+        if isinstance(body, dict) and "error" in body and "message" in body:
+            message = f"{node}: {body['message']}"
+            if body["error"] == "unavailable":
+                raise Unavailable(message, [(node, str(body["message"]))], node=node)
+            raise KvClientError(message, None, str(body["error"]), node)
+
+    def report(self, request: Mapping[str, Any] | None = None) -> dict:
+        """:meth:`report_text` parsed."""
+        return json.loads(self.report_text(request))
