@@ -125,11 +125,11 @@ class Node:
         return {m.id: m.http for m in self.meta.members().values() if m.raft in raft}
 
     def is_alive(self, node_id: str) -> bool:
+        """Whether the last contact with ``node_id`` succeeded (optimistic before any contact)."""
         if node_id == self.id:
             return True
-        seen = self._alive.get(node_id)
-        down = self._down.get(node_id, 0.0)
-        return seen is not None and seen >= down
+        down = self._down.get(node_id)
+        return down is None or self._alive.get(node_id, 0.0) >= down
 
     def _mark(self, node_id: str, ok: bool) -> None:
         (self._alive if ok else self._down)[node_id] = time.monotonic()
