@@ -121,15 +121,15 @@ class Page:
 
 def normalize_node(url: str) -> str:
     """``host:port`` or ``http://host:port/`` -> ``http://host:port`` (ValueError when empty)."""
-    url = url.strip().rstrip("/")
-    if not url:
+    text = url.strip()
+    if not text:
         raise ValueError("empty node URL")
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) node URL: {url!r}")
-    return url
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def nodes_from_env(environ: Mapping[str, str] | None = None) -> list[str]:

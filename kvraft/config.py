@@ -16,6 +16,7 @@ from typing import Any
 ENV_PREFIX = "KVRAFT_"
 NODE_ID = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
 POLICIES = ("least-loaded", "round-robin", "random")
+TEST_FAULTS = ("", "drop_replication", "ack_without_write")
 
 
 class ConfigError(ValueError):
@@ -54,7 +55,11 @@ class Config:
     ftp_user: str = "kvraft"
     ftp_password: str = field(default="", repr=False)
     ftp_tls: bool = False
-    clock_offset_ms: int = 0
+    clock_offset_ms: int = 0  # chaos: skew this node's physical clock
+    # Test-only fault switches (never set in production): "drop_replication" stops sending
+    # records to other replicas (they diverge until anti-entropy heals them); "ack_without_write"
+    # acknowledges writes without storing them (the chaos checker's negative control).
+    test_fault: str = ""
     log_level: str = "warning"
 
     def __post_init__(self) -> None:
@@ -89,6 +94,8 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
         parse_hostport(self.ftp, "ftp")
+        if self.test_fault not in TEST_FAULTS:
+            raise ConfigError(f"test_fault: one of {', '.join(TEST_FAULTS[1:])} or empty")
 
     @property
     def http_addr(self) -> tuple[str, int]:

@@ -225,12 +225,16 @@ class Node:
         need = placement.required_acks(w, self.rf)
         part, replicas = self.replicas_of(key)
         record = Record(key, part, Version(self.hlc.now(), self.id), tomb, value)
+        if self.config.test_fault == "ack_without_write":  # negative control for the checker
+            return WriteResult(key, record.version, replicas, need, True)
         futures: dict[Future, str] = {}
         local = None
         failed: list[str] = []
         for r in replicas:
             if r == self.id:
                 local = r
+            elif self.config.test_fault == "drop_replication":
+                continue  # the replica silently misses this write (acks counted as if sent)
             elif not self.is_alive(r):
                 failed.append(r)
             else:
@@ -245,6 +249,8 @@ class Node:
                 log.info("replica %s failed for %r: %s", r, key, exc)
                 failed.append(r)
         acks = len(results)
+        if self.config.test_fault == "drop_replication":
+            acks = len(replicas)
         hinted = self._hint(part, replicas, failed, record) if failed else []
         self.count("writes")
         self.count("replica_acks", acks)
