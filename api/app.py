@@ -16,6 +16,8 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from kvraft import sync
+from kvraft.config import Config, ConfigError
 from kvraft.errors import BadRequest, KvError, TooLarge
 from kvraft.keys import check_level
 from kvraft.node import Node, result_to_json
@@ -132,6 +134,23 @@ def create_app(node: Node) -> Flask:
     def cluster():
         return jsonify(node.cluster())
 
+    @app.post("/cluster/members")
+    def add_member():
+        body = _json_body()
+        fields = [body.get(f) for f in ("id", "http", "raft")]
+        if not all(isinstance(f, str) and f for f in fields):
+            raise BadRequest('body must be JSON {"id": ..., "http": "HOST:PORT", "raft": '
+                             '"HOST:PORT"}')
+        try:
+            Config(id=fields[0], http=fields[1], raft=fields[2], secret="x" * 8)
+        except ConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        return jsonify(node.add_member(*fields))
+
+    @app.delete("/cluster/members/<node_id>")
+    def remove_member(node_id: str):
+        return jsonify(node.remove_member(node_id))
+
     @app.get("/health")
     def health():
         return jsonify({"status": "ok", "node": node.id})
@@ -180,9 +199,39 @@ def create_app(node: Node) -> Flask:
         recs = node.storage.scan(request.args.get("prefix", ""), request.args.get("after"), limit)
         return Response(encode_records(recs), mimetype="application/octet-stream")
 
+    @app.post("/peer/tree")
+    def peer_tree():
+        return jsonify(sync.answer_tree(node.storage, _json_body()))
+
+    @app.post("/peer/entries")
+    def peer_entries():
+        return jsonify(sync.answer_entries(node.storage, _json_body()))
+
+    @app.post("/peer/fetch")
+    def peer_fetch():
+        return Response(sync.answer_fetch(node.storage, _json_body()),
+                        mimetype="application/octet-stream")
+
+    @app.post("/peer/members")
+    def peer_members():
+        body = _json_body()
+        if body.get("op") == "add":
+            return jsonify(node.add_member(str(body["id"]), str(body["http"]), str(body["raft"])))
+        return jsonify(node.remove_member(str(body.get("id", ""))))
+
     @app.get("/peer/ping")
     def peer_ping():
-        return jsonify({"id": node.id, "keys": node.storage.live_keys})
+        return jsonify({"id": node.id, "keys": node.storage.live_keys,
+                        "raft_members": list(node.meta.raft_members())})
+
+    def _json_body() -> dict:
+        try:
+            body = json.loads(_body(PEER_MAX_BODY) or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        return body
 
     def _records():
         try:

@@ -10,7 +10,8 @@ from prometheus_client.core import GaugeMetricFamily
 from kvraft.node import Node
 
 COUNTERS = ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered", "read_repairs",
-            "writes_unavailable")
+            "writes_unavailable", "sync_rounds", "sync_records", "sync_bytes",
+            "sync_keys_repaired", "tombstones_purged", "records_handed_off")
 
 
 class _NodeCollector:

@@ -1,11 +1,251 @@
-"""WebSocket endpoints (/report, /watch) and export/import. Placeholder: filled in by issue 4."""
+"""WebSocket endpoints (``/report``, ``/watch``), ``POST /export`` and ``POST /import``, and the
+peer endpoints they need (``/peer/records``, ``/peer/changes/*``).
+
+This module only translates: messages and requests in, calls on :mod:`kvraft.report` and
+:mod:`kvraft.watch` out, errors to JSON. On a socket an error is a message
+``{"type": "error", "error": code, "message": text}`` and the socket stays open, except for an
+oversized message (closed with 1009 "Message is too big") and a watcher that fell too far behind.
+
+WebSocket rules: the bearer token is checked by the app's guard like any request; a browser
+``Origin`` must name this host (no Origin, a non-browser client, is allowed), else 403 before the
+upgrade; incoming messages are limited to :data:`MAX_MESSAGE` bytes. flask-sock holds one server
+thread per open socket (gunicorn gthread threads are sized for it).
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
+from flask import Flask, Response, jsonify, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+from wsproto.events import TextMessage
+
+from kvraft.errors import BadRequest, KvError
+from kvraft.keys import MAX_KEY_BYTES, check_level
 from kvraft.node import Node
+from kvraft.report import Reports, check_export_name, local_records, parse_report_request
+from kvraft.storage import Record
+from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions, Watcher
+from kvraft.wire import encode_records
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 64 * 1024  # largest message a client may send on a socket
+PING_INTERVAL = 25.0  # seconds; a client that misses a pong is disconnected
+FRAGMENT_CHARS = 256 * 1024  # a report reply is sent as one message in fragments of this size
+WS_PATHS = ("/report", "/watch")
+READY_TIMEOUT = 5.0  # /watch waits this long to be subscribed on every live peer
+MAX_POLL_WAIT = 5.0
 
 
 def register(app: Flask, node: Node) -> None:
-    """Add the websocket and export/import routes to ``app``."""
+    """Add the websocket, export/import and their peer routes to ``app``."""
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": MAX_MESSAGE,
+                                         "ping_interval": PING_INTERVAL}
+    sock = Sock(app)
+    reports = Reports(node)
+    subs = PeerSubscriptions(node.changes)
+    feed = ClusterFeed(
+        node.id, node.changes,
+        HttpPeerFeed(node.peers, lambda n: node.members().get(n), node.config.peer_timeout),
+        lambda: node.members(), node.is_alive,
+    )
+
+    @app.before_request
+    def _ws_guard():
+        if request.path not in WS_PATHS:
+            return None
+        if not origin_allowed(request.headers.get("Origin"), request.host):
+            return _error(403, "forbidden", "websocket Origin must be this host "
+                          f"({request.host}); got {request.headers.get('Origin')!r}")
+        if len(request.args.get("prefix", "").encode("utf-8", "replace")) > MAX_KEY_BYTES:
+            return _error(400, "bad_request", f"prefix is at most {MAX_KEY_BYTES} bytes")
+        return None
+
+    @sock.route("/report")
+    def report(ws) -> None:
+        while True:
+            data = ws.receive()
+            if data is None:
+                continue
+            try:
+                prefix = parse_report_request(data)
+                with reports.report(prefix) as f:
+                    send_text_file(ws, f)
+            except KvError as exc:
+                ws.send(_ws_error(exc.code, exc.message))
+            except (ConnectionClosed, OSError):
+                return  # the client went away
+            except Exception as exc:  # a bug must not end the client's socket
+                log.exception("report failed")
+                ws.send(_ws_error("internal", f"{type(exc).__name__}: {exc}"))
+
+    @sock.route("/watch")
+    def watch(ws) -> None:
+        serve_watch(ws, feed, request.args.get("prefix", ""))
+
+    @app.post("/export")
+    def export():
+        return _run(reports.export, created=True)
+
+    @app.post("/import")
+    def import_():
+        w = check_level(request.args.get("w"), "quorum", "w")
+        try:
+            body = json.loads(request.get_data(cache=False) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest('body must be JSON {"name": "<export name>"}') from None
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise BadRequest('body must be JSON {"name": "<export name>"}')
+        name = check_export_name(body["name"])
+        return _run(lambda progress=None: reports.import_(name, w, progress))
+
+    # -- peer endpoints (the app's guard checks the cluster secret) -------------------------
+
+    @app.post("/peer/records")
+    def peer_records():
+        try:
+            keys = json.loads(request.get_data(cache=False))["keys"]
+            max_bytes = int(request.args.get("max_bytes", str(8 << 20)))
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest('body must be JSON {"keys": [...]}') from None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise BadRequest("keys must be a list of strings")
+        records, done = local_records(node.storage.get, keys, max(1, max_bytes))
+        return Response(encode_records(records), mimetype="application/octet-stream",
+                        headers={"X-Kvraft-Done": str(done)})
+
+    @app.post("/peer/changes/open")
+    def peer_changes_open():
+        return jsonify({"sid": subs.open(request.args.get("prefix", ""))})
+
+    @app.get("/peer/changes/poll")
+    def peer_changes_poll():
+        try:
+            wait = min(MAX_POLL_WAIT, max(0.0, float(request.args.get("wait", "1"))))
+        except ValueError:
+            raise BadRequest("wait must be a number of seconds") from None
+        records: list[Record] | None = subs.poll(request.args.get("sid", ""), wait)
+        if records is None:
+            return _error(410, "gone", "unknown or expired change subscription")
+        return Response(encode_records(records), mimetype="application/octet-stream")
+
+    @app.post("/peer/changes/close")
+    def peer_changes_close():
+        subs.close(request.args.get("sid", ""))
+        return jsonify({"closed": True})
+
+
+def origin_allowed(origin: str | None, host: str) -> bool:
+    """True for no Origin (not a browser) or an http(s) Origin naming ``host`` (Host header)."""
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    default = 443 if parts.scheme == "https" else 80
+    h = urlsplit("//" + host)
+    try:
+        host_port = h.port or default
+    except ValueError:
+        return False
+    return parts.hostname.lower() == (h.hostname or "").lower() and (port or default) == host_port
+
+
+def send_text_file(ws, f, chunk: int = FRAGMENT_CHARS) -> None:
+    """Send the rest of text file ``f`` as ONE text message, in fragments of ``chunk``
+    characters, so a large report is never in memory whole.
+
+    simple-websocket's ``send()`` takes only a whole message, so this frames through its wsproto
+    connection (``ws.ws``) and writes to its socket (``ws.sock``) directly.
+    """
+    data = f.read(chunk)
+    while True:
+        if not ws.connected:
+            raise ConnectionClosed(ws.close_reason, ws.close_message)
+        following = f.read(chunk)
+        ws.sock.sendall(ws.ws.send(TextMessage(data=data, message_finished=not following)))
+        if not following:
+            return
+        data = following
+
+
+def serve_watch(ws, feed: ClusterFeed, prefix: str) -> None:
+    """Stream ``feed`` events under ``prefix`` to ``ws`` until it closes.
+
+    First message: ``{"type": "ready", "prefix", "peers", "missing"}`` once the feed is
+    subscribed on every live peer (``missing`` lists those it is not, yet).
+    """
+    watcher = feed.subscribe(prefix)
+    try:
+        _watch_loop(ws, feed, watcher, prefix)
+    except OSError:
+        pass  # the client went away mid-send
+    finally:
+        watcher.close()
+
+
+def _watch_loop(ws, feed: ClusterFeed, watcher: Watcher, prefix: str) -> None:
+    missing = feed.wait_connected(READY_TIMEOUT)
+    ws.send(json.dumps({"type": "ready", "prefix": prefix, "peers": feed.peers(),
+                        "missing": missing}))
+    while ws.connected:
+        event = watcher.get(timeout=0.5)
+        if event is not None:
+            ws.send(json.dumps(event.to_json()))
+        elif watcher.lagged:
+            ws.send(_ws_error("lagged", "this watcher fell too far behind and was cut off; "
+                              "reconnect to watch again"))
+            ws.close(1011, "lagged")
+            return
+        while ws.receive(timeout=0) is not None:
+            ws.send(_ws_error("bad_request", "/watch takes no messages; the prefix is set by "
+                              "?prefix= when connecting"))
+
+
+def _run(job: Callable[..., dict], created: bool = False):
+    """Run an export/import; with ``?progress=1`` stream NDJSON progress lines, then the result
+    (``{"type": "done", ...}``) or the error (``{"type": "error", ...}``) as the last line."""
+    if request.args.get("progress") in (None, "", "0"):
+        return jsonify(job()), (201 if created else 200)
+    lines: queue.Queue[tuple[str, dict]] = queue.Queue()
+
+    def work() -> None:
+        try:
+            lines.put(("done", job(lambda p: lines.put(("progress", p)))))
+        except KvError as exc:
+            lines.put(("error", {"error": exc.code, "message": exc.message}))
+        except Exception as exc:  # reported on the stream; the status line is already sent
+            log.exception("export/import failed")
+            lines.put(("error", {"error": "internal", "message": f"{type(exc).__name__}: {exc}"}))
+
+    threading.Thread(target=work, name="export-import", daemon=True).start()
+
+    def stream():
+        while True:
+            kind, body = lines.get()
+            yield json.dumps({"type": kind, **body}) + "\n"
+            if kind != "progress":
+                return
+
+    return Response(stream(), 200, mimetype="application/x-ndjson")
+
+
+def _ws_error(code: str, message: str) -> str:
+    return json.dumps({"type": "error", "error": code, "message": message})
+
+
+def _error(status: int, code: str, message: str):
+    resp = jsonify({"error": code, "message": message})
+    resp.status_code = status
+    return resp

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
@@ -31,6 +31,8 @@ DEFAULT_NODES = ("http://127.0.0.1:8001", "http://127.0.0.1:8002", "http://127.0
 LEVELS = ("one", "quorum", "all")
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_PAGE = 1000  # the server's largest ``limit`` for GET /kv
+
+ProgressCallback = Callable[[dict], None]
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -146,8 +148,10 @@ def nodes_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def quote_key(key: str) -> str:
-    """A key as one URL path segment (``/`` included is percent-encoded)."""
-    return quote(key, safe="")
+    """A key as one URL path segment: ``quote(key, safe="")``, and the keys ``.`` and ``..``
+    as ``%2E``/``%2E%2E`` (else HTTP libraries resolve them as dot segments of the path)."""
+    quoted = quote(key, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 def _check_level(value: str | None, name: str) -> str | None:
@@ -183,6 +187,33 @@ def _reason(exc: requests.RequestException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
+CODE_STATUS = {"not_found": 404, "bad_request": 400, "too_large": 413, "unauthorized": 401,
+               "forbidden": 403, "unavailable": 503}
+
+
+def error_from_status(status: int, code: str, message: str, node: str | None) -> KvClientError:
+    """The typed error for an HTTP status (see the class docstrings)."""
+    if status == 404:
+        return NotFound(message, status, code, node)
+    if status in (401, 403):
+        return Unauthorized(message, status, code, node)
+    if status in RETRY_STATUSES:
+        return Unavailable(message, [(node or "?", f"HTTP {status}: {message}")], status, node)
+    if 400 <= status < 500:
+        return BadRequest(message, status, code, node)
+    return ServerError(message, status, code, node)
+
+
+def error_from_code(code: str, message: str, node: str | None) -> KvClientError:
+    """The typed error for an error code sent without a status (websocket, NDJSON streams);
+    codes without a status of their own (``internal``, FTP failures) are :class:`ServerError`
+    unless they say ``unavailable``."""
+    status = CODE_STATUS.get(code, 503 if "unavailable" in code else 500)
+    err = error_from_status(status, code, message, node)
+    err.status = None
+    return err
+
+
 def _error_of(resp: requests.Response, node: str) -> KvClientError:
     try:
         body = resp.json()
@@ -190,16 +221,7 @@ def _error_of(resp: requests.Response, node: str) -> KvClientError:
     except (ValueError, AttributeError):
         code, message = "error", resp.text[:200]
     message = message or f"HTTP {resp.status_code}"
-    status = resp.status_code
-    if status == 404:
-        return NotFound(message, status, code, node)
-    if status in (401, 403):
-        return Unauthorized(message, status, code, node)
-    if status in RETRY_STATUSES:
-        return Unavailable(message, [(node, f"HTTP {status}: {message}")], status, node)
-    if 400 <= status < 500:
-        return BadRequest(message, status, code, node)
-    return ServerError(message, status, code, node)
+    return error_from_status(resp.status_code, code, message, node)
 
 
 # -- the client ----------------------------------------------------------------------------------
@@ -259,7 +281,8 @@ class Client:
 
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                  data: bytes | None = None, json_body: Any = None, retry: bool = True,
-                 ok: Sequence[int] = (200, 201)) -> tuple[requests.Response, str]:
+                 ok: Sequence[int] = (200, 201), stream: bool = False
+                 ) -> tuple[requests.Response, str]:
         """Send one request, failing over between nodes; return (response, node URL).
 
         ``retry=False`` (non-idempotent requests): another node is tried only when the
@@ -273,10 +296,9 @@ class Client:
                 self._sleep(self.backoff * 2 ** (attempt - 1))
             for i in self._order():
                 node = self.nodes[i]
+                url = node + path + ("?" + urlencode(params) if params else "")
                 try:
-                    resp = self.session.request(
-                        method, node + path, params=params, data=data, json=json_body,
-                        timeout=(min(3.0, self.timeout), self.timeout))
+                    resp = self._send(method, url, data, json_body, stream)
                 except requests.RequestException as exc:
                     errors.append((node, _reason(exc)))
                     if retry or _never_sent(exc):
@@ -297,6 +319,18 @@ class Client:
                 raise err
         tried = "; ".join(f"{n}: {why}" for n, why in errors[-len(self.nodes):])
         raise Unavailable(f"no node could serve {method} {path} ({tried})", errors)
+
+    def _send(self, method: str, url: str, data: bytes | None, json_body: Any,
+              stream: bool = False) -> requests.Response:
+        """One HTTP exchange with ``url`` sent exactly as given (requests would otherwise
+        decode ``%2E`` and drop dot segments, changing the key)."""
+        prep = self.session.prepare_request(
+            requests.Request(method, url, data=data, json=json_body))
+        prep.url = url
+        settings = self.session.merge_environment_settings(url, {}, None, None, None)
+        settings["stream"] = stream
+        return self.session.send(prep, timeout=(min(3.0, self.timeout), self.timeout),
+                                 **settings)
 
     def _json(self, method: str, path: str, **kw: Any) -> tuple[dict, requests.Response]:
         resp, node = self._request(method, path, **kw)
@@ -396,26 +430,63 @@ class Client:
         except (KvClientError, requests.RequestException, ValueError):
             return False
 
-    def export(self) -> dict:
-        """``POST /export``: a snapshot of the store on the FTP server; returns ``{name, keys,
-        bytes}``. Not repeated once sent (each call makes a new snapshot)."""
-        return self._json("POST", "/export", retry=False, ok=(200, 201))[0]
+    def export(self, progress: ProgressCallback | None = None) -> dict:
+        """``POST /export``: a snapshot of every live key on the FTP server; returns ``{name,
+        keys, bytes, ...}``. With ``progress``, asks for streamed progress (``?progress=1``) and
+        calls ``progress({"keys", ...})`` from this thread as lines arrive. Not repeated once
+        sent (each call makes a new snapshot); :class:`Unavailable` then means "unknown"."""
+        return self._job("/export", None, {}, progress, retry=False)
 
-    def import_(self, name: str) -> dict:
-        """``POST /import {"name"}``: load a snapshot made by :meth:`export`. Retried on another
-        node when one is down (records apply by last writer wins, so a repeat is harmless)."""
-        return self._json("POST", "/import", json_body={"name": name}, ok=(200, 201))[0]
+    def import_(self, name: str, w: str | None = None,
+                progress: ProgressCallback | None = None) -> dict:
+        """``POST /import {"name"}``: write every record of export ``name`` back (``w`` per
+        write); returns ``{name, keys, bytes}``. ``progress`` as for :meth:`export`, with
+        ``{"keys", "total"}``. Retried on another node when one is down (importing again
+        rewrites the same values). :class:`NotFound` when there is no such export."""
+        return self._job("/import", {"name": name}, {"w": _check_level(w, "w")}, progress,
+                         retry=True)
 
-    def report_text(self, request: Mapping[str, Any] | None = None) -> str:
+    def _job(self, path: str, body: Any, params: dict[str, Any],
+             progress: ProgressCallback | None, retry: bool) -> dict:
+        if progress is None:
+            return self._json("POST", path, json_body=body, params=params, retry=retry,
+                              ok=(200, 201))[0]
+        resp, node = self._request("POST", path, json_body=body, retry=retry, ok=(200, 201),
+                                   params=dict(params, progress=1), stream=True)
+        with resp:
+            if "ndjson" not in resp.headers.get("Content-Type", ""):
+                return resp.json()  # a node without streamed progress: the plain answer
+            try:
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    msg = json.loads(line)
+                    kind = msg.pop("type", None)
+                    if kind == "progress":
+                        progress(msg)
+                    elif kind == "done":
+                        return msg
+                    elif kind == "error":
+                        raise error_from_code(str(msg.get("error")), str(msg.get("message")),
+                                              node)
+            except (requests.RequestException, ValueError) as exc:
+                raise Unavailable(f"{node}: the {path} stream broke ({exc}); the outcome is "
+                                  "unknown", [(node, str(exc))], node=node) from exc
+        raise Unavailable(f"{node}: the {path} stream ended without a result; the outcome is "
+                          "unknown", [(node, "no result line")], node=node)
+
+    def report_text(self, prefix: str = "") -> str:
         """The text of a report from WebSocket ``/report`` (JSON: time, node, cluster view,
-        every live key). Tries the nodes in turn until one opens the socket; needs the
-        ``websocket-client`` package."""
+        every live key under ``prefix`` with its value and version). Blocks until the node has
+        written the report to the FTP server and read it back. Tries the nodes in turn (a
+        report only reads); needs the ``websocket-client`` package."""
         try:
             import websocket  # websocket-client
         except ImportError:
             raise KvClientError("reports need the websocket-client package "
                                 "(pip install websocket-client)") from None
-        message = json.dumps(dict(request or {"type": "report"}))
+        message = json.dumps({"type": "report", "prefix": prefix} if prefix else
+                             {"type": "report"})
         headers = [f"Authorization: Bearer {self.token}"] if self.token else []
         errors: list[tuple[str, str]] = []
         for attempt in range(self.retries + 1):
@@ -432,10 +503,9 @@ class Client:
                     if status in RETRY_STATUSES:
                         errors.append((node, f"HTTP {status}"))
                         continue
-                    cls = {404: NotFound, 401: Unauthorized, 403: Unauthorized}.get(
-                        status, BadRequest if 400 <= status < 500 else ServerError)
-                    raise cls(f"{node} refused the report socket: HTTP {status}", status,
-                              "websocket", node) from None
+                    raise error_from_status(status, "websocket",
+                                            f"{node} refused the report socket: HTTP {status}",
+                                            node) from None
                 except (OSError, websocket.WebSocketException) as exc:
                     errors.append((node, f"{type(exc).__name__}: {exc}"))
                     continue
@@ -443,7 +513,6 @@ class Client:
                     sock.send(message)
                     text = sock.recv()
                 except (OSError, websocket.WebSocketException) as exc:
-                    # a report only reads: asking another node is safe
                     errors.append((node, f"{type(exc).__name__}: {exc}"))
                     continue
                 finally:
@@ -453,22 +522,23 @@ class Client:
                     text = text.decode("utf-8", "replace")
                 self._check_report(text, node)
                 return text
-        raise Unavailable(f"no node could serve a report ({errors[-1][1] if errors else ''})",
-                          errors)
+        tried = "; ".join(f"{n}: {why}" for n, why in errors[-len(self.nodes):])
+        raise Unavailable(f"no node could serve a report ({tried})", errors)
 
     @staticmethod
     def _check_report(text: str, node: str) -> None:
+        """Raise the typed error when the reply is an error message, not a report."""
         try:
             body = json.loads(text)
         except ValueError:
             raise ServerError(f"{node} sent a report that is not JSON", None, "bad_response",
                               node) from None
-        if isinstance(body, dict) and "error" in body and "message" in body:
-            message = f"{node}: {body['message']}"
-            if body["error"] == "unavailable":
-                raise Unavailable(message, [(node, str(body["message"]))], node=node)
-            raise KvClientError(message, None, str(body["error"]), node)
+        if not isinstance(body, dict):
+            raise ServerError(f"{node} sent a report that is not a JSON object", None,
+                              "bad_response", node)
+        if body.get("type") == "error":
+            raise error_from_code(str(body.get("error")), str(body.get("message")), node)
 
-    def report(self, request: Mapping[str, Any] | None = None) -> dict:
+    def report(self, prefix: str = "") -> dict:
         """:meth:`report_text` parsed."""
-        return json.loads(self.report_text(request))
+        return json.loads(self.report_text(prefix))

@@ -18,6 +18,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -248,13 +249,26 @@ class Progress:
 
 
 class Ticker:
-    """While a blocking call runs, redraw ``label  elapsed`` on a terminal stderr (context
-    manager; a daemon thread; does nothing when stderr is not a terminal)."""
+    """While a blocking call runs, keep a progress line alive on a terminal stderr: redrawn
+    every 0.2 s with the elapsed time and whatever :meth:`feed` last reported (context manager;
+    a daemon thread; does nothing when stderr is not a terminal)."""
 
     def __init__(self, label: str, stream: IO[str] | None = None) -> None:
         self.progress = Progress(label, stream=stream)
+        self.done: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.progress.enabled
+
+    def feed(self, doc: dict) -> None:
+        """A server progress message (``{"keys", "total"?}``): shown at the next redraw."""
+        if isinstance(doc.get("keys"), int):
+            self.done = doc["keys"]
+        if isinstance(doc.get("total"), int):
+            self.progress.total = doc["total"]
 
     def __enter__(self) -> Ticker:
         if self.progress.enabled:
@@ -264,7 +278,7 @@ class Ticker:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.progress.update(None, force=True)
+            self.progress.update(self.done, force=True)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -373,14 +387,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
             while len(keys) < args.limit:
                 page = c.list(args.prefix, min(MAX_PAGE, args.limit - len(keys)), nxt)
                 keys.extend(page.keys)
+                stuck = nxt is not None and page.next is not None and page.next <= nxt
                 nxt = page.next
-                if nxt is None:
+                if nxt is None or stuck:
                     break
     if args.json:
         _print_json({"keys": keys, "next": nxt, "count": len(keys)})
         return EXIT_OK
     if _isatty(sys.stdout) and not args.one:
-        width = os.get_terminal_size(sys.stdout.fileno()).columns
+        width = shutil.get_terminal_size().columns or 80
         if keys:
             print(format_columns(keys, width))
         print(f"{len(keys)} key(s)" + (f"; more after {nxt!r}: use --all or --after"
@@ -416,13 +431,13 @@ def _count(doc: Any, *names: str) -> Any:
 
 def cmd_report(args: argparse.Namespace) -> int:
     with _client(args) as c, Ticker("report: waiting for the node"):
-        text = _route_missing(c.report_text, "WebSocket /report")
+        text = _route_missing(lambda: c.report_text(args.prefix), "WebSocket /report")
     if args.out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return EXIT_OK
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(text)
-    keys = _count(json.loads(text), "keys", "records", "data")
+    keys = _count(json.loads(text), "count", "keys")
     if args.json:
         _print_json({"out": args.out, "bytes": len(text.encode()), "keys": keys})
     else:
@@ -432,8 +447,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with _client(args) as c, Ticker("export: waiting for the node"):
-        doc = _route_missing(c.export, "POST /export")
+    with _client(args) as c, Ticker("export") as ticker:
+        feed = ticker.feed if ticker.enabled else None  # stream progress only to a terminal
+        doc = _route_missing(lambda: c.export(progress=feed), "POST /export")
     if args.json:
         _print_json(doc)
     else:
@@ -452,12 +468,12 @@ def _route_missing(call: Callable[[], Any], route: str) -> Any:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    with _client(args) as c, Ticker(f"import {args.name}: waiting for the node"):
-        doc = c.import_(args.name)
+    with _client(args) as c, Ticker(f"import {args.name}") as ticker:
+        doc = c.import_(args.name, w=args.w, progress=ticker.feed if ticker.enabled else None)
     if args.json:
         _print_json(doc)
     else:
-        keys = _count(doc, "keys", "imported", "records")
+        keys = _count(doc, "keys")
         print(f"imported {args.name}" + (f": {keys} keys" if keys is not None else ""))
     return EXIT_OK
 
@@ -466,6 +482,9 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
     """Call a command, turning client errors into a message on stderr and an exit code."""
     try:
         return func(args)
+    except KeyboardInterrupt:
+        print(f"kvraft {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (KvClientError, UsageError, ValueError, OSError) as exc:
         if isinstance(exc, BrokenPipeError):  # `kvraft ls | head`
             _silence_stdout()
@@ -551,13 +570,17 @@ def add_client_commands(sub: Any) -> None:
     p = sub.add_parser("status", parents=[common], help="nodes, leader and partition balance")
     p.set_defaults(func=_wrap(cmd_status))
 
-    p = sub.add_parser("report", parents=[common], help="a report of every key (via /report)")
+    p = sub.add_parser("report", parents=[common], help="a report of every key (via /report)",
+                       description="Ask a node for a report (JSON: cluster view and every live "
+                                   "key with its value and version) and print it or save it.")
     p.add_argument("--out", "-o", metavar="FILE", default=None)
+    p.add_argument("--prefix", "-p", default="", metavar="P", help="only keys under P")
     p.set_defaults(func=_wrap(cmd_report))
 
     p = sub.add_parser("export", parents=[common], help="snapshot the store to the FTP server")
     p.set_defaults(func=_wrap(cmd_export))
 
     p = sub.add_parser("import", parents=[common], help="load a snapshot made by export")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the name export printed")
+    p.add_argument("--w", choices=LEVELS, default=None, help="write level (default quorum)")
     p.set_defaults(func=_wrap(cmd_import))

@@ -39,6 +39,7 @@ class Config:
     advertise: str = ""  # HTTP address peers use to reach this node; default: http
     raft: str = "127.0.0.1:9001"
     peers: tuple[str, ...] = ()  # Raft addresses of the other members
+    join: str = ""  # HTTP address of a member of a running cluster to join (peers learnt from it)
     data_dir: str = "data/n1"
     secret: str = field(default="", repr=False)
     partitions: int = 64
@@ -79,7 +80,9 @@ class Config:
             raise ConfigError("partitions: 1 to 4096")
         if not 1 <= self.replication_factor <= 7:
             raise ConfigError("replication_factor: 1 to 7")
-        if self.replication_factor > len(self.peers) + 1:
+        if self.join:
+            parse_hostport(self.join, "join")
+        elif self.replication_factor > len(self.peers) + 1:
             raise ConfigError(
                 f"replication_factor {self.replication_factor} exceeds the "
                 f"{len(self.peers) + 1} members"

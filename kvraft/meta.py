@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import SyncObjException
 
-from .placement import PartitionMap
+from .placement import MapState, PartitionMap
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ class Member:
 class NodeStats:
     keys: int
     bytes: int
+    hints: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRound:
+    id: int
+    started_ts: int  # HLC timestamp at the start
+    started_at: float  # leader's wall clock at the start
+    hints_clear: bool  # no node reported pending hints when it started
 
 
 class MetaState(SyncObjConsumer):
@@ -47,9 +57,16 @@ class MetaState(SyncObjConsumer):
     def __init__(self) -> None:
         super().__init__()  # first: attributes set after this are the ones replicated
         self.members: dict[str, tuple[str, str]] = {}  # id -> (http, raft)
-        self.partitions: PartitionMap = ()
+        self.partitions: PartitionMap = ()  # replicas of each partition, filling ones included
+        self.filling: dict[int, tuple[str, ...]] = {}  # partition -> replicas still being filled
+        self.leaving: dict[int, tuple[str, ...]] = {}  # partition -> replicas to drop once filled
         self.map_epoch = 0
-        self.stats: dict[str, tuple[int, int]] = {}  # id -> (keys, bytes)
+        self.stats: dict[str, tuple[int, int, int]] = {}  # id -> (keys, bytes, hints pending)
+        self.round: tuple[int, int, float, bool] = (0, 0, 0.0, False)  # id, hlc ts, wall, clear
+        self.synced: dict[int, int] = {}  # partition -> last round all its replicas synced in
+        self.watermarks: dict[int, int] = {}  # partition -> tombstones below this ts purgeable
+        self.removing: tuple[str, ...] = ()  # members being drained before leaving Raft
+        self.rebalances = 0
 
     @replicated
     def register(self, node_id: str, http: str, raft: str) -> bool:
@@ -59,19 +76,67 @@ class MetaState(SyncObjConsumer):
         return True
 
     @replicated
-    def set_partitions(self, expected_epoch: int, partitions: PartitionMap) -> bool:
+    def forget(self, node_id: str) -> bool:
+        self.members = {k: v for k, v in self.members.items() if k != node_id}
+        self.stats = {k: v for k, v in self.stats.items() if k != node_id}
+        self.removing = tuple(n for n in self.removing if n != node_id)
+        return True
+
+    @replicated
+    def set_partitions(self, expected_epoch: int, partitions: PartitionMap,
+                       filling: dict[int, tuple[str, ...]],
+                       leaving: dict[int, tuple[str, ...]]) -> bool:
         """Compare-and-set: applied only if nobody changed the map since ``expected_epoch``."""
         if expected_epoch != self.map_epoch:
             return False
+        if self.partitions:
+            self.rebalances += 1
         self.partitions = tuple(tuple(r) for r in partitions)
+        self.filling = {int(p): tuple(f) for p, f in filling.items() if f}
+        self.leaving = {int(p): tuple(f) for p, f in leaving.items() if f}
         self.map_epoch = expected_epoch + 1
         return True
 
     @replicated
-    def report_stats(self, node_id: str, keys: int, nbytes: int) -> bool:
+    def report_stats(self, node_id: str, keys: int, nbytes: int, hints: int = 0) -> bool:
         stats = dict(self.stats)
-        stats[node_id] = (keys, nbytes)
+        stats[node_id] = (keys, nbytes, hints)
         self.stats = stats
+        return True
+
+    @replicated
+    def start_round(self, round_id: int, started_ts: int, started_at: float,
+                    hints_clear: bool) -> bool:
+        """Open sync round ``round_id``. Partitions fully synced in the previous round, which
+        began with no hints pending anywhere, may purge tombstones older than its start."""
+        if round_id != self.round[0] + 1:
+            return False
+        prev_id, prev_ts, _at, prev_clear = self.round
+        if prev_clear:
+            marks = dict(self.watermarks)
+            for part, synced_in in self.synced.items():
+                if synced_in == prev_id and prev_ts > marks.get(part, 0):
+                    marks[part] = prev_ts
+            self.watermarks = marks
+        self.round = (round_id, started_ts, started_at, hints_clear)
+        return True
+
+    @replicated
+    def complete_sync(self, round_id: int, done: dict[int, tuple[str, ...]]) -> bool:
+        """A primary synced these partitions with these replicas during ``round_id``."""
+        synced, filling = dict(self.synced), dict(self.filling)
+        for part, nodes in done.items():
+            if not 0 <= part < len(self.partitions):
+                continue
+            if set(self.partitions[part]) <= set(nodes):
+                synced[part] = round_id
+                filling.pop(part, None)
+        self.synced, self.filling = synced, filling
+        return True
+
+    @replicated
+    def set_removing(self, nodes: tuple[str, ...]) -> bool:
+        self.removing = tuple(nodes)
         return True
 
 
@@ -117,8 +182,28 @@ class Meta:
         state = self.state
         return state.map_epoch, state.partitions
 
+    def map_state(self) -> tuple[int, MapState]:
+        """The partition map with its moves in progress, and its epoch (for compare-and-set)."""
+        state = self.state
+        return state.map_epoch, MapState(state.partitions, state.filling, state.leaving)
+
     def stats(self) -> dict[str, NodeStats]:
-        return {i: NodeStats(k, b) for i, (k, b) in self.state.stats.items()}
+        return {i: NodeStats(*v) for i, v in self.state.stats.items()}
+
+    def sync_round(self) -> SyncRound:
+        return SyncRound(*self.state.round)
+
+    def synced(self) -> dict[int, int]:
+        return self.state.synced
+
+    def watermarks(self) -> dict[int, int]:
+        return self.state.watermarks
+
+    def removing(self) -> tuple[str, ...]:
+        return self.state.removing
+
+    def rebalances(self) -> int:
+        return self.state.rebalances
 
     def raft_members(self) -> tuple[str, ...]:
         """Raft addresses of every member of the Raft configuration, this node included."""
@@ -161,14 +246,49 @@ class Meta:
     def register(self, node_id: str, http: str, timeout: float = 3.0) -> None:
         self._call(self.state.register, node_id, http, self.self_raft, timeout=timeout)
 
-    def set_partitions(self, expected_epoch: int, partitions: PartitionMap,
-                       timeout: float = 3.0) -> bool:
-        return bool(self._call(self.state.set_partitions, expected_epoch, partitions,
-                               timeout=timeout))
+    def set_partitions(self, expected_epoch: int, new: MapState, timeout: float = 3.0) -> bool:
+        return bool(self._call(self.state.set_partitions, expected_epoch, new.partitions,
+                               new.filling, new.leaving, timeout=timeout))
 
-    def report_stats(self, node_id: str, keys: int, nbytes: int) -> None:
+    def report_stats(self, node_id: str, keys: int, nbytes: int, hints: int) -> None:
         """Fire and forget: the next report corrects a lost one."""
-        self.state.report_stats(node_id, keys, nbytes, callback=lambda _r, _e: None)
+        self.state.report_stats(node_id, keys, nbytes, hints, callback=lambda _r, _e: None)
+
+    def start_round(self, round_id: int, started_ts: int, started_at: float, hints_clear: bool,
+                    timeout: float = 3.0) -> bool:
+        return bool(self._call(self.state.start_round, round_id, started_ts, started_at,
+                               hints_clear, timeout=timeout))
+
+    def complete_sync(self, round_id: int, done: dict[int, tuple[str, ...]],
+                      timeout: float = 3.0) -> None:
+        self._call(self.state.complete_sync, round_id, done, timeout=timeout)
+
+    def set_removing(self, nodes: tuple[str, ...], timeout: float = 3.0) -> None:
+        self._call(self.state.set_removing, tuple(nodes), timeout=timeout)
+
+    def forget(self, node_id: str, timeout: float = 3.0) -> None:
+        self._call(self.state.forget, node_id, timeout=timeout)
+
+    def add_raft_member(self, raft: str, timeout: float = 10.0) -> None:
+        """Add a Raft member (pysyncobj changes membership one node at a time)."""
+        self._membership(self._raft.addNodeToCluster, raft, timeout)
+
+    def remove_raft_member(self, raft: str, timeout: float = 10.0) -> None:
+        self._membership(self._raft.removeNodeFromCluster, raft, timeout)
+
+    def _membership(self, change, raft: str, timeout: float) -> None:
+        done = threading.Event()
+        outcome: list = []
+
+        def callback(result, error) -> None:
+            outcome.append(error)  # pysyncobj calls back (result, FAIL_REASON)
+            done.set()
+
+        change(raft, callback)
+        if not done.wait(timeout):
+            raise MetaUnavailable(f"membership change for {raft} not committed in {timeout}s")
+        if outcome[0] != FAIL_REASON.SUCCESS:
+            raise MetaUnavailable(f"membership change for {raft} failed: {outcome[0]}")
 
     def close(self) -> None:
         self._raft.destroy()

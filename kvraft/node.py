@@ -29,10 +29,11 @@ from urllib.parse import urlencode
 from . import placement
 from .config import Config
 from .errors import BadRequest, NotFound, Unavailable
-from .hlc import HLC, Version, wall_clock_ms
+from .hlc import HLC, LOGICAL_BITS, Version, wall_clock_ms
 from .keys import check_key, new_key
 from .meta import Meta, MetaUnavailable
 from .storage import ApplyResult, Record, Storage
+from .sync import Syncer
 from .transport import PeerClient, PeerError
 from .watch import ChangeHub
 from .wire import decode_records, encode_records
@@ -43,6 +44,8 @@ PING_INTERVAL = 0.5
 HINT_INTERVAL = 0.5
 STATS_INTERVAL = 2.0
 LEADER_INTERVAL = 0.5
+SYNC_TICK = 0.25
+TOMBSTONE_MARGIN_MS = 10_000  # writes in flight when a round starts must land before purging
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +72,11 @@ class Node:
         os.makedirs(config.data_dir, exist_ok=True)
         self.storage = Storage(os.path.join(config.data_dir, "store.db"), fsync=config.fsync)
         self.hlc = HLC(wall_clock_ms(config.clock_offset_ms), last=self.storage.max_ts)
-        self.meta = Meta(config.raft, config.peers, config.data_dir, config.secret)
         self.peers = PeerClient(config.secret, timeout=config.peer_timeout)
+        raft_peers = config.peers
+        if config.join and not os.path.exists(os.path.join(config.data_dir, "raft.journal")):
+            raft_peers = self._peers_from(config.join)
+        self.meta = Meta(config.raft, raft_peers, config.data_dir, config.secret)
         self.pool = ThreadPoolExecutor(max_workers=max(16, config.threads), thread_name_prefix="io")
         self.changes = ChangeHub()  # every record applied here, for /watch
         self.counters: Counter[str] = Counter()
@@ -78,6 +84,9 @@ class Node:
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
         self._stop = threading.Event()
+        self._joined = False  # with --join: the cluster has added us to its Raft members
+        self._born = time.monotonic()  # liveness reference for nodes never heard from
+        self.syncer = Syncer(self)
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
         if start:
@@ -92,6 +101,7 @@ class Node:
             ("hints", self._deliver_hints_once, HINT_INTERVAL),
             ("stats", self._report_stats_once, STATS_INTERVAL),
             ("leader", self._leader_once, LEADER_INTERVAL),
+            ("sync", self.syncer.tick, SYNC_TICK),
         ):
             t = threading.Thread(target=self._loop, args=(fn, period), name=name, daemon=True)
             t.start()
@@ -149,6 +159,12 @@ class Node:
             raise Unavailable("the cluster has no partition map yet; retry shortly")
         part = placement.partition_of(key, len(pmap))
         return part, pmap[part]
+
+    def readable(self, part: int) -> tuple[str, ...]:
+        """Replicas of ``part`` that may serve reads: those not still being filled."""
+        _epoch, state = self.meta.map_state()
+        filling = state.filling.get(part, ())
+        return tuple(n for n in state.partitions[part] if n not in filling)
 
     def _addr(self, node_id: str) -> str:
         member = self.meta.members().get(node_id)
@@ -222,6 +238,15 @@ class Node:
         return self._write(key, b"", True, w)
 
     def _write(self, key: str, value: bytes, tomb: bool, w: str) -> WriteResult:
+        for _ in range(3):
+            result = self._write_once(key, value, tomb, w)
+            if result is not None:
+                return result
+        raise Unavailable("this node's clock is behind the cluster's purge watermark; retry")
+
+    def _write_once(self, key: str, value: bytes, tomb: bool, w: str) -> WriteResult | None:
+        """One attempt; None when a replica refused the version as older than its tombstone
+        watermark (this node's clock was behind): the clock is advanced and the caller retries."""
         need = placement.required_acks(w, self.rf)
         part, replicas = self.replicas_of(key)
         record = Record(key, part, Version(self.hlc.now(), self.id), tomb, value)
@@ -248,6 +273,9 @@ class Node:
             except (PeerError, ValueError) as exc:
                 log.info("replica %s failed for %r: %s", r, key, exc)
                 failed.append(r)
+        if any(not res.applied and res.prev is None for res in results):
+            self.hlc.observe(self.meta.watermarks().get(part, 0) + 1)
+            return None
         acks = len(results)
         if self.config.test_fault == "drop_replication":
             acks = len(replicas)
@@ -293,8 +321,10 @@ class Node:
         return rec
 
     def _read(self, key: str, level: str) -> Record | None:
-        need = placement.required_acks(level, self.rf)
-        _part, replicas = self.replicas_of(key)
+        part, _all = self.replicas_of(key)
+        replicas = self.readable(part)
+        # while a lost replica is being refilled, "all" means every filled replica
+        need = placement.required_acks(level, min(self.rf, len(replicas)))
         order = sorted(replicas, key=lambda n: (n != self.id, not self.is_alive(n)))
         if level == "one":
             errors = []
@@ -411,7 +441,8 @@ class Node:
         raft = set(self.meta.raft_members())
         stats = self.meta.stats()
         leader = self.meta.leader_id()
-        epoch, pmap = self.meta.partitions()
+        epoch, state = self.meta.map_state()
+        pmap = state.partitions
         nodes = []
         for node_id, m in sorted(members.items()):
             s = stats.get(node_id)
@@ -433,11 +464,69 @@ class Node:
             "replication_factor": self.rf,
             "raft": self.meta.status(),
             "hints_pending": self.storage.hints_pending,
+            "hints_pending_cluster": sum(s.hints for s in stats.values()),
+            "filling": {str(p): list(f) for p, f in state.filling.items()},
+            "leaving": {str(p): list(f) for p, f in state.leaving.items()},
+            "under_replicated": self.under_replicated(state),
+            "removing": list(self.meta.removing()),
+            "rebalances": self.meta.rebalances(),
+            "sync": self.sync_view(),
+        }
+
+    def under_replicated(self, state: placement.MapState | None = None) -> int:
+        """Partitions with fewer than ``replication_factor`` filled, live replicas."""
+        state = state or self.meta.map_state()[1]
+        count = 0
+        for p, reps in enumerate(state.partitions):
+            filled = [n for n in reps if n not in state.filling.get(p, ()) and self.is_alive(n)]
+            count += len(filled) < self.rf
+        return count
+
+    def sync_view(self) -> dict:
+        rnd = self.meta.sync_round()
+        last = self.syncer.last
+        return {
+            "round": rnd.id, "interval": self.config.sync_interval,
+            "last_local_round": {"id": last.round_id, "seconds": round(last.seconds, 4),
+                                 "partitions": last.partitions, "synced": last.synced,
+                                 "records": last.records, "bytes": last.bytes,
+                                 "repaired": last.repaired, "purged": last.purged,
+                                 "handed_off": last.handed_off, "errors": last.errors[:5]},
+            "totals": dict(self.syncer.totals),
+            "partitions_synced_last_round": sum(1 for r in self.meta.synced().values()
+                                                if r >= rnd.id - 1),
         }
 
     # -- background duties ---------------------------------------------------------------------
 
+    def _peers_from(self, http: str) -> tuple[str, ...]:
+        """Raft addresses of a running cluster, asked from one of its members (``--join``)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                resp = self.peers.request(http, "GET", "/peer/ping")
+                if resp.status == 200:
+                    rafts = json.loads(resp.body)["raft_members"]
+                    return tuple(r for r in rafts if r != self.config.raft)
+            except (PeerError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot reach {http} to join its cluster")
+            time.sleep(0.5)
+
     def _register_once(self) -> None:
+        if self.config.join and not self._joined:
+            if self.config.raft in self._cluster_rafts():
+                self._joined = True
+                return
+            try:
+                body = json.dumps({"op": "add", "id": self.id, "raft": self.config.raft,
+                                   "http": self.config.advertise or self.config.http})
+                self.peers.request(self.config.join, "POST", "/peer/members", body.encode(),
+                                   timeout=15)
+            except PeerError as exc:
+                log.info("join pending: %s", exc)
+            return
         me = self.meta.members().get(self.id)
         advertised = self.config.advertise or self.config.http
         if me is not None and me.http == advertised and me.raft == self.config.raft:
@@ -465,7 +554,10 @@ class Node:
                 self.apply_local([h.record for h in hints])
                 self.storage.drop_hints(h.id for h in hints)
                 continue
-            if not self.is_alive(target) or target not in self.members():
+            if target not in self.members() and self.meta.partitions()[1]:
+                self._reroute_hints(target)
+                continue
+            if not self.is_alive(target):
                 continue
             for _ in range(64):  # bounded work per period
                 hints = self.storage.hints_for(target)
@@ -478,29 +570,122 @@ class Node:
                 self.storage.drop_hints(h.id for h in hints)
                 self.count("hints_delivered", len(hints))
 
+    def _cluster_rafts(self) -> tuple[str, ...]:
+        """Raft members as the cluster we join sees them (our own view may lag)."""
+        try:
+            resp = self.peers.request(self.config.join, "GET", "/peer/ping", timeout=2)
+            return tuple(json.loads(resp.body)["raft_members"])
+        except (PeerError, ValueError, KeyError):
+            return ()
+
+    def _reroute_hints(self, target: str) -> None:
+        """Hints for a node that left the cluster go to the current replicas instead."""
+        hints = self.storage.hints_for(target)
+        for h in hints:
+            _part, replicas = self.replicas_of(h.record.key)
+            for r in replicas:
+                try:
+                    self._send_records(r, [h.record])
+                except (PeerError, ValueError):
+                    return  # keep it; try again next period
+        self.storage.drop_hints(h.id for h in hints)
+
     def _report_stats_once(self) -> None:
         keys, nbytes = self.storage.live_keys, self.storage.live_bytes
+        hints = self.storage.hints_pending
         s = self.meta.stats().get(self.id)
-        if s is None or (s.keys, s.bytes) != (keys, nbytes):
-            self.meta.report_stats(self.id, keys, nbytes)
+        if s is None or (s.keys, s.bytes, s.hints) != (keys, nbytes, hints):
+            self.meta.report_stats(self.id, keys, nbytes, hints)
 
     def _leader_once(self) -> None:
+        """Raft leader only: first placement, moves toward a healthy map, sync rounds."""
         if not self.meta.is_leader():
             return
-        epoch, pmap = self.meta.partitions()
-        if pmap:
-            return
+        epoch, state = self.meta.map_state()
         members = self.members()
-        raft = self.meta.raft_members()
         stats = self.meta.stats()
-        if len(members) < len(raft) or any(n not in stats for n in members):
-            return  # wait until every member registered and reported what it stores
-        new = placement.place(self.config.partitions, sorted(members),
-                              {n: s.bytes for n, s in stats.items()}, self.rf)
+        stored = {n: s.bytes for n, s in stats.items()}
+        if not state.partitions:
+            if len(members) < len(self.meta.raft_members()) or any(n not in stats for n in members):
+                return  # wait until every member registered and reported what it stores
+            first = placement.place(self.config.partitions, sorted(members), stored, self.rf)
+            self._propose(epoch, placement.MapState(first))
+            return
+        now = time.monotonic()
+        dead = [n for n in members if n != self.id and
+                now - self._alive.get(n, self._born) > self.config.dead_after]
+        live = [n for n in members if n not in dead]
+        step = placement.plan(state, live, dead, self.meta.removing(), stored, self.rf)
+        if step is not None:
+            self._propose(epoch, step)
+        self._finish_removals(state)
+        rnd = self.meta.sync_round()
+        if time.time() - rnd.started_at >= self.config.sync_interval:
+            clear = all(s.hints == 0 for s in stats.values()) and not dead
+            safe_ts = self.hlc.now() - (TOMBSTONE_MARGIN_MS << LOGICAL_BITS)
+            try:
+                self.meta.start_round(rnd.id + 1, max(0, safe_ts), time.time(), clear)
+            except MetaUnavailable as exc:
+                log.info("sync round not started: %s", exc)
+
+    def _propose(self, epoch: int, new: placement.MapState) -> None:
         try:
             self.meta.set_partitions(epoch, new)
         except MetaUnavailable as exc:
             log.info("placement pending: %s", exc)
+
+    def _finish_removals(self, state: placement.MapState) -> None:
+        for node_id in self.meta.removing():
+            if any(node_id in reps for reps in state.partitions):
+                continue  # still draining
+            member = self.meta.members().get(node_id)
+            try:
+                if member is not None and member.raft in self.meta.raft_members():
+                    self.meta.remove_raft_member(member.raft)
+                self.meta.forget(node_id)
+            except MetaUnavailable as exc:
+                log.info("removal of %s pending: %s", node_id, exc)
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def add_member(self, node_id: str, http: str, raft: str) -> dict:
+        """Add a node to the cluster (on the leader; forwarded there otherwise)."""
+        if not self.meta.is_leader():
+            return self._to_leader("/peer/members", {"op": "add", "id": node_id, "http": http,
+                                                     "raft": raft})
+        if node_id in self.meta.members() and self.meta.members()[node_id].raft != raft:
+            raise BadRequest(f"node id {node_id!r} is taken by another member")
+        if raft not in self.meta.raft_members():
+            self.meta.add_raft_member(raft)
+        return {"added": node_id, "raft": raft}
+
+    def remove_member(self, node_id: str) -> dict:
+        """Drain ``node_id`` (its partitions move to other nodes first), then remove it."""
+        if not self.meta.is_leader():
+            return self._to_leader("/peer/members", {"op": "remove", "id": node_id})
+        members = self.members()
+        if node_id not in members:
+            raise NotFound(f"no member {node_id!r}")
+        remaining = len(members) - len(set(self.meta.removing()) | {node_id})
+        if remaining < self.rf:
+            raise BadRequest(f"removing {node_id} would leave {remaining} nodes for replication "
+                             f"factor {self.rf}")
+        if node_id == self.id:
+            raise BadRequest("the Raft leader cannot remove itself; ask it to another node "
+                             "after a leader change, or stop it and let re-replication act")
+        self.meta.set_removing(tuple(sorted(set(self.meta.removing()) | {node_id})))
+        return {"removing": node_id}
+
+    def _to_leader(self, path: str, body: dict) -> dict:
+        leader = self.meta.leader_id()
+        if leader is None or leader == self.id:
+            raise Unavailable("no Raft leader to make the membership change; retry")
+        resp = self.peers.request(self._addr(leader), "POST", path, json.dumps(body).encode())
+        data = json.loads(resp.body or b"{}")
+        if resp.status >= 400:
+            err = {400: BadRequest, 404: NotFound}.get(resp.status, Unavailable)
+            raise err(data.get("message", f"leader answered {resp.status}"))
+        return data
 
     def metrics(self) -> dict[str, float]:
         with self._counter_lock:
@@ -511,7 +696,14 @@ class Node:
             "hints_pending": self.storage.hints_pending, "raft_term": st["term"],
             "raft_commit_index": st["commit_index"], "raft_is_leader": float(self.meta.is_leader()),
             "nodes_alive": float(sum(self.is_alive(n) for n in self.members())),
+            "partitions_under_replicated": float(self.under_replicated()),
+            "rebalances": float(self.meta.rebalances()),
+            "sync_round": float(self.meta.sync_round().id),
+            "sync_last_seconds": self.syncer.last.seconds,
+            "sync_last_records": float(self.syncer.last.records),
+            "sync_last_bytes": float(self.syncer.last.bytes),
         })
+        out.update({k: float(v) for k, v in self.syncer.totals.items()})
         return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 PartitionMap = tuple[tuple[str, ...], ...]
 
@@ -79,3 +80,107 @@ def required_acks(level: str, replication_factor: int) -> int:
     if level == "all":
         return replication_factor
     raise ValueError(f"unknown consistency level {level!r}: use one, quorum or all")
+
+
+@dataclass(frozen=True)
+class MapState:
+    """A partition map in motion: replicas per partition (filling ones included), the replicas
+    still being filled from a surviving copy, and the replicas leaving once the fill is done."""
+
+    partitions: PartitionMap
+    filling: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    leaving: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+
+def plan(state: MapState, live: Sequence[str], dead: Sequence[str], removing: Sequence[str],
+         stored_bytes: Mapping[str, int], replication_factor: int,
+         max_moves: int = 16) -> MapState | None:
+    """The next step toward a healthy, balanced map, or None when there is nothing to do.
+
+    In order: finish moves whose fill completed (drop the leaving replica); replace dead
+    replicas at once by the least-loaded live nodes (added as filling: they get writes, and serve
+    reads only once a sync round filled them); start draining nodes being removed; then move at
+    most ``max_moves`` partitions from the most to the least loaded node (partition count, then
+    stored bytes) while counts differ by more than one. Pure and deterministic.
+    """
+    parts = [list(r) for r in state.partitions]
+    filling = {p: list(f) for p, f in state.filling.items()}
+    leaving = {p: list(f) for p, f in state.leaving.items()}
+    dead_s, removing_s = set(dead), set(removing)
+    eligible = sorted(n for n in set(live) if n not in dead_s and n not in removing_s)
+    changed = False
+
+    for p in list(leaving):
+        if not filling.get(p):
+            parts[p] = [n for n in parts[p] if n not in leaving[p]]
+            del leaving[p]
+            changed = True
+
+    def counts() -> dict[str, int]:
+        c = dict.fromkeys(eligible, 0)
+        for p, reps in enumerate(parts):
+            for n in reps:
+                if n in c and n not in leaving.get(p, ()):
+                    c[n] += 1
+        return c
+
+    def load(n: str, c: dict[str, int]) -> tuple:
+        return (c[n], stored_bytes.get(n, 0), n)
+
+    def add_filling(p: int, c: dict[str, int]) -> str | None:
+        options = [n for n in eligible if n not in parts[p]]
+        if not options:
+            return None
+        best = min(options, key=lambda n: load(n, c))
+        parts[p].append(best)
+        filling.setdefault(p, []).append(best)
+        c[best] += 1
+        return best
+
+    c = counts()
+    for p in range(len(parts)):
+        gone = [n for n in parts[p] if n in dead_s]
+        if gone:
+            parts[p] = [n for n in parts[p] if n not in dead_s]
+            filling[p] = [n for n in filling.get(p, []) if n not in dead_s]
+            leaving[p] = [n for n in leaving.get(p, []) if n not in dead_s]
+            changed = True
+        # (dropping a dead node may leave a move with nothing left to drop)
+        if p in leaving and not leaving[p]:
+            del leaving[p]
+        keep = len([n for n in parts[p] if n not in leaving.get(p, ())])
+        while keep < replication_factor and add_filling(p, c):
+            keep += 1
+            changed = True
+
+    for p in range(len(parts)):
+        if p in leaving:
+            continue
+        going = [n for n in parts[p] if n in removing_s]
+        if going and add_filling(p, c):
+            leaving[p] = going[:1]
+            changed = True
+
+    moves = 0
+    while moves < max_moves and len(eligible) > 1:
+        c = counts()
+        src = max(eligible, key=lambda n: load(n, c))
+        dst = min(eligible, key=lambda n: load(n, c))
+        if c[src] - c[dst] <= 1:
+            break
+        candidates = [p for p in range(len(parts)) if src in parts[p] and dst not in parts[p]
+                      and p not in leaving and not filling.get(p)]
+        if not candidates:
+            break
+        p = candidates[0]
+        parts[p].append(dst)
+        filling.setdefault(p, []).append(dst)
+        leaving[p] = [src]
+        moves += 1
+        changed = True
+
+    if not changed:
+        return None
+    return MapState(tuple(tuple(sorted(r)) for r in parts),
+                    {p: tuple(f) for p, f in filling.items() if f},
+                    {p: tuple(f) for p, f in leaving.items() if f})

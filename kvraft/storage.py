@@ -4,6 +4,11 @@ A record is ``(key, value bytes, version, tombstone)``. :meth:`Storage.apply` ke
 if its version is newer than the stored one (last writer wins), so applying the same record twice,
 or two records in either order, ends in the same state.
 
+The store also keeps, in memory, the anti-entropy hash tree of every partition it holds (see
+:mod:`kvraft.antientropy`), updated by the writer as records change and rebuilt on open, and a
+tombstone watermark per partition: below it, a record for a key this store does not have is
+dropped (a tombstone that won over it was purged after every replica had synced past it).
+
 All writes go through one writer thread that commits whatever has queued up in one transaction
 (group commit); callers block until their record is committed, so a returned ``apply`` is durable
 against a crash of this process (``synchronous=NORMAL`` in WAL mode) or, with ``fsync=True``,
@@ -20,18 +25,20 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .antientropy import LEAVES, leaf_of, record_hash
 from .hlc import Version
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     key   TEXT PRIMARY KEY,
     part  INTEGER NOT NULL,
+    leaf  INTEGER NOT NULL,
     ts    INTEGER NOT NULL,
     node  TEXT NOT NULL,
     tomb  INTEGER NOT NULL,
     value BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_part ON records(part, key);
+CREATE INDEX IF NOT EXISTS records_leaf ON records(part, leaf);
 CREATE TABLE IF NOT EXISTS hints (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     target TEXT NOT NULL,
@@ -96,6 +103,12 @@ class Storage:
         self._keys, self._bytes = int(row[0]), int(row[1])
         self._max_ts = int(wconn.execute("SELECT COALESCE(MAX(ts), 0) FROM records").fetchone()[0])
         self._hints = int(wconn.execute("SELECT COUNT(*) FROM hints").fetchone()[0])
+        self._leaves: dict[int, list[int]] = {}  # partition -> leaf hashes
+        self._part_rows: dict[int, int] = {}  # partition -> rows held (tombstones included)
+        self.watermarks: dict[int, int] = {}  # partition -> purge watermark (HLC ts)
+        for key, part, ts, node, tomb in wconn.execute(
+                "SELECT key, part, ts, node, tomb FROM records"):
+            self._tree(part, key, record_hash(key, Version(ts, node), bool(tomb)), 1)
         self._writer = threading.Thread(
             target=self._write_loop, args=(wconn,), name="storage-writer", daemon=True
         )
@@ -203,8 +216,7 @@ class Storage:
             slot.extend(out)
             done.set()
 
-    @staticmethod
-    def _do(conn: sqlite3.Connection, op: str, item, deltas: list):
+    def _do(self, conn: sqlite3.Connection, op: str, item, deltas: list):
         if op == "apply":
             rec: Record = item
             row = conn.execute(
@@ -214,11 +226,17 @@ class Storage:
             prev_live = bool(row) and not row[2]
             if prev is not None and prev >= rec.version:
                 return ApplyResult(False, prev, prev_live)
+            if prev is None and rec.version.ts < self.watermarks.get(rec.part, 0):
+                return ApplyResult(False, None, False)  # deleted and purged since
             conn.execute(
-                "INSERT OR REPLACE INTO records(key, part, ts, node, tomb, value) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (rec.key, rec.part, rec.version.ts, rec.version.node, int(rec.tomb), rec.value),
+                "INSERT OR REPLACE INTO records(key, part, leaf, ts, node, tomb, value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rec.key, rec.part, leaf_of(rec.key), rec.version.ts, rec.version.node,
+                 int(rec.tomb), rec.value),
             )
+            if prev is not None:
+                self._tree(rec.part, rec.key, record_hash(rec.key, prev, bool(row[2])), -1)
+            self._tree(rec.part, rec.key, record_hash(rec.key, rec.version, rec.tomb), 1)
             deltas[0] += (0 if rec.tomb else 1) - (1 if prev_live else 0)
             deltas[1] += (0 if rec.tomb else len(rec.value)) - (row[3] if prev_live else 0)
             deltas[3] = max(deltas[3], rec.version.ts)
@@ -237,7 +255,84 @@ class Storage:
             cur = conn.execute("DELETE FROM hints WHERE id = ?", (item,))
             deltas[2] -= cur.rowcount
             return None
+        if op == "purge":  # (partition, only tombstones below this ts, or None for every row)
+            part, below = item
+            where = "part = ? AND tomb = 1 AND ts < ?" if below is not None else "part = ?"
+            args = (part, below) if below is not None else (part,)
+            rows = conn.execute(
+                f"SELECT key, ts, node, tomb, LENGTH(value) FROM records WHERE {where}", args
+            ).fetchall()
+            conn.execute(f"DELETE FROM records WHERE {where}", args)
+            for key, ts, node, tomb, size in rows:
+                self._tree(part, key, record_hash(key, Version(ts, node), bool(tomb)), -1)
+                if not tomb:
+                    deltas[0] -= 1
+                    deltas[1] -= size
+            return len(rows)
         raise ValueError(op)
+
+    def _tree(self, part: int, key: str, h: int, rows: int) -> None:
+        """XOR a record hash in or out of the partition's tree (writer thread / open only)."""
+        leaves = self._leaves.get(part)
+        if leaves is None:
+            leaves = self._leaves[part] = [0] * LEAVES
+        leaves[leaf_of(key)] ^= h
+        n = self._part_rows.get(part, 0) + rows
+        if n:
+            self._part_rows[part] = n
+        else:
+            self._part_rows.pop(part, None)
+            self._leaves.pop(part, None)
+
+    def purge_tombstones(self, part: int, below_ts: int) -> int:
+        """Delete the partition's tombstones older than ``below_ts``; returns how many."""
+        return self._submit("purge", [(part, below_ts)])[0]
+
+    def drop_partition(self, part: int) -> int:
+        """Delete every record of a partition this node no longer holds; returns how many."""
+        return self._submit("purge", [(part, None)])[0]
+
+    # -- anti-entropy reads --------------------------------------------------------------------
+
+    def partitions_held(self) -> set[int]:
+        return set(self._part_rows)
+
+    def leaf_hashes(self, part: int) -> list[int]:
+        leaves = self._leaves.get(part)
+        return list(leaves) if leaves is not None else [0] * LEAVES
+
+    def leaf_entries(self, part: int, leaves: Sequence[int]) -> dict[str, tuple[Version, bool]]:
+        out: dict[str, tuple[Version, bool]] = {}
+        conn = self._reader()
+        leaves = list(leaves)
+        for i in range(0, len(leaves), 500):
+            chunk = leaves[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, ts, node, tomb in conn.execute(
+                f"SELECT key, ts, node, tomb FROM records WHERE part = ? AND leaf IN ({marks})",
+                (part, *chunk),
+            ):
+                out[key] = (Version(ts, node), bool(tomb))
+        return out
+
+    def get_many(self, keys: Sequence[str]) -> list[Record]:
+        conn = self._reader()
+        out = []
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT key, part, ts, node, tomb, value FROM records WHERE key IN ({marks})",
+                chunk,
+            ).fetchall()
+            out += [_record(r) for r in rows]
+        return out
+
+    def scan_partition(self, part: int, after: str = "", limit: int = 500) -> list[Record]:
+        rows = self._reader().execute(
+            "SELECT key, part, ts, node, tomb, value FROM records WHERE part = ? AND key > ? "
+            "ORDER BY key LIMIT ?", (part, after, limit)).fetchall()
+        return [_record(r) for r in rows]
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class NodeProc:
     data_dir: str
     proc: subprocess.Popen | None = None
     log_path: str = ""
+    join: str = ""
 
     @property
     def url(self) -> str:
@@ -71,6 +72,7 @@ class Cluster:
     nodes: list[NodeProc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.initial = self.n  # nodes started with --peers; later ones join
         ports = free_ports(2 * self.n)
         for i in range(self.n):
             node_id = f"n{i + 1}"
@@ -81,16 +83,31 @@ class Cluster:
 
     # -- processes -----------------------------------------------------------------------------
 
+    def add_node(self, join_via: int = 0) -> int:
+        """Start one more node that joins the running cluster through node ``join_via``."""
+        http, raft = free_ports(2)
+        node_id = f"n{len(self.nodes) + 1}"
+        self.nodes.append(NodeProc(node_id, f"127.0.0.1:{http}", f"127.0.0.1:{raft}",
+                                   os.path.join(self.root, node_id),
+                                   join=self.nodes[join_via].http))
+        self.n += 1
+        self.start(self.n - 1)
+        return self.n - 1
+
     def start(self, i: int | None = None, extra_env: dict[str, str] | None = None) -> None:
         for node in ([self.nodes[i]] if i is not None else self.nodes):
             if node.proc is not None and node.proc.poll() is None:
                 continue
             os.makedirs(node.data_dir, exist_ok=True)
             env = dict(os.environ, KVRAFT_SECRET=SECRET, **self.env, **(extra_env or {}))
-            peers = ",".join(n.raft for n in self.nodes if n is not node)
             cmd = [sys.executable, "-m", "kvraft", "serve", "--id", node.id, "--http", node.http,
-                   "--raft", node.raft, "--peers", peers, "--data-dir", node.data_dir,
+                   "--raft", node.raft, "--data-dir", node.data_dir,
                    "--replication-factor", str(self.replication_factor)]
+            if node.join:
+                cmd += ["--join", node.join]
+            else:
+                cmd += ["--peers", ",".join(n.raft for n in self.nodes[:self.initial]
+                                            if n is not node)]
             node.log_path = os.path.join(self.root, f"{node.id}.log")
             log = open(node.log_path, "ab")  # noqa: SIM115 - handed to the child
             node.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log,

@@ -1,0 +1,239 @@
+"""Anti-entropy rounds: the IO side of :mod:`kvraft.antientropy`.
+
+When the Raft leader opens a sync round (recorded in the metadata), each node acts as the
+*primary* of the partitions whose first live, filled replica it is. For each such partition and
+each other replica it descends the hash tree over the network (roots of all its partitions in one
+request, then group hashes, then leaf hashes, then the (key, version) entries of differing leaves)
+and then pushes the records it has newer and pulls those the other has newer: bytes and records
+exchanged grow with the difference. It then reports the partitions synced with all their replicas
+in Raft (which clears filling replicas and lets the next round advance tombstone watermarks),
+purges tombstones below the watermarks, and hands off (then drops) partitions it no longer holds.
+
+Peer side: :func:`answer_tree`, :func:`answer_entries` and :func:`answer_fetch` read the local
+store for the endpoints under ``/peer/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import antientropy as ae
+from .hlc import Version
+from .storage import Storage
+from .transport import PeerError
+from .wire import decode_records, encode_records
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+HANDOFF_BATCH = 500
+
+
+@dataclass
+class RoundStats:
+    round_id: int = 0
+    partitions: int = 0
+    synced: int = 0
+    records: int = 0  # records exchanged (pushed + pulled)
+    bytes: int = 0  # peer message bytes sent and received
+    repaired: int = 0  # records that changed a replica
+    purged: int = 0
+    handed_off: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+# -- peer side (reads of the local store) --------------------------------------------------------
+
+def answer_tree(storage: Storage, req: Mapping) -> dict:
+    """``{"roots": [p], "groups": [p], "leaves": {p: [g]}}`` -> the hashes asked for."""
+    out: dict = {"roots": {}, "groups": {}, "leaves": {}}
+    for p in req.get("roots", []):
+        out["roots"][str(p)] = ae.root_hash(storage.leaf_hashes(int(p)))
+    for p in req.get("groups", []):
+        out["groups"][str(p)] = ae.group_hashes(storage.leaf_hashes(int(p)))
+    for p, groups in req.get("leaves", {}).items():
+        leaves = storage.leaf_hashes(int(p))
+        out["leaves"][str(p)] = {str(g): [leaves[i] for i in ae.leaves_in_group(int(g))]
+                                 for g in groups}
+    return out
+
+
+def answer_entries(storage: Storage, req: Mapping) -> dict:
+    """``{"part": p, "leaves": [l]}`` -> ``{key: [ts, node, tomb]}`` for those leaves."""
+    entries = storage.leaf_entries(int(req["part"]), [int(x) for x in req["leaves"]])
+    return {k: [v.ts, v.node, int(t)] for k, (v, t) in entries.items()}
+
+
+def answer_fetch(storage: Storage, req: Mapping) -> bytes:
+    return encode_records(storage.get_many([str(k) for k in req["keys"]]))
+
+
+# -- primary side ----------------------------------------------------------------------------------
+
+class Syncer:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.last_round = 0
+        self.last = RoundStats()
+        self.totals = {"sync_rounds": 0, "sync_records": 0, "sync_bytes": 0,
+                       "sync_keys_repaired": 0, "tombstones_purged": 0, "records_handed_off": 0}
+
+    def _json(self, node_id: str, path: str, body: dict) -> tuple[dict, int]:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        raw = self.node._peer(node_id, "POST", path, data)
+        return json.loads(raw), len(data) + len(raw)
+
+    def tick(self) -> RoundStats | None:
+        """Run the current round if it is new to this node. Called periodically."""
+        rnd = self.node.meta.sync_round()
+        if rnd.id <= self.last_round:
+            return None
+        self.node.hlc.observe(rnd.started_ts)
+        stats = self.run_round(rnd.id)
+        self.last_round = rnd.id
+        return stats
+
+    def run_round(self, round_id: int) -> RoundStats:
+        t0 = time.monotonic()
+        node = self.node
+        stats = RoundStats(round_id=round_id)
+        _epoch, state = node.meta.map_state()
+        mine: dict[str, list[int]] = {}  # other replica -> partitions I sync with it
+        primary_of: list[int] = []
+        for p, reps in enumerate(state.partitions):
+            filled = [n for n in sorted(reps) if n not in state.filling.get(p, ())]
+            live = [n for n in filled if node.is_alive(n)]
+            if not live or live[0] != node.id:
+                continue
+            primary_of.append(p)
+            for other in reps:
+                if other != node.id:
+                    mine.setdefault(other, []).append(p)
+        stats.partitions = len(primary_of)
+        ok_with: dict[int, set[str]] = {p: {node.id} for p in primary_of}
+        for other, parts in sorted(mine.items()):
+            if not node.is_alive(other):
+                continue
+            try:
+                self._sync_with(other, parts, stats)
+            except (PeerError, ValueError, KeyError) as exc:
+                stats.errors.append(f"{other}: {exc}")
+                continue
+            for p in parts:
+                ok_with[p].add(other)
+        done = {p: tuple(sorted(n)) for p, n in ok_with.items()
+                if set(state.partitions[p]) <= n}
+        stats.synced = len(done)
+        if done:
+            try:
+                node.meta.complete_sync(round_id, done)
+            except Exception as exc:  # noqa: BLE001 - reported next round
+                stats.errors.append(f"complete_sync: {exc}")
+        self._collect(state, stats)
+        stats.seconds = time.monotonic() - t0
+        self.last = stats
+        for name, value in (("sync_rounds", 1), ("sync_records", stats.records),
+                            ("sync_bytes", stats.bytes), ("sync_keys_repaired", stats.repaired),
+                            ("tombstones_purged", stats.purged),
+                            ("records_handed_off", stats.handed_off)):
+            self.totals[name] += value
+        return stats
+
+    def _sync_with(self, other: str, parts: list[int], stats: RoundStats) -> None:
+        storage = self.node.storage
+        local_leaves = {p: storage.leaf_hashes(p) for p in parts}
+        resp, n = self._json(other, "/peer/tree", {"roots": parts})
+        stats.bytes += n
+        diff_parts = [p for p in parts
+                      if int(resp["roots"][str(p)]) != ae.root_hash(local_leaves[p])]
+        if not diff_parts:
+            return
+        resp, n = self._json(other, "/peer/tree", {"groups": diff_parts})
+        stats.bytes += n
+        want: dict[str, list[int]] = {}
+        for p in diff_parts:
+            remote = [int(h) for h in resp["groups"][str(p)]]
+            groups = ae.differing(ae.group_hashes(local_leaves[p]), remote)
+            if groups:
+                want[str(p)] = groups
+        resp, n = self._json(other, "/peer/tree", {"leaves": want})
+        stats.bytes += n
+        push_keys: list[str] = []
+        pull_keys: list[str] = []
+        for p_text, groups in want.items():
+            p = int(p_text)
+            leaves = []
+            for g in groups:
+                remote = resp["leaves"][p_text][str(g)]
+                for i, leaf in enumerate(ae.leaves_in_group(g)):
+                    if int(remote[i]) != local_leaves[p][leaf]:
+                        leaves.append(leaf)
+            if not leaves:
+                continue
+            remote_entries, n = self._json(other, "/peer/entries", {"part": p, "leaves": leaves})
+            stats.bytes += n
+            theirs = {k: (Version(v[0], v[1]), bool(v[2])) for k, v in remote_entries.items()}
+            push, pull = ae.plan_exchange(storage.leaf_entries(p, leaves), theirs)
+            push_keys += push
+            pull_keys += pull
+        if push_keys:
+            records = storage.get_many(push_keys)
+            body = encode_records(records)
+            raw = self.node._peer(other, "POST", "/peer/apply", body)
+            stats.bytes += len(body) + len(raw)
+            stats.records += len(records)
+            stats.repaired += sum(1 for r in json.loads(raw) if r["applied"])
+        if pull_keys:
+            data = json.dumps({"keys": pull_keys}).encode()
+            raw = self.node._peer(other, "POST", "/peer/fetch", data)
+            stats.bytes += len(data) + len(raw)
+            records = list(decode_records(raw))
+            stats.records += len(records)
+            stats.repaired += sum(r.applied for r in self.node.apply_local(records))
+
+    def _collect(self, state, stats: RoundStats) -> None:
+        """Purge tombstones below the watermarks; hand off partitions this node left."""
+        node = self.node
+        storage = node.storage
+        marks = node.meta.watermarks()
+        storage.watermarks = dict(marks)
+        held = storage.partitions_held()
+        for p in sorted(held):
+            if p >= len(state.partitions):
+                continue
+            reps = state.partitions[p]
+            if node.id in reps:
+                if marks.get(p):
+                    stats.purged += storage.purge_tombstones(p, marks[p])
+                continue
+            try:
+                stats.handed_off += self._hand_off(p, reps)
+            except (PeerError, ValueError) as exc:
+                stats.errors.append(f"handoff of partition {p}: {exc}")
+
+    def _hand_off(self, part: int, replicas: tuple[str, ...]) -> int:
+        """Send every record of a partition this node no longer holds to its replicas, then
+        drop it. Receivers keep what is newer (and drop what a purged tombstone deleted)."""
+        node = self.node
+        if not all(node.is_alive(r) for r in replicas):
+            return 0
+        after, sent = "", 0
+        for _ in range(100000):
+            batch = node.storage.scan_partition(part, after, HANDOFF_BATCH)
+            if not batch:
+                break
+            body = encode_records(batch)
+            for r in replicas:
+                node._peer(r, "POST", "/peer/apply", body)
+            sent += len(batch)
+            after = batch[-1].key
+        node.storage.drop_partition(part)
+        return sent
