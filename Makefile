@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration lint bench clean
+.PHONY: run test unit integration lint bench bench-latency clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check kvraft api tests bench chaos
 
 bench: $(STAMP)
+	$(BIN)/python bench/compare.py
+
+bench-latency: $(STAMP)
 	$(BIN)/python bench/latency.py
 
 clean:

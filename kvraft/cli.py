@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     up = sub.add_parser("up", help="run a local cluster and an FTP server in the foreground")
-    up.add_argument("--nodes", type=int, default=int(os.environ.get("KVRAFT_NODES", 3)))
+    up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--host", default=os.environ.get("KVRAFT_HOST", "127.0.0.1"))
     up.add_argument("--http-base", type=int, default=int(os.environ.get("KVRAFT_HTTP_BASE", 8001)))
     up.add_argument("--raft-base", type=int, default=int(os.environ.get("KVRAFT_RAFT_BASE", 9001)))

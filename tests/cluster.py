@@ -220,8 +220,11 @@ class Cluster:
 
 
 def quote_key(key: str) -> str:
+    """Percent-encode a key as one path segment ("." and ".." too, or clients drop them)."""
     from urllib.parse import quote
 
+    if key in (".", ".."):
+        return key.replace(".", "%2E")
     return quote(key, safe="")
 
 

@@ -1,0 +1,111 @@
+"""Launcher of a 3-node naive cluster (`server.py` under gunicorn) on 127.0.0.1.
+
+Each node is `gunicorn -k gthread -w 1 --threads 32` in its own session; HTTP ports from
+`http_base` (18101..), Raft ports from `raft_base` (18201..), journals in a temporary directory.
+Ready when a PUT succeeds on every node; stopped by pid (killpg) and cleaned up on exit.
+
+    with NaiveCluster() as naive:
+        print(naive.urls)
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import procs
+
+HERE = Path(__file__).resolve().parent
+
+
+class NaiveCluster:
+    """`nodes` naive nodes; a context manager that starts them and waits until writes commit."""
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        http_base: int = 18101,
+        raft_base: int = 18201,
+        threads: int = 32,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.nodes, self.http_base, self.raft_base = nodes, http_base, raft_base
+        self.threads, self.start_timeout = threads, start_timeout
+        self.urls = [f"http://127.0.0.1:{http_base + i}" for i in range(nodes)]
+        self.procs: list[subprocess.Popen] = []
+        self.tmp: Path | None = None
+
+    def _cmd(self, i: int) -> list[str]:
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        return [
+            gunicorn,
+            "-k",
+            "gthread",
+            "-w",
+            "1",
+            "--threads",
+            str(self.threads),
+            "-b",
+            f"127.0.0.1:{self.http_base + i}",
+            "--chdir",
+            str(HERE),
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "5",
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+            "server:create_app()",
+        ]
+
+    def _env(self, i: int, password: str) -> dict:
+        assert self.tmp is not None
+        raft = [f"127.0.0.1:{self.raft_base + j}" for j in range(self.nodes)]
+        return {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "NAIVE_SELF": raft[i],
+            "NAIVE_PARTNERS": ",".join(r for j, r in enumerate(raft) if j != i),
+            "NAIVE_PASSWORD": password,
+            "NAIVE_DATA": str(self.tmp / f"n{i + 1}"),
+            "NAIVE_TIMEOUT": "5",
+        }
+
+    def _writable(self) -> bool:
+        return all(
+            procs.http("PUT", f"{url}/kv/__probe", b"1", timeout=6)[0] in (200, 201)
+            for url in self.urls
+        )
+
+    def start(self) -> NaiveCluster:
+        self.tmp = Path(tempfile.mkdtemp(prefix="kvraft-bench-naive-"))
+        password = secrets.token_hex(16)
+        for i in range(self.nodes):
+            log = self.tmp / f"n{i + 1}.log"
+            self.procs.append(procs.spawn(self._cmd(i), log, self._env(i, password)))
+        try:
+            procs.wait_until(self._writable, self.start_timeout, "naive PUT", self.procs)
+        except RuntimeError as exc:
+            logs = procs.tail(self.tmp / "n1.log")
+            self.stop()
+            raise RuntimeError(f"{exc}\n--- n1.log ---\n{logs}") from None
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            procs.stop(proc, grace=10)
+        self.procs = []
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+    def __enter__(self) -> NaiveCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
