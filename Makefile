@@ -15,12 +15,14 @@ run: $(STAMP)
 	$(BIN)/kvraft up --nodes 3
 
 test: $(STAMP)
+	sh scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: $(STAMP)
+	sh scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP)

@@ -207,6 +207,10 @@ def create_app(node: Node) -> Flask:
     def peer_entries():
         return jsonify(sync.answer_entries(node.storage, _json_body()))
 
+    @app.post("/peer/forget")
+    def peer_forget():
+        return jsonify(sync.answer_forget(node.storage, _json_body()))
+
     @app.post("/peer/fetch")
     def peer_fetch():
         return Response(sync.answer_fetch(node.storage, _json_body()),

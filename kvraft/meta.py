@@ -160,6 +160,7 @@ class Meta:
         self.self_raft = self_raft
         conf = SyncObjConf(
             password=secret,
+            bindAddress=self_raft,  # not 0.0.0.0: Raft listens only where it was told to
             appendEntriesUseBatch=False,
             journalFile=os.path.join(data_dir, "raft.journal"),
             fullDumpFile=os.path.join(data_dir, "raft.dump"),
@@ -220,6 +221,11 @@ class Meta:
             if raft == addr:
                 return node_id
         return None
+
+    def caught_up(self) -> bool:
+        """Whether this member has applied the log up to the leader's commit index once since
+        it started (pysyncobj's ``isReady``): before that its partition map may be old."""
+        return self._raft.isReady()
 
     def is_leader(self) -> bool:
         return self._raft._isLeader()

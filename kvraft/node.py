@@ -45,7 +45,6 @@ HINT_INTERVAL = 0.5
 STATS_INTERVAL = 2.0
 LEADER_INTERVAL = 0.5
 SYNC_TICK = 0.25
-TOMBSTONE_MARGIN_MS = 10_000  # writes in flight when a round starts must land before purging
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +146,8 @@ class Node:
     def ready(self) -> tuple[bool, str]:
         if self.meta.leader_raft() is None:
             return False, "no Raft leader known"
+        if not self.meta.caught_up():
+            return False, "catching up with the Raft log"
         if self.id not in self.meta.members():
             return False, "this node is not registered in the cluster metadata yet"
         if not self.meta.partitions()[1]:
@@ -155,8 +156,8 @@ class Node:
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
         _epoch, pmap = self.meta.partitions()
-        if not pmap:
-            raise Unavailable("the cluster has no partition map yet; retry shortly")
+        if not pmap or not self.meta.caught_up():
+            raise Unavailable("this node has no current partition map yet; retry shortly")
         part = placement.partition_of(key, len(pmap))
         return part, pmap[part]
 
@@ -548,27 +549,42 @@ class Node:
             pass
 
     def _deliver_hints_once(self) -> None:
+        """Deliver hints to their targets when alive. A hint whose target no longer holds the
+        record's partition (it died and was replaced, or left) goes to the current replicas."""
+        _epoch, pmap = self.meta.partitions()
+        if not pmap:
+            return
         for target in self.storage.hint_targets():
-            if target == self.id:  # a hint for ourselves: apply it
-                hints = self.storage.hints_for(target)
-                self.apply_local([h.record for h in hints])
-                self.storage.drop_hints(h.id for h in hints)
-                continue
-            if target not in self.members() and self.meta.partitions()[1]:
-                self._reroute_hints(target)
-                continue
-            if not self.is_alive(target):
-                continue
             for _ in range(64):  # bounded work per period
                 hints = self.storage.hints_for(target)
-                if not hints:
+                if not hints or not self._deliver(target, hints, pmap):
                     break
-                try:
-                    self._send_records(target, [h.record for h in hints])
-                except (PeerError, ValueError):
-                    break
-                self.storage.drop_hints(h.id for h in hints)
-                self.count("hints_delivered", len(hints))
+
+    def _deliver(self, target: str, hints, pmap) -> bool:
+        """Send one batch of hints; drop those delivered. False when nothing could be sent."""
+        if target == self.id:
+            self.apply_local([h.record for h in hints])
+            self.storage.drop_hints(h.id for h in hints)
+            return True
+        direct = [h for h in hints if target in pmap[h.record.part % len(pmap)]]
+        moved = [h for h in hints if h not in direct]
+        done = []
+        if direct and self.is_alive(target):
+            try:
+                self._send_records(target, [h.record for h in direct])
+                done += direct
+            except (PeerError, ValueError):
+                pass
+        for h in moved:
+            try:
+                for r in pmap[h.record.part % len(pmap)]:
+                    self._send_records(r, [h.record])
+                done.append(h)
+            except (PeerError, ValueError):
+                break
+        self.storage.drop_hints(h.id for h in done)
+        self.count("hints_delivered", len(done))
+        return len(done) == len(hints)
 
     def _cluster_rafts(self) -> tuple[str, ...]:
         """Raft members as the cluster we join sees them (our own view may lag)."""
@@ -577,18 +593,6 @@ class Node:
             return tuple(json.loads(resp.body)["raft_members"])
         except (PeerError, ValueError, KeyError):
             return ()
-
-    def _reroute_hints(self, target: str) -> None:
-        """Hints for a node that left the cluster go to the current replicas instead."""
-        hints = self.storage.hints_for(target)
-        for h in hints:
-            _part, replicas = self.replicas_of(h.record.key)
-            for r in replicas:
-                try:
-                    self._send_records(r, [h.record])
-                except (PeerError, ValueError):
-                    return  # keep it; try again next period
-        self.storage.drop_hints(h.id for h in hints)
 
     def _report_stats_once(self) -> None:
         keys, nbytes = self.storage.live_keys, self.storage.live_bytes
@@ -621,8 +625,12 @@ class Node:
         self._finish_removals(state)
         rnd = self.meta.sync_round()
         if time.time() - rnd.started_at >= self.config.sync_interval:
-            clear = all(s.hints == 0 for s in stats.values()) and not dead
-            safe_ts = self.hlc.now() - (TOMBSTONE_MARGIN_MS << LOGICAL_BITS)
+            # a dead node's hints are stale figures; whatever it holds is checked against the
+            # watermarks when it comes back (absent keys older than a watermark are dropped)
+            clear = all(s.hints == 0 for n, s in stats.items() if n not in dead)
+            # writes stamped before the round but still in flight must land before a purge
+            margin_ms = int(1000 * max(2 * self.config.peer_timeout, self.config.sync_interval))
+            safe_ts = self.hlc.now() - (margin_ms << LOGICAL_BITS)
             try:
                 self.meta.start_round(rnd.id + 1, max(0, safe_ts), time.time(), clear)
             except MetaUnavailable as exc:

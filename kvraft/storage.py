@@ -255,6 +255,18 @@ class Storage:
             cur = conn.execute("DELETE FROM hints WHERE id = ?", (item,))
             deltas[2] -= cur.rowcount
             return None
+        if op == "forget":  # (partition, key, below): drop the key's record if older than below
+            part, key, below = item
+            row = conn.execute("SELECT ts, node, tomb, LENGTH(value) FROM records WHERE key = ? "
+                               "AND part = ? AND ts < ?", (key, part, below)).fetchone()
+            if row is None:
+                return 0
+            conn.execute("DELETE FROM records WHERE key = ?", (key,))
+            self._tree(part, key, record_hash(key, Version(row[0], row[1]), bool(row[2])), -1)
+            if not row[2]:
+                deltas[0] -= 1
+                deltas[1] -= row[3]
+            return 1
         if op == "purge":  # (partition, only tombstones below this ts, or None for every row)
             part, below = item
             where = "part = ? AND tomb = 1 AND ts < ?" if below is not None else "part = ?"
@@ -287,6 +299,11 @@ class Storage:
     def purge_tombstones(self, part: int, below_ts: int) -> int:
         """Delete the partition's tombstones older than ``below_ts``; returns how many."""
         return self._submit("purge", [(part, below_ts)])[0]
+
+    def forget(self, part: int, keys: Sequence[str], below: int) -> int:
+        """Delete these keys' records if older than ``below``: keys whose tombstone won and was
+        purged on the other replicas (found by a sync). Returns how many were deleted."""
+        return sum(self._submit("forget", [(part, k, below) for k in keys])) if keys else 0
 
     def drop_partition(self, part: int) -> int:
         """Delete every record of a partition this node no longer holds; returns how many."""

@@ -72,6 +72,12 @@ def answer_entries(storage: Storage, req: Mapping) -> dict:
     return {k: [v.ts, v.node, int(t)] for k, (v, t) in entries.items()}
 
 
+def answer_forget(storage: Storage, req: Mapping) -> dict:
+    """``{"part": p, "keys": [...], "below": ts}``: drop those keys if older than ``below``."""
+    below = min(int(req["below"]), storage.watermarks.get(int(req["part"]), 0))
+    return {"forgotten": storage.forget(int(req["part"]), [str(k) for k in req["keys"]], below)}
+
+
 def answer_fetch(storage: Storage, req: Mapping) -> bytes:
     return encode_records(storage.get_many([str(k) for k in req["keys"]]))
 
@@ -181,9 +187,21 @@ class Syncer:
             remote_entries, n = self._json(other, "/peer/entries", {"part": p, "leaves": leaves})
             stats.bytes += n
             theirs = {k: (Version(v[0], v[1]), bool(v[2])) for k, v in remote_entries.items()}
-            push, pull = ae.plan_exchange(storage.leaf_entries(p, leaves), theirs)
-            push_keys += push
-            pull_keys += pull
+            ours = storage.leaf_entries(p, leaves)
+            push, pull = ae.plan_exchange(ours, theirs)
+            # a key one side lacks with a version below the watermark was deleted and its
+            # tombstone purged: the side still holding it forgets it instead of spreading it
+            mark = storage.watermarks.get(p, 0)
+            doomed_there = [k for k in pull if k not in ours and theirs[k][0].ts < mark]
+            doomed_here = [k for k in push if k not in theirs and ours[k][0].ts < mark]
+            if doomed_there:
+                _resp, n = self._json(other, "/peer/forget",
+                                      {"part": p, "keys": doomed_there, "below": mark})
+                stats.bytes += n
+                stats.purged += len(doomed_there)
+            stats.purged += storage.forget(p, doomed_here, mark)
+            push_keys += [k for k in push if k not in doomed_here]
+            pull_keys += [k for k in pull if k not in doomed_there]
         if push_keys:
             records = storage.get_many(push_keys)
             body = encode_records(records)
