@@ -25,7 +25,7 @@ from kvraft.storage import StorageClosed
 from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
-from . import ws
+from . import ui, ws
 from .metrics import Metrics
 
 PEER_MAX_BODY = 256 << 20
@@ -168,6 +168,7 @@ def create_app(node: Node) -> Flask:
         return Response(body, 200, content_type=ctype)
 
     ws.register(app, node)
+    ui.register(app, node)
 
     # -- peer endpoints ------------------------------------------------------------------------
 
