@@ -25,7 +25,7 @@ from kvraft.storage import StorageClosed
 from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
-from . import ui, ws
+from . import balance, ui, ws
 from .metrics import Metrics
 
 PEER_MAX_BODY = 256 << 20
@@ -55,9 +55,11 @@ def create_app(node: Node) -> Flask:
                 return _json_error(401, "unauthorized", "missing or wrong bearer token")
         return None
 
+    balance.register(app, node, lambda limit: _body(limit, "body"))
+
     @app.after_request
     def _stamp(resp: Response) -> Response:
-        resp.headers["X-Kvraft-Node"] = node.id
+        resp.headers.setdefault("X-Kvraft-Node", node.id)  # a forwarded answer keeps its own
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         if not rule.startswith("/peer/"):
             metrics.observe(request.method, rule, resp.status_code,

@@ -107,11 +107,13 @@ class Node:
             self._threads.append(t)
 
     def _loop(self, fn, period: float) -> None:
-        while not self._stop.wait(period):
+        while True:
             try:
                 fn()
             except Exception:  # a background duty must never die; it retries next period
                 log.exception("%s failed", fn.__name__)
+            if self._stop.wait(period):
+                return
 
     def close(self) -> None:
         self._stop.set()

@@ -1,0 +1,80 @@
+"""Load balancing at the leader: forwarding by policy, redirects, and dead nodes avoided."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from cluster import Cluster, wait_for
+
+
+def _served_by(c: Cluster, leader: int, n: int, **params) -> Counter:
+    served = Counter()
+    url = c.url(leader)
+    for i in range(n):
+        if i % 2:
+            r = c.http.put(f"{url}/kv/lb-{i}", data=b"x", params=params, timeout=10)
+            assert r.status_code in (200, 201), r.text
+        else:
+            r = c.http.get(f"{url}/kv", params={"prefix": "lb-", "limit": 5, **params}, timeout=10)
+            assert r.status_code == 200, r.text
+        node = r.headers["X-Kvraft-Node"]
+        if node != c.nodes[leader].id:
+            assert r.headers["X-Kvraft-Via"] == c.nodes[leader].id
+        served[node] += 1
+    return served
+
+
+@pytest.mark.parametrize("policy", ["least-loaded", "round-robin"])  # random: unit-tested
+def test_requests_to_the_leader_spread_over_every_node(tmp_path, policy):
+    with Cluster(str(tmp_path), env={"KVRAFT_BALANCE": policy}) as c:
+        leader = c.leader()
+        served = _served_by(c, leader, 300)
+        print(policy, dict(served))
+        assert set(served) == {"n1", "n2", "n3"}
+        if policy != "random":  # sequential requests: every node gets its turn
+            assert max(served.values()) - min(served.values()) <= 3
+        else:
+            assert min(served.values()) >= 50
+
+
+def test_dead_node_is_not_chosen_and_every_request_succeeds(fresh_cluster):
+    c = fresh_cluster
+    leader = c.leader()
+    victim = next(i for i in range(3) if i != leader)
+    c.kill(victim)
+    served = _served_by(c, leader, 300)
+    assert c.nodes[victim].id not in served
+    assert sum(served.values()) == 300 and len(served) == 2
+
+
+def test_paused_node_stops_being_chosen_within_seconds(fresh_cluster):
+    c = fresh_cluster
+    leader = c.leader()
+    victim = next(i for i in range(3) if i != leader)
+    c.pause(victim)
+    try:
+        vid = c.nodes[victim].id
+        wait_for(lambda: not {n["id"]: n for n in c.cluster_view(leader)["nodes"]}[vid]["alive"],
+                 5, "the paused node marked down")
+        served = _served_by(c, leader, 60)
+        assert vid not in served and sum(served.values()) == 60
+    finally:
+        c.resume(victim)
+
+
+def test_redirect_answers_307_to_the_chosen_node(cluster):
+    leader = cluster.leader()
+    cluster.put(0, "redir", b"r")
+    seen = set()
+    for _ in range(9):
+        r = cluster.http.get(cluster.url(leader) + "/kv/redir", params={"redirect": "1"},
+                             allow_redirects=False)
+        if r.status_code == 307:
+            seen.add(r.headers["Location"].split("/kv/")[0])
+            follow = cluster.http.get(r.headers["Location"])
+            assert follow.content == b"r"
+        else:
+            assert r.status_code == 200 and r.headers["X-Kvraft-Node"] == \
+                cluster.nodes[leader].id
+    assert len(seen) >= 1
