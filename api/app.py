@@ -147,11 +147,11 @@ def create_app(node: Node) -> Flask:
             Config(id=fields[0], http=fields[1], raft=fields[2], secret="x" * 8)
         except ConfigError as exc:
             raise BadRequest(str(exc)) from None
-        return jsonify(node.add_member(*fields))
+        return jsonify(node.leader.add_member(*fields))
 
     @app.delete("/cluster/members/<node_id>")
     def remove_member(node_id: str):
-        return jsonify(node.remove_member(node_id))
+        return jsonify(node.leader.remove_member(node_id))
 
     @app.get("/health")
     def health():
@@ -223,8 +223,9 @@ def create_app(node: Node) -> Flask:
     def peer_members():
         body = _json_body()
         if body.get("op") == "add":
-            return jsonify(node.add_member(str(body["id"]), str(body["http"]), str(body["raft"])))
-        return jsonify(node.remove_member(str(body.get("id", ""))))
+            return jsonify(node.leader.add_member(str(body["id"]), str(body["http"]),
+                                                  str(body["raft"])))
+        return jsonify(node.leader.remove_member(str(body.get("id", ""))))
 
     @app.get("/peer/ping")
     def peer_ping():

@@ -26,11 +26,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from . import placement
+from . import placement, views
 from .config import Config
 from .errors import BadRequest, NotFound, Unavailable
-from .hlc import HLC, LOGICAL_BITS, Version, wall_clock_ms
+from .hlc import HLC, Version, wall_clock_ms
 from .keys import check_key, new_key
+from .leader import Leader
 from .meta import Meta, MetaUnavailable
 from .storage import ApplyResult, Record, Storage
 from .sync import Syncer
@@ -86,6 +87,7 @@ class Node:
         self._joined = False  # with --join: the cluster has added us to its Raft members
         self._born = time.monotonic()  # liveness reference for nodes never heard from
         self.syncer = Syncer(self)
+        self.leader = Leader(self)
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
         if start:
@@ -99,7 +101,7 @@ class Node:
             ("ping", self._ping_once, PING_INTERVAL),
             ("hints", self._deliver_hints_once, HINT_INTERVAL),
             ("stats", self._report_stats_once, STATS_INTERVAL),
-            ("leader", self._leader_once, LEADER_INTERVAL),
+            ("leader", self.leader.tick, LEADER_INTERVAL),
             ("sync", self.syncer.tick, SYNC_TICK),
         ):
             t = threading.Thread(target=self._loop, args=(fn, period), name=name, daemon=True)
@@ -141,6 +143,10 @@ class Node:
             return True
         down = self._down.get(node_id)
         return down is None or self._alive.get(node_id, 0.0) >= down
+
+    def silent_for(self, node_id: str) -> float:
+        """Seconds since the last good contact with ``node_id`` (or since this node started)."""
+        return time.monotonic() - self._alive.get(node_id, self._born)
 
     def _mark(self, node_id: str, ok: bool) -> None:
         (self._alive if ok else self._down)[node_id] = time.monotonic()
@@ -408,99 +414,13 @@ class Node:
         return list(decode_records(self._peer(node_id, "GET", "/peer/scan?" + urlencode(q))))
 
     def explain(self, key: str) -> dict:
-        check_key(key)
-        part, replicas = self.replicas_of(key)
-        answers = self._gather(sorted(self.members()), key)
-        versions = {}
-        for n in sorted(self.members()):
-            if n not in answers:
-                versions[n] = "unreachable"
-            elif answers[n] is None:
-                versions[n] = None
-            else:
-                rec = answers[n]
-                versions[n] = ("tombstone:" if rec.tomb else "") + rec.version.encode()
-        held = {versions.get(n) for n in replicas}
-        stats = self.meta.stats()
-        return {
-            "key": key,
-            "partition": part,
-            "replicas": list(replicas),
-            "versions": {n: versions[n] for n in replicas if n in versions},
-            "holders": sorted(n for n, v in versions.items()
-                              if v not in (None, "unreachable") and not v.startswith("tombstone")),
-            "others": {n: v for n, v in versions.items() if n not in replicas},
-            "agree": len(held) == 1 and "unreachable" not in held,
-            "hints_pending": self.storage.hints_pending,
-            "reason": (
-                f"partition {part} of {len(self.meta.partitions()[1])} by blake2b(key); placed by "
-                f"the leader on the {self.rf} nodes with the least stored data at placement "
-                f"(now: " + ", ".join(f"{n}={s.bytes}B" for n, s in sorted(stats.items())) + ")"
-            ),
-        }
+        return views.explain(self, key)
 
     def cluster(self) -> dict:
-        members = self.meta.members()
-        raft = set(self.meta.raft_members())
-        stats = self.meta.stats()
-        leader = self.meta.leader_id()
-        epoch, state = self.meta.map_state()
-        pmap = state.partitions
-        nodes = []
-        for node_id, m in sorted(members.items()):
-            s = stats.get(node_id)
-            if node_id == self.id:
-                keys, nbytes = self.storage.live_keys, self.storage.live_bytes
-            else:
-                keys, nbytes = (s.keys, s.bytes) if s else (None, None)
-            nodes.append({
-                "id": node_id, "http": m.http, "raft": m.raft, "alive": self.is_alive(node_id),
-                "is_leader": node_id == leader, "keys": keys, "bytes": nbytes,
-                "member": m.raft in raft,
-            })
-        return {
-            "node": self.id,
-            "leader": leader,
-            "nodes": nodes,
-            "partitions": {str(i): list(r) for i, r in enumerate(pmap)},
-            "partition_epoch": epoch,
-            "replication_factor": self.rf,
-            "raft": self.meta.status(),
-            "hints_pending": self.storage.hints_pending,
-            "hints_pending_cluster": sum(s.hints for s in stats.values()),
-            "filling": {str(p): list(f) for p, f in state.filling.items()},
-            "leaving": {str(p): list(f) for p, f in state.leaving.items()},
-            "under_replicated": self.under_replicated(state),
-            "removing": list(self.meta.removing()),
-            "rebalances": self.meta.rebalances(),
-            "sync": self.sync_view(),
-        }
+        return views.cluster(self)
 
-    def under_replicated(self, state: placement.MapState | None = None) -> int:
-        """Partitions with fewer than ``replication_factor`` filled, live replicas."""
-        state = state or self.meta.map_state()[1]
-        count = 0
-        for p, reps in enumerate(state.partitions):
-            filled = [n for n in reps if n not in state.filling.get(p, ()) and self.is_alive(n)]
-            count += len(filled) < self.rf
-        return count
-
-    def sync_view(self) -> dict:
-        rnd = self.meta.sync_round()
-        last = self.syncer.last
-        return {
-            "round": rnd.id, "interval": self.config.sync_interval,
-            "last_local_round": {"id": last.round_id, "seconds": round(last.seconds, 4),
-                                 "partitions": last.partitions, "synced": last.synced,
-                                 "records": last.records, "bytes": last.bytes,
-                                 "repaired": last.repaired, "purged": last.purged,
-                                 "handed_off": last.handed_off, "errors": last.errors[:5]},
-            "totals": dict(self.syncer.totals),
-            "partitions_synced_last_round": sum(1 for r in self.meta.synced().values()
-                                                if r >= rnd.id - 1),
-        }
-
-    # -- background duties ---------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        return views.metrics(self)
 
     def _peers_from(self, http: str) -> tuple[str, ...]:
         """Raft addresses of a running cluster, asked from one of its members (``--join``)."""
@@ -602,120 +522,6 @@ class Node:
         s = self.meta.stats().get(self.id)
         if s is None or (s.keys, s.bytes, s.hints) != (keys, nbytes, hints):
             self.meta.report_stats(self.id, keys, nbytes, hints)
-
-    def _leader_once(self) -> None:
-        """Raft leader only: first placement, moves toward a healthy map, sync rounds."""
-        if not self.meta.is_leader():
-            return
-        epoch, state = self.meta.map_state()
-        members = self.members()
-        stats = self.meta.stats()
-        stored = {n: s.bytes for n, s in stats.items()}
-        if not state.partitions:
-            if len(members) < len(self.meta.raft_members()) or any(n not in stats for n in members):
-                return  # wait until every member registered and reported what it stores
-            first = placement.place(self.config.partitions, sorted(members), stored, self.rf)
-            self._propose(epoch, placement.MapState(first))
-            return
-        now = time.monotonic()
-        dead = [n for n in members if n != self.id and
-                now - self._alive.get(n, self._born) > self.config.dead_after]
-        live = [n for n in members if n not in dead]
-        step = placement.plan(state, live, dead, self.meta.removing(), stored, self.rf)
-        if step is not None:
-            self._propose(epoch, step)
-        self._finish_removals(state)
-        rnd = self.meta.sync_round()
-        if time.time() - rnd.started_at >= self.config.sync_interval:
-            # a dead node's hints are stale figures; whatever it holds is checked against the
-            # watermarks when it comes back (absent keys older than a watermark are dropped)
-            clear = all(s.hints == 0 for n, s in stats.items() if n not in dead)
-            # writes stamped before the round but still in flight must land before a purge
-            margin_ms = int(1000 * max(2 * self.config.peer_timeout, self.config.sync_interval))
-            safe_ts = self.hlc.now() - (margin_ms << LOGICAL_BITS)
-            try:
-                self.meta.start_round(rnd.id + 1, max(0, safe_ts), time.time(), clear)
-            except MetaUnavailable as exc:
-                log.info("sync round not started: %s", exc)
-
-    def _propose(self, epoch: int, new: placement.MapState) -> None:
-        try:
-            self.meta.set_partitions(epoch, new)
-        except MetaUnavailable as exc:
-            log.info("placement pending: %s", exc)
-
-    def _finish_removals(self, state: placement.MapState) -> None:
-        for node_id in self.meta.removing():
-            if any(node_id in reps for reps in state.partitions):
-                continue  # still draining
-            member = self.meta.members().get(node_id)
-            try:
-                if member is not None and member.raft in self.meta.raft_members():
-                    self.meta.remove_raft_member(member.raft)
-                self.meta.forget(node_id)
-            except MetaUnavailable as exc:
-                log.info("removal of %s pending: %s", node_id, exc)
-
-    # -- membership ------------------------------------------------------------------------------
-
-    def add_member(self, node_id: str, http: str, raft: str) -> dict:
-        """Add a node to the cluster (on the leader; forwarded there otherwise)."""
-        if not self.meta.is_leader():
-            return self._to_leader("/peer/members", {"op": "add", "id": node_id, "http": http,
-                                                     "raft": raft})
-        if node_id in self.meta.members() and self.meta.members()[node_id].raft != raft:
-            raise BadRequest(f"node id {node_id!r} is taken by another member")
-        if raft not in self.meta.raft_members():
-            self.meta.add_raft_member(raft)
-        return {"added": node_id, "raft": raft}
-
-    def remove_member(self, node_id: str) -> dict:
-        """Drain ``node_id`` (its partitions move to other nodes first), then remove it."""
-        if not self.meta.is_leader():
-            return self._to_leader("/peer/members", {"op": "remove", "id": node_id})
-        members = self.members()
-        if node_id not in members:
-            raise NotFound(f"no member {node_id!r}")
-        remaining = len(members) - len(set(self.meta.removing()) | {node_id})
-        if remaining < self.rf:
-            raise BadRequest(f"removing {node_id} would leave {remaining} nodes for replication "
-                             f"factor {self.rf}")
-        if node_id == self.id:
-            raise BadRequest("the Raft leader cannot remove itself; ask it to another node "
-                             "after a leader change, or stop it and let re-replication act")
-        self.meta.set_removing(tuple(sorted(set(self.meta.removing()) | {node_id})))
-        return {"removing": node_id}
-
-    def _to_leader(self, path: str, body: dict) -> dict:
-        leader = self.meta.leader_id()
-        if leader is None or leader == self.id:
-            raise Unavailable("no Raft leader to make the membership change; retry")
-        resp = self.peers.request(self._addr(leader), "POST", path, json.dumps(body).encode())
-        data = json.loads(resp.body or b"{}")
-        if resp.status >= 400:
-            err = {400: BadRequest, 404: NotFound}.get(resp.status, Unavailable)
-            raise err(data.get("message", f"leader answered {resp.status}"))
-        return data
-
-    def metrics(self) -> dict[str, float]:
-        with self._counter_lock:
-            out = {k: float(v) for k, v in self.counters.items()}
-        st = self.meta.status()
-        out.update({
-            "keys": self.storage.live_keys, "bytes": self.storage.live_bytes,
-            "hints_pending": self.storage.hints_pending, "raft_term": st["term"],
-            "raft_commit_index": st["commit_index"], "raft_is_leader": float(self.meta.is_leader()),
-            "nodes_alive": float(sum(self.is_alive(n) for n in self.members())),
-            "partitions_under_replicated": float(self.under_replicated()),
-            "rebalances": float(self.meta.rebalances()),
-            "sync_round": float(self.meta.sync_round().id),
-            "sync_last_seconds": self.syncer.last.seconds,
-            "sync_last_records": float(self.syncer.last.records),
-            "sync_last_bytes": float(self.syncer.last.bytes),
-        })
-        out.update({k: float(v) for k, v in self.syncer.totals.items()})
-        return out
-
 
 def _result_from_json(x: dict) -> ApplyResult:
     prev = Version.decode(x["prev"]) if x.get("prev") else None

@@ -1,0 +1,126 @@
+"""Duties of the Raft leader, and membership changes (which only the leader makes).
+
+On every tick the leader places partitions the first time (on the nodes with the least stored
+data), steps the partition map toward health and balance (:func:`kvraft.placement.plan`:
+replace dead replicas, drain nodes being removed, balance), removes drained nodes from Raft, and
+opens a sync round every ``sync_interval``. Membership requests reaching another node are
+forwarded to the leader over the peer transport.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from . import placement
+from .errors import BadRequest, NotFound, Unavailable
+from .hlc import LOGICAL_BITS
+from .meta import MetaUnavailable
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+
+class Leader:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.meta = node.meta
+
+    def tick(self) -> None:
+        """Raft leader only: first placement, moves toward a healthy map, sync rounds."""
+        node, meta, config = self.node, self.node.meta, self.node.config
+        if not meta.is_leader():
+            return
+        epoch, state = meta.map_state()
+        members = node.members()
+        stats = meta.stats()
+        stored = {n: s.bytes for n, s in stats.items()}
+        if not state.partitions:
+            if len(members) < len(meta.raft_members()) or any(n not in stats for n in members):
+                return  # wait until every member registered and reported what it stores
+            first = placement.place(config.partitions, sorted(members), stored, node.rf)
+            self._propose(epoch, placement.MapState(first))
+            return
+        dead = [n for n in members if n != node.id and node.silent_for(n) > config.dead_after]
+        live = [n for n in members if n not in dead]
+        step = placement.plan(state, live, dead, meta.removing(), stored, node.rf)
+        if step is not None:
+            self._propose(epoch, step)
+        self._finish_removals(state)
+        rnd = meta.sync_round()
+        if time.time() - rnd.started_at >= config.sync_interval:
+            # a dead node's hints are stale figures; whatever it holds is checked against the
+            # watermarks when it comes back (absent keys older than a watermark are dropped)
+            clear = all(s.hints == 0 for n, s in stats.items() if n not in dead)
+            # writes stamped before the round but still in flight must land before a purge
+            margin_ms = int(1000 * max(2 * config.peer_timeout, config.sync_interval))
+            safe_ts = max(0, node.hlc.now() - (margin_ms << LOGICAL_BITS))
+            try:
+                meta.start_round(rnd.id + 1, safe_ts, time.time(), clear)
+            except MetaUnavailable as exc:
+                log.info("sync round not started: %s", exc)
+
+    def _propose(self, epoch: int, new: placement.MapState) -> None:
+        try:
+            self.meta.set_partitions(epoch, new)
+        except MetaUnavailable as exc:
+            log.info("placement pending: %s", exc)
+
+    def _finish_removals(self, state: placement.MapState) -> None:
+        for node_id in self.meta.removing():
+            if any(node_id in reps for reps in state.partitions):
+                continue  # still draining
+            member = self.meta.members().get(node_id)
+            try:
+                if member is not None and member.raft in self.meta.raft_members():
+                    self.meta.remove_raft_member(member.raft)
+                self.meta.forget(node_id)
+            except MetaUnavailable as exc:
+                log.info("removal of %s pending: %s", node_id, exc)
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def add_member(self, node_id: str, http: str, raft: str) -> dict:
+        """Add a node to the cluster (on the leader; forwarded there otherwise)."""
+        if not self.meta.is_leader():
+            return self._to_leader("/peer/members", {"op": "add", "id": node_id, "http": http,
+                                                     "raft": raft})
+        known = self.meta.members().get(node_id)
+        if known is not None and known.raft != raft:
+            raise BadRequest(f"node id {node_id!r} is taken by another member")
+        if raft not in self.meta.raft_members():
+            self.meta.add_raft_member(raft)
+        return {"added": node_id, "raft": raft}
+
+    def remove_member(self, node_id: str) -> dict:
+        """Drain ``node_id`` (its partitions move to other nodes first), then remove it."""
+        if not self.meta.is_leader():
+            return self._to_leader("/peer/members", {"op": "remove", "id": node_id})
+        members = self.node.members()
+        if node_id not in members:
+            raise NotFound(f"no member {node_id!r}")
+        remaining = len(members) - len(set(self.meta.removing()) | {node_id})
+        if remaining < self.node.rf:
+            raise BadRequest(f"removing {node_id} would leave {remaining} nodes for replication "
+                             f"factor {self.node.rf}")
+        if node_id == self.node.id:
+            raise BadRequest("the Raft leader cannot remove itself; ask it to another node "
+                             "after a leader change, or stop it and let re-replication act")
+        self.meta.set_removing(tuple(sorted(set(self.meta.removing()) | {node_id})))
+        return {"removing": node_id}
+
+    def _to_leader(self, path: str, body: dict) -> dict:
+        leader = self.meta.leader_id()
+        if leader is None or leader == self.node.id:
+            raise Unavailable("no Raft leader to make the membership change; retry")
+        resp = self.node.peers.request(self.node._addr(leader), "POST", path,
+                                       json.dumps(body).encode())
+        data = json.loads(resp.body or b"{}")
+        if resp.status >= 400:
+            err = {400: BadRequest, 404: NotFound}.get(resp.status, Unavailable)
+            raise err(data.get("message", f"leader answered {resp.status}"))
+        return data
