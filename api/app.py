@@ -20,13 +20,14 @@ from kvraft import sync
 from kvraft.config import Config, ConfigError
 from kvraft.errors import BadRequest, KvError, TooLarge
 from kvraft.keys import check_level
-from kvraft.node import Node, result_to_json
+from kvraft.node import Node
 from kvraft.storage import StorageClosed
 from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
 from . import balance, ui, ws
 from .metrics import Metrics
+from .peerfast import PeerFastPath
 
 PEER_MAX_BODY = 256 << 20
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -174,11 +175,6 @@ def create_app(node: Node) -> Flask:
 
     # -- peer endpoints ------------------------------------------------------------------------
 
-    @app.post("/peer/apply")
-    def peer_apply():
-        records = _records()
-        return jsonify([result_to_json(r) for r in node.apply_local(records)])
-
     @app.post("/peer/hint")
     def peer_hint():
         target = request.args.get("target", "")
@@ -186,12 +182,6 @@ def create_app(node: Node) -> Flask:
             raise BadRequest("target is required")
         node.hint_local(target, _records())
         return jsonify({"stored": True})
-
-    @app.get("/peer/get")
-    def peer_get():
-        rec = node.storage.get(request.args.get("k", ""))
-        return Response(encode_records([rec] if rec else []),
-                        mimetype="application/octet-stream")
 
     @app.get("/peer/scan")
     def peer_scan():
@@ -247,6 +237,8 @@ def create_app(node: Node) -> Flask:
         except WireError as exc:
             raise BadRequest(f"bad peer message: {exc}") from None
 
+    # /peer/apply and /peer/get, the hottest peer calls, are answered before Flask
+    app.wsgi_app = PeerFastPath(app.wsgi_app, node, PEER_MAX_BODY)  # type: ignore[method-assign]
     return app
 
 

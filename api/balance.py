@@ -9,6 +9,8 @@ outcome is unknown. Forwarded requests carry ``X-Kvraft-Via`` and are never forw
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask import Flask, Response, g, jsonify, request
 
 from kvraft.balance import Balancer
@@ -72,7 +74,7 @@ def register(app: Flask, node: Node, read_body) -> Balancer:
 def _forward(node: Node, target: str, body: bytes) -> Response:
     headers = {h: request.headers[h] for h in PASS_REQUEST if h in request.headers}
     headers[VIA] = node.id
-    path = request.full_path if request.query_string else request.path
+    path = _raw_path()
     resp = node.peers.request(node._addr(target), request.method, path, body, headers,
                               timeout=max(10.0, 3 * node.config.peer_timeout),
                               idempotent=request.method in SAFE)
@@ -86,11 +88,20 @@ def _forward(node: Node, target: str, body: bytes) -> Response:
 
 
 def _redirect(node: Node, target: str) -> Response:
-    path = request.full_path if request.query_string else request.path
+    path = _raw_path()
     out = Response(status=307)
     out.headers["Location"] = f"http://{node._addr(target)}{path}"
     out.headers[VIA] = node.id
     return out
+
+
+def _raw_path() -> str:
+    """The request target as the client sent it (percent-encoded, ASCII)."""
+    raw = request.environ.get("RAW_URI")
+    if raw:
+        return raw
+    path = quote(request.path, safe="/")
+    return f"{path}?{request.query_string.decode('latin-1')}" if request.query_string else path
 
 
 def _unknown(node: Node, target: str, exc: Exception) -> Response:

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -35,7 +35,7 @@ from .leader import Leader
 from .meta import Meta, MetaUnavailable
 from .storage import ApplyResult, Record, Storage
 from .sync import Syncer
-from .transport import PeerClient, PeerError
+from .transport import PeerClient, PeerError, Pending
 from .watch import ChangeHub
 from .wire import decode_records, encode_records
 
@@ -186,8 +186,20 @@ class Node:
     def _peer(self, node_id: str, method: str, path: str, body: bytes = b"",
               timeout: float | None = None) -> bytes:
         """One request to a peer; marks its liveness; raises PeerError unless the answer is 2xx."""
+        return self._finish(node_id, self._start(node_id, method, path, body, timeout))
+
+    def _start(self, node_id: str, method: str, path: str, body: bytes = b"",
+               timeout: float | None = None) -> Pending:
+        """Send a request to a peer without waiting for the answer (see :meth:`_finish`)."""
         try:
-            resp = self.peers.request(self._addr(node_id), method, path, body, timeout=timeout)
+            return self.peers.start(self._addr(node_id), method, path, body, timeout=timeout)
+        except PeerError:
+            self._mark(node_id, False)
+            raise
+
+    def _finish(self, node_id: str, pending: Pending) -> bytes:
+        try:
+            resp = pending.result()
         except PeerError:
             self._mark(node_id, False)
             raise
@@ -261,7 +273,9 @@ class Node:
         record = Record(key, part, Version(self.hlc.now(), self.id), tomb, value)
         if self.config.test_fault == "ack_without_write":  # negative control for the checker
             return WriteResult(key, record.version, replicas, need, True)
-        futures: dict[Future, str] = {}
+        # remote replicas get the record first; the local write overlaps their round trips
+        body = encode_records([record])
+        pending: dict[str, Pending] = {}
         local = None
         failed: list[str] = []
         for r in replicas:
@@ -272,14 +286,17 @@ class Node:
             elif not self.is_alive(r):
                 failed.append(r)
             else:
-                futures[self.pool.submit(self._send_records, r, [record])] = r
+                try:
+                    pending[r] = self._start(r, "POST", "/peer/apply", body)
+                except PeerError:
+                    failed.append(r)
         results: list[ApplyResult] = []
         if local is not None:
             results.append(self.apply_local([record])[0])
-        for fut, r in futures.items():
+        for r, p in pending.items():
             try:
-                results.append(fut.result()[0])
-            except (PeerError, ValueError) as exc:
+                results.append(_result_from_json(json.loads(self._finish(r, p))[0]))
+            except (PeerError, ValueError, KeyError, IndexError) as exc:
                 log.info("replica %s failed for %r: %s", r, key, exc)
                 failed.append(r)
         if any(not res.applied and res.prev is None for res in results):

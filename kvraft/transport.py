@@ -37,6 +37,62 @@ class PeerResponse:
     body: bytes
 
 
+class Pending:
+    """A request sent on a pooled connection, its answer not read yet."""
+
+    def __init__(self, client: PeerClient, addr: str, req: tuple, timeout: float,
+                 idempotent: bool) -> None:
+        self.client, self.addr, self.req = client, addr, req
+        self.timeout, self.idempotent = timeout, idempotent
+        self.conn: http.client.HTTPConnection | None = None
+        self.reused = False
+        self.error: PeerError | None = None
+
+    def send(self, first: bool) -> None:
+        conn, self.reused = self.client._checkout(self.addr, self.timeout)
+        self.conn = conn
+        try:
+            if not self.reused:
+                conn.connect()
+        except OSError as exc:
+            conn.close()
+            self.error = PeerConnectError(f"{self.addr}: {type(exc).__name__}: {exc}")
+            return
+        method, path, body, hdrs = self.req
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+        except (OSError, http.client.HTTPException) as exc:
+            self._failed(exc, first)
+
+    def _failed(self, exc: Exception, first: bool) -> None:
+        assert self.conn is not None
+        self.conn.close()
+        if first and self.reused and self.idempotent and not isinstance(exc, socket.timeout):
+            self.send(first=False)  # the peer closed an idle connection: once more, fresh
+        else:
+            self.error = PeerError(f"{self.addr}: {type(exc).__name__}: {exc}")
+
+    def result(self) -> PeerResponse:
+        for first in (True, False):
+            if self.error is not None:
+                raise self.error
+            conn = self.conn
+            assert conn is not None
+            try:
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self._failed(exc, first)
+                continue
+            out = PeerResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+            if resp.will_close:
+                conn.close()
+            else:
+                self.client._checkin(self.addr, conn)
+            return out
+        raise self.error or PeerError(f"{self.addr}: no answer")
+
+
 class PeerClient:
     def __init__(self, secret: str, timeout: float = 2.0, max_idle: int = 64) -> None:
         self._secret = secret
@@ -59,34 +115,29 @@ class PeerClient:
 
         Raises :class:`PeerConnectError` when nothing was sent, :class:`PeerError` when the
         request may have been delivered. A non-idempotent request is never sent twice."""
+        return self.start(addr, method, path, body, headers, timeout, idempotent).result()
+
+    def start(
+        self,
+        addr: str,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        idempotent: bool = True,
+    ) -> Pending:
+        """Send the request now and return at once; :meth:`Pending.result` reads the answer.
+
+        Lets a caller have requests to several peers (and its own local work) in progress at
+        the same time from one thread. Errors surface from ``result()``."""
         hdrs = {SECRET_HEADER: self._secret, "Content-Length": str(len(body))}
         if headers:
             hdrs.update(headers)
         timeout = self.timeout if timeout is None else timeout
-        for attempt in (0, 1):
-            conn, reused = self._checkout(addr, timeout)
-            if not reused:
-                try:
-                    conn.connect()
-                except OSError as exc:
-                    conn.close()
-                    raise PeerConnectError(f"{addr}: {type(exc).__name__}: {exc}") from None
-            try:
-                conn.request(method, path, body=body, headers=hdrs)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                if reused and attempt == 0 and idempotent and not isinstance(exc, socket.timeout):
-                    continue
-                raise PeerError(f"{addr}: {type(exc).__name__}: {exc}") from None
-            result = PeerResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
-            if resp.will_close:
-                conn.close()
-            else:
-                self._checkin(addr, conn)
-            return result
-        raise AssertionError("unreachable")
+        pending = Pending(self, addr, (method, path, body, hdrs), timeout, idempotent)
+        pending.send(first=True)
+        return pending
 
     def _checkout(self, addr: str, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
         now = time.monotonic()
