@@ -253,7 +253,12 @@ class Node:
 
     def delete(self, key: str, w: str = "quorum") -> WriteResult:
         check_key(key)
-        current = self._read(key, "one")
+        part, _replicas = self.replicas_of(key)
+        answers = self._gather(list(self.readable(part)), key)  # newest any replica has
+        if not answers:
+            raise Unavailable(f"no replica of {key!r} answered")
+        current = max((a for a in answers.values() if a is not None),
+                      key=lambda rec: rec.version, default=None)
         if current is None or current.tomb:
             raise NotFound(f"key {key!r} not found")
         return self._write(key, b"", True, w)
@@ -401,13 +406,16 @@ class Node:
         newest: dict[str, Record] = {}
         cutoff = None  # keys beyond the last key of a truncated answer are not known yet
         answered = 0
-        for fut in futures:
+        pmap = self.meta.partitions()[1]
+        for fut, node_id in futures.items():
             try:
                 recs = fut.result()
             except (PeerError, ValueError):
                 continue
             answered += 1
             for rec in recs:
+                if pmap and node_id not in pmap[rec.part % len(pmap)]:
+                    continue  # a partition this node left: its copy may be stale
                 old = newest.get(rec.key)
                 if old is None or rec.version > old.version:
                     newest[rec.key] = rec
