@@ -30,7 +30,6 @@ from kvraft.errors import BadRequest, KvError
 from kvraft.keys import MAX_KEY_BYTES, check_level
 from kvraft.node import Node
 from kvraft.report import Reports, check_export_name, local_records, parse_report_request
-from kvraft.storage import Record
 from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions, Watcher
 from kvraft.wire import encode_records
 
@@ -129,12 +128,15 @@ def register(app: Flask, node: Node) -> None:
     def peer_changes_poll():
         try:
             wait = min(MAX_POLL_WAIT, max(0.0, float(request.args.get("wait", "1"))))
+            after = int(request.args.get("after", "0"))
         except ValueError:
-            raise BadRequest("wait must be a number of seconds") from None
-        records: list[Record] | None = subs.poll(request.args.get("sid", ""), wait)
-        if records is None:
+            raise BadRequest("wait must be seconds and after a batch number") from None
+        answer = subs.poll(request.args.get("sid", ""), after, wait)
+        if answer is None:
             return _error(410, "gone", "unknown or expired change subscription")
-        return Response(encode_records(records), mimetype="application/octet-stream")
+        seq, records = answer
+        return Response(encode_records(records), mimetype="application/octet-stream",
+                        headers={"X-Kvraft-Seq": str(seq)})
 
     @app.post("/peer/changes/close")
     def peer_changes_close():

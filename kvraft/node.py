@@ -320,7 +320,8 @@ class Node:
                 f"write reached {acks} replica(s) and {len(hinted)} stand-in(s); w={w} needs "
                 f"{need}: the write may or may not be visible later"
             )
-        created = not any(res.prev_live for res in results)
+        # a replica that already holds this very version saw our own retried request
+        created = not any(res.prev_live and res.prev != record.version for res in results)
         return WriteResult(key, record.version, replicas, effective, created, tuple(hinted))
 
     def _hint(self, part: int, replicas: tuple[str, ...], failed: list[str],

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import urlencode
 
@@ -39,13 +39,15 @@ POLL_LIMIT = 1000  # records per long-poll answer
 SUB_TTL = 15.0  # a peer subscription not polled for this long is dropped
 RETRY = 0.5  # seconds between attempts to reach an unreachable peer
 MEMBER_CHECK = 1.0  # seconds between looks at the member list
-REMEMBER_KEYS = 100_000  # keys whose last version the feed remembers (LRU)
+REMEMBER_KEYS = 20_000  # keys whose last version the feed remembers (LRU): copies of one
+# write arrive within about a poll of each other, far fewer writes apart than this
 
 
 class Subscription:
-    def __init__(self, hub: ChangeHub, prefix: str) -> None:
+    def __init__(self, hub: ChangeHub, prefix: str, values: bool = True) -> None:
         self.hub = hub
         self.prefix = prefix
+        self.values = values  # False: records arrive with an empty value (nothing big is held)
         self.queue: queue.Queue[Record | None] = queue.Queue(QUEUE_SIZE)
         self.dropped = False
 
@@ -77,8 +79,8 @@ class ChangeHub:
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
 
-    def subscribe(self, prefix: str = "") -> Subscription:
-        sub = Subscription(self, prefix)
+    def subscribe(self, prefix: str = "", values: bool = True) -> Subscription:
+        sub = Subscription(self, prefix, values)
         with self._lock:
             self._subs = [*self._subs, sub]
         return sub
@@ -92,10 +94,13 @@ class ChangeHub:
         if not subs:
             return
         for rec in records:
+            bare = None
             for sub in subs:
                 if rec.key.startswith(sub.prefix):
+                    if not sub.values and bare is None:
+                        bare = replace(rec, value=b"") if rec.value else rec
                     try:
-                        sub.queue.put_nowait(rec)
+                        sub.queue.put_nowait(rec if sub.values else bare)
                     except queue.Full:
                         sub.dropped = True
                         self.unsubscribe(sub)
@@ -104,10 +109,27 @@ class ChangeHub:
 # -- the peer side: subscriptions other nodes poll ----------------------------------------------
 
 
-class PeerSubscriptions:
-    """Hub subscriptions held for other nodes, by random id, expired after ``ttl`` unpolled.
+@dataclass
+class _Held:
+    """One subscription held for a peer, with the last batch it was sent (until acknowledged)."""
 
-    Thread safe. ``poll`` blocks up to ``wait`` seconds for the first record.
+    sub: Subscription
+    seen: float  # clock time of the last poll
+    busy: int = 0  # polls running now
+    seq: int = 0  # number of the last batch handed out
+    batch: list[Record] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class PeerSubscriptions:
+    """Hub subscriptions held for other nodes, by random id, expired after ``ttl`` unpolled
+    (checked on every call and by a reaper thread that runs while any subscription exists).
+
+    Polls are acknowledged: batch ``seq`` stays held until a poll says ``after=seq``, and a poll
+    with ``after`` below it gets the same batch again, so an answer lost on the way is re-sent,
+    not lost (a retried request is therefore safe). Thread safe; ``poll`` blocks up to ``wait``
+    seconds for the first record. Subscriptions hold records without values, so an abandoned
+    one costs little until it expires.
     """
 
     def __init__(self, hub: ChangeHub, ttl: float = SUB_TTL,
@@ -115,8 +137,9 @@ class PeerSubscriptions:
         self._hub = hub
         self._ttl = ttl
         self._clock = clock
-        self._subs: dict[str, list] = {}  # id -> [Subscription, last poll time, polls running]
+        self._subs: dict[str, _Held] = {}
         self._lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -125,44 +148,67 @@ class PeerSubscriptions:
         self.reap()
         sid = secrets.token_hex(8)
         with self._lock:
-            self._subs[sid] = [self._hub.subscribe(prefix), self._clock(), 0]
+            self._subs[sid] = _Held(self._hub.subscribe(prefix, values=False), self._clock())
+            if self._reaper is None or not self._reaper.is_alive():
+                self._reaper = threading.Thread(target=self._reap_loop, name="watch-reaper",
+                                                daemon=True)
+                self._reaper.start()
         return sid
 
-    def poll(self, sid: str, wait: float, limit: int = POLL_LIMIT) -> list[Record] | None:
-        """Records applied since the last poll (values stripped), or None if ``sid`` is unknown,
-        expired or overflowed (the caller must open a new one and may have missed changes)."""
+    def _reap_loop(self) -> None:
+        while True:
+            time.sleep(min(self._ttl, 5.0))
+            self.reap()
+            with self._lock:
+                if not self._subs:
+                    self._reaper = None
+                    return
+
+    def poll(self, sid: str, after: int, wait: float, limit: int = POLL_LIMIT
+             ) -> tuple[int, list[Record]] | None:
+        """``(seq, records)``: the batch after batch ``after`` (values stripped; empty if nothing
+        changed within ``wait``), or None if ``sid`` is unknown, expired or overflowed, or
+        ``after`` is not a batch it handed out (open a new one; changes may have been missed)."""
         self.reap()
         with self._lock:
-            entry = self._subs.get(sid)
-            if entry is None:
+            held = self._subs.get(sid)
+            if held is None:
                 return None
-            entry[2] += 1
-        sub: Subscription = entry[0]
+            held.busy += 1
         try:
-            if sub.dropped:
-                self.close(sid)
-                return None
-            first = sub.get(timeout=wait)
-            records = ([first] if first is not None else []) + sub.drain(limit - 1)
+            with held.lock:  # one poll at a time per subscription
+                return self._next_batch(sid, held, after, wait, limit)
         finally:
             with self._lock:
-                entry[1] = self._clock()
-                entry[2] -= 1
-        return [replace(r, value=b"") for r in records]
+                held.seen = self._clock()
+                held.busy -= 1
+
+    def _next_batch(self, sid: str, held: _Held, after: int, wait: float, limit: int
+                    ) -> tuple[int, list[Record]] | None:
+        if after == held.seq - 1:
+            return held.seq, held.batch  # the last answer was lost: send it again
+        if after != held.seq or held.sub.dropped:
+            self.close(sid)
+            return None
+        first = held.sub.get(timeout=wait)
+        if first is None:
+            return held.seq, []
+        held.batch = [first, *held.sub.drain(limit - 1)]
+        held.seq += 1
+        return held.seq, held.batch
 
     def close(self, sid: str) -> None:
         with self._lock:
-            entry = self._subs.pop(sid, None)
-        if entry is not None:
-            entry[0].close()
+            held = self._subs.pop(sid, None)
+        if held is not None:
+            held.sub.close()
 
     def reap(self) -> None:
         """Drop subscriptions not polled for ``ttl`` seconds (none being polled right now)."""
         cutoff = self._clock() - self._ttl
         with self._lock:
-            stale = [sid for sid, (_s, seen, busy) in self._subs.items()
-                     if seen < cutoff and not busy]
-            subs = [self._subs.pop(sid)[0] for sid in stale]
+            stale = [sid for sid, h in self._subs.items() if h.seen < cutoff and not h.busy]
+            subs = [self._subs.pop(sid).sub for sid in stale]
         for sub in subs:
             sub.close()
 
@@ -175,7 +221,8 @@ class PeerFeed(Protocol):
 
     def open(self, node_id: str, prefix: str) -> str: ...
 
-    def poll(self, node_id: str, sid: str, wait: float) -> list[Record] | None: ...
+    def poll(self, node_id: str, sid: str, after: int, wait: float
+             ) -> tuple[int, list[Record]] | None: ...
 
     def close(self, node_id: str, sid: str) -> None: ...
 
@@ -207,14 +254,16 @@ class HttpPeerFeed:
             raise PeerError(f"{node_id}: HTTP {resp.status} opening a change feed")
         return str(json.loads(resp.body)["sid"])
 
-    def poll(self, node_id: str, sid: str, wait: float) -> list[Record] | None:
-        resp = self._call(node_id, "GET", "/peer/changes/poll", {"sid": sid, "wait": wait},
+    def poll(self, node_id: str, sid: str, after: int, wait: float
+             ) -> tuple[int, list[Record]] | None:
+        resp = self._call(node_id, "GET", "/peer/changes/poll",
+                          {"sid": sid, "after": after, "wait": wait},
                           timeout=wait + self._timeout)
         if resp.status == 410:
             return None
         if resp.status != 200:
             raise PeerError(f"{node_id}: HTTP {resp.status} polling a change feed")
-        return list(decode_records(resp.body))
+        return int(resp.headers.get("x-kvraft-seq", "")), list(decode_records(resp.body))
 
     def close(self, node_id: str, sid: str) -> None:
         self._call(node_id, "POST", "/peer/changes/close", {"sid": sid})
@@ -315,6 +364,7 @@ class ClusterFeed:
             if not self._watchers and self._run is not None:
                 self._run.stop.set()
                 self._run = None
+                self._last.clear()
                 self._cond.notify_all()
 
     def peers(self) -> list[str]:
@@ -342,7 +392,7 @@ class ClusterFeed:
     # -- machinery -----------------------------------------------------------------------------
 
     def _start(self) -> None:
-        run = _Run(self._hub.subscribe(""))  # before returning: no local change is missed
+        run = _Run(self._hub.subscribe("", values=False))  # now: no local change is missed
         self._run = run
         threading.Thread(target=self._local_loop, args=(run,), name="watch-local",
                          daemon=True).start()
@@ -358,7 +408,7 @@ class ClusterFeed:
                 if rec is not None:
                     self._deliver(run, [rec, *run.local.drain(POLL_LIMIT)])
                 elif run.local.dropped:
-                    run.local = self._hub.subscribe("")
+                    run.local = self._hub.subscribe("", values=False)
                     self._gap(run, self.node_id, "this node's change feed overflowed")
         finally:
             run.local.close()
@@ -374,26 +424,30 @@ class ClusterFeed:
 
     def _poll_loop(self, run: _Run, peer: str) -> None:
         sid: str | None = None
+        seq = 0  # the last batch received on ``sid``
         had = False  # a subscription existed before: losing it may lose changes
         try:
             while not run.stop.is_set() and peer in self.peers():
                 try:
                     if sid is None:
-                        sid = self._peers.open(peer, "")
+                        sid, seq = self._peers.open(peer, ""), 0
                         if had:
                             self._gap(run, peer, f"changes on {peer} may have been missed "
                                                  "while it was unreachable or restarting")
                         had = True
                         self._set_connected(run, peer, True)
-                    records = self._peers.poll(peer, sid, self.poll_wait)
+                    answer = self._peers.poll(peer, sid, seq, self.poll_wait)
                 except (ConnectionError, ValueError):
                     self._set_connected(run, peer, False)
                     run.stop.wait(self.retry)
                     continue
-                if records is None:  # the peer forgot us: restart, expiry or overflow
+                if answer is None:  # the peer forgot us: restart, expiry or overflow
                     sid = None
                     self._set_connected(run, peer, False)
-                elif records:
+                    continue
+                self._set_connected(run, peer, True)
+                seq, records = answer
+                if records:
                     self._deliver(run, records)
         finally:
             self._set_connected(run, peer, False)
