@@ -26,8 +26,8 @@ from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
 from . import balance, ui, ws
+from .fastpath import FastPath
 from .metrics import Metrics
-from .peerfast import PeerFastPath
 
 PEER_MAX_BODY = 256 << 20
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -237,8 +237,8 @@ def create_app(node: Node) -> Flask:
         except WireError as exc:
             raise BadRequest(f"bad peer message: {exc}") from None
 
-    # /peer/apply and /peer/get, the hottest peer calls, are answered before Flask
-    app.wsgi_app = PeerFastPath(app.wsgi_app, node, PEER_MAX_BODY)  # type: ignore[method-assign]
+    # the hottest requests (plain key GET/PUT, /peer/apply, /peer/get) skip Flask
+    app.wsgi_app = FastPath(app.wsgi_app, node, metrics, PEER_MAX_BODY)  # type: ignore
     return app
 
 

@@ -9,8 +9,8 @@ The store also keeps, in memory, the anti-entropy hash tree of every partition i
 tombstone watermark per partition: below it, a record for a key this store does not have is
 dropped (a tombstone that won over it was purged after every replica had synced past it).
 
-All writes go through one writer thread that commits whatever has queued up in one transaction
-(group commit); callers block until their record is committed, so a returned ``apply`` is durable
+Writes are group-committed: the caller that takes the write lock commits everything queued in
+one transaction; callers block until their record is committed, so a returned ``apply`` is durable
 against a crash of this process (``synchronous=NORMAL`` in WAL mode) or, with ``fsync=True``,
 against power loss (``synchronous=FULL``). Reads use one connection per calling thread.
 This module knows nothing of the network, partitions' owners or HTTP.
@@ -109,10 +109,8 @@ class Storage:
         for key, part, ts, node, tomb in wconn.execute(
                 "SELECT key, part, ts, node, tomb FROM records"):
             self._tree(part, key, record_hash(key, Version(ts, node), bool(tomb)), 1)
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(wconn,), name="storage-writer", daemon=True
-        )
-        self._writer.start()
+        self._wconn = wconn
+        self._wlock = threading.Lock()  # held by the thread committing a group
 
     # -- connections -------------------------------------------------------------------------
 
@@ -167,30 +165,29 @@ class Storage:
             self._submit("drop_hints", ids)
 
     def _submit(self, op: str, items: list) -> list:
-        if self._closed:
-            raise StorageClosed("storage is closed")
+        """Queue a write and return once it is committed.
+
+        Group commit without a writer thread: whichever caller gets the write lock commits
+        everything queued so far in one transaction; callers whose writes it took find them
+        done when they get the lock in turn. Alone, a caller commits its own write at once.
+        """
         done = threading.Event()
         slot: list = []
         self._queue.put((op, items, done, slot))
-        done.wait()
+        with self._wlock:
+            if self._closed and not done.is_set():
+                raise StorageClosed("storage is closed")
+            while not done.is_set():
+                batch = []
+                while len(batch) < 512:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                self._commit(self._wconn, batch)
         if slot and isinstance(slot[0], BaseException):
             raise slot[0]
         return slot
-
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < 512:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(item is None for item in batch)
-            batch = [item for item in batch if item is not None]
-            self._commit(conn, batch)
-            if stop:
-                conn.close()
-                return
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
         deltas = [0, 0, 0, self._max_ts]  # keys, bytes, hints, max ts
@@ -384,12 +381,13 @@ class Storage:
         return {t: n for t, n in rows}
 
     def close(self) -> None:
-        """Stop the writer after it commits what is queued. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._writer.join(timeout=10)
+        """Close the write connection once no write is in progress. Idempotent."""
+        with self._wlock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wconn.close()
+
 
 
 def _record(row: Sequence) -> Record:
