@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration lint bench bench-latency clean
+.PHONY: run test unit integration lint bench bench-latency bench-growth chaos-smoke chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,17 @@ bench: $(STAMP)
 
 bench-latency: $(STAMP)
 	$(BIN)/python bench/latency.py
+
+bench-growth: $(STAMP)
+	$(BIN)/python bench/growth.py
+
+chaos-smoke: $(STAMP)
+	sh scripts/install-test-deps.sh
+	$(BIN)/python -m chaos.run smoke
+
+chaos: $(STAMP)
+	sh scripts/install-test-deps.sh
+	$(BIN)/python -m chaos.run full
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -219,7 +219,7 @@ def create_app(node: Node) -> Flask:
 
     @app.get("/peer/ping")
     def peer_ping():
-        return jsonify({"id": node.id, "keys": node.storage.live_keys,
+        return jsonify({"id": node.id, "keys": node.storage.live_keys, "ready": node.ready()[0],
                         "raft_members": list(node.meta.raft_members())})
 
     def _json_body() -> dict:
@@ -248,8 +248,10 @@ def _body(limit: int, what: str = "body") -> bytes:
     werkzeug's limited stream stops quietly at its limit, so read one byte more than allowed
     and refuse if it arrives: a value is stored whole or not at all.
     """
-    request.max_content_length = limit + 1
-    data = request.get_data(cache=False)
+    data = g.get("body")  # already read by the balancer, which then chose this node
+    if data is None:
+        request.max_content_length = limit + 1
+        data = g.body = request.get_data(cache=False)
     if len(data) > limit:
         raise TooLarge(f"{what} exceeds {limit} bytes")
     return data

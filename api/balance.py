@@ -34,7 +34,7 @@ def register(app: Flask, node: Node, read_body) -> Balancer:
         if (not (request.path == "/kv" or request.path.startswith("/kv/"))
                 or request.headers.get(VIA) or not node.meta.is_leader()):
             return None
-        active = [n for n in node.members() if node.is_alive(n)]
+        active = [n for n in node.members() if node.serving(n)]
         body = None
         tried: list[str] = []
         for _ in range(len(active) + 1):
@@ -76,7 +76,7 @@ def _forward(node: Node, target: str, body: bytes) -> Response:
     headers[VIA] = node.id
     path = _raw_path()
     resp = node.peers.request(node._addr(target), request.method, path, body, headers,
-                              timeout=max(10.0, 3 * node.config.peer_timeout),
+                              timeout=2 * node.config.peer_timeout + 1,
                               idempotent=request.method in SAFE)
     node.count("forwards")
     out = Response(resp.body, resp.status)

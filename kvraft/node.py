@@ -83,6 +83,7 @@ class Node:
         self._counter_lock = threading.Lock()
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
+        self._peer_ready: dict[str, bool] = {}  # node id -> ready at the last ping
         self._stop = threading.Event()
         self._joined = False  # with --join: the cluster has added us to its Raft members
         self._born = time.monotonic()  # liveness reference for nodes never heard from
@@ -492,9 +493,16 @@ class Node:
 
     def _ping(self, node_id: str) -> None:
         try:
-            self._peer(node_id, "GET", "/peer/ping", timeout=min(1.0, self.config.peer_timeout))
-        except PeerError:
-            pass
+            body = self._peer(node_id, "GET", "/peer/ping",
+                              timeout=min(1.0, self.config.peer_timeout))
+            self._peer_ready[node_id] = bool(json.loads(body).get("ready", True))
+        except (PeerError, ValueError):
+            self._peer_ready[node_id] = False
+
+    def serving(self, node_id: str) -> bool:
+        """Alive and ready to serve (last ping): what the leader balances requests over."""
+        return node_id == self.id or (self.is_alive(node_id)
+                                      and self._peer_ready.get(node_id, True))
 
     def _deliver_hints_once(self) -> None:
         """Deliver hints to their targets when alive. A hint whose target no longer holds the

@@ -63,7 +63,8 @@ def cluster(node: Node) -> dict:
             keys, nbytes = (s.keys, s.bytes) if s else (None, None)
         nodes.append({
             "id": node_id, "http": m.http, "raft": m.raft, "alive": node.is_alive(node_id),
-            "is_leader": node_id == leader, "keys": keys, "bytes": nbytes,
+            "is_leader": node_id == leader, "serving": node.serving(node_id),
+            "keys": keys, "bytes": nbytes,
             "member": m.raft in raft,
         })
     return {

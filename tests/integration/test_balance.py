@@ -8,7 +8,17 @@ import pytest
 from cluster import Cluster, wait_for
 
 
+def _wait_serving(c: Cluster, leader: int) -> None:
+    """Until the leader sees every node it finds alive ready to serve (pinged since start)."""
+    def settled():
+        nodes = c.cluster_view(leader)["nodes"]
+        return all(x["serving"] for x in nodes if x["alive"])
+
+    wait_for(settled, 10, "the leader to see every live node ready")
+
+
 def _served_by(c: Cluster, leader: int, n: int, **params) -> Counter:
+    _wait_serving(c, leader)
     served = Counter()
     url = c.url(leader)
     for i in range(n):
@@ -65,6 +75,7 @@ def test_paused_node_stops_being_chosen_within_seconds(fresh_cluster):
 
 def test_redirect_answers_307_to_the_chosen_node(cluster):
     leader = cluster.leader()
+    _wait_serving(cluster, leader)
     cluster.put(0, "redir", b"r")
     seen = set()
     for _ in range(9):
