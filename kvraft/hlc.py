@@ -3,7 +3,8 @@
 A version is ``(ts, node)``: ``ts`` is a 64-bit HLC timestamp (physical milliseconds in the high
 48 bits, a logical counter in the low 16) and ``node`` the id of the node that stamped it. Versions
 order by ``(ts, node)``; that order is the last-writer-wins rule, so every replica picks the same
-winner. This module does no IO; the physical clock is injected so tests (and chaos runs) can skew it.
+winner. This module does no IO; the physical clock is injected so tests (and chaos runs) can
+skew it.
 """
 
 from __future__ import annotations

@@ -369,7 +369,8 @@ class Node:
             raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
         answers = self._gather(order, key)
         if len(answers) < need:
-            raise Unavailable(f"r={level} needs {need} replicas of {key!r}, {len(answers)} answered")
+            raise Unavailable(f"r={level} needs {need} replicas of {key!r}, "
+                              f"{len(answers)} answered")
         newest = max((a for a in answers.values() if a is not None),
                      key=lambda rec: rec.version, default=None)
         if newest is not None:

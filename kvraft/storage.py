@@ -358,7 +358,7 @@ class Storage:
         return _record(row) if row else None
 
     def scan(self, prefix: str = "", after: str | None = None, limit: int = 1000) -> list[Record]:
-        """Records (tombstones included, values omitted) with ``prefix``, keys > ``after``, sorted."""
+        """Records (tombstones included, values omitted) under ``prefix`` after ``after``."""
         low = max(prefix, after) if after is not None else prefix
         op = ">" if after is not None and after >= prefix else ">="
         rows = self._reader().execute(

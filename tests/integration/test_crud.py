@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from cluster import SECRET
 
 MiB = 1 << 20
 
@@ -199,7 +200,7 @@ def test_read_repair_fixes_a_stale_replica(cluster):
 
     newer = Version(Version.decode(first["version"]).ts + 1, "n9")
     target = next(n for n in cluster.nodes if n.id == replicas[0])
-    r = requests.post(target.url + "/peer/apply", headers={"X-Kvraft-Secret": "test-cluster-secret"},
+    r = requests.post(target.url + "/peer/apply", headers={"X-Kvraft-Secret": SECRET},
                       data=encode_records([Record(key, 0, newer, False, b"new")]))
     assert r.ok
     explain = cluster.get(0, key, explain="1").json()

@@ -96,7 +96,8 @@ def test_deleted_keys_never_come_back(fast_cluster):
     for k in keys:
         for i in range(3):
             r = c.get(i, k, r="all")
-            assert r.status_code == 404, (k, c.nodes[i].id, r.text, r.headers.get("X-Kvraft-Version"), c.get(i, k, explain="1").json(), victim)
+            assert r.status_code == 404, (k, c.nodes[i].id, r.text,
+                                          c.get(i, k, explain="1").json())
     listing = c.http.get(c.url(victim) + "/kv", params={"prefix": "del/"}).json()
     assert listing["keys"] == []
 

@@ -39,7 +39,8 @@ def test_counters_survive_reopen_and_match_sql(tmp_path):
         == (keys, nbytes)
     db.close()
     again = Storage(tmp_path / "s.db")
-    assert (again.live_keys, again.live_bytes, again.max_ts) == (keys, nbytes, ts) == (49, 1222, 100)
+    figures = (again.live_keys, again.live_bytes, again.max_ts)
+    assert figures == (keys, nbytes, ts) == (49, 1222, 100)
     again.close()
 
 
@@ -97,7 +98,8 @@ ops = st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 20), st.sampled_
 def test_any_order_of_applies_converges_to_the_newest(tmp_path_factory, items):
     # a version names exactly one write (the HLC never repeats on a node): keep the first of each
     items = list({(k, ts, node): (k, ts, node, t) for k, ts, node, t in reversed(items)}.values())
-    records = [rec(k, ts, node, value=f"{k}{ts}{node}".encode(), tomb=t) for k, ts, node, t in items]
+    records = [rec(k, ts, node, value=f"{k}{ts}{node}".encode(), tomb=t)
+               for k, ts, node, t in items]
     d = tmp_path_factory.mktemp("s")
     a, b = Storage(d / "a.db"), Storage(d / "b.db")
     try:
