@@ -15,6 +15,7 @@ import time
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from kvraft import sync
 from kvraft.config import Config, ConfigError
@@ -35,7 +36,9 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 
 
 def create_app(node: Node) -> Flask:
-    app = Flask("kvraft")
+    app = Flask("kvraft", static_folder=None)
+    app.url_map.converters["key"] = KeyConverter
+    app.url_map.merge_slashes = False  # "/kv//x" is the key "/x", not a redirect to "x"
     app.config["MAX_CONTENT_LENGTH"] = node.config.max_value_bytes  # routes may raise it
     metrics = Metrics(node)
     secret = node.config.secret.encode()
@@ -49,7 +52,7 @@ def create_app(node: Node) -> Flask:
             given = request.headers.get(SECRET_HEADER, "").encode()
             if not hmac.compare_digest(given, secret):
                 return _json_error(403, "forbidden", "peer endpoints need the cluster secret")
-        elif token and path != "/health":
+        elif token and path != "/health" and path not in ui.PUBLIC_PATHS:
             auth = request.headers.get("Authorization", "")
             given = auth[7:].encode() if auth.startswith("Bearer ") else b""
             if not hmac.compare_digest(given, token):
@@ -84,22 +87,23 @@ def create_app(node: Node) -> Flask:
 
     # -- public API ----------------------------------------------------------------------------
 
-    @app.put("/kv/<path:key>")
+    @app.put("/kv/<key:key>")
     def put(key: str):
         w = check_level(request.args.get("w"), "quorum", "w")
         res = node.put(key, _body(node.config.max_value_bytes, "value (max_value_bytes)"), w)
         return jsonify(res.to_json()), (201 if res.created else 200)
 
-    @app.get("/kv/<path:key>")
+    @app.get("/kv/<key:key>")
     def get(key: str):
+        level = check_level(request.args.get("r"), "one", "r")
         if request.args.get("explain") not in (None, "", "0"):
             return jsonify(node.explain(key))
-        rec = node.get(key, check_level(request.args.get("r"), "one", "r"))
+        rec = node.get(key, level)
         version = rec.version.encode()
         return Response(rec.value, 200, {"ETag": f'"{version}"', "X-Kvraft-Version": version},
                         mimetype="application/octet-stream")
 
-    @app.delete("/kv/<path:key>")
+    @app.delete("/kv/<key:key>")
     def delete(key: str):
         res = node.delete(key, check_level(request.args.get("w"), "quorum", "w"))
         return jsonify({"key": res.key, "version": res.version.encode(), "acks": res.acks})
@@ -240,6 +244,14 @@ def create_app(node: Node) -> Flask:
     # the hottest requests (plain key GET/PUT, /peer/apply, /peer/get) skip Flask
     app.wsgi_app = FastPath(app.wsgi_app, node, metrics, PEER_MAX_BODY)  # type: ignore
     return app
+
+
+class KeyConverter(PathConverter):
+    """The rest of the path, whatever it holds (a line feed too): keys are checked by the store,
+    which answers a bad key with 400, not by routing, which would answer 404."""
+
+    regex = "(?s:.+)"
+    part_isolating = False  # it spans "/" (werkzeug would guess True from the regex)
 
 
 def _body(limit: int, what: str = "body") -> bytes:

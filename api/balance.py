@@ -49,7 +49,9 @@ def register(app: Flask, node: Node, read_body) -> Balancer:
                 if request.args.get("redirect") not in (None, "", "0"):
                     return _redirect(node, target)
                 if body is None:
-                    body = read_body(body_limit)
+                    # a PUT carries the raw value: refuse it here rather than forward it
+                    body = read_body(node.config.max_value_bytes if request.method == "PUT"
+                                     else body_limit)
                 return _forward(node, target, body)
             except PeerConnectError:
                 tried.append(target)  # never delivered: another node may serve it

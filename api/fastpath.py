@@ -31,7 +31,7 @@ _SECRET_ENV = "HTTP_" + SECRET_HEADER.upper().replace("-", "_")
 _REASONS = {200: "OK", 201: "CREATED", 400: "BAD REQUEST", 401: "UNAUTHORIZED",
             403: "FORBIDDEN", 404: "NOT FOUND", 413: "REQUEST ENTITY TOO LARGE",
             500: "INTERNAL SERVER ERROR", 503: "SERVICE UNAVAILABLE"}
-_KV_ROUTE = "/kv/<path:key>"
+_KV_ROUTE = "/kv/<key:key>"  # the Flask rule, so both paths share metric labels
 JSON = "application/json"
 
 

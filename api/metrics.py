@@ -4,11 +4,12 @@
   ``kvraft_http_request_seconds{method,route,status}``, observed by the app for every public
   request (``route`` is the Flask rule, so keys never become label values).
 - The node's own figures, read at scrape time from :meth:`Node.metrics` and :meth:`Node.cluster`:
-  counters (``*_total``: writes, reads, replication acks, hints stored and delivered, read repairs,
-  sync rounds, records, bytes, repairs, purges, hand-offs), gauges (keys, bytes, hints pending
-  here and in the cluster, partitions held per node, nodes up, under-replicated partitions, sync
-  round and last round's figures) and Raft state (term, commit index, last applied, log length,
-  quorum, leader known, role as ``kvraft_raft_state{state=...}``).
+  counters (``*_total``: writes, reads, replication acks, hints stored and delivered, read
+  repairs, the partition leader's forwards, sync rounds, records, bytes, repairs, purges,
+  hand-offs), gauges (keys, bytes, hints pending here and in the cluster, partitions held per
+  node, nodes up, under-replicated partitions, sync round and last round's figures) and Raft
+  state (term, commit index, last applied, log length, quorum, leader known, role as
+  ``kvraft_raft_state{state=...}``).
 
 Reading figures must never change the node; a failing figure is skipped, not fatal to a scrape.
 """
@@ -17,17 +18,28 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kvraft.node import Node
 
 log = logging.getLogger(__name__)
 
+# Node.metrics() mixes the node's counters (Node.count, the syncer's totals) with these gauges;
+# every other figure is a counter, so a counter added in the node shows up typed right.
+GAUGES = frozenset({"keys", "bytes", "hints_pending", "raft_term", "raft_commit_index",
+                    "raft_is_leader", "nodes_alive", "partitions_under_replicated", "rebalances",
+                    "sync_round", "sync_last_seconds", "sync_last_records", "sync_last_bytes"})
 COUNTERS = ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered", "read_repairs",
             "writes_unavailable", "sync_rounds", "sync_records", "sync_bytes",
-            "sync_keys_repaired", "tombstones_purged", "records_handed_off")
+            "sync_keys_repaired", "tombstones_purged", "records_handed_off", "forwards",
+            "forwards_failed", "balanced_local")  # present from the start, at 0
 HELP = {
     "writes": "writes (PUT, POST, DELETE) this node coordinated",
     "reads": "reads this node coordinated",
@@ -42,6 +54,9 @@ HELP = {
     "sync_keys_repaired": "keys repaired by anti-entropy",
     "tombstones_purged": "tombstones purged after every replica synced past them",
     "records_handed_off": "records handed to a partition's new replicas",
+    "forwards": "requests the partition leader forwarded to the node it chose",
+    "forwards_failed": "forwarded writes whose outcome is unknown (answered 502)",
+    "balanced_local": "requests the partition leader chose to serve itself",
     "keys": "live keys stored on this node",
     "bytes": "live value bytes stored on this node",
     "hints_pending": "hints this node holds, not yet delivered",
@@ -73,7 +88,7 @@ class _NodeCollector:
             figures.setdefault(name, 0.0)  # every counter exists from the start
         for name, value in sorted(figures.items()):
             help_text = HELP.get(name, f"kvraft node figure {name}")
-            if name in COUNTERS:
+            if name not in GAUGES:
                 fam = CounterMetricFamily(f"kvraft_{name}", help_text, labels=["node"])
             else:
                 fam = GaugeMetricFamily(f"kvraft_{name}", help_text, labels=["node"])
@@ -154,8 +169,8 @@ def _cluster_families(node_id: str, view: dict):
 class Metrics:
     def __init__(self, node: Node) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("kvraft_http_requests", "HTTP requests", ["method", "route", "status"],
-                                registry=self.registry)
+        self.requests = Counter("kvraft_http_requests", "HTTP requests",
+                                ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("kvraft_http_request_seconds", "HTTP request latency",
                                  ["method", "route", "status"], registry=self.registry,
                                  buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1,

@@ -21,14 +21,17 @@ API_VERSION = "1"
 JSON = "application/json"
 
 
+NODE_HEADER = {"X-Kvraft-Node": {"$ref": "#/components/headers/Node"}}
+
+
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict, description: str, **headers: dict) -> dict:
     resp: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
-    resp["headers"] = {"X-Kvraft-Node": {"$ref": "#/components/headers/Node"},
-                       "X-Kvraft-Via": {"$ref": "#/components/headers/Via"}, **headers}
+    resp["headers"] = {**NODE_HEADER, "X-Kvraft-Via": {"$ref": "#/components/headers/Via"},
+                       **headers}
     return resp
 
 
@@ -41,7 +44,20 @@ ERRORS = {
     "401": "the node runs with KVRAFT_TOKEN and the bearer token is missing or wrong",
     "404": "no such key, member or route",
     "413": "the body is larger than the node's max_value_bytes",
+    "502": "the partition leader forwarded the write and lost the answer: it may or may not "
+           "have been applied",
     "503": "not enough replicas answered, or the node has no partition map yet; retry",
+}
+
+
+# Answered by the HTTP server (gunicorn) before the app sees the request: HTML, not JSON, and
+# without X-Kvraft-Node. A request line is at most 4094 bytes (a key of 1024 bytes fits, even
+# percent-encoded); headers are limited in number and size.
+SERVER_LIMITS = {
+    "414": {"description": "request line over 4094 bytes (the HTTP server's limit; HTML body)",
+            "content": {"text/html": {"schema": {"type": "string"}}}},
+    "431": {"description": "too many or too large headers (the HTTP server's limit; HTML body)",
+            "content": {"text/html": {"schema": {"type": "string"}}}},
 }
 
 
@@ -62,13 +78,14 @@ def _op(op_id: str, summary: str, responses: dict, *, params: list | None = None
         op["security"] = []
     elif "401" not in responses:
         responses.update(_errors(401))
+    responses.update({c: {"$ref": f"#/components/responses/Server{c}"} for c in SERVER_LIMITS})
     return op
 
 
 def _level(name: str, default: str, what: str) -> dict:
     return {"name": name, "in": "query", "required": False,
-            "description": f"{what}: how many replicas must answer (default {default})",
-            "schema": {"type": "string", "enum": list(LEVELS), "default": default}}
+            "description": f"{what}: how many replicas must answer (empty or absent: {default})",
+            "schema": {"type": "string", "enum": ["", *LEVELS], "default": default}}
 
 
 def _schemas() -> dict:
@@ -249,28 +266,37 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
                       "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$"}}
     w = _level("w", "quorum", "write level")
-    version_headers = {
-        "ETag": {"description": "the version, quoted", "schema": {"type": "string"},
-                 "required": True},
-        "X-Kvraft-Version": {"description": "the version", "schema": {"type": "string"},
-                             "required": True},
+    version_headers = {  # on the raw value (not on ?explain's JSON)
+        "ETag": {"description": "the version, quoted", "schema": {"type": "string"}},
+        "X-Kvraft-Version": {"description": "the version", "schema": {"type": "string"}},
     }
+    redirect = {"name": "redirect", "in": "query", "required": False,
+                "description": "on the partition leader, which balances /kv requests over the "
+                               "active nodes: any value but '' or '0' answers 307 to the chosen "
+                               "node instead of forwarding the request there",
+                "schema": {"type": "string"}}
+    moved = {"307": {"description": "?redirect=1 at the partition leader: ask the node it chose",
+                     "headers": {"Location": {"required": True, "schema": {"type": "string"}},
+                                 **NODE_HEADER,
+                                 "X-Kvraft-Via": {"$ref": "#/components/headers/Via"}}}}
     progress = {"name": "progress", "in": "query", "required": False,
                 "description": "1: stream NDJSON progress lines, the last one the result",
                 "schema": {"type": "string", "enum": ["0", "1"]}}
     ndjson = {"application/x-ndjson": {"schema": {"type": "string"}}}
-    empty_key = _op("emptyKey", "An empty key: always 400", _errors(400))
+    empty_key = _op("emptyKey", "An empty key: always 400", {**_errors(400), **moved})
     paths = {
         "/kv/{key}": {
-            "parameters": [key],
+            "parameters": [key, redirect],
             "get": _op(
                 "getValue", "Read a value (or ?explain=1: where its replicas are)",
                 {"200": {"description": "the raw value; with ?explain, JSON about the key",
-                         "headers": {"X-Kvraft-Node": {"$ref": "#/components/headers/Node"}},
+                         "headers": {**NODE_HEADER,
+                                     "X-Kvraft-Via": {"$ref": "#/components/headers/Via"},
+                                     **version_headers},
                          "content": {"application/octet-stream": {
                                          "schema": {"type": "string", "format": "binary"}},
                                      JSON: {"schema": _ref("Explain")}}},
-                 **_errors(400, 404, 503)},
+                 **moved, **_errors(400, 404, 503)},
                 params=[_level("r", "one", "read level"),
                         {"name": "explain", "in": "query", "required": False,
                          "description": "any value but '' or '0': explain instead of reading",
@@ -279,22 +305,26 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 "putValue", "Create or replace a value (the body, any bytes)",
                 {"200": _json(_ref("WriteResult"), "replaced"),
                  "201": _json(_ref("WriteResult"), "created"),
-                 **_errors(400, 413, 503)},
+                 **moved, **_errors(400, 413, 502, 503)},
                 params=[w],
                 body={"required": False, "description": f"at most {max_value_bytes} bytes",
                       "content": {"application/octet-stream": {
                           "schema": {"type": "string", "format": "binary"}}}}),
             "delete": _op(
                 "deleteValue", "Delete a value (writes a tombstone)",
-                {"200": _json(_ref("DeleteResult"), "deleted"), **_errors(400, 404, 503)},
+                {"200": _json(_ref("DeleteResult"), "deleted"), **moved,
+                 **_errors(400, 404, 502, 503)},
                 params=[w]),
         },
-        "/kv/": {"get": empty_key, "put": dict(empty_key, operationId="emptyKeyPut"),
+        "/kv/": {"parameters": [redirect], "get": empty_key,
+                 "put": dict(empty_key, operationId="emptyKeyPut"),
                  "delete": dict(empty_key, operationId="emptyKeyDelete")},
         "/kv": {
+            "parameters": [redirect],
             "get": _op(
                 "listKeys", "List live keys, sorted, a page at a time",
-                {"200": _json(_ref("KeyList"), "a page of keys"), **_errors(400, 503)},
+                {"200": _json(_ref("KeyList"), "a page of keys"), **moved,
+                 **_errors(400, 503)},
                 params=[
                     {"name": "prefix", "in": "query", "required": False,
                      "schema": {"type": "string"}},
@@ -307,7 +337,8 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 ]),
             "post": _op(
                 "createValue", "Store a text value under a new key the store picks",
-                {"201": _json(_ref("WriteResult"), "created"), **_errors(400, 413, 503)},
+                {"201": _json(_ref("WriteResult"), "created"), **moved,
+                 **_errors(400, 413, 502, 503)},
                 params=[w],
                 body={"required": True,
                       "content": {JSON: {"schema": _ref("NewValue")}}}),
@@ -348,8 +379,7 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
         "/metrics": {
             "get": _op("metrics", "Prometheus metrics (text exposition format)",
                        {"200": {"description": "Prometheus text format",
-                                "headers": {"X-Kvraft-Node":
-                                            {"$ref": "#/components/headers/Node"}},
+                                "headers": NODE_HEADER,
                                 "content": {"text/plain": {"schema": {"type": "string"}}}}},
                        tags=("ops",)),
         },
@@ -366,6 +396,7 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
             "get": _op("dashboard", "The dashboard page (no data in it; it asks for the token "
                        "in the browser and polls /cluster and /stats)",
                        {"200": {"description": "HTML page",
+                                "headers": NODE_HEADER,
                                 "content": {"text/html": {"schema": {"type": "string"}}}}},
                        tags=("ops",)),
         },
@@ -374,7 +405,8 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 "export", "Write a snapshot of every live key to the FTP server",
                 {"201": _json(_ref("Export"), "exported"),
                  "200": {"description": "with ?progress=1: NDJSON progress, then "
-                         '{"type": "done", ...} or {"type": "error", ...}', "content": ndjson},
+                         '{"type": "done", ...} or {"type": "error", ...}',
+                         "headers": NODE_HEADER, "content": ndjson},
                  **_errors(503)},
                 params=[progress], tags=("reports",)),
         },
@@ -382,6 +414,7 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
             "post": _op(
                 "import", "Write every record of an export back into the store",
                 {"200": {"description": "imported (NDJSON with ?progress=1)",
+                         "headers": NODE_HEADER,
                          "content": {JSON: {"schema": _ref("Export")}, **ndjson}},
                  **_errors(400, 413, 503)},
                 params=[w, progress],
@@ -425,7 +458,8 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 "Via": {"description": "id of the node that forwarded the request",
                         "required": False, "schema": {"type": "string"}},
             },
-            "responses": {f"E{c}": _error(text) for c, text in ERRORS.items()},
+            "responses": {**{f"E{c}": _error(text) for c, text in ERRORS.items()},
+                          **{f"Server{c}": r for c, r in SERVER_LIMITS.items()}},
             "schemas": _schemas(),
         },
     }

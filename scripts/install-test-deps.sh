@@ -3,6 +3,8 @@
 #   docker-compose  - validates docker-compose.yml without a Docker engine (tests/integration)
 #   iptables        - network partitions and packet loss in chaos runs
 #   iproute2        - network namespaces and veth pairs (`ip netns`, `ip link`)
+#   chromium        - the headless browser the dashboard test drives (through Playwright)
+#   fonts-liberation - readable text in its screenshots
 #
 # Idempotent and quiet: a package already installed is skipped, and `apt-get update` runs only
 # when something is missing. Needs root (or sudo) and a reachable Debian package mirror; no
@@ -12,7 +14,7 @@
 # Usage: scripts/install-test-deps.sh [PACKAGE...]   (default: all of the above)
 set -eu
 
-PACKAGES=${*:-"docker-compose iptables iproute2"}
+PACKAGES=${*:-"docker-compose iptables iproute2 chromium fonts-liberation"}
 
 installed() {
     dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed

@@ -143,7 +143,11 @@
     $("raft").textContent = `${raft.state || "?"}, term ${raft.term}, commit ${raft.commit_index}`;
     $("epoch").textContent = cluster.partition_epoch ?? "-";
     $("rf").textContent = cluster.replication_factor ?? "-";
-    $("nodes-up").textContent = `${nodes.filter((n) => n.alive).length} / ${nodes.length}`;
+    const up = nodes.filter((n) => n.alive).length;
+    $("nodes-up").textContent = `${up} / ${nodes.length}`;
+    alert("nodes-up", up < nodes.length);
+    alert("under", cluster.under_replicated > 0);
+    alert("hints-cluster", cluster.hints_pending_cluster > 0);
     const total = Object.values(rates).reduce((a, r) => a + (r || 0), 0);
     $("ops-total").textContent = fmtRate(total);
     $("hints-cluster").textContent = cluster.hints_pending_cluster ?? "-";
@@ -159,6 +163,10 @@
     renderMap(cluster, nodes);
     renderBalance(cluster, nodes, held);
     renderSync(cluster);
+  }
+
+  function alert(id, on) {
+    $(id).closest(".card").classList.toggle("alert", Boolean(on));
   }
 
   function updateRates(stats, ids) {
@@ -246,9 +254,10 @@
       const filled = reps.filter((n) => !(filling[p] || []).includes(n) && alive[n] !== false);
       if (filled.length < rf) under.push(p);
     }
+    const listed = under.slice(0, 12).join(", ") + (under.length > 12 ? ", ..." : "");
     $("pmap-caption").textContent =
       `(${count} partitions x ${nodes.length} nodes, ${rf} replicas each` +
-      (under.length ? `; under-replicated: ${under.join(", ")})` : ")");
+      (under.length ? `; ${under.length} under-replicated: ${listed})` : ")");
     const grid = $("pmap");
     grid.style.gridTemplateColumns = `max-content repeat(${count}, minmax(6px, 1fr))`;
     const cells = [h("div", { class: "name tick" }, "partition")];
@@ -311,7 +320,9 @@
       ["  keys repaired / tombstones purged", `${last.repaired ?? "-"} / ${last.purged ?? "-"}`],
       ["  errors", (last.errors || []).join("; ") || "none"],
     ];
-    for (const [k, v] of Object.entries(sync.totals || {})) rows.push([`total ${k.replace(/_/g, " ")}`, v]);
+    for (const [k, v] of Object.entries(sync.totals || {})) {
+      rows.push([`total ${k.replace(/_/g, " ")}`, k.endsWith("bytes") ? fmtBytes(v) : v]);
+    }
     $("sync").tBodies[0].replaceChildren(...rows.map(([k, v]) =>
       h("tr", {}, h("th", {}, k), h("td", {}, v ?? "-"))));
   }
