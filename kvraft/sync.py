@@ -129,7 +129,8 @@ class Syncer:
             if not node.is_alive(other):
                 continue
             try:
-                self._sync_with(other, parts, stats)
+                filling = {p for p in parts if other in state.filling.get(p, ())}
+                self._sync_with(other, parts, stats, filling)
             except (PeerError, ValueError, KeyError) as exc:
                 stats.errors.append(f"{other}: {exc}")
                 continue
@@ -153,7 +154,11 @@ class Syncer:
             self.totals[name] += value
         return stats
 
-    def _sync_with(self, other: str, parts: list[int], stats: RoundStats) -> None:
+    def _sync_with(self, other: str, parts: list[int], stats: RoundStats,
+                   filling: set[int]) -> None:
+        """Sync ``parts`` with replica ``other``; ``filling``: the parts ``other`` is still
+        being filled for (it lacks records because it never had them, not because they were
+        deleted, so nothing it lacks is taken for a purged key)."""
         storage = self.node.storage
         local_leaves = {p: storage.leaf_hashes(p) for p in parts}
         resp, n = self._json(other, "/peer/tree", {"roots": parts})
@@ -193,7 +198,8 @@ class Syncer:
             # tombstone purged: the side still holding it forgets it instead of spreading it
             mark = storage.watermarks.get(p, 0)
             doomed_there = [k for k in pull if k not in ours and theirs[k][0].ts < mark]
-            doomed_here = [k for k in push if k not in theirs and ours[k][0].ts < mark]
+            doomed_here = [] if p in filling else [k for k in push if k not in theirs
+                                                   and ours[k][0].ts < mark]
             if doomed_there:
                 _resp, n = self._json(other, "/peer/forget",
                                       {"part": p, "keys": doomed_there, "below": mark})
@@ -222,7 +228,13 @@ class Syncer:
         node = self.node
         storage = node.storage
         marks = node.meta.watermarks()
-        storage.watermarks = dict(marks)
+        # the watermark rule (a record older than the watermark for a key this node lacks was
+        # deleted) holds only where this node is a filled replica: one still being filled lacks
+        # records because it never had them
+        storage.watermarks = {
+            p: mark for p, mark in marks.items()
+            if p < len(state.partitions) and node.id in state.partitions[p]
+            and node.id not in state.filling.get(p, ())}
         held = storage.partitions_held()
         for p in sorted(held):
             if p >= len(state.partitions):
