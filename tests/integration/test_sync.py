@@ -54,10 +54,17 @@ def test_diverged_replicas_converge_within_two_sync_intervals(tmp_path):
         c.stop(0)
         c.start(0, extra_env={"KVRAFT_TEST_FAULT": "drop_replication"})
         c.wait_ready(nodes=[0])
-        view = c.cluster_view()
+
+        def settled():  # (a slow restart can pass dead_after: wait until n1 holds data again)
+            view = c.cluster_view()
+            return (not view["filling"] and not view["leaving"]
+                    and any("n1" in reps for reps in view["partitions"].values()) and view)
+
+        view = wait_for(settled, 60, "n1 to hold filled partitions")
         on_n1 = [p for p, reps in view["partitions"].items() if "n1" in reps]
         keys = [k for k in (f"div/{i}" for i in range(400))
                 if str(partition_of(k, 64)) in on_n1][:60]
+        assert keys
         for k in keys:
             assert c.put(0, k, b"only on n1").status_code == 201
         assert not _all_agree(c, keys)
