@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS records (
     value BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_leaf ON records(part, leaf);
+CREATE INDEX IF NOT EXISTS records_tombs ON records(part, ts) WHERE tomb = 1;
 CREATE TABLE IF NOT EXISTS hints (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     target TEXT NOT NULL,

@@ -89,6 +89,7 @@ class Syncer:
         self.node = node
         self.last_round = 0
         self.last = RoundStats()
+        self._purged: dict[int, int] = {}  # partition -> watermark it was last purged below
         self.totals = {"sync_rounds": 0, "sync_records": 0, "sync_bytes": 0,
                        "sync_keys_repaired": 0, "tombstones_purged": 0, "records_handed_off": 0}
 
@@ -241,8 +242,9 @@ class Syncer:
                 continue
             reps = state.partitions[p]
             if node.id in reps:
-                if marks.get(p):
+                if marks.get(p, 0) > self._purged.get(p, 0):  # only when the watermark moved
                     stats.purged += storage.purge_tombstones(p, marks[p])
+                    self._purged[p] = marks[p]
                 continue
             try:
                 stats.handed_off += self._hand_off(p, reps)
