@@ -176,6 +176,11 @@ class Meta:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def http_of(self, node_id: str) -> str | None:
+        """A member's HTTP address (on every peer call: no copies made)."""
+        entry = self.state.members.get(node_id)
+        return entry[0] if entry is not None else None
+
     def members(self) -> dict[str, Member]:
         return {i: Member(i, h, r) for i, (h, r) in self.state.members.items()}
 

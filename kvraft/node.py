@@ -177,10 +177,10 @@ class Node:
         return tuple(n for n in state.partitions[part] if n not in filling)
 
     def _addr(self, node_id: str) -> str:
-        member = self.meta.members().get(node_id)
-        if member is None:
+        http = self.meta.http_of(node_id)
+        if http is None:
             raise PeerError(f"unknown node {node_id}")
-        return member.http
+        return http
 
     # -- peer calls ------------------------------------------------------------------------------
 
