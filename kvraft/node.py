@@ -4,14 +4,16 @@ The node ties the seams together: local :class:`~kvraft.storage.Storage`, the Ra
 (:class:`~kvraft.meta.Meta`), the peer transport and the HLC. Decisions (placement, acks needed,
 stand-in order, newest version) come from pure modules; this one does the IO.
 
-Write path: stamp an HLC version, send the record to every home replica in parallel (the local one
-in the calling thread), store a hint on a stand-in node for each replica that failed, and succeed
-when the acks meet ``w`` (hints count for ``one`` and ``quorum``, never for ``all``).
+Write path: stamp an HLC version, send the record to the remote replicas first and commit the
+local copy while they work (one thread, pooled connections), store a hint on a stand-in node for
+each replica that failed, and succeed when the acks meet ``w`` (hints count for ``one`` and
+``quorum``, never for ``all``).
 Read path: ``r=one`` reads the first reachable replica (this node's store if it is one);
 ``quorum``/``all`` ask that many replicas, return the newest and repair the stale ones.
 
-Background threads: registration in Raft, liveness pings, hint delivery, stats reports, and on the
-Raft leader the initial partition placement. This module never imports Flask.
+Background threads: registration in Raft, liveness pings, hint delivery, stats reports, sync rounds
+(:mod:`kvraft.sync`) and, on the Raft leader, :mod:`kvraft.leader`'s duties. Operator views are in
+:mod:`kvraft.views`. This module never imports Flask.
 """
 
 from __future__ import annotations

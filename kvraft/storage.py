@@ -5,9 +5,9 @@ if its version is newer than the stored one (last writer wins), so applying the 
 or two records in either order, ends in the same state.
 
 The store also keeps, in memory, the anti-entropy hash tree of every partition it holds (see
-:mod:`kvraft.antientropy`), updated by the writer as records change and rebuilt on open, and a
-tombstone watermark per partition: below it, a record for a key this store does not have is
-dropped (a tombstone that won over it was purged after every replica had synced past it).
+:mod:`kvraft.antientropy`), updated under the write lock as records change and rebuilt on
+open, and a tombstone watermark per partition: below it, a record for a key this store does not
+have is dropped (a tombstone that won over it was purged after every replica had synced past it).
 
 Writes are group-committed: the caller that takes the write lock commits everything queued in
 one transaction; callers block until their record is committed, so a returned ``apply`` is durable
@@ -282,7 +282,7 @@ class Storage:
         raise ValueError(op)
 
     def _tree(self, part: int, key: str, h: int, rows: int) -> None:
-        """XOR a record hash in or out of the partition's tree (writer thread / open only)."""
+        """XOR a record hash in or out of a partition's tree (under the write lock, or at open)."""
         leaves = self._leaves.get(part)
         if leaves is None:
             leaves = self._leaves[part] = [0] * LEAVES
