@@ -10,6 +10,7 @@ Blocking; thread-safe. Raises :class:`PeerError` for anything but an HTTP respon
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import threading
 import time
@@ -146,7 +147,7 @@ class PeerClient:
             idle = self._idle[addr]
             while idle:
                 candidate, since = idle.pop()
-                if now - since < IDLE_LIMIT:
+                if now - since < IDLE_LIMIT and not _dropped(candidate):
                     conn = candidate
                     break
                 candidate.close()
@@ -172,3 +173,16 @@ class PeerClient:
             self._idle.clear()
         for c in conns:
             c.close()
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection the peer has closed (or that has stray bytes waiting):
+    readable before we sent anything. Reusing it would fail after the request may be sent."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _w, _x = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
