@@ -363,11 +363,19 @@ class Node:
         order = sorted(replicas, key=lambda n: (n != self.id, not self.is_alive(n)))
         if level == "one":
             errors = []
-            for n in order:
+            for i, n in enumerate(order):
                 try:
-                    return self._fetch(n, key)
+                    found = self._fetch(n, key)
                 except (PeerError, ValueError) as exc:
                     errors.append(str(exc))
+                    continue
+                if found is None and i + 1 < len(order):
+                    # a miss may be a replica whose copy still waits as a hint elsewhere (it was
+                    # down for the write): ask the others before answering "not found"
+                    others = self._gather(order[i + 1:], key)
+                    found = max((a for a in others.values() if a is not None),
+                                key=lambda rec: rec.version, default=None)
+                return found
             raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
         answers = self._gather(order, key)
         if len(answers) < need:
