@@ -12,14 +12,13 @@ SIGCONT, waiting with deadlines) is the harness's own.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from cluster import SECRET, Cluster, NodeProc, free_ports, wait_for  # noqa: E402
+from cluster import Cluster, NodeProc, free_ports, wait_for  # noqa: E402
 
 from .netns import Lab  # noqa: E402
 
@@ -49,42 +48,17 @@ class ChaosCluster(Cluster):
 
         self.http = requests.Session()
 
-    def start(self, i: int | None = None, extra_env: dict[str, str] | None = None) -> None:
-        """Start node ``i`` (default: every node not running); returns at once."""
-        for idx in [i] if i is not None else range(self.n):
-            node = self.nodes[idx]
-            if node.proc is not None and node.proc.poll() is None:
-                continue
-            os.makedirs(node.data_dir, exist_ok=True)
-            env = dict(os.environ, KVRAFT_SECRET=SECRET, **self.env,
-                       **self.node_env.get(idx, {}), **(extra_env or {}))
-            peers = ",".join(n.raft for n in self.nodes if n is not node)
-            prefix = self.lab.exec_prefix(idx) if self.lab else []
-            cmd = [*prefix, sys.executable, "-m", "kvraft", "serve", "--id", node.id,
-                   "--http", node.http, "--raft", node.raft, "--peers", peers,
-                   "--data-dir", node.data_dir,
-                   "--replication-factor", str(self.replication_factor)]
-            node.log_path = os.path.join(self.root, f"{node.id}.log")
-            with open(node.log_path, "ab") as log:
-                # `ip netns exec` execs the command: the pid and process group are the node's
-                node.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log,
-                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                             cwd=ROOT)
-            if self.lab:
-                self.lab.record_pid(node.proc.pid)
+    def _prefix(self, idx: int) -> list[str]:
+        # `ip netns exec` execs the command: the pid and process group are the node's
+        return self.lab.exec_prefix(idx) if self.lab else []
+
+    def _node_env(self, idx: int) -> dict[str, str]:
+        return self.node_env.get(idx, {})
+
+    def _started(self, idx: int) -> None:
+        if self.lab:
+            self.lab.record_pid(self.nodes[idx].proc.pid)
 
     def is_running(self, i: int) -> bool:
         proc = self.nodes[i].proc
         return proc is not None and proc.poll() is None
-
-    def close(self) -> None:
-        for i in range(self.n):
-            try:
-                self.resume(i)
-            except (ProcessLookupError, AttributeError):
-                pass
-            try:
-                self.kill(i)
-            except TimeoutError:
-                pass
-        self.http.close()

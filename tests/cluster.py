@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import requests
 
 SECRET = "test-cluster-secret"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_ports(n: int) -> list[int]:
@@ -95,13 +96,16 @@ class Cluster:
         return self.n - 1
 
     def start(self, i: int | None = None, extra_env: dict[str, str] | None = None) -> None:
-        for node in ([self.nodes[i]] if i is not None else self.nodes):
+        """Start node ``i`` (default: every node not running); returns at once."""
+        for idx in [i] if i is not None else range(len(self.nodes)):
+            node = self.nodes[idx]
             if node.proc is not None and node.proc.poll() is None:
                 continue
             os.makedirs(node.data_dir, exist_ok=True)
-            env = dict(os.environ, KVRAFT_SECRET=SECRET, **self.env, **(extra_env or {}))
-            cmd = [sys.executable, "-m", "kvraft", "serve", "--id", node.id, "--http", node.http,
-                   "--raft", node.raft, "--data-dir", node.data_dir,
+            env = dict(os.environ, KVRAFT_SECRET=SECRET, **self.env, **self._node_env(idx),
+                       **(extra_env or {}))
+            cmd = [*self._prefix(idx), sys.executable, "-m", "kvraft", "serve", "--id", node.id,
+                   "--http", node.http, "--raft", node.raft, "--data-dir", node.data_dir,
                    "--replication-factor", str(self.replication_factor)]
             if node.join:
                 cmd += ["--join", node.join]
@@ -109,10 +113,21 @@ class Cluster:
                 cmd += ["--peers", ",".join(n.raft for n in self.nodes[:self.initial]
                                             if n is not node)]
             node.log_path = os.path.join(self.root, f"{node.id}.log")
-            log = open(node.log_path, "ab")  # noqa: SIM115 - handed to the child
-            node.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log,
-                                         start_new_session=True)
-            log.close()
+            with open(node.log_path, "ab") as log:
+                node.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log,
+                                             stdin=subprocess.DEVNULL, start_new_session=True,
+                                             cwd=ROOT)
+            self._started(idx)
+
+    # hooks for launchers that place nodes elsewhere (chaos/launcher.py: network namespaces)
+    def _prefix(self, idx: int) -> list[str]:
+        return []
+
+    def _node_env(self, idx: int) -> dict[str, str]:
+        return {}
+
+    def _started(self, idx: int) -> None:
+        pass
 
     def kill(self, i: int) -> None:
         """``kill -9`` node ``i`` (its gunicorn master and worker) and wait until it is gone."""
@@ -150,7 +165,10 @@ class Cluster:
                 self.resume(i)
             except (ProcessLookupError, AttributeError):
                 pass
-            self.kill(i)
+            try:
+                self.kill(i)
+            except TimeoutError:
+                pass  # a process that will not exit: keep closing the others
         self.http.close()
 
     # -- waiting and asking ----------------------------------------------------------------------
