@@ -39,7 +39,7 @@ def ensure_etcd() -> str:
     return found
 
 
-class EtcdCluster:
+class EtcdCluster(procs.LocalCluster):
     """`nodes` etcd members on 127.0.0.1; client ports from `client_base`, peer from `peer_base`."""
 
     def __init__(
@@ -52,8 +52,7 @@ class EtcdCluster:
         self.nodes, self.client_base, self.peer_base = nodes, client_base, peer_base
         self.start_timeout = start_timeout
         self.urls = [f"http://127.0.0.1:{client_base + i}" for i in range(nodes)]
-        self.procs: list[subprocess.Popen] = []
-        self.tmp: Path | None = None
+        super().__init__()
 
     def _cmd(self, binary: str, i: int) -> list[str]:
         names = [f"e{j + 1}" for j in range(self.nodes)]
@@ -105,24 +104,5 @@ class EtcdCluster:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.tmp)}
         for i in range(self.nodes):
             self.procs.append(procs.spawn(self._cmd(binary, i), self.tmp / f"e{i + 1}.log", env))
-        try:
-            procs.wait_until(self._healthy, self.start_timeout, "etcd health", self.procs)
-        except RuntimeError as exc:
-            logs = procs.tail(self.tmp / "e1.log")
-            self.stop()
-            raise RuntimeError(f"{exc}\n--- e1.log ---\n{logs}") from None
+        self._await(self._healthy, "etcd health", "e1.log")
         return self
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            procs.stop(proc, grace=10)
-        self.procs = []
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-
-    def __enter__(self) -> EtcdCluster:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

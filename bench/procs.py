@@ -8,6 +8,7 @@ Nothing here ever signals a process it did not start. Waits are bounded by a dea
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -100,3 +101,38 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+class LocalCluster:
+    """Process handling shared by the local clusters the benchmarks start (etcd, naive):
+    ``self.procs`` started by the subclass's ``start()``, ``self.tmp`` their scratch directory."""
+
+    start_timeout: float
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.tmp: Path | None = None
+
+    def _await(self, ready: Callable[[], bool], what: str, first_log: str) -> None:
+        """Wait for ``ready``; on timeout stop everything and raise with the first node's log."""
+        try:
+            wait_until(ready, self.start_timeout, what, self.procs)
+        except RuntimeError as exc:
+            assert self.tmp is not None
+            logs = tail(self.tmp / first_log)
+            self.stop()
+            raise RuntimeError(f"{exc}\n--- {first_log} ---\n{logs}") from None
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop(proc, grace=10)
+        self.procs = []
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

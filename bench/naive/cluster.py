@@ -11,8 +11,6 @@ Ready when a PUT succeeds on every node; stopped by pid (killpg) and cleaned up 
 from __future__ import annotations
 
 import secrets
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +20,7 @@ from bench import procs
 HERE = Path(__file__).resolve().parent
 
 
-class NaiveCluster:
+class NaiveCluster(procs.LocalCluster):
     """`nodes` naive nodes; a context manager that starts them and waits until writes commit."""
 
     def __init__(
@@ -36,8 +34,7 @@ class NaiveCluster:
         self.nodes, self.http_base, self.raft_base = nodes, http_base, raft_base
         self.threads, self.start_timeout = threads, start_timeout
         self.urls = [f"http://127.0.0.1:{http_base + i}" for i in range(nodes)]
-        self.procs: list[subprocess.Popen] = []
-        self.tmp: Path | None = None
+        super().__init__()
 
     def _cmd(self, i: int) -> list[str]:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -88,24 +85,5 @@ class NaiveCluster:
         for i in range(self.nodes):
             log = self.tmp / f"n{i + 1}.log"
             self.procs.append(procs.spawn(self._cmd(i), log, self._env(i, password)))
-        try:
-            procs.wait_until(self._writable, self.start_timeout, "naive PUT", self.procs)
-        except RuntimeError as exc:
-            logs = procs.tail(self.tmp / "n1.log")
-            self.stop()
-            raise RuntimeError(f"{exc}\n--- n1.log ---\n{logs}") from None
+        self._await(self._writable, "naive PUT", "n1.log")
         return self
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            procs.stop(proc, grace=10)
-        self.procs = []
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-
-    def __enter__(self) -> NaiveCluster:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
