@@ -148,7 +148,7 @@ def cmd_up(args) -> int:
 
 
 def cmd_ftp(args) -> int:
-    from .ftp import run_ftp_server
+    from .ftp import parse_port_range, run_ftp_server
 
     password = os.environ.get("KVRAFT_FTP_PASSWORD", "")
     if len(password) < 8:
@@ -156,9 +156,16 @@ def cmd_ftp(args) -> int:
         return EXIT_USAGE
     host, _, port = (args.listen or os.environ.get("KVRAFT_FTP_LISTEN", "0.0.0.0:2121")
                      ).rpartition(":")
+    passive_text = args.passive_ports or os.environ.get("KVRAFT_FTP_PASSIVE_PORTS", "")
+    try:
+        passive = parse_port_range(passive_text) if passive_text else None
+    except ValueError as exc:
+        print(f"kvraft ftp: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     run_ftp_server(host, int(port), os.environ.get("KVRAFT_FTP_USER", "kvraft"), password,
                    args.root or os.environ.get("KVRAFT_FTP_ROOT", "data/ftp"),
-                   os.environ.get("KVRAFT_FTP_TLS_CERT"), os.environ.get("KVRAFT_FTP_TLS_KEY"))
+                   os.environ.get("KVRAFT_FTP_TLS_CERT"), os.environ.get("KVRAFT_FTP_TLS_KEY"),
+                   passive)
     return 0
 
 
@@ -180,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     ftp = sub.add_parser("ftp", help="run the FTP server alone (KVRAFT_FTP_* environment)")
     ftp.add_argument("--listen", default=None, help="HOST:PORT, default 0.0.0.0:2121")
     ftp.add_argument("--root", default=None, help="directory served, default data/ftp")
+    ftp.add_argument("--passive-ports", default=None, metavar="LOW-HIGH",
+                     help="data ports for passive mode (KVRAFT_FTP_PASSIVE_PORTS), default any")
     ftp.set_defaults(func=cmd_ftp)
     try:
         from .clientcli import add_client_commands

@@ -69,6 +69,7 @@ class FtpServer:
     servers can run in one process. With ``tls_cert`` (and ``tls_key`` unless the cert file holds
     the key) clients must use TLS on the control and data channels. ``auth_failed_delay`` is
     pyftpdlib's pause before answering a wrong password (brute-force brake; tests set 0).
+    ``passive_ports`` restricts the data ports of passive mode (see :func:`parse_port_range`).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class FtpServer:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         *,
+        passive_ports: range | None = None,
         auth_failed_delay: float = 3.0,
     ) -> None:
         if not user or user == "anonymous":
@@ -99,6 +101,10 @@ class FtpServer:
             "banner": "kvraft ftp ready.",
             "auth_failed_timeout": auth_failed_delay,
         }
+        if passive_ports is not None:
+            # Data connections in passive mode use only these ports (a container publishes them
+            # 1:1); pyftpdlib picks a free one of them, or any port once all are busy.
+            attrs["passive_ports"] = list(passive_ports)
         base: type[FTPHandler] = FTPHandler
         if tls_cert:
             from pyftpdlib.handlers import TLS_FTPHandler
@@ -177,6 +183,22 @@ class FtpServer:
         self.stop()
 
 
+def parse_port_range(text: str) -> range:
+    """``"30000-30009"`` (or one port ``"30000"``) as a range; ValueError with a clear message
+    for anything else (ports 1024-65535, low <= high, at most 10,000 ports)."""
+    low_s, sep, high_s = text.strip().partition("-")
+    try:
+        low = int(low_s)
+        high = int(high_s) if sep else low
+    except ValueError:
+        raise ValueError(f"passive ports {text!r}: expected LOW-HIGH, e.g. 30000-30009") from None
+    if not 1024 <= low <= high <= 65535:
+        raise ValueError(f"passive ports {text!r}: need 1024 <= LOW <= HIGH <= 65535")
+    if high - low >= 10_000:
+        raise ValueError(f"passive ports {text!r}: at most 10000 ports")
+    return range(low, high + 1)
+
+
 def run_ftp_server(
     host: str,
     port: int,
@@ -185,10 +207,12 @@ def run_ftp_server(
     root: str | os.PathLike,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    passive_ports: range | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly (``kvraft ftp``). Main thread only."""
     stopping = threading.Event()
-    server = FtpServer(host, port, user, password, root, tls_cert, tls_key)
+    server = FtpServer(host, port, user, password, root, tls_cert, tls_key,
+                       passive_ports=passive_ports)
     previous = {
         sig: signal.signal(sig, lambda *_: stopping.set())
         for sig in (signal.SIGINT, signal.SIGTERM)
@@ -196,8 +220,11 @@ def run_ftp_server(
     try:
         server.start()
         bound_host, bound_port = server.address
+        passive = (f" passive={passive_ports.start}-{passive_ports.stop - 1}"
+                   if passive_ports else "")
         print(
-            f"ftp server on ftp://{bound_host}:{bound_port} root={server.root} user={user}",
+            f"ftp server on ftp://{bound_host}:{bound_port} root={server.root} user={user}"
+            f"{passive}",
             flush=True,
         )
         while not stopping.wait(0.5):

@@ -230,8 +230,6 @@ def test_ftp_service_takes_the_nodes_credentials(stack):
     assert "compose-check.json" in client.list()
 
 
-@pytest.mark.xfail(strict=True, reason="`kvraft ftp` does not read KVRAFT_FTP_PASSIVE_PORTS yet; "
-                   "host clients need the published passive range (see docker-compose.yml)")
 def test_ftp_passive_ports_are_in_the_published_range(stack):
     ftp = stack.services["ftp"]
     low, high = map(int, ftp.env["KVRAFT_FTP_PASSIVE_PORTS"].split("-"))

@@ -51,3 +51,13 @@ def test_node_id_that_could_escape_the_name_is_rejected(node_id):
 def test_no_path_separators(kind):
     name = new_remote_name(kind, "node_7-b", now=NOW)
     assert "/" not in name and "\\" not in name and ".." not in name
+
+
+def test_passive_port_range_parses_and_refuses_nonsense():
+    from kvraft.ftp import parse_port_range
+
+    assert parse_port_range("30000-30009") == range(30000, 30010)
+    assert parse_port_range(" 40000 ") == range(40000, 40001)
+    for bad in ("", "x-y", "30009-30000", "1-10", "30000-99999", "2000-13000"):
+        with pytest.raises(ValueError, match="passive ports"):
+            parse_port_range(bad)
