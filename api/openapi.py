@@ -50,14 +50,15 @@ ERRORS = {
 }
 
 
-# Answered by the HTTP server (gunicorn) before the app sees the request: HTML, not JSON, and
-# without X-Kvraft-Node. A request line is at most 4094 bytes (a key of 1024 bytes fits, even
-# percent-encoded); headers are limited in number and size.
+# Answered by the HTTP server (api/httpd.py) before the app sees the request: the JSON error
+# shape, but without X-Kvraft-Node, and the connection is closed. A request line is at most 8192
+# bytes (a key of 1024 bytes fits, even percent-encoded); at most 100 headers and 16 KiB of them.
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 SERVER_LIMITS = {
-    "414": {"description": "request line over 4094 bytes (the HTTP server's limit; HTML body)",
-            "content": {"text/html": {"schema": {"type": "string"}}}},
-    "431": {"description": "too many or too large headers (the HTTP server's limit; HTML body)",
-            "content": {"text/html": {"schema": {"type": "string"}}}},
+    "414": {"description": "request line over 8192 bytes (the HTTP server's limit)",
+            "content": _JSON_ERROR},
+    "431": {"description": "over 100 headers or 16 KiB of headers (the HTTP server's limit)",
+            "content": _JSON_ERROR},
 }
 
 

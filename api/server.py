@@ -1,70 +1,53 @@
-"""Runs one node under gunicorn: one gthread worker, many threads, no preload.
+"""Runs one node: the :class:`~kvraft.node.Node`, its Flask app and the HTTP server, in one
+process.
 
-The :class:`~kvraft.node.Node` (and with it pysyncobj's tick thread) is created in ``load()``,
-which gunicorn calls in the worker process after the fork. The worker exits at once if its master
-dies (so ``kill -9`` of the master is a crash of the whole node, as a chaos test expects), and it
-closes the node on a normal shutdown.
+SIGTERM and SIGINT stop it cleanly: the server stops accepting, lets requests in progress finish
+(at most a few seconds), and the node closes (sync loops, peer pool, SQLite, Raft). ``kill -9`` of
+the process is a crash of the node: there is no other process to leave behind.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import signal
 import threading
-import time
-
-from gunicorn.app.base import BaseApplication
 
 from kvraft.config import Config
 
 from .app import create_app
+from .httpd import HttpServer
 
-
-def _watch_parent(ppid: int) -> None:
-    while True:
-        if os.getppid() != ppid:
-            os._exit(1)
-        time.sleep(0.2)
-
-
-class NodeServer(BaseApplication):
-    def __init__(self, config: Config) -> None:
-        self.kv = config
-        self.node = None
-        super().__init__()
-
-    def load_config(self) -> None:
-        c = self.kv
-        for key, value in {
-            "bind": c.http,
-            "workers": 1,
-            "worker_class": "gthread",
-            "threads": c.threads,
-            "keepalive": 75,
-            "timeout": 60,
-            "graceful_timeout": 5,
-            "preload_app": False,
-            "loglevel": c.log_level,
-            "accesslog": None,
-            "proc_name": f"kvraft-{c.id}",
-            "worker_exit": self._worker_exit,
-        }.items():
-            self.cfg.set(key, value)
-
-    def load(self):
-        from kvraft.node import Node
-
-        level = getattr(logging, self.kv.log_level.upper(), logging.WARNING)
-        logging.basicConfig(level=level, format=f"%(asctime)s {self.kv.id} %(name)s %(message)s")
-        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-        self.node = Node(self.kv)
-        return create_app(self.node)
-
-    def _worker_exit(self, _server, _worker) -> None:
-        if self.node is not None:
-            self.node.close()
+GRACE_S = 5.0
 
 
 def serve(config: Config) -> None:
     """Block serving one node until SIGINT/SIGTERM."""
-    NodeServer(config).run()
+    from kvraft.node import Node
+
+    level = getattr(logging, config.log_level.upper(), logging.WARNING)
+    logging.basicConfig(level=level, format=f"%(asctime)s {config.id} %(name)s %(message)s")
+    host, _, port = config.http.rpartition(":")
+    # Bind first: a port in use is an error before Raft starts talking to the cluster.
+    try:
+        server = HttpServer(None, host.strip("[]"), int(port), server_name=f"kvraft/{config.id}",
+                            max_connections=config.max_connections)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise SystemExit(f"kvraft serve: cannot listen on {config.http}: {why}") from None
+    node = Node(config)
+    server.app = create_app(node)
+    stopping = threading.Event()
+
+    def on_signal(_signum, _frame) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            # shutdown() waits for requests in progress: not on the thread that accepts
+            threading.Thread(target=server.shutdown, args=(GRACE_S,), daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        server.serve_forever()
+        server.shutdown(GRACE_S)
+    finally:
+        node.close()

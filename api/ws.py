@@ -9,7 +9,7 @@ oversized message (closed with 1009 "Message is too big") and a watcher that fel
 WebSocket rules: the bearer token is checked by the app's guard like any request; a browser
 ``Origin`` must name this host (no Origin, a non-browser client, is allowed), else 403 before the
 upgrade; incoming messages are limited to :data:`MAX_MESSAGE` bytes. flask-sock holds one server
-thread per open socket (gunicorn gthread threads are sized for it).
+thread per open socket (the HTTP server gives every connection its own thread).
 """
 
 from __future__ import annotations

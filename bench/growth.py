@@ -7,7 +7,7 @@ One run measures, on 127.0.0.1, with real clusters started by `python -m kvraft 
 2. one anti-entropy round's time, bytes and records against store size (10k, 100k, 1M keys;
    --quick: 10k, 100k), with 0 differences and with 10 differences (a newer version on one
    replica only), on a 3-node cluster with `KVRAFT_SYNC_INTERVAL=1`;
-3. resident memory (VmRSS of each node's gunicorn worker, the process that holds the node) against
+3. resident memory (VmRSS of each node's process) against
    stored keys (0, 10k, 100k, 1M), on that same cluster as it is filled;
 4. start-up time to ready: from launching `kvraft up` until `GET /ready` answers 200 on every
    node, for 3, 5 and 7 nodes.
@@ -161,7 +161,7 @@ class GrowthCluster(KvraftCluster):
         return json.loads(body)
 
     def serve_pids(self) -> dict[str, int]:
-        """node id -> pid of its `kvraft serve` process (the gunicorn master), from up.log."""
+        """node id -> pid of its `kvraft serve` process (the whole node), from up.log."""
         assert self.tmp is not None
         text = procs.tail(self.tmp / "up.log", 200)
         found = {
@@ -171,13 +171,8 @@ class GrowthCluster(KvraftCluster):
         return found
 
     def worker_pids(self) -> dict[str, int]:
-        """node id -> pid of its gunicorn worker (the only child of the master)."""
-        out = {}
-        for node_id, pid in self.serve_pids().items():
-            kids = children(pid)
-            if kids:
-                out[node_id] = kids[0]
-        return out
+        """node id -> pid of the process that holds the node (one process per node)."""
+        return self.serve_pids()
 
     def data_bytes(self, node_id: str) -> int:
         assert self.tmp is not None
@@ -707,7 +702,7 @@ def render_report(res: dict) -> str:
         render_sync(res["sync"]),
         "",
         "### Resident memory per node against stored keys (3 nodes, replication factor 2, "
-        f"{VALUE_SIZE} B values; RSS of each node's gunicorn worker)",
+        f"{VALUE_SIZE} B values; RSS of each node's process)",
         "",
         render_memory(res["memory"]),
         "",

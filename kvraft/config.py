@@ -45,7 +45,8 @@ class Config:
     partitions: int = 64
     replication_factor: int = 2
     max_value_bytes: int = 1 << 20
-    threads: int = 32
+    threads: int = 32  # the node's pool for parallel peer calls (fan-out, sync)
+    max_connections: int = 1024  # HTTP connections at once (each has its own thread)
     fsync: bool = False
     peer_timeout: float = 2.0
     sync_interval: float = 5.0
@@ -91,6 +92,8 @@ class Config:
             raise ConfigError("max_value_bytes: 1 byte to 64 MiB")
         if not 4 <= self.threads <= 512:
             raise ConfigError("threads: 4 to 512")
+        if not 16 <= self.max_connections <= 16384:
+            raise ConfigError("max_connections: 16 to 16384")
         if self.balance not in POLICIES:
             raise ConfigError(f"balance: one of {', '.join(POLICIES)}")
         for name in ("peer_timeout", "sync_interval", "dead_after"):

@@ -130,7 +130,7 @@ class Cluster:
         pass
 
     def kill(self, i: int) -> None:
-        """``kill -9`` node ``i`` (its gunicorn master and worker) and wait until it is gone."""
+        """``kill -9`` node ``i`` (one process: the whole node) and wait until it is gone."""
         self._signal(i, signal.SIGKILL)
 
     def stop(self, i: int) -> None:

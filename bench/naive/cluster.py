@@ -1,6 +1,7 @@
-"""Launcher of a 3-node naive cluster (`server.py` under gunicorn) on 127.0.0.1.
+"""Launcher of a 3-node naive cluster (`server.py`) on 127.0.0.1.
 
-Each node is `gunicorn -k gthread -w 1 --threads 32` in its own session; HTTP ports from
+Each node is `server.py`'s Flask app under kvraft's own HTTP server (`python -m api.httpd`, the
+same web stack as kvraft) in its own session; HTTP ports from
 `http_base` (18101..), Raft ports from `raft_base` (18201..), journals in a temporary directory.
 Ready when a PUT succeeds on every node; stopped by pid (killpg) and cleaned up on exit.
 
@@ -28,38 +29,16 @@ class NaiveCluster(procs.LocalCluster):
         nodes: int = 3,
         http_base: int = 18101,
         raft_base: int = 18201,
-        threads: int = 32,
         start_timeout: float = 60.0,
     ) -> None:
         self.nodes, self.http_base, self.raft_base = nodes, http_base, raft_base
-        self.threads, self.start_timeout = threads, start_timeout
+        self.start_timeout = start_timeout
         self.urls = [f"http://127.0.0.1:{http_base + i}" for i in range(nodes)]
         super().__init__()
 
     def _cmd(self, i: int) -> list[str]:
-        gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        return [
-            gunicorn,
-            "-k",
-            "gthread",
-            "-w",
-            "1",
-            "--threads",
-            str(self.threads),
-            "-b",
-            f"127.0.0.1:{self.http_base + i}",
-            "--chdir",
-            str(HERE),
-            "--timeout",
-            "60",
-            "--graceful-timeout",
-            "5",
-            "--keep-alive",
-            "30",
-            "--log-level",
-            "warning",
-            "server:create_app()",
-        ]
+        return [sys.executable, "-m", "api.httpd", "--bind", f"127.0.0.1:{self.http_base + i}",
+                "--path", str(HERE), "--path", str(HERE.parent.parent), "server:create_app()"]
 
     def _env(self, i: int, password: str) -> dict:
         assert self.tmp is not None

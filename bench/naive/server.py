@@ -1,7 +1,8 @@
 """One node of the naive design: a pysyncobj `ReplDict` holding every value, served by Flask.
 
-Run under gunicorn (gthread, one worker, no --preload) so the SyncObj and its tick thread are
-created in the serving process; configured by environment variables set by `cluster.py`:
+Run by kvraft's HTTP server (`python -m api.httpd ... server:create_app()`, one process, so the
+SyncObj and its tick thread live in the serving process); configured by environment variables
+set by `cluster.py`:
 NAIVE_SELF and NAIVE_PARTNERS (raft host:port), NAIVE_PASSWORD (encrypts pysyncobj's pickled
 traffic), NAIVE_DATA (journal and dump directory), NAIVE_TIMEOUT (seconds a PUT waits for commit).
 
