@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from . import placement, views
+from .batch import PeerBatcher, Ticket
 from .config import Config
 from .errors import BadRequest, NotFound, Unavailable
 from .hlc import HLC, Version, wall_clock_ms
@@ -48,6 +49,7 @@ HINT_INTERVAL = 0.5
 STATS_INTERVAL = 2.0
 LEADER_INTERVAL = 0.5
 SYNC_TICK = 0.25
+BATCH_LANES = 2  # replica-write requests in flight per peer; more writes wait and go together
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class Node:
         self.changes = ChangeHub()  # every record applied here, for /watch
         self.counters: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
+        self._batchers: dict[str, PeerBatcher] = {}  # node id -> its replica-write batcher
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
         self._peer_ready: dict[str, bool] = {}  # node id -> ready at the last ping
@@ -211,6 +214,25 @@ class Node:
             raise PeerError(f"{node_id}: HTTP {resp.status}: {resp.body[:200]!r}")
         return resp.body
 
+    def _batcher(self, node_id: str) -> PeerBatcher:
+        b = self._batchers.get(node_id)
+        if b is None:
+            with self._counter_lock:
+                b = self._batchers.get(node_id)
+                if b is None:
+                    b = self._batchers[node_id] = PeerBatcher(
+                        lambda recs: self._start(node_id, "POST", "/peer/apply",
+                                                 encode_records(recs)),
+                        lambda pending: self._apply_results(node_id, pending),
+                        lanes=BATCH_LANES)
+        return b
+
+    def _apply_results(self, node_id: str, pending: Pending) -> list[ApplyResult]:
+        try:
+            return [_result_from_json(x) for x in json.loads(self._finish(node_id, pending))]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PeerError(f"{node_id}: bad /peer/apply answer: {exc}") from exc
+
     def _send_records(self, node_id: str, records: list[Record]) -> list[ApplyResult]:
         if node_id == self.id:
             return self.apply_local(records)
@@ -281,9 +303,10 @@ class Node:
         record = Record(key, part, Version(self.hlc.now(), self.id), tomb, value)
         if self.config.test_fault == "ack_without_write":  # negative control for the checker
             return WriteResult(key, record.version, replicas, need, True)
-        # remote replicas get the record first; the local write overlaps their round trips
-        body = encode_records([record])
-        pending: dict[str, Pending] = {}
+        # remote replicas get the record first (batched with other writes to the same peer);
+        # the local write overlaps their round trips
+        size = len(record.key) + len(value) + 64
+        tickets: dict[str, Ticket] = {}
         local = None
         failed: list[str] = []
         for r in replicas:
@@ -294,17 +317,14 @@ class Node:
             elif not self.is_alive(r):
                 failed.append(r)
             else:
-                try:
-                    pending[r] = self._start(r, "POST", "/peer/apply", body)
-                except PeerError:
-                    failed.append(r)
+                tickets[r] = self._batcher(r).submit(record, size)
         results: list[ApplyResult] = []
         if local is not None:
             results.append(self.apply_local([record])[0])
-        for r, p in pending.items():
+        for r, t in tickets.items():
             try:
-                results.append(_result_from_json(json.loads(self._finish(r, p))[0]))
-            except (PeerError, ValueError, KeyError, IndexError) as exc:
+                results.append(self._batchers[r].result(t))
+            except PeerError as exc:
                 log.info("replica %s failed for %r: %s", r, key, exc)
                 failed.append(r)
         if any(not res.applied and res.prev is None for res in results):

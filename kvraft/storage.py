@@ -172,13 +172,13 @@ class Storage:
         everything queued so far in one transaction; callers whose writes it took find them
         done when they get the lock in turn. Alone, a caller commits its own write at once.
         """
-        done = threading.Event()
+        done = [False]  # set by the committer, read under the write lock: no Event needed
         slot: list = []
         self._queue.put((op, items, done, slot))
         with self._wlock:
-            if self._closed and not done.is_set():
+            if self._closed and not done[0]:
                 raise StorageClosed("storage is closed")
-            while not done.is_set():
+            while not done[0]:
                 batch = []
                 while len(batch) < 512:
                     try:
@@ -203,7 +203,7 @@ class Storage:
                 conn.execute("ROLLBACK")
             for _op, _items, done, slot in batch:
                 slot.append(exc)
-                done.set()
+                done[0] = True
             return
         with self._lock:
             self._keys += deltas[0]
@@ -212,7 +212,7 @@ class Storage:
             self._max_ts = deltas[3]
         for (_op, _items, done, slot), out in zip(batch, outputs, strict=True):
             slot.extend(out)
-            done.set()
+            done[0] = True
 
     def _do(self, conn: sqlite3.Connection, op: str, item, deltas: list):
         if op == "apply":

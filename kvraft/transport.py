@@ -1,7 +1,10 @@
 """Peer transport: HTTP/1.1 requests to other nodes over persistent (keep-alive) connections.
 
-One small pool of ``http.client`` connections per peer address, shared by all threads; a write
-therefore reuses an open TCP connection instead of opening one. Every request carries the cluster
+One small pool of connections per peer address, shared by all threads; a write therefore reuses
+an open TCP connection instead of opening one. A connection (:class:`Connection`) is a socket
+and a buffered reader: a request goes out in one ``sendall`` and the answer is parsed with the C
+``readline`` (``http.client`` spent more time in the email-header parser than the peer took to
+answer). Every request carries the cluster
 secret. A request that fails on a reused connection (the peer closed it while idle) is retried once
 on a new connection: every peer request is idempotent (records apply by last-writer-wins).
 Blocking; thread-safe. Raises :class:`PeerError` for anything but an HTTP response.
@@ -9,7 +12,6 @@ Blocking; thread-safe. Raises :class:`PeerError` for anything but an HTTP respon
 
 from __future__ import annotations
 
-import http.client
 import select
 import socket
 import threading
@@ -29,6 +31,100 @@ class PeerConnectError(PeerError):
 
 
 IDLE_LIMIT = 30.0  # seconds; servers close idle keep-alive connections after a while
+MAX_LINE = 65536
+MAX_HEADERS = 100
+
+
+class ProtocolError(OSError):
+    """The peer's answer is not the HTTP/1.1 we speak."""
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection to ``host:port``; not thread-safe (pooled)."""
+
+    __slots__ = ("host", "port", "timeout", "sock", "rfile", "will_close")
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sock: socket.socket | None = None
+        self.rfile = None
+        self.will_close = False
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock, self.rfile = sock, sock.makefile("rb", buffering=65536)
+
+    def settimeout(self, timeout: float) -> None:
+        self.timeout = timeout
+        if self.sock is not None:
+            self.sock.settimeout(timeout)
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+        if self.sock is None:
+            self.connect()
+        head = [f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"]
+        head += [f"{k}: {v}\r\n" for k, v in headers.items()]
+        head.append("\r\n")
+        self.sock.sendall("".join(head).encode("latin-1") + body)
+
+    def response(self) -> PeerResponse:
+        rfile = self.rfile
+        line = rfile.readline(MAX_LINE)
+        if not line:
+            raise ProtocolError("connection closed before an answer")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise ProtocolError(f"bad status line {line[:80]!r}")
+        status = int(parts[1])
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS):
+            h = rfile.readline(MAX_LINE)
+            if h in (b"\r\n", b"\n"):
+                break
+            if not h:
+                raise ProtocolError("connection closed inside the headers")
+            name, _, value = h.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        else:
+            raise ProtocolError("too many headers")
+        self.will_close = ("close" in headers.get("connection", "").lower()
+                           or parts[0] == b"HTTP/1.0")
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = self._chunked()
+        elif "content-length" in headers:
+            n = int(headers["content-length"])
+            body = rfile.read(n)
+            if len(body) != n:
+                raise ProtocolError("connection closed inside the body")
+        elif status in (204, 304) or 100 <= status < 200:
+            body = b""
+        else:
+            body, self.will_close = rfile.read(), True
+        return PeerResponse(status, headers, body)
+
+    def _chunked(self) -> bytes:
+        out = []
+        while True:
+            size = int(self.rfile.readline(MAX_LINE).split(b";", 1)[0], 16)
+            if size == 0:
+                while self.rfile.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(out)
+            data = self.rfile.read(size)
+            if len(data) != size:
+                raise ProtocolError("connection closed inside a chunk")
+            out.append(data)
+            self.rfile.readline(MAX_LINE)
+
+    def close(self) -> None:
+        for f in (self.rfile, self.sock):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self.sock = self.rfile = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +141,7 @@ class Pending:
                  idempotent: bool) -> None:
         self.client, self.addr, self.req = client, addr, req
         self.timeout, self.idempotent = timeout, idempotent
-        self.conn: http.client.HTTPConnection | None = None
+        self.conn: Connection | None = None
         self.reused = False
         self.error: PeerError | None = None
 
@@ -62,7 +158,7 @@ class Pending:
         method, path, body, hdrs = self.req
         try:
             conn.request(method, path, body=body, headers=hdrs)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError) as exc:
             self._failed(exc, first)
 
     def _failed(self, exc: Exception, first: bool) -> None:
@@ -80,13 +176,11 @@ class Pending:
             conn = self.conn
             assert conn is not None
             try:
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
+                out = conn.response()
+            except (OSError, ValueError) as exc:
                 self._failed(exc, first)
                 continue
-            out = PeerResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
-            if resp.will_close:
+            if conn.will_close:
                 conn.close()
             else:
                 self.client._checkin(self.addr, conn)
@@ -99,7 +193,7 @@ class PeerClient:
         self._secret = secret
         self.timeout = timeout
         self._max_idle = max_idle
-        self._idle: dict[str, list[tuple[http.client.HTTPConnection, float]]] = defaultdict(list)
+        self._idle: dict[str, list[tuple[Connection, float]]] = defaultdict(list)
         self._lock = threading.Lock()
 
     def request(
@@ -140,7 +234,7 @@ class PeerClient:
         pending.send(first=True)
         return pending
 
-    def _checkout(self, addr: str, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+    def _checkout(self, addr: str, timeout: float) -> tuple[Connection, bool]:
         now = time.monotonic()
         conn = None
         with self._lock:
@@ -152,14 +246,12 @@ class PeerClient:
                     break
                 candidate.close()
         if conn is not None:
-            conn.sock.settimeout(timeout) if conn.sock else None
-            conn.timeout = timeout
+            conn.settimeout(timeout)
             return conn, True
         host, _, port = addr.rpartition(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-        return conn, False
+        return Connection(host.strip("[]"), int(port), timeout), False
 
-    def _checkin(self, addr: str, conn: http.client.HTTPConnection) -> None:
+    def _checkin(self, addr: str, conn: Connection) -> None:
         with self._lock:
             idle = self._idle[addr]
             if len(idle) < self._max_idle:
@@ -175,7 +267,7 @@ class PeerClient:
             c.close()
 
 
-def _dropped(conn: http.client.HTTPConnection) -> bool:
+def _dropped(conn: Connection) -> bool:
     """An idle keep-alive connection the peer has closed (or that has stray bytes waiting):
     readable before we sent anything. Reusing it would fail after the request may be sent."""
     sock = conn.sock

@@ -1,0 +1,150 @@
+"""Replica writes to one peer, coalesced: concurrent writes share one ``/peer/apply`` request.
+
+Under load many client writes at once are bound for the same peer; sending each as its own HTTP
+request costs a request's parsing and syscalls per record on both sides, and a commit each on the
+replica. A :class:`PeerBatcher` (one per peer) lets at most ``lanes`` requests be in flight to
+its peer; a record submitted while all lanes are busy waits in a queue, and when a lane frees up
+everything queued goes out together (up to ``max_records``/``max_bytes``), applied by the
+replica in one transaction. Alone, a record is sent at once: no timer, no added wait.
+
+No thread of its own: :meth:`submit` sends when a lane is free (so the request is on the wire
+while the caller commits its local copy), and the caller that then waits for a batch's answer
+reads it for the whole batch, hands every record its result, and sends what queued meanwhile.
+
+Errors keep the transport's meaning for every record of a batch: a
+:class:`~kvraft.transport.PeerConnectError` (nothing was sent) or any other
+:class:`~kvraft.transport.PeerError` (it may have been applied).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .transport import PeerConnectError, PeerError
+
+Start = Callable[[list], Any]  # records -> a sent request (or raises PeerError)
+Finish = Callable[[Any], list]  # that request -> one result per record (or raises PeerError)
+
+
+class _Batch:
+    __slots__ = ("tickets", "sent", "claimed")
+
+    def __init__(self, tickets: list[Ticket]) -> None:
+        self.tickets = tickets
+        self.sent: Any = None  # what ``start`` returned
+        self.claimed = False  # a waiter is reading the answer
+
+
+class Ticket:
+    """One record's place in a batch; :meth:`PeerBatcher.result` waits for its outcome."""
+
+    __slots__ = ("record", "size", "batch", "done", "result", "error")
+
+    def __init__(self, record, size: int) -> None:
+        self.record, self.size = record, size
+        self.batch: _Batch | None = None
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class PeerBatcher:
+    def __init__(self, start: Start, finish: Finish, lanes: int = 2, max_records: int = 256,
+                 max_bytes: int = 4 << 20, wait_limit: float = 30.0) -> None:
+        self._start, self._finish = start, finish
+        self.lanes, self.max_records, self.max_bytes = lanes, max_records, max_bytes
+        self.wait_limit = wait_limit  # a bound on waiting; the transport's timeouts come first
+        self._cond = threading.Condition()
+        self._queue: list[Ticket] = []
+        self._inflight = 0
+        self.requests = 0  # requests sent, for the figures (records / requests = batch size)
+        self.records = 0
+
+    def submit(self, record, size: int) -> Ticket:
+        """Queue ``record`` (``size`` bytes encoded) and send now if a lane is free."""
+        ticket = Ticket(record, size)
+        with self._cond:
+            self._queue.append(ticket)
+            batch = self._take_locked()
+        if batch is not None:
+            self._send(batch)
+        return ticket
+
+    def result(self, ticket: Ticket):
+        """The record's result from the peer; raises the batch's PeerError."""
+        deadline = time.monotonic() + self.wait_limit
+        with self._cond:
+            while True:
+                if ticket.done:
+                    return self._outcome(ticket)
+                batch = ticket.batch
+                if batch is not None and batch.sent is not None and not batch.claimed:
+                    batch.claimed = True
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if ticket.batch is None:  # never sent: take it back, it is certainly lost
+                        self._queue.remove(ticket)
+                        raise PeerConnectError(
+                            f"batched write not sent in {self.wait_limit:.0f}s")
+                    raise PeerError(f"no answer for a batched write in {self.wait_limit:.0f}s")
+                self._cond.wait(left)
+        try:
+            results = self._finish(batch.sent)
+            if len(results) != len(batch.tickets):
+                raise PeerError(f"peer answered {len(results)} results for "
+                                f"{len(batch.tickets)} records")
+            error = None
+        except Exception as exc:  # noqa: BLE001 - every record of the batch gets it
+            results, error = [None] * len(batch.tickets), exc
+        self._complete(batch, results, error)
+        return self._outcome(ticket)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _outcome(ticket: Ticket):
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result
+
+    def _take_locked(self) -> _Batch | None:
+        """Queued tickets as a batch when a lane is free (the lane is taken), else None."""
+        if not self._queue or self._inflight >= self.lanes:
+            return None
+        n, size = 0, 0
+        for t in self._queue:
+            if n and (n >= self.max_records or size + t.size > self.max_bytes):
+                break
+            n, size = n + 1, size + t.size
+        tickets, self._queue = self._queue[:n], self._queue[n:]
+        batch = _Batch(tickets)
+        for t in tickets:
+            t.batch = batch
+        self._inflight += 1
+        self.requests += 1
+        self.records += n
+        return batch
+
+    def _send(self, batch: _Batch) -> None:
+        try:
+            sent = self._start([t.record for t in batch.tickets])
+        except Exception as exc:  # noqa: BLE001 - e.g. PeerConnectError: nothing was sent
+            self._complete(batch, [None] * len(batch.tickets), exc)
+            return
+        with self._cond:
+            batch.sent = sent
+            self._cond.notify_all()
+
+    def _complete(self, batch: _Batch, results: list, error: BaseException | None) -> None:
+        with self._cond:
+            for t, r in zip(batch.tickets, results, strict=True):
+                t.result, t.error, t.done = r, error, True
+            self._inflight -= 1
+            nxt = self._take_locked()
+            self._cond.notify_all()
+        if nxt is not None:
+            self._send(nxt)
