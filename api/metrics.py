@@ -39,7 +39,8 @@ GAUGES = frozenset({"keys", "bytes", "hints_pending", "raft_term", "raft_commit_
 COUNTERS = ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered", "read_repairs",
             "writes_unavailable", "sync_rounds", "sync_records", "sync_bytes",
             "sync_keys_repaired", "tombstones_purged", "records_handed_off", "forwards",
-            "forwards_failed", "balanced_local")  # present from the start, at 0
+            "forwards_failed", "balanced_local", "replica_batches",
+            "replica_batched_records")  # present from the start, at 0
 HELP = {
     "writes": "writes (PUT, POST, DELETE) this node coordinated",
     "reads": "reads this node coordinated",
@@ -57,6 +58,8 @@ HELP = {
     "forwards": "requests the partition leader forwarded to the node it chose",
     "forwards_failed": "forwarded writes whose outcome is unknown (answered 502)",
     "balanced_local": "requests the partition leader chose to serve itself",
+    "replica_batches": "replica-write requests sent to peers (each carries one or more records)",
+    "replica_batched_records": "records sent in replica-write requests (/ batches = batch size)",
     "keys": "live keys stored on this node",
     "bytes": "live value bytes stored on this node",
     "hints_pending": "hints this node holds, not yet delivered",

@@ -128,4 +128,7 @@ def metrics(node: Node) -> dict[str, float]:
         "sync_last_bytes": float(node.syncer.last.bytes),
     })
     out.update({k: float(v) for k, v in node.syncer.totals.items()})
+    batchers = list(node._batchers.values())
+    out["replica_batches"] = float(sum(b.requests for b in batchers))
+    out["replica_batched_records"] = float(sum(b.records for b in batchers))
     return out

@@ -248,7 +248,7 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
     assert cluster.put(1, "metrics/k", b"v").status_code in (200, 201)
     assert cluster.get(1, "metrics/k").status_code == 200
     assert cluster.get(1, "metrics/absent").status_code == 404
-    leaders, acks, routes = 0, 0.0, set()
+    leaders, acks, routes, batches, batched = 0, 0.0, set(), 0.0, 0.0
     for i in range(len(cluster.nodes)):
         resp = requests.get(cluster.url(i) + "/metrics", timeout=10)
         assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
@@ -257,7 +257,8 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
         assert kinds["kvraft_http_requests"] == "counter"
         assert kinds["kvraft_http_request_seconds"] == "histogram"
         for counter in ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered",
-                        "read_repairs", "sync_rounds", "sync_records", "sync_bytes"):
+                        "read_repairs", "sync_rounds", "sync_records", "sync_bytes",
+                        "replica_batches", "replica_batched_records"):
             assert kinds[f"kvraft_{counter}"] == "counter", counter
         for gauge in ("hints_pending", "hints_pending_cluster", "sync_round",
                       "sync_last_seconds", "sync_partitions_synced_last_round", "raft_term",
@@ -269,9 +270,12 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
         leaders += state["leader"]
         assert sum(s.value for s in fams["kvraft_partitions_held"].samples) == 64 * 2
         acks += sum(s.value for s in fams["kvraft_replica_acks"].samples)
+        batches += sum(s.value for s in fams["kvraft_replica_batches"].samples)
+        batched += sum(s.value for s in fams["kvraft_replica_batched_records"].samples)
         routes |= {(s.labels["method"], s.labels["route"], s.labels["status"])
                    for s in fams["kvraft_http_request_seconds"].samples
                    if s.name.endswith("_count")}
     assert leaders == 1
     assert acks >= 2
+    assert 1 <= batches <= batched  # the write went to a remote replica in a batch
     assert {("PUT", "/kv/<key:key>", "201"), ("GET", "/kv/<key:key>", "404")} <= routes
