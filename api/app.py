@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from kvraft import sync
+from kvraft.balance import Balancer
 from kvraft.config import Config, ConfigError
 from kvraft.errors import BadRequest, KvError, TooLarge
 from kvraft.keys import check_level
@@ -59,7 +60,8 @@ def create_app(node: Node) -> Flask:
                 return _json_error(401, "unauthorized", "missing or wrong bearer token")
         return None
 
-    balance.register(app, node, lambda limit: _body(limit, "body"))
+    balancer = Balancer(node.config.balance)
+    balance.register(app, node, lambda limit: _body(limit, "body"), balancer)
 
     @app.after_request
     def _stamp(resp: Response) -> Response:
@@ -242,7 +244,7 @@ def create_app(node: Node) -> Flask:
             raise BadRequest(f"bad peer message: {exc}") from None
 
     # the hottest requests (plain key GET/PUT, /peer/apply, /peer/get) skip Flask
-    app.wsgi_app = FastPath(app.wsgi_app, node, metrics, PEER_MAX_BODY)  # type: ignore
+    app.wsgi_app = FastPath(app.wsgi_app, node, metrics, PEER_MAX_BODY, balancer)  # type: ignore
     return app
 
 

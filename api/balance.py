@@ -24,9 +24,54 @@ PASS_RESPONSE = ("Content-Type", "ETag", "X-Kvraft-Version", "X-Kvraft-Node", "L
 SAFE = ("GET", "HEAD")
 
 
-def register(app: Flask, node: Node, read_body) -> Balancer:
+def balanced(node: Node, balancer: Balancer, method: str, local, forward, unknown):
+    """The leader's choice for one request: ``local()`` when it picks this node, else
+    ``forward(target)``; a forward never delivered (PeerConnectError) goes to another node, as
+    does a read whose answer was lost; a write whose answer was lost is ``unknown(target,
+    exc)`` (an honest 502). ``local`` releases the balancer's slot for this node itself (it
+    may answer after this returns); forwards are released here. Shared by Flask and the fast
+    path, so both balance the same way."""
+    active = [n for n in node.members() if node.serving(n)]
+    tried: list[str] = []
+    for _ in range(len(active) + 1):
+        target = balancer.choose(active, exclude=tried)
+        if target is None:
+            break
+        if target == node.id:
+            node.count("balanced_local")
+            return local()
+        try:
+            return forward(target)
+        except PeerConnectError:
+            tried.append(target)  # never delivered: another node may serve it
+        except PeerError as exc:
+            if method not in SAFE:
+                node.count("forwards_failed")
+                return unknown(target, exc)
+            tried.append(target)
+        finally:
+            balancer.done(target)
+    raise Unavailable("no active node could serve the request")
+
+
+def forward_request(node: Node, target: str, method: str, raw_path: str, body: bytes,
+                    headers: dict[str, str]):
+    """Send a client request to ``target`` as the leader's forward; the peer's response."""
+    headers = {**headers, VIA: node.id}
+    resp = node.peers.request(node._addr(target), method, raw_path, body, headers,
+                              timeout=2 * node.config.peer_timeout + 1,
+                              idempotent=method in SAFE)
+    node.count("forwards")
+    return resp
+
+
+def unknown_message(target: str, exc: Exception) -> str:
+    return (f"node {target} took the write but did not answer ({exc}); "
+            "it may or may not have been applied")
+
+
+def register(app: Flask, node: Node, read_body, balancer: Balancer) -> None:
     """Install the balancing hook; ``read_body(limit)`` reads a request body within a limit."""
-    balancer = Balancer(node.config.balance)
     body_limit = 6 * node.config.max_value_bytes + 1024
 
     @app.before_request
@@ -34,35 +79,21 @@ def register(app: Flask, node: Node, read_body) -> Balancer:
         if (not (request.path == "/kv" or request.path.startswith("/kv/"))
                 or request.headers.get(VIA) or not node.meta.is_leader()):
             return None
-        active = [n for n in node.members() if node.serving(n)]
-        body = None
-        tried: list[str] = []
-        for _ in range(len(active) + 1):
-            target = balancer.choose(active, exclude=tried)
-            if target is None:
-                break
-            if target == node.id:
-                g.balanced = target  # served here; released in teardown
-                node.count("balanced_local")
-                return None
-            try:
-                if request.args.get("redirect") not in (None, "", "0"):
-                    return _redirect(node, target)
-                if body is None:
-                    # a PUT carries the raw value: refuse it here rather than forward it
-                    body = read_body(node.config.max_value_bytes if request.method == "PUT"
-                                     else body_limit)
-                return _forward(node, target, body)
-            except PeerConnectError:
-                tried.append(target)  # never delivered: another node may serve it
-            except PeerError as exc:
-                if request.method not in SAFE:
-                    node.count("forwards_failed")
-                    return _unknown(node, target, exc)
-                tried.append(target)
-            finally:
-                balancer.done(target)
-        raise Unavailable("no active node could serve the request")
+
+        def local():
+            g.balanced = node.id  # served here; released in teardown
+            return None
+
+        def forward(target: str):
+            if request.args.get("redirect") not in (None, "", "0"):
+                return _redirect(node, target)
+            # a PUT carries the raw value: refuse it here rather than forward it
+            body = read_body(node.config.max_value_bytes if request.method == "PUT"
+                             else body_limit)
+            return _forward(node, target, body)
+
+        return balanced(node, balancer, request.method, local, forward,
+                        lambda target, exc: _unknown(node, target, exc))
 
     @app.teardown_request
     def _release(_exc):
@@ -70,17 +101,10 @@ def register(app: Flask, node: Node, read_body) -> Balancer:
         if target is not None:
             balancer.done(target)
 
-    return balancer
-
 
 def _forward(node: Node, target: str, body: bytes) -> Response:
     headers = {h: request.headers[h] for h in PASS_REQUEST if h in request.headers}
-    headers[VIA] = node.id
-    path = _raw_path()
-    resp = node.peers.request(node._addr(target), request.method, path, body, headers,
-                              timeout=2 * node.config.peer_timeout + 1,
-                              idempotent=request.method in SAFE)
-    node.count("forwards")
+    resp = forward_request(node, target, request.method, _raw_path(), body, headers)
     out = Response(resp.body, resp.status)
     for h in PASS_RESPONSE:
         if h.lower() in resp.headers:
@@ -107,8 +131,6 @@ def _raw_path() -> str:
 
 
 def _unknown(node: Node, target: str, exc: Exception) -> Response:
-    resp = jsonify({"error": "forward_failed",
-                    "message": f"node {target} took the write but did not answer ({exc}); "
-                               "it may or may not have been applied"})
+    resp = jsonify({"error": "forward_failed", "message": unknown_message(target, exc)})
     resp.status_code = 502
     return resp

@@ -3,9 +3,10 @@
 Served here without Flask's request machinery (about ten times less work per request):
 ``POST /peer/apply`` (every replicated write), ``GET /peer/get`` (reads that land on a node
 without the key), and the plain forms of the public ``GET /kv/<key>`` and ``PUT /kv/<key>``
-(no query parameters but ``r``/``w``, a Content-Length body, not on the balancing leader).
-Everything else (balancing, explain, redirects, chunked uploads, unusual requests) goes to
-Flask, which answers the same way. Errors use the same JSON shape and codes as :mod:`api.app`.
+(no query parameters but ``r``/``w``, a Content-Length body), balanced at the leader with the
+same decision as Flask's hook (:func:`api.balance.balanced`). Everything else (explain,
+redirects, chunked uploads, unusual requests) goes to Flask, which answers the same way.
+Errors use the same JSON shape and codes as :mod:`api.app`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import logging
 import time
 from urllib.parse import parse_qsl
 
-from kvraft.errors import KvError
+from kvraft.balance import Balancer
+from kvraft.errors import KvError, TooLarge
 from kvraft.keys import check_level
 from kvraft.node import Node, result_to_json
 from kvraft.storage import StorageClosed
 from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
+from .balance import PASS_REQUEST, PASS_RESPONSE, VIA, balanced, forward_request, unknown_message
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -30,14 +33,18 @@ log = logging.getLogger(__name__)
 _SECRET_ENV = "HTTP_" + SECRET_HEADER.upper().replace("-", "_")
 _REASONS = {200: "OK", 201: "CREATED", 400: "BAD REQUEST", 401: "UNAUTHORIZED",
             403: "FORBIDDEN", 404: "NOT FOUND", 413: "REQUEST ENTITY TOO LARGE",
-            500: "INTERNAL SERVER ERROR", 503: "SERVICE UNAVAILABLE"}
+            500: "INTERNAL SERVER ERROR", 502: "BAD GATEWAY", 503: "SERVICE UNAVAILABLE"}
+_PASS_ENV = [(h, "CONTENT_TYPE" if h == "Content-Type" else "HTTP_" + h.upper().replace("-", "_"))
+             for h in PASS_REQUEST]
 _KV_ROUTE = "/kv/<key:key>"  # the Flask rule, so both paths share metric labels
 JSON = "application/json"
 
 
 class FastPath:
-    def __init__(self, app, node: Node, metrics: Metrics, max_peer_body: int) -> None:
+    def __init__(self, app, node: Node, metrics: Metrics, max_peer_body: int,
+                 balancer: Balancer) -> None:
         self.app = app
+        self.balancer = balancer
         self.node = node
         self.metrics = metrics
         self.secret = node.config.secret.encode()
@@ -60,49 +67,89 @@ class FastPath:
         node = self.node
         params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         level_name = "r" if method == "GET" else "w"
-        if (set(params) - {level_name} or environ.get("HTTP_X_KVRAFT_VIA") is None
-                and node.meta.is_leader()
+        if (set(params) - {level_name}
                 or method == "PUT" and not environ.get("CONTENT_LENGTH")):
             return self.app(environ, start_response)  # Flask handles the general case
         started = time.perf_counter()
+        if self.token:
+            auth = environ.get("HTTP_AUTHORIZATION", "")
+            given = auth[7:].encode() if auth.startswith("Bearer ") else b""
+            if not hmac.compare_digest(given, self.token):
+                status, body, headers = _error(401, "unauthorized",
+                                               "missing or wrong bearer token")
+                return self._answer(start_response, method, started, status, body, headers)
+        if environ.get("HTTP_X_KVRAFT_VIA") is None and node.meta.is_leader():
+            status, body, headers = self._balanced(environ, path, method, params)
+        else:
+            status, body, headers = self._serve(environ, path, method, params)
+        return self._answer(start_response, method, started, status, body, headers)
+
+    def _serve(self, environ, path: str, method: str, params: dict) -> tuple[int, bytes, list]:
+        """This node coordinates the read or write."""
+        node = self.node
         try:
-            if self.token:
-                auth = environ.get("HTTP_AUTHORIZATION", "")
-                given = auth[7:].encode() if auth.startswith("Bearer ") else b""
-                if not hmac.compare_digest(given, self.token):
-                    status, body, headers = _error(401, "unauthorized",
-                                                   "missing or wrong bearer token")
-                    return self._answer(start_response, method, started, status, body, headers)
             key = path[4:].encode("latin-1").decode("utf-8", "surrogateescape")
             if method == "GET":
                 rec = node.get(key, check_level(params.get("r"), "one", "r"))
                 version = rec.version.encode()
-                status, body = 200, rec.value
-                headers = [("Content-Type", "application/octet-stream"),
-                           ("ETag", f'"{version}"'), ("X-Kvraft-Version", version)]
-            else:
-                level = check_level(params.get("w"), "quorum", "w")
-                limit = node.config.max_value_bytes
-                length = int(environ["CONTENT_LENGTH"])
-                if length > limit:
-                    status, body, headers = _error(
-                        413, "too_large", f"value (max_value_bytes) exceeds {limit} bytes")
-                else:
-                    value = environ["wsgi.input"].read(length) if length else b""
-                    res = node.put(key, value, level)
-                    status = 201 if res.created else 200
-                    body = json.dumps(res.to_json(), separators=(",", ":")).encode()
-                    headers = [("Content-Type", JSON)]
+                return 200, rec.value, [("Content-Type", "application/octet-stream"),
+                                        ("ETag", f'"{version}"'), ("X-Kvraft-Version", version)]
+            level = check_level(params.get("w"), "quorum", "w")
+            value = self._value(environ)
+            res = node.put(key, value, level)
+            body = json.dumps(res.to_json(), separators=(",", ":")).encode()
+            return 201 if res.created else 200, body, [("Content-Type", JSON)]
         except KvError as exc:
-            status, body, headers = _error(exc.status, exc.code, exc.message)
+            return _error(exc.status, exc.code, exc.message)
         except StorageClosed:
-            status, body, headers = _error(503, "unavailable", "node is shutting down")
+            return _error(503, "unavailable", "node is shutting down")
         except ValueError as exc:  # a Content-Length that is not a number
-            status, body, headers = _error(400, "bad_request", str(exc))
+            return _error(400, "bad_request", str(exc))
         except Exception as exc:  # noqa: BLE001 - the same last resort as Flask's handler
             log.exception("unhandled error")
-            status, body, headers = _error(500, "internal", f"{type(exc).__name__}: {exc}")
-        return self._answer(start_response, method, started, status, body, headers)
+            return _error(500, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _value(self, environ) -> bytes:
+        """The PUT body (read once, kept for a second attempt); 413 past max_value_bytes."""
+        value = environ.get("kvraft.body")
+        if value is None:
+            limit = self.node.config.max_value_bytes
+            length = int(environ["CONTENT_LENGTH"])
+            if length > limit:
+                raise TooLarge(f"value (max_value_bytes) exceeds {limit} bytes")
+            value = environ["wsgi.input"].read(length) if length else b""
+            environ["kvraft.body"] = value
+        return value
+
+    def _balanced(self, environ, path: str, method: str, params: dict):
+        """At the leader: serve here or forward to the node the balancer picks."""
+        node = self.node
+
+        def local():
+            try:
+                return self._serve(environ, path, method, params)
+            finally:
+                self.balancer.done(node.id)
+
+        def forward(target: str):
+            body = self._value(environ) if method == "PUT" else b""
+            headers = {h: environ[k] for h, k in _PASS_ENV if k in environ}
+            resp = forward_request(node, target, method, environ.get("RAW_URI") or path,
+                                   body, headers)
+            out = [(h, resp.headers[h.lower()]) for h in PASS_RESPONSE
+                   if h.lower() in resp.headers]
+            return resp.status, resp.body, [*out, (VIA, node.id)]
+
+        def unknown(target: str, exc: Exception):
+            status, body, headers = _error(502, "forward_failed", unknown_message(target, exc))
+            return status, body, [*headers, (VIA, node.id)]
+
+        try:
+            return balanced(node, self.balancer, method, local, forward, unknown)
+        except KvError as exc:
+            return _error(exc.status, exc.code, exc.message)
+        except ValueError as exc:
+            return _error(400, "bad_request", str(exc))
 
     def _answer(self, start_response, method, started, status, body, headers):
         self.metrics.observe(method, _KV_ROUTE, status, time.perf_counter() - started)
@@ -142,9 +189,10 @@ class FastPath:
                                                              "application/octet-stream")]
 
     def _send(self, start_response, status: int, body: bytes, headers: list):
-        start_response(f"{status} {_REASONS.get(status, 'ERROR')}",
-                       [*headers, ("Content-Length", str(len(body))),
-                        ("X-Kvraft-Node", self.node.id)])
+        headers = [*headers, ("Content-Length", str(len(body)))]
+        if not any(h == "X-Kvraft-Node" for h, _v in headers):  # a forwarded answer keeps its
+            headers.append(("X-Kvraft-Node", self.node.id))
+        start_response(f"{status} {_REASONS.get(status, 'ERROR')}", headers)
         return [body]
 
 
