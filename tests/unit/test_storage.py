@@ -114,3 +114,41 @@ def test_any_order_of_applies_converges_to_the_newest(tmp_path_factory, items):
     finally:
         a.close()
         b.close()
+
+
+OLD_RECORDS = """CREATE TABLE records (key TEXT PRIMARY KEY, part INTEGER NOT NULL,
+    leaf INTEGER NOT NULL, ts INTEGER NOT NULL, node TEXT NOT NULL, tomb INTEGER NOT NULL,
+    value BLOB NOT NULL)"""
+
+
+def test_a_store_with_the_old_rowid_table_is_migrated_with_every_record(tmp_path):
+    new = Storage(tmp_path / "new.db")  # the same records written by the current code
+    records = [rec(f"k{i}", i + 1, value=bytes([i]) * i) for i in range(40)]
+    records.append(rec("k7", 99, tomb=True))
+    new.apply_many(records)
+    expected = [new.get(f"k{i}") for i in range(40)]
+    leaves, figures = new.leaf_hashes(0), (new.live_keys, new.live_bytes, new.max_ts)
+    new.close()
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute(OLD_RECORDS)
+    src = sqlite3.connect(tmp_path / "new.db")
+    old.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    src.execute("SELECT key, part, leaf, ts, node, tomb, value FROM records"))
+    src.close()
+    old.commit()
+    old.close()
+    s = Storage(tmp_path / "old.db")
+    try:
+        assert [s.get(f"k{i}") for i in range(40)] == expected
+        assert s.leaf_hashes(0) == leaves
+        assert (s.live_keys, s.live_bytes, s.max_ts) == figures == (39, 773, 99)
+        s.apply(rec("k1", 200, value=b"after"))  # and it takes writes
+        assert s.get("k1").value == b"after"
+    finally:
+        s.close()
+    db = sqlite3.connect(tmp_path / "old.db")
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'records'").fetchone()[0]
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                        "AND tbl_name = 'records' AND sql IS NOT NULL")}
+    db.close()
+    assert "WITHOUT ROWID" in sql and indexes == {"records_leaf", "records_tombs"}
