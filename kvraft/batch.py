@@ -29,23 +29,42 @@ Start = Callable[[list], Any]  # records -> a sent request (or raises PeerError)
 Finish = Callable[[Any], list]  # that request -> one result per record (or raises PeerError)
 
 
+def _latch() -> threading.Lock:
+    """A one-shot gate: closed when made, opened by ``release()``. Waiters ``acquire`` and
+    ``release`` in turn (cheaper than an Event, and a condition's ``notify_all`` would wake
+    every writer waiting on the peer at each answer)."""
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
+
+
+def _pass(gate: threading.Lock, timeout: float) -> bool:
+    if not gate.acquire(timeout=max(0.0, timeout)):
+        return False
+    gate.release()
+    return True
+
+
 class _Batch:
-    __slots__ = ("tickets", "sent", "claimed")
+    __slots__ = ("tickets", "sent", "claimed", "on_wire", "finished")
 
     def __init__(self, tickets: list[Ticket]) -> None:
         self.tickets = tickets
         self.sent: Any = None  # what ``start`` returned
         self.claimed = False  # a waiter is reading the answer
+        self.on_wire = _latch()  # opens once sent (or failed to send)
+        self.finished = _latch()  # opens once every ticket has its outcome
 
 
 class Ticket:
     """One record's place in a batch; :meth:`PeerBatcher.result` waits for its outcome."""
 
-    __slots__ = ("record", "size", "batch", "done", "result", "error")
+    __slots__ = ("record", "size", "batch", "assigned", "result", "error", "done")
 
     def __init__(self, record, size: int) -> None:
         self.record, self.size = record, size
         self.batch: _Batch | None = None
+        self.assigned: threading.Lock | None = None  # a latch while the ticket is queued
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -57,7 +76,7 @@ class PeerBatcher:
         self._start, self._finish = start, finish
         self.lanes, self.max_records, self.max_bytes = lanes, max_records, max_bytes
         self.wait_limit = wait_limit  # a bound on waiting; the transport's timeouts come first
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[Ticket] = []
         self._inflight = 0
         self.requests = 0  # requests sent, for the figures (records / requests = batch size)
@@ -66,9 +85,11 @@ class PeerBatcher:
     def submit(self, record, size: int) -> Ticket:
         """Queue ``record`` (``size`` bytes encoded) and send now if a lane is free."""
         ticket = Ticket(record, size)
-        with self._cond:
+        with self._lock:
             self._queue.append(ticket)
             batch = self._take_locked()
+            if ticket.batch is None:
+                ticket.assigned = _latch()
         if batch is not None:
             self._send(batch)
         return ticket
@@ -76,31 +97,31 @@ class PeerBatcher:
     def result(self, ticket: Ticket):
         """The record's result from the peer; raises the batch's PeerError."""
         deadline = time.monotonic() + self.wait_limit
-        with self._cond:
-            while True:
-                if ticket.done:
-                    return self._outcome(ticket)
-                batch = ticket.batch
-                if batch is not None and batch.sent is not None and not batch.claimed:
-                    batch.claimed = True
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    if ticket.batch is None:  # never sent: take it back, it is certainly lost
-                        self._queue.remove(ticket)
-                        raise PeerConnectError(
-                            f"batched write not sent in {self.wait_limit:.0f}s")
-                    raise PeerError(f"no answer for a batched write in {self.wait_limit:.0f}s")
-                self._cond.wait(left)
-        try:
-            results = self._finish(batch.sent)
-            if len(results) != len(batch.tickets):
-                raise PeerError(f"peer answered {len(results)} results for "
-                                f"{len(batch.tickets)} records")
-            error = None
-        except Exception as exc:  # noqa: BLE001 - every record of the batch gets it
-            results, error = [None] * len(batch.tickets), exc
-        self._complete(batch, results, error)
+        if ticket.assigned is not None and not _pass(ticket.assigned,
+                                                    deadline - time.monotonic()):
+            with self._lock:
+                if ticket.batch is None:  # never sent: take it back, it is certainly lost
+                    self._queue.remove(ticket)
+                    raise PeerConnectError(f"batched write not sent in {self.wait_limit:.0f}s")
+        batch = ticket.batch
+        assert batch is not None
+        if not _pass(batch.on_wire, deadline - time.monotonic()):
+            raise PeerError(f"batched write not on the wire in {self.wait_limit:.0f}s")
+        with self._lock:
+            reader = not batch.claimed and not ticket.done
+            batch.claimed = True
+        if reader:
+            try:
+                results = self._finish(batch.sent)
+                if len(results) != len(batch.tickets):
+                    raise PeerError(f"peer answered {len(results)} results for "
+                                    f"{len(batch.tickets)} records")
+                error = None
+            except Exception as exc:  # noqa: BLE001 - every record of the batch gets it
+                results, error = [None] * len(batch.tickets), exc
+            self._complete(batch, results, error)
+        elif not _pass(batch.finished, deadline - time.monotonic()):
+            raise PeerError(f"no answer for a batched write in {self.wait_limit:.0f}s")
         return self._outcome(ticket)
 
     # -- internals -------------------------------------------------------------------------------
@@ -124,6 +145,8 @@ class PeerBatcher:
         batch = _Batch(tickets)
         for t in tickets:
             t.batch = batch
+            if t.assigned is not None:
+                t.assigned.release()
         self._inflight += 1
         self.requests += 1
         self.records += n
@@ -131,20 +154,20 @@ class PeerBatcher:
 
     def _send(self, batch: _Batch) -> None:
         try:
-            sent = self._start([t.record for t in batch.tickets])
+            batch.sent = self._start([t.record for t in batch.tickets])
         except Exception as exc:  # noqa: BLE001 - e.g. PeerConnectError: nothing was sent
+            batch.claimed = True
+            batch.on_wire.release()
             self._complete(batch, [None] * len(batch.tickets), exc)
             return
-        with self._cond:
-            batch.sent = sent
-            self._cond.notify_all()
+        batch.on_wire.release()
 
     def _complete(self, batch: _Batch, results: list, error: BaseException | None) -> None:
-        with self._cond:
+        with self._lock:
             for t, r in zip(batch.tickets, results, strict=True):
                 t.result, t.error, t.done = r, error, True
             self._inflight -= 1
             nxt = self._take_locked()
-            self._cond.notify_all()
+        batch.finished.release()
         if nxt is not None:
             self._send(nxt)
