@@ -49,7 +49,7 @@ HINT_INTERVAL = 0.5
 STATS_INTERVAL = 2.0
 LEADER_INTERVAL = 0.5
 SYNC_TICK = 0.25
-BATCH_LANES = 2  # replica-write requests in flight per peer; more writes wait and go together
+BATCH_LANES = 1  # replica-write requests in flight per peer; writes meanwhile wait and go together
 
 
 @dataclass(frozen=True, slots=True)
