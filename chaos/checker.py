@@ -21,7 +21,9 @@ What is checked:
 * **leader**: for each fault that took the leader away (kill, pause or partition of the leader),
   the time until every surviving node named the same new leader.
 * **availability**: the share of operations invoked during each fault window that succeeded,
-  overall and on the other side (nodes not hit by the fault: the majority during a partition).
+  overall and on the other side (nodes not hit by the fault: the majority during a partition),
+  and the latency (p50, p99) of the successful ones, overall and on the nodes hit (what a
+  ``delay`` fault shows).
 """
 
 from __future__ import annotations
@@ -210,8 +212,9 @@ def convergence(records: list[dict], sync_interval: float, extra_s: float = 5.0)
 
 
 def _lost_leader(fault: dict) -> bool:
-    """Whether the fault took the leader away (packet loss does not: the leader keeps going)."""
-    return (fault["kind"] != "loss" and bool(fault.get("leader"))
+    """Whether the fault took the leader away (packet loss and delay do not: the leader keeps
+    going, only slower)."""
+    return (fault["kind"] not in ("loss", "delay") and bool(fault.get("leader"))
             and fault["leader"] in fault["nodes"])
 
 
@@ -254,10 +257,19 @@ def fault_windows(records: list[dict], all_nodes: list[str]) -> list[dict]:
         }
         row["share"] = _share(row["ok"], row["ops"])
         row["other_share"] = _share(row["other_ok"], row["other_ops"])
+        hit = [op for op in during if op["node"] in f["nodes"]]
+        row.update(_latency(during, ""), **_latency(hit, "hit_"))
         if row["lost_leader"]:
             row["new_leader_s"] = new_leader_time(f, views, all_nodes)
         out.append(row)
     return out
+
+
+def _latency(ops: list[dict], prefix: str) -> dict:
+    """p50 and p99 (ms) of the successful ones among ``ops``; None when there are none."""
+    lat = sorted(op["t1"] - op["t0"] for op in ops if op["outcome"] == "ok")
+    return {f"{prefix}p50_ms": round(1000 * _pct(lat, 0.5), 1) if lat else None,
+            f"{prefix}p99_ms": round(1000 * _pct(lat, 0.99), 1) if lat else None}
 
 
 def _share(ok: int, total: int) -> float | None:

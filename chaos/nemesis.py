@@ -6,15 +6,18 @@
   ready again, resolves the target (the leader is known only then), applies the fault, holds it,
   heals it and writes a ``fault`` record to the history.
 * A back-end does the actual harm. :class:`LocalBackend` (default): processes on this machine,
-  in network namespaces when a :class:`~chaos.netns.Lab` is given (partitions and loss need it).
+  in network namespaces when a :class:`~chaos.netns.Lab` is given (partitions and loss need it;
+  delay needs a lab made with ``delay=True``, which runs the proxies of :mod:`chaos.delay`).
   :class:`ComposeBackend`: ``docker compose kill/start/pause/unpause`` and ``docker network
-  disconnect/connect`` for users with a Docker engine (none on our machines: untested here).
+  disconnect/connect`` for users with a Docker engine (none on our machines: its commands are
+  tested against a fake ``docker`` only, ``tests/unit/test_compose_backend.py``).
 
 Fault kinds: ``kill`` (kill -9 a follower, restart after the hold), ``kill-leader``, ``pause``
 (SIGSTOP/SIGCONT a random node), ``partition-one`` (cut a random node off), ``partition-leader``
 (cut the leader off), ``partition-majority`` (split into a majority and a minority of followers;
 on 3 nodes the minority is one follower), ``loss`` (drop a share of the packets reaching a node),
-``skew`` (restart a node with its clock moved by ``KVRAFT_CLOCK_OFFSET_MS``, and back).
+``skew`` (restart a node with its clock moved by ``KVRAFT_CLOCK_OFFSET_MS``, and back), ``delay``
+(hold back everything a node sends by 50, 100 or 200 ms, plus up to 10% jitter).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ import requests
 from .history import History
 
 KINDS = ("kill", "kill-leader", "pause", "partition-one", "partition-leader",
-         "partition-majority", "loss", "skew")
-NETWORK_KINDS = ("partition-one", "partition-leader", "partition-majority", "loss")
+         "partition-majority", "loss", "skew", "delay")
+NETWORK_KINDS = ("partition-one", "partition-leader", "partition-majority", "loss", "delay")
+DELAYS_MS = (50, 100, 200)
 
 
 class Unsupported(RuntimeError):
@@ -55,7 +59,7 @@ class Step:
 def plan(kinds: list[str], rng: random.Random, hold=(5.0, 8.0), gap=(3.0, 6.0),
          supported: tuple[str, ...] = KINDS, shuffle: bool = True) -> list[Step]:
     """A schedule of the faults ``kinds`` (shuffled, or in the order given); kinds the back-end
-    does not support are left out. Loss probability and clock offset are drawn here."""
+    does not support are left out. Loss probability, clock offset and delay are drawn here."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
@@ -69,6 +73,9 @@ def plan(kinds: list[str], rng: random.Random, hold=(5.0, 8.0), gap=(3.0, 6.0),
             params["probability"] = rng.choice((0.1, 0.2, 0.3))
         elif kind == "skew":
             params["offset_ms"] = rng.choice((-1, 1)) * rng.randint(2_000, 30_000)
+        elif kind == "delay":
+            params["delay_ms"] = rng.choice(DELAYS_MS)
+            params["jitter_ms"] = params["delay_ms"] // 10
         steps.append(Step(kind, round(rng.uniform(*gap), 2), round(rng.uniform(*hold), 2),
                           params))
     return steps
@@ -98,6 +105,8 @@ class Backend(Protocol):
     def heal_network(self) -> None: ...
     def set_loss(self, i: int, probability: float) -> None: ...
     def clear_loss(self, i: int) -> None: ...
+    def set_delay(self, i: int, delay_ms: int, jitter_ms: int = 0) -> None: ...
+    def clear_delay(self, i: int) -> None: ...
 
 
 class LocalBackend:
@@ -107,7 +116,10 @@ class LocalBackend:
         self.cluster, self.lab = cluster, lab
         self.ids = [n.id for n in cluster.nodes]
         self.urls = [n.url for n in cluster.nodes]
-        self.supported = KINDS if lab else tuple(k for k in KINDS if k not in NETWORK_KINDS)
+        if lab is None:
+            self.supported = tuple(k for k in KINDS if k not in NETWORK_KINDS)
+        else:
+            self.supported = tuple(k for k in KINDS if k != "delay" or lab.delay)
         self._paused: set[int] = set()
         self._lossy: set[int] = set()
 
@@ -145,39 +157,82 @@ class LocalBackend:
             self.lab.clear_loss(i)
         self._lossy.discard(i)
 
+    def set_delay(self, i: int, delay_ms: int, jitter_ms: int = 0) -> None:
+        lab = self._need_lab()
+        if not lab.delay:
+            raise Unsupported("delay needs the lab's delay proxies (Lab(..., delay=True))")
+        lab.set_delay(i, delay_ms, jitter_ms)
+
+    def clear_delay(self, i: int) -> None:
+        if self.lab and self.lab.delay:
+            self.lab.clear_delay(i)
+
     def _need_lab(self):
         if self.lab is None:
             raise Unsupported("network faults need network namespaces (run as root)")
         return self.lab
 
 
+def compose_command(timeout: float = 10.0) -> list[str]:
+    """``docker compose`` when the docker CLI has the compose plugin, else ``docker-compose``
+    (v1). A docker CLI without the plugin is common (this machine has one): its ``docker
+    compose ...`` fails with "unknown command", so the plugin is asked, not assumed."""
+    if shutil.which("docker"):
+        try:
+            res = subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                 text=True, timeout=timeout)
+            if res.returncode == 0:
+                return ["docker", "compose"]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return ["docker", "compose"]  # neither works: the first command will say so
+
+
 class ComposeBackend:
     """Services of a docker compose project, by ``docker compose`` commands.
 
-    Untested on our machines (no Docker engine). Partitions disconnect the minority's containers
-    from every network they are on, which also cuts them off from the clients (unlike the local
-    back-end, where clients still reach both sides). No packet loss or clock skew.
+    Never run against a Docker engine here (our machines have none); the commands it issues are
+    tested against a fake ``docker`` (``tests/unit/test_compose_backend.py``). Partitions
+    disconnect the minority's containers from every network they are on, which also cuts them
+    off from the clients (unlike the local back-end, where clients still reach both sides); the
+    heal reconnects them with their network aliases (the service name the peers use). No packet
+    loss, clock skew or delay.
     """
 
     def __init__(self, services: list[str], urls: list[str], project_dir: str = ".",
                  compose: list[str] | None = None) -> None:
         self.ids, self.urls, self.project_dir = services, urls, project_dir
-        self.compose = compose or (["docker", "compose"] if shutil.which("docker")
-                                   else ["docker-compose"])
+        self.compose = compose or compose_command()
         self.supported = ("kill", "kill-leader", "pause", "partition-one", "partition-leader",
                           "partition-majority")
-        self._cut: dict[int, list[str]] = {}
+        # node -> (container id, [(network, aliases)]) still to reconnect
+        self._cut: dict[int, tuple[str, list[tuple[str, list[str]]]]] = {}
         self._stopped: set[int] = set()
+        self._paused: set[int] = set()
 
-    def _run(self, *args: str, timeout: float = 60) -> str:
-        res = subprocess.run([*self.compose, *args], cwd=self.project_dir, capture_output=True,
-                             text=True, timeout=timeout)
+    def _exec(self, args: list[str], cwd: str | None = None, timeout: float = 60) -> str:
+        try:
+            res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{' '.join(args)}: timed out after {timeout}s") from exc
         if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(self.compose)} {' '.join(args)}: {res.stderr.strip()}")
+            raise RuntimeError(f"{' '.join(args)}: exit {res.returncode}: {res.stderr.strip()}")
         return res.stdout
 
+    def _run(self, *args: str, timeout: float = 60) -> str:
+        return self._exec([*self.compose, *args], cwd=self.project_dir, timeout=timeout)
+
+    def _docker(self, *args: str, timeout: float = 30) -> str:
+        return self._exec(["docker", *args], timeout=timeout)
+
     def _container(self, i: int) -> str:
-        return self._run("ps", "-q", self.ids[i]).strip()
+        cid = self._run("ps", "-q", self.ids[i]).strip()
+        if not cid or len(cid.split()) != 1:
+            raise RuntimeError(f"service {self.ids[i]}: expected one running container, "
+                               f"`ps -q` gave {cid!r}")
+        return cid
 
     def running(self, i: int) -> bool:
         return i not in self._stopped
@@ -185,6 +240,7 @@ class ComposeBackend:
     def kill(self, i: int) -> None:
         self._run("kill", "-s", "SIGKILL", self.ids[i])
         self._stopped.add(i)
+        self._paused.discard(i)
 
     def start(self, i: int, env: dict[str, str] | None = None) -> None:
         if env:
@@ -194,34 +250,58 @@ class ComposeBackend:
 
     def pause(self, i: int) -> None:
         self._run("pause", self.ids[i])
+        self._paused.add(i)
 
     def resume(self, i: int) -> None:
-        self._run("unpause", self.ids[i])
+        """Unpause ``i`` if this back-end paused it (unpausing a running container is an
+        error, and ``heal_all`` resumes every node)."""
+        if i in self._paused:
+            self._run("unpause", self.ids[i])
+            self._paused.discard(i)
 
     def partition(self, groups: list[list[int]]) -> None:
+        """Disconnect every node outside the largest group from its networks; replaces any
+        partition."""
+        self.heal_network()
         majority = max(groups, key=len)
         for i in (i for g in groups if g is not majority for i in g):
             cid = self._container(i)
-            out = subprocess.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}",
-                                  cid], capture_output=True, text=True, timeout=30, check=True)
-            nets = list(json.loads(out.stdout or "{}"))
-            for net in nets:
-                subprocess.run(["docker", "network", "disconnect", net, cid], check=True,
-                               timeout=30)
-            self._cut[i] = nets
+            nets = json.loads(self._docker("inspect", "-f", "{{json .NetworkSettings.Networks}}",
+                                           cid) or "{}")
+            for net, conf in nets.items():
+                aliases = list(dict.fromkeys([*((conf or {}).get("Aliases") or []),
+                                              self.ids[i]]))
+                self._docker("network", "disconnect", net, cid)
+                # recorded as soon as it is cut, so a failure half-way is still healed
+                self._cut.setdefault(i, (cid, []))[1].append((net, aliases))
 
     def heal_network(self) -> None:
-        for i, nets in list(self._cut.items()):
-            cid = self._container(i)
-            for net in nets:
-                subprocess.run(["docker", "network", "connect", net, cid], check=False,
-                               timeout=30)
-            del self._cut[i]
+        """Reconnect what ``partition`` cut, with the aliases it had. Tries every network; raises
+        at the end if one failed (it stays recorded: the next heal tries it again)."""
+        errors = []
+        for i, (cid, nets) in list(self._cut.items()):
+            for net, aliases in list(nets):
+                try:
+                    self._docker("network", "connect",
+                                 *[a for alias in aliases for a in ("--alias", alias)], net, cid)
+                    nets.remove((net, aliases))
+                except RuntimeError as exc:
+                    errors.append(str(exc))
+            if not nets:
+                del self._cut[i]
+        if errors:
+            raise RuntimeError("; ".join(errors))
 
     def set_loss(self, i: int, probability: float) -> None:
         raise Unsupported("packet loss needs the local back-end")
 
     def clear_loss(self, i: int) -> None:
+        return None
+
+    def set_delay(self, i: int, delay_ms: int, jitter_ms: int = 0) -> None:
+        raise Unsupported("delay needs the local back-end (its proxies in network namespaces)")
+
+    def clear_delay(self, i: int) -> None:
         return None
 
 
@@ -361,6 +441,8 @@ class Nemesis:
             b.partition(groups)
         elif step.kind == "loss":
             b.set_loss(targets[0], step.params["probability"])
+        elif step.kind == "delay":
+            b.set_delay(targets[0], step.params["delay_ms"], step.params.get("jitter_ms", 0))
         elif step.kind == "skew":
             b.kill(targets[0])
             b.start(targets[0], {"KVRAFT_CLOCK_OFFSET_MS": str(step.params["offset_ms"])})
@@ -376,18 +458,22 @@ class Nemesis:
             b.heal_network()
         elif step.kind == "loss":
             b.clear_loss(targets[0])
+        elif step.kind == "delay":
+            b.clear_delay(targets[0])
         elif step.kind == "skew":
             b.kill(targets[0])
             b.start(targets[0], {"KVRAFT_CLOCK_OFFSET_MS": "0"})
             self._skewed.discard(targets[0])
 
     def heal_all(self) -> bool:
-        """Undo every fault: network, loss, pauses, stopped nodes. Idempotent; every fault heals
-        itself when its hold ends, so this only acts after an error or a stop mid-fault.
+        """Undo every fault: network, loss, delays, pauses, stopped nodes. Idempotent; every
+        fault heals itself when its hold ends, so this only acts after an error or a stop
+        mid-fault.
         Returns whether a node had to be started."""
         b = self.backend
         for action in (b.heal_network,
                        *[(lambda i=i: b.clear_loss(i)) for i in range(len(b.ids))],
+                       *[(lambda i=i: b.clear_delay(i)) for i in range(len(b.ids))],
                        *[(lambda i=i: b.resume(i)) for i in range(len(b.ids))]):
             try:
                 action()

@@ -10,7 +10,25 @@ import os
 
 COLORS = {"kill": "#d62728", "kill-leader": "#8c1c13", "pause": "#ff7f0e",
           "partition-one": "#1f77b4", "partition-leader": "#17becf",
-          "partition-majority": "#9467bd", "loss": "#2ca02c", "skew": "#bcbd22"}
+          "partition-majority": "#9467bd", "loss": "#2ca02c", "skew": "#bcbd22",
+          "delay": "#e377c2"}
+
+
+def fault_label(f: dict) -> str:
+    """The fault's kind with its parameter: ``loss p=0.2``, ``skew +5000 ms``, ``delay 100 ms``."""
+    p = f.get("params") or {}
+    if p.get("probability"):
+        return f"{f['kind']} p={p['probability']}"
+    if p.get("offset_ms"):
+        return f"{f['kind']} {p['offset_ms']:+d} ms"
+    if p.get("delay_ms"):
+        jitter = f"+{p['jitter_ms']}" if p.get("jitter_ms") else ""
+        return f"{f['kind']} {p['delay_ms']}{jitter} ms"
+    return f["kind"]
+
+
+def _fmt_ms(p50, p99) -> str:
+    return "-" if p50 is None else f"{p50:g} / {p99:g}"
 
 
 def _fmt_share(share: float | None) -> str:
@@ -54,21 +72,19 @@ def markdown(result: dict, title: str = "") -> str:
             lines.append(f"Keys apart again: {', '.join(conv['regressed_keys'])}")
     if result["faults"]:
         lines += ["", "| # | fault | nodes | leader | at (s) | held (s) | ops ok | other side ok |"
-                  " new leader (s) |", "|---|---|---|---|---|---|---|---|---|"]
+                  " new leader (s) | ok p50 / p99 ms | on the nodes hit |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for f in result["faults"]:
-            extra = ""
-            if f["params"].get("probability"):
-                extra = f" p={f['params']['probability']}"
-            if f["params"].get("offset_ms"):
-                extra = f" {f['params']['offset_ms']:+d} ms"
             who = " / ".join(",".join(g) for g in f["groups"]) if f["groups"] else \
                 ",".join(f["nodes"])
             nl = "-" if not f["lost_leader"] else (
                 "none" if f["new_leader_s"] is None else f"{f['new_leader_s']:g}")
             lines.append(
-                f"| {f['id']} | {f['kind']}{extra} | {who} | {f['leader']} | {f['start']:.1f} | "
+                f"| {f['id']} | {fault_label(f)} | {who} | {f['leader']} | {f['start']:.1f} | "
                 f"{f['duration_s']:.1f} | {_fmt_share(f['share'])} ({f['ok']}/{f['ops']}) | "
-                f"{_fmt_share(f['other_share'])} ({f['other_ok']}/{f['other_ops']}) | {nl} |")
+                f"{_fmt_share(f['other_share'])} ({f['other_ok']}/{f['other_ops']}) | {nl} | "
+                f"{_fmt_ms(f.get('p50_ms'), f.get('p99_ms'))} | "
+                f"{_fmt_ms(f.get('hit_p50_ms'), f.get('hit_p99_ms'))} |")
     for name, items in (("Lost", result["lost"]), ("Phantoms", result["phantoms"]),
                         ("Read-your-writes violations", result["ryw_violations"]),
                         ("Failed writes visible", result["failed_visible"]),
@@ -106,8 +122,9 @@ def plot(result: dict, timeline: list[dict], path: str, title: str = "") -> str 
         for ax in (ax1, ax2):
             ax.axvspan(f["start"], f["end"], color=COLORS.get(f["kind"], "grey"), alpha=0.18,
                        lw=0)
-        ax1.annotate(f"{f['kind']}\n{','.join(f['nodes'])}", (f["start"], 1.0 - 0.08 * (n % 2)),
-                     xycoords=("data", "axes fraction"), fontsize=6, va="top")
+        ax1.annotate(f"{fault_label(f)}\n{','.join(f['nodes'])}",
+                     (f["start"], 1.0 - 0.08 * (n % 2)), xycoords=("data", "axes fraction"),
+                     fontsize=6, va="top")
         if f["kind"] not in kinds:
             kinds.append(f["kind"])
     conv = result["convergence"]

@@ -1,9 +1,11 @@
 """Chaos scenarios: start a cluster, run the workload while the nemesis breaks things, heal,
 verify, judge, report.
 
-    python -m chaos.run smoke       # ~2 minutes: 2 kills (one of the leader), a partition, a
-                                    # pause, packet loss, clock skew
-    python -m chaos.run full        # >= 10 minutes: 16 kills, 10 partitions, 5 pauses, loss, skew
+    python -m chaos.run smoke       # ~80 s: 2 kills (one of the leader), a partition, a pause,
+                                    # packet loss, clock skew, a delay
+    python -m chaos.run full        # >= 10 minutes: 16 kills, 10 partitions, 5 pauses, loss,
+                                    # skew, 3 delays
+    python -m chaos.run delay       # ~1.5 minutes: 4 delays (50, 100 or 200 ms), then a kill
     python -m chaos.run negative    # a node that acknowledges without writing: must be caught
     python -m chaos.run check chaos/out/<run>/history.jsonl   # judge a saved history again
     python -m chaos.run cleanup [DIR]   # remove what a run killed with SIGKILL left behind
@@ -38,6 +40,9 @@ from .verify import Tracker, final_reads, keys_to_poll, poll_convergence
 from .workload import Workload, WorkloadConfig
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+# the compose back-end's defaults: the services of docker-compose.yml and their published ports
+COMPOSE_SERVICES = ("n1", "n2", "n3")
+COMPOSE_URLS = ("http://127.0.0.1:8001", "http://127.0.0.1:8002", "http://127.0.0.1:8003")
 EXIT_OK, EXIT_SAFETY, EXIT_LIVENESS, EXIT_ERROR = 0, 1, 2, 3
 
 
@@ -65,12 +70,18 @@ def _counts(**counts: int) -> tuple[str, ...]:
 
 SCENARIOS = {
     "smoke": Scenario(
-        "smoke", kinds=("kill", "partition-leader", "kill-leader", "pause", "loss", "skew"),
+        "smoke", kinds=("kill", "partition-leader", "kill-leader", "pause", "loss", "skew",
+                        "delay"),
         shuffle=False, hold=(5.0, 6.0), gap=(3.0, 4.0), max_run_s=150),
     "full": Scenario(
         "full", kinds=_counts(kill=10, kill_leader=6, partition_one=3, partition_leader=4,
-                              partition_majority=3, pause=5, loss=2, skew=2),
+                              partition_majority=3, pause=5, loss=2, skew=2, delay=3),
         hold=(6.0, 10.0), gap=(4.0, 8.0), min_run_s=600.0, max_run_s=1500.0),
+    # for operators: what a slow node does to latency and to the other nodes; the kill at the
+    # end checks that a node still comes back through its proxy
+    "delay": Scenario(
+        "delay", kinds=("delay", "delay", "delay", "delay", "kill"), shuffle=False,
+        hold=(8.0, 10.0), gap=(3.0, 5.0), max_run_s=150),
     "negative": Scenario(
         "negative", kinds=(), min_run_s=15.0, max_run_s=60.0, tail_s=0.0,
         node_env={0: {"KVRAFT_TEST_FAULT": "ack_without_write"}}, negative=True),
@@ -125,12 +136,15 @@ def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
             notes = []
             why = netns.available() if use_netns else "disabled with --no-netns"
             if why is None:
-                lab = netns.Lab(sc.nodes, state_path=os.path.join(out_dir, "lab.json")).create()
+                lab = netns.Lab(sc.nodes, state_path=os.path.join(out_dir, "lab.json"),
+                                delay="delay" in sc.kinds).create()
                 lab.join()
                 _say(f"network namespaces {lab.bridge_ns} and {sc.nodes} node namespaces, "
-                     f"nodes on {lab.subnet}.1..{sc.nodes}")
+                     f"nodes on {lab.subnet}.1..{sc.nodes}"
+                     + (f", a delay proxy in each (port {lab.delay_port})" if lab.delay else ""))
             else:
-                notes.append(f"no network namespaces ({why}): partitions and loss skipped")
+                notes.append(f"no network namespaces ({why}): partitions, loss and delay "
+                             "skipped")
                 _say(notes[-1])
             cluster = ChaosCluster(os.path.join(out_dir, "nodes"), sc.nodes, lab=lab,
                                    node_env=sc.node_env)
@@ -257,9 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-run", type=float, default=None, help="workload seconds at least")
     p.add_argument("--backend", choices=("local", "compose"), default="local")
     p.add_argument("--compose-dir", default=".", help="compose back-end: project directory")
-    p.add_argument("--compose-services", default="n1,n2,n3")
-    p.add_argument("--compose-urls",
-                   default="http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003")
+    p.add_argument("--compose-services", default=",".join(COMPOSE_SERVICES))
+    p.add_argument("--compose-urls", default=",".join(COMPOSE_URLS))
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks of a run that seems stuck

@@ -1,8 +1,8 @@
 """The chaos smoke scenario and the negative control, each run as ``python -m chaos.run``.
 
-As root (CI) the nodes run in network namespaces of the run's own and every fault kind runs;
-without root the scenario runs on loopback with ``--no-netns`` (kills, pauses and clock skew
-only) and says so. About 2.5 minutes together.
+As root (CI) the nodes run in network namespaces of the run's own, behind the delay proxies, and
+every fault kind runs; without root the scenario runs on loopback with ``--no-netns`` (kills,
+pauses and clock skew only) and says so. About 2 minutes together.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _run(scenario: str, out: str, seed: int, timeout: float) -> tuple[int, dict,
 
 
 def _no_leftovers(out: str, output: str) -> None:
-    """No namespace of the run and no node process of it outlive the run."""
+    """No namespace of the run and no node process or delay proxy of it outlive the run."""
     tag = re.search(r"network namespaces (kvc-[0-9a-f]+)-br", output)
     if netns.available() is None:
         assert tag, "the run did not say which namespaces it made"
@@ -49,6 +49,7 @@ def _no_leftovers(out: str, output: str) -> None:
         except OSError:
             continue
         assert os.path.join(out, "nodes").encode() not in cmd, f"node process {pid} left running"
+        assert os.path.join(out, "delay.json").encode() not in cmd, f"proxy {pid} left running"
 
 
 @pytest.mark.timeout(280)
@@ -67,7 +68,9 @@ def test_smoke_scenario_loses_nothing_and_reports_convergence(tmp_path):
     kinds = [f["kind"] for f in res["faults"]]
     assert kinds.count("kill-leader") == 1 and "pause" in kinds and "kill" in kinds
     if netns.available() is None:
-        assert "partition-leader" in kinds and "loss" in kinds
+        assert "partition-leader" in kinds and "loss" in kinds and "delay" in kinds
+        (delay,) = [f for f in res["faults"] if f["kind"] == "delay"]
+        assert delay["hit_p50_ms"] >= delay["params"]["delay_ms"], delay
     assert any(f["lost_leader"] for f in res["faults"])
     assert os.path.getsize(os.path.join(out, "plot.png")) > 10_000
     assert code in (0, 2), f"safety target missed (exit {code})"

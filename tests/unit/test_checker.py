@@ -15,7 +15,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # chaos/ is not an
 
 from chaos import checker  # noqa: E402
 from chaos.nemesis import KINDS, plan, split_majority  # noqa: E402
-from chaos.netns import PART_CHAIN, loss_rule, partition_rules  # noqa: E402
+from chaos.netns import (  # noqa: E402
+    LOSS_CHAIN,
+    PART_CHAIN,
+    base_rules,
+    delay_rules,
+    loss_rule,
+    partition_rules,
+)
 from chaos.verify import keys_to_poll  # noqa: E402
 from chaos.workload import classify, read_outcome, write_outcome  # noqa: E402
 
@@ -325,17 +332,32 @@ def test_majority_minority_split_keeps_the_leader_in_the_majority():
             assert sorted(majority + minority) == list(range(n))
 
 
-def test_partition_rules_cut_only_between_groups():
+def test_partition_rules_cut_only_between_groups_in_the_raw_table():
     ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     rules = partition_rules([[0, 1], [2]], ips)
-    assert rules[0] == [["-A", PART_CHAIN, "-s", "10.0.0.3", "-j", "DROP"],
-                        ["-A", PART_CHAIN, "-d", "10.0.0.3", "-j", "DROP"]]
+    assert rules[0] == [["-t", "raw", "-A", PART_CHAIN, "-s", "10.0.0.3", "-j", "DROP"],
+                        ["-t", "raw", "-A", PART_CHAIN, "-d", "10.0.0.3", "-j", "DROP"]]
     assert len(rules[1]) == 2 and len(rules[2]) == 4
-    assert {tuple(x) for x in rules[2]} >= {("-A", PART_CHAIN, "-s", "10.0.0.1", "-j", "DROP")}
+    assert {tuple(x) for x in rules[2]} >= {
+        ("-t", "raw", "-A", PART_CHAIN, "-s", "10.0.0.1", "-j", "DROP")}
     assert partition_rules([[0, 1, 2]], ips) == {0: [], 1: [], 2: []}
     assert "--probability" in loss_rule(0.2)
     with pytest.raises(ValueError):
         loss_rule(1.5)
+
+
+def test_partitions_run_before_nat_and_loss_only_hits_eth0():
+    base = base_rules()
+    # raw PREROUTING/OUTPUT come before any NAT redirect to the delay proxy
+    assert ["-t", "raw", "-A", "PREROUTING", "-j", PART_CHAIN] in base
+    assert ["-t", "raw", "-A", "OUTPUT", "-j", PART_CHAIN] in base
+    assert not any(r[:2] != ["-t", "raw"] and PART_CHAIN in r for r in base)
+    assert ["-A", "INPUT", "-i", "eth0", "-j", LOSS_CHAIN] in base  # not lo: proxy -> node
+    mangle, nat = delay_rules(7070, "0x4b56")
+    assert mangle[:4] == ["-t", "mangle", "-A", "PREROUTING"] and "--syn" in mangle
+    assert "socket" in mangle and mangle[mangle.index("--dport") - 1] == "!"  # not the proxy
+    assert nat[:4] == ["-t", "nat", "-A", "PREROUTING"] and nat[-2:] == ["--to-ports", "7070"]
+    assert all(r[r.index("-i") + 1] == "eth0" for r in (mangle, nat))
 
 
 def test_keys_to_poll_puts_dirty_keys_not_yet_agreeing_first_then_samples():
@@ -362,42 +384,3 @@ def test_client_outcomes_timeouts_are_unknown_refusals_are_failures():
     assert [write_outcome(s) for s in (200, 201, 400, 413, 500, 503)] == [
         "ok", "ok", "fail", "fail", "unknown", "unknown"]
     assert [read_outcome(s) for s in (200, 404, 503)] == ["ok", "ok", "fail"]
-
-
-def test_compose_backend_runs_docker_compose_commands(monkeypatch):
-    """No Docker engine here: check the commands the compose back-end would run."""
-    import subprocess
-
-    from chaos import nemesis
-
-    calls = []
-
-    def fake_run(args, **kw):
-        calls.append(args)
-        out = ""
-        if args[-2:] == ["-q", "n3"]:
-            out = "cid3\n"
-        elif args[:2] == ["docker", "inspect"]:
-            out = '{"kvraft_default": {}}'
-        return subprocess.CompletedProcess(args, 0, out, "")
-
-    monkeypatch.setattr(nemesis.subprocess, "run", fake_run)
-    b = nemesis.ComposeBackend(["n1", "n2", "n3"], ["u1", "u2", "u3"], compose=["dc"])
-    b.kill(0)
-    assert not b.running(0)
-    b.start(0)
-    b.pause(1)
-    b.resume(1)
-    b.partition([[0, 1], [2]])
-    b.heal_network()
-    assert calls == [
-        ["dc", "kill", "-s", "SIGKILL", "n1"], ["dc", "start", "n1"], ["dc", "pause", "n2"],
-        ["dc", "unpause", "n2"], ["dc", "ps", "-q", "n3"],
-        ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", "cid3"],
-        ["docker", "network", "disconnect", "kvraft_default", "cid3"], ["dc", "ps", "-q", "n3"],
-        ["docker", "network", "connect", "kvraft_default", "cid3"]]
-    with pytest.raises(nemesis.Unsupported):
-        b.set_loss(0, 0.2)
-    with pytest.raises(nemesis.Unsupported):
-        b.start(0, {"KVRAFT_CLOCK_OFFSET_MS": "5000"})
-    assert "loss" not in b.supported and "skew" not in b.supported
