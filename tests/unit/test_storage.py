@@ -152,3 +152,24 @@ def test_a_store_with_the_old_rowid_table_is_migrated_with_every_record(tmp_path
                                         "AND tbl_name = 'records' AND sql IS NOT NULL")}
     db.close()
     assert "WITHOUT ROWID" in sql and indexes == {"records_leaf", "records_tombs"}
+
+
+def test_commits_do_not_checkpoint_the_background_thread_does(tmp_path):
+    """SQLite's automatic checkpoint (and its fsyncs) would run inside a commit, stalling every
+    write of the group: it is off, and the store's own thread copies the WAL back instead."""
+    import os
+    import time
+
+    s = Storage(tmp_path / "s.db")
+    try:
+        assert s._wconn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for i in range(300):  # 300 commits of 8 KiB: about 700 pages through the WAL
+            s.apply(rec(f"k{i}", i + 1, value=bytes([i % 256]) * 8192))
+        deadline = time.monotonic() + 10
+        while os.path.getsize(tmp_path / "s.db") < 300 * 8192 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.getsize(tmp_path / "s.db") >= 300 * 8192  # the pages reached the file
+        assert s.get("k299").value == bytes([299 % 256]) * 8192
+    finally:
+        s.close()
+    assert not s._checkpointer.is_alive()
