@@ -42,6 +42,8 @@ import struct
 import sys
 import time
 
+from .netns import _alive  # the same test of the runner being alive as cleanup's
+
 PORT = 7070
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 CHUNK = 65536
@@ -295,21 +297,6 @@ class Proxy:
             writer.write(data)
             await writer.drain()
             d.taken(len(data))
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _addr(text: str) -> tuple[str, int]:
