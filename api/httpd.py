@@ -341,6 +341,8 @@ class _Connection:
             else:
                 sock.sendall(data)
 
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            sock.settimeout(None)  # the websocket owns the socket now: no request read timeout
         try:
             result = server.app(environ, start_response)
         except StopIteration:  # flask-sock: the websocket had the socket and is done with it

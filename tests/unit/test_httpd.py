@@ -178,6 +178,21 @@ def test_websocket_echo_then_plain_http_still_works(server):
     conn.close()
 
 
+def test_an_idle_websocket_outlives_the_request_read_timeout():
+    srv = HttpServer(_app(), "127.0.0.1", 0, read_timeout=0.3)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    ws = WsClient.connect(f"ws://127.0.0.1:{srv.address[1]}/ws")
+    try:
+        time.sleep(1.0)  # idle for longer than the server's read timeout: the point of the test
+        ws.send("still here")
+        assert ws.receive(timeout=5) == "still here"
+    finally:
+        ws.close()
+        srv.shutdown(1.0)
+        t.join(5)
+
+
 def test_over_max_connections_is_503_and_others_are_served():
     srv = HttpServer(_app(), "127.0.0.1", 0, max_connections=2)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
