@@ -322,7 +322,12 @@ class _Connection:
             if server.stopping.is_set():
                 closing = True
             lines.append(f"Date: {server.date()}\r\nServer: {server.server_name}\r\n")
-            lines.append("Connection: close\r\n\r\n" if closing else "\r\n")
+            if closing:
+                lines.append("Connection: close\r\n\r\n")
+            elif environ["SERVER_PROTOCOL"] == "HTTP/1.0":
+                lines.append("Connection: keep-alive\r\n\r\n")  # 1.0 closes unless told
+            else:
+                lines.append("\r\n")
             state["sent"] = True
             data = "".join(lines).encode("latin-1")
             if nobody:
@@ -349,6 +354,14 @@ class _Connection:
             return False
         except _Reject as rej:
             self._reject(rej)
+            return False
+        except (OSError, ValueError):
+            raise  # the connection broke: nothing to answer (run() closes it)
+        except Exception:  # noqa: BLE001 - a bug in the app: answer 500, keep serving others
+            log.exception("unhandled error in %s %s", environ["REQUEST_METHOD"],
+                          environ["PATH_INFO"])
+            if not state["sent"]:
+                self._reject(_Reject(500, "internal", "internal error (logged by the node)"))
             return False
         try:
             if isinstance(result, list) and len(result) == 1 and not state["sent"]:

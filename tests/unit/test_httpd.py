@@ -141,6 +141,27 @@ def test_streamed_answer_is_chunked_and_head_has_no_body(server):
 def test_http10_closes_unless_asked_to_keep_alive(server):
     raw = _raw(server, b"GET /echo HTTP/1.0\r\n\r\n")  # returns only because the server closes
     assert _status(raw) == 200 and b"Connection: close" in raw
+    with socket.create_connection(server.address, timeout=5) as s:
+        for _ in range(2):  # kept open, and said so, when the 1.0 client asks
+            s.sendall(b"GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            head = s.recv(65536)
+            assert _status(head) == 200 and b"Connection: keep-alive" in head
+
+
+def test_an_exception_escaping_the_wsgi_app_is_a_500_and_the_server_goes_on():
+    def broken(environ, start_response):
+        raise RuntimeError("a bug outside Flask")
+
+    srv = HttpServer(broken, "127.0.0.1", 0)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        for _ in range(2):
+            raw = _raw(srv, b"GET /x HTTP/1.1\r\n\r\n")
+            assert _status(raw) == 500 and b'"error": "internal"' in raw
+    finally:
+        srv.shutdown(1.0)
+        t.join(5)
 
 
 @pytest.mark.parametrize("request_bytes,status", [
