@@ -19,7 +19,6 @@ Errors keep the transport's meaning for every record of a batch: a
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,8 +37,9 @@ def _latch() -> threading.Lock:
     return gate
 
 
-def _pass(gate: threading.Lock, timeout: float) -> bool:
-    if not gate.acquire(timeout=max(0.0, timeout)):
+def _pass(gate: threading.Lock, timeout: float | None = None) -> bool:
+    """Wait until ``gate`` is open (at most ``timeout`` s; None: as long as it takes)."""
+    if not gate.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
         return False
     gate.release()
     return True
@@ -75,7 +75,7 @@ class PeerBatcher:
                  max_bytes: int = 4 << 20, wait_limit: float = 30.0) -> None:
         self._start, self._finish = start, finish
         self.lanes, self.max_records, self.max_bytes = lanes, max_records, max_bytes
-        self.wait_limit = wait_limit  # a bound on waiting; the transport's timeouts come first
+        self.wait_limit = wait_limit  # bound on the wait in the queue (see result())
         self._lock = threading.Lock()
         self._queue: list[Ticket] = []
         self._inflight = 0
@@ -95,18 +95,20 @@ class PeerBatcher:
         return ticket
 
     def result(self, ticket: Ticket):
-        """The record's result from the peer; raises the batch's PeerError."""
-        deadline = time.monotonic() + self.wait_limit
-        if ticket.assigned is not None and not _pass(ticket.assigned,
-                                                    deadline - time.monotonic()):
+        """The record's result from the peer; raises the batch's PeerError.
+
+        Only the wait in the queue is bounded here (``wait_limit``: the record is then taken
+        back, certainly not sent). Once in a batch it must not be abandoned, or nobody might
+        read the batch's answer and the lane would stay taken: the waits for the send and for
+        the reader are bounded by the transport's own timeouts instead."""
+        if ticket.assigned is not None and not _pass(ticket.assigned, self.wait_limit):
             with self._lock:
                 if ticket.batch is None:  # never sent: take it back, it is certainly lost
                     self._queue.remove(ticket)
                     raise PeerConnectError(f"batched write not sent in {self.wait_limit:.0f}s")
         batch = ticket.batch
         assert batch is not None
-        if not _pass(batch.on_wire, deadline - time.monotonic()):
-            raise PeerError(f"batched write not on the wire in {self.wait_limit:.0f}s")
+        _pass(batch.on_wire)  # _send opens it once sent or failed
         with self._lock:
             reader = not batch.claimed and not ticket.done
             batch.claimed = True
@@ -120,8 +122,8 @@ class PeerBatcher:
             except Exception as exc:  # noqa: BLE001 - every record of the batch gets it
                 results, error = [None] * len(batch.tickets), exc
             self._complete(batch, results, error)
-        elif not _pass(batch.finished, deadline - time.monotonic()):
-            raise PeerError(f"no answer for a batched write in {self.wait_limit:.0f}s")
+        else:
+            _pass(batch.finished)  # the reader opens it once every record has its outcome
         return self._outcome(ticket)
 
     # -- internals -------------------------------------------------------------------------------

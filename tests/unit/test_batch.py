@@ -137,3 +137,34 @@ def test_a_record_never_sent_gives_up_as_not_delivered():
     reader.join(5)
     assert [2] not in peer.requests  # taken back: never sent
     assert b.result(b.submit(3, 1)) == 30
+
+
+def test_once_sent_a_record_waits_for_the_transport_not_the_queue_limit():
+    """A batch on the wire is never abandoned (its answer must be read for the lane to free):
+    every record of it gets the answer, even one slower than ``wait_limit``."""
+    peer = FakePeer()
+    delays = iter([0.05] + [0.6] * 10)  # the first request is quick, the next ones slow
+
+    def start(records):
+        peer.delay = next(delays)
+        return peer.start(records)
+
+    b = PeerBatcher(start, peer.finish, lanes=1, wait_limit=0.3)
+    first = b.submit(0, 1)  # on the wire at once
+    queued = [b.submit(i, 1) for i in (1, 2, 3)]  # go together when the first answer is in
+    results: dict[int, object] = {}
+
+    def wait(i, t):
+        try:
+            results[i] = b.result(t)
+        except PeerError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=wait, args=(i + 1, t)) for i, t in enumerate(queued)]
+    for t in threads:
+        t.start()
+    assert b.result(first) == 0
+    for t in threads:
+        t.join(5)
+    assert peer.requests == [[0], [1, 2, 3]]
+    assert results == {1: 10, 2: 20, 3: 30}  # 0.6 s after sending, past the 0.3 s limit
