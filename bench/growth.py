@@ -170,10 +170,6 @@ class GrowthCluster(KvraftCluster):
         }
         return found
 
-    def worker_pids(self) -> dict[str, int]:
-        """node id -> pid of the process that holds the node (one process per node)."""
-        return self.serve_pids()
-
     def data_bytes(self, node_id: str) -> int:
         assert self.tmp is not None
         total = 0
@@ -184,22 +180,6 @@ class GrowthCluster(KvraftCluster):
             except OSError:
                 pass
         return total
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        pass
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return sorted(kids)
 
 
 def rss_kib(pid: int) -> int | None:
@@ -236,7 +216,7 @@ def measure_sizes(node_counts, seconds: float, warmup: float, passes: int) -> tu
                     first[n].append(min(c.ready_at.values()))
                     log(f"  ready in {c.startup_s:.2f} s (first node {first[n][-1]:.2f} s)")
                     time.sleep(1.0)
-                    idle_rss[n] += [r for r in map(rss_kib, c.worker_pids().values()) if r]
+                    idle_rss[n] += [r for r in map(rss_kib, c.serve_pids().values()) if r]
                     cells = measure_urls(
                         "kvraft", c.urls, (VALUE_SIZE,), (CONCURRENCY,), ("put", "get"),
                         seconds, warmup,
@@ -418,7 +398,7 @@ def wait_quiet(w: RoundWatcher, rounds: int, timeout: float) -> None:
 
 def memory_row(c: GrowthCluster, w: RoundWatcher, stored: int) -> dict:
     w.poll()
-    workers = c.worker_pids()
+    workers = c.serve_pids()
     per = {}
     for node_id in c.node_ids():
         view = w.views.get(node_id, {})
