@@ -27,7 +27,7 @@ import requests
 
 from .checker import dirty_write
 from .history import History
-from .workload import classify
+from .workload import read_key
 
 
 def keys_to_poll(records: list[dict], sample: int, rng: random.Random
@@ -170,22 +170,12 @@ def final_reads(urls: list[str], ids: list[str], keys: list[str], history: Histo
         for _ in range(attempts):
             i = rng.randrange(len(urls))
             t0 = history.now()
-            status, value, error = None, None, None
-            try:
-                resp = _local(sessions, "final").get(f"{urls[i]}/kv/{quote(key, safe='')}",
-                                                     params={"r": "all"}, timeout=10)
-                status = resp.status_code
-                outcome = "ok" if status in (200, 404) else "fail"
-                if status == 200:
-                    value = resp.content.decode("utf-8", "replace")
-                elif status != 404:
-                    error = resp.text[:200]
-            except requests.RequestException as exc:
-                outcome, error = classify(exc), f"{type(exc).__name__}: {str(exc)[:160]}"
+            got = read_key(_local(sessions, "final"), urls[i], key, "all", 10)
+            got.pop("served")
+            outcome = got["outcome"]
             history.write({"type": "op", "phase": "final", "client": -1, "sticky": False,
-                           "op": "read", "key": key, "value": value, "found": status == 200,
-                           "node": ids[i], "level": "all", "t0": t0, "t1": history.now(),
-                           "outcome": outcome, "status": status, "error": error})
+                           "op": "read", "key": key, "node": ids[i], "level": "all", "t0": t0,
+                           "t1": history.now(), **got})
             if outcome == "ok":
                 return
 

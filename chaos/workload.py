@@ -80,6 +80,26 @@ def served_by(resp: requests.Response) -> str | None:
     return f"{via}>{node}" if via and node else node
 
 
+def read_key(session: requests.Session, base_url: str, key: str, level: str,
+             timeout) -> dict:
+    """GET ``key`` at ``level`` through ``base_url``: the fields of a read in the history
+    (outcome, status, value, found, error, served). Never raises for a request error."""
+    status, error, value, served = None, None, None, None
+    try:
+        resp = session.get(f"{base_url}/kv/{quote(key, safe='')}", params={"r": level},
+                           timeout=timeout)
+        status, served = resp.status_code, served_by(resp)
+        outcome = read_outcome(status)
+        if status == 200:
+            value = resp.content.decode("utf-8", "replace")
+        elif status != 404:
+            error = resp.text[:200]
+    except requests.RequestException as exc:
+        outcome, error = classify(exc), f"{type(exc).__name__}: {str(exc)[:160]}"
+    return {"outcome": outcome, "status": status, "value": value, "found": status == 200,
+            "error": error, "served": served}
+
+
 class Client(threading.Thread):
     def __init__(self, wl: Workload, index: int, sticky_node: int | None) -> None:
         super().__init__(name=f"client-{index}", daemon=True)
@@ -157,24 +177,12 @@ class Client(threading.Thread):
 
     def read(self, key: str, purpose: str | None) -> None:
         node = self.node()
-        url = f"{self.wl.urls[node]}/kv/{quote(key, safe='')}"
         level = self.wl.cfg.read_level
         t0 = self.wl.history.now()
-        status, error, value, served = None, None, None, None
-        try:
-            resp = self.session.get(url, params={"r": level}, timeout=self.wl.timeouts)
-            status, served = resp.status_code, served_by(resp)
-            outcome = read_outcome(status)
-            if status == 200:
-                value = resp.content.decode("utf-8", "replace")
-            elif status != 404:
-                error = resp.text[:200]
-        except requests.RequestException as exc:
-            outcome, error = classify(exc), f"{type(exc).__name__}: {str(exc)[:160]}"
+        got = read_key(self.session, self.wl.urls[node], key, level, self.wl.timeouts)
         t1 = self.wl.history.now()
-        self._record(op="read", key=key, value=value, found=status == 200, node=self.wl.ids[node],
-                     level=level, t0=t0, t1=t1, outcome=outcome, status=status, error=error,
-                     purpose=purpose, served=served)
+        self._record(op="read", key=key, node=self.wl.ids[node], level=level, t0=t0, t1=t1,
+                     purpose=purpose, **got)
 
 
 class Monitor(threading.Thread):
