@@ -295,14 +295,20 @@ def measure_size(tmp: str, n_keys: int, diffs: list[int]) -> list[dict]:
 
 # -- 2. re-replication ----------------------------------------------------------------------------
 
+def _session(local: threading.local) -> requests.Session:
+    """This thread's keep-alive session (one per worker thread of a pool)."""
+    s = getattr(local, "s", None)
+    if s is None:
+        s = local.s = requests.Session()
+    return s
+
+
 def put_all(c: Cluster, data: dict[str, bytes]) -> tuple[set[str], list]:
     local = threading.local()
 
     def put(arg):
         n, (k, v) = arg
-        s = getattr(local, "s", None)
-        if s is None:
-            s = local.s = requests.Session()
+        s = _session(local)
         try:
             r = s.put(f"{c.url(n % 3)}/kv/{quote(k, safe='')}", data=v, timeout=30)
             return k, r.status_code
@@ -338,9 +344,7 @@ def read_back(c: Cluster, nodes: list[int], data: dict[str, bytes]) -> tuple[int
 
     def get(arg):
         n, (k, v) = arg
-        s = getattr(local, "s", None)
-        if s is None:
-            s = local.s = requests.Session()
+        s = _session(local)
         try:
             r = s.get(f"{c.url(nodes[n % len(nodes)])}/kv/{quote(k, safe='')}",
                       params={"r": "all"}, timeout=30)
