@@ -1,8 +1,9 @@
 """A plain-WSGI fast path in front of Flask for the hottest requests.
 
 Served here without Flask's request machinery (about ten times less work per request):
-``POST /peer/apply`` (every replicated write), ``GET /peer/get`` (reads that land on a node
-without the key), and the plain forms of the public ``GET /kv/<key>`` and ``PUT /kv/<key>``
+``POST /peer/stream`` (the upgrade to a replica-write stream, :mod:`kvraft.stream`, which then
+carries every replicated write), ``POST /peer/apply``, ``GET /peer/get`` (reads that land on a
+node without the key), and the plain forms of the public ``GET /kv/<key>`` and ``PUT /kv/<key>``
 (no query parameters but ``r``/``w``, a Content-Length body), balanced at the leader with the
 same decision as Flask's hook (:func:`api.balance.balanced`). Everything else (explain,
 redirects, chunked uploads, unusual requests) goes to Flask, which answers the same way.
@@ -17,6 +18,7 @@ import logging
 import time
 from urllib.parse import parse_qsl
 
+from kvraft import stream
 from kvraft.balance import Balancer
 from kvraft.errors import KvError, TooLarge
 from kvraft.keys import check_level
@@ -59,6 +61,8 @@ class FastPath:
             return self._peer(environ, start_response, self._apply)
         if path == "/peer/get" and method == "GET":
             return self._peer(environ, start_response, self._get)
+        if path == stream.PATH and method == "POST":
+            return self._peer(environ, start_response, self._stream)
         return self.app(environ, start_response)
 
     # -- public --------------------------------------------------------------------------------
@@ -181,6 +185,15 @@ class FastPath:
         results = self.node.apply_local(list(decode_records(data)))
         body = json.dumps([result_to_json(r) for r in results]).encode()
         return 200, body, [("Content-Type", JSON)]
+
+    def _stream(self, environ):
+        """Upgrade to a replica-write stream (:mod:`kvraft.stream`), served on this
+        connection's thread until the peer closes it."""
+        return _error(400, "bad_request", stream.upgrade(environ, self._apply_frame,
+                                                         self.max_peer_body))
+
+    def _apply_frame(self, payload: bytes) -> bytes:
+        return stream.encode_results(self.node.apply_local(list(decode_records(payload))))
 
     def _get(self, environ):
         key = dict(parse_qsl(environ.get("QUERY_STRING", ""))).get("k", "")

@@ -14,10 +14,12 @@ What it supports, because the app needs it: keep-alive (HTTP/1.1 default, HTTP/1
 100-continue``, streamed responses (chunked when the app gives no length), HEAD, and websockets:
 simple-websocket (flask-sock) takes the raw socket from ``environ["gunicorn.socket"]`` and, when
 the socket closes, flask-sock ends the response with ``StopIteration``: the connection is then
-closed without another byte. Limits answer with JSON errors (``{"error", "message"}``) and close
-the connection: 400 malformed, 414 request line over 8 KiB, 431 over 100 headers or 16 KiB of
-headers, 503 over ``max_connections``. An idle keep-alive connection is closed after
-``idle_timeout``; a request whose head or body stalls for ``read_timeout`` is dropped.
+closed without another byte. kvraft's peer stream upgrade works the same way, taking the connection
+(``environ["kvraft.connection"]``: its socket, buffered reader and ``idle()``). Limits answer with
+JSON errors (``{"error", "message"}``) and close the connection: 400 malformed, 414 request line
+over 8 KiB, 431 over 100 headers or 16 KiB of headers, 503 over ``max_connections``. An idle
+keep-alive connection is closed after ``idle_timeout``; a request whose head or body stalls for
+``read_timeout`` is dropped.
 
     server = HttpServer(app, "127.0.0.1", 8001)
     server.serve_forever()        # until server.shutdown() from another thread or a signal
@@ -187,6 +189,10 @@ class _Connection:
             except OSError:
                 pass
 
+    def idle(self, waiting: bool) -> None:
+        """An upgraded connection waiting for its next message is idle: shutdown may close it."""
+        self.busy = not waiting
+
     def _one(self) -> bool:
         """Serve one request; False when the connection must close afterwards."""
         try:
@@ -278,6 +284,7 @@ class _Connection:
         body = _Body(self.rfile, length, chunked, self, expect)
         environ["wsgi.input"] = body
         environ["gunicorn.socket"] = self.sock  # simple-websocket takes the socket from here
+        environ["kvraft.connection"] = self  # an upgraded peer stream takes the connection over
         return environ, body, keep
 
     def _respond(self, environ: dict, body: _Body, keep: bool) -> bool:

@@ -37,6 +37,7 @@ from .keys import check_key, new_key
 from .leader import Leader
 from .meta import Meta, MetaUnavailable
 from .storage import ApplyResult, Record, Storage
+from .stream import PeerStream, StreamError, StreamRefused, decode_results
 from .sync import Syncer
 from .transport import PeerClient, PeerError, Pending
 from .watch import ChangeHub
@@ -49,7 +50,6 @@ HINT_INTERVAL = 0.5
 STATS_INTERVAL = 2.0
 LEADER_INTERVAL = 0.5
 SYNC_TICK = 0.25
-BATCH_LANES = 1  # replica-write requests in flight per peer; writes meanwhile wait and go together
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,7 @@ class Node:
         self.counters: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
         self._batchers: dict[str, PeerBatcher] = {}  # node id -> its replica-write batcher
+        self._streams: dict[str, PeerStream] = {}  # node id -> the stream its batches use
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
         self._peer_ready: dict[str, bool] = {}  # node id -> ready at the last ping
@@ -130,6 +131,8 @@ class Node:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.meta.close()
         self.peers.close()
+        for stream in list(self._streams.values()):
+            stream.close()
         self.storage.close()
 
     def count(self, name: str, n: int = 1) -> None:
@@ -219,19 +222,42 @@ class Node:
         if b is None:
             with self._counter_lock:
                 b = self._batchers.get(node_id)
-                if b is None:
+                if b is None:  # one lane: the peer's stream carries one batch at a time
                     b = self._batchers[node_id] = PeerBatcher(
-                        lambda recs: self._start(node_id, "POST", "/peer/apply",
-                                                 encode_records(recs)),
-                        lambda pending: self._apply_results(node_id, pending),
-                        lanes=BATCH_LANES)
+                        lambda recs: self._stream_send(node_id, recs),
+                        lambda stream: self._stream_results(node_id, stream), lanes=1)
         return b
 
-    def _apply_results(self, node_id: str, pending: Pending) -> list[ApplyResult]:
+    def _stream_send(self, node_id: str, records: list[Record]) -> PeerStream:
+        """Send a batch of replica writes on ``node_id``'s stream (opened on first use)."""
         try:
-            return [_result_from_json(x) for x in json.loads(self._finish(node_id, pending))]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PeerError(f"{node_id}: bad /peer/apply answer: {exc}") from exc
+            addr = self._addr(node_id)
+            stream = self._streams.get(node_id)
+            if stream is None or stream.addr != addr:
+                if stream is not None:
+                    stream.close()
+                stream = self._streams[node_id] = PeerStream(
+                    addr, self.config.secret, self.config.peer_timeout)
+            stream.send(encode_records(records))
+        except PeerError:
+            self._mark(node_id, False)
+            raise
+        return stream
+
+    def _stream_results(self, node_id: str, stream: PeerStream) -> list[ApplyResult]:
+        try:
+            payload = stream.receive()
+        except StreamRefused:
+            self._mark(node_id, True)  # it answered: up, but it did not apply the batch
+            raise
+        except PeerError:
+            self._mark(node_id, False)
+            raise
+        self._mark(node_id, True)
+        try:
+            return decode_results(payload)
+        except StreamError as exc:
+            raise PeerError(f"{node_id}: bad stream answer: {exc}") from exc
 
     def _send_records(self, node_id: str, records: list[Record]) -> list[ApplyResult]:
         if node_id == self.id:

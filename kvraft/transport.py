@@ -241,7 +241,7 @@ class PeerClient:
             idle = self._idle[addr]
             while idle:
                 candidate, since = idle.pop()
-                if now - since < IDLE_LIMIT and not _dropped(candidate):
+                if now - since < IDLE_LIMIT and not dropped(candidate):
                     conn = candidate
                     break
                 candidate.close()
@@ -267,7 +267,7 @@ class PeerClient:
             c.close()
 
 
-def _dropped(conn: Connection) -> bool:
+def dropped(conn: Connection) -> bool:
     """An idle keep-alive connection the peer has closed (or that has stray bytes waiting):
     readable before we sent anything. Reusing it would fail after the request may be sent."""
     sock = conn.sock

@@ -26,6 +26,7 @@ from test_openapi import app_rules
 
 from api.openapi import document
 from api.ui import PUBLIC_PATHS
+from kvraft import stream
 from kvraft.hlc import Version
 from kvraft.placement import partition_of
 from kvraft.storage import Record
@@ -45,6 +46,7 @@ _FORGED = encode_records([Record(VICTIM, partition_of(VICTIM, 64), Version(1 << 
                                  b"forged")])
 PEER_BODIES = {
     "/peer/apply": _FORGED,
+    "/peer/stream": stream.frame(stream.APPLY, _FORGED),
     "/peer/hint": _FORGED,
     "/peer/forget": json.dumps({"part": partition_of(VICTIM, 64), "keys": [VICTIM],
                                 "below": 1 << 62}).encode(),
@@ -56,7 +58,9 @@ PEER_BODIES = {
 }
 PEER_QUERY = {"/peer/hint": "?target=n2", "/peer/get": f"?k={quote(VICTIM)}",
               "/peer/changes/poll": "?sid=x&wait=0", "/peer/changes/close": "?sid=x"}
-FAST_PATH = {"/peer/apply": {"POST"}, "/peer/get": {"GET"}}  # answered before Flask
+PEER_HEADERS = {"/peer/stream": {"Connection": "Upgrade", "Upgrade": stream.PROTOCOL}}
+FAST_PATH = {"/peer/apply": {"POST"}, "/peer/get": {"GET"},  # answered before Flask
+             "/peer/stream": {"POST"}}
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +200,8 @@ def test_peer_endpoints_refuse_without_the_secret_and_change_nothing(secured):
             url = c.url(0) + path + PEER_QUERY.get(path, "")
             for headers in bad_headers:
                 resp = session.request(method, url, data=PEER_BODIES.get(path, b"{}"),
-                                       headers=headers, timeout=10)
+                                       headers={**PEER_HEADERS.get(path, {}), **headers},
+                                       timeout=10)
                 assert resp.status_code == 403, (method, path, headers, resp.text)
                 assert resp.json()["error"] == "forbidden"
     # an unknown peer path is refused the same way, before routing

@@ -1,0 +1,270 @@
+"""Replica writes over one persistent binary stream per peer, instead of an HTTP request each.
+
+Every client write sends its record to the key's other replica; under load that was one
+``POST /peer/apply`` per batch, and the HTTP request line, headers, WSGI environ, routing and
+JSON answer cost about as much as applying the records. A :class:`PeerStream` opens a
+connection to the peer's HTTP port once, upgrades it (``POST /peer/stream`` with
+``Upgrade: kvraft-peer/1`` and the cluster secret, answered ``101``), and from then on carries
+length-prefixed frames in lockstep: one request frame (records, :mod:`kvraft.wire` encoding),
+then one answer frame (one binary :class:`~kvraft.storage.ApplyResult` per record, or an
+error message). The peer serves it with :func:`serve` on the connection's own thread.
+
+Frame: ``u32 payload length, u8 kind, payload``. Kinds: ``APPLY`` (request), ``OK`` and
+``ERROR`` (answers). Lockstep means the caller must read each answer before sending the next
+request; :class:`kvraft.batch.PeerBatcher` with one lane does exactly that.
+
+Errors keep :mod:`kvraft.transport`'s meaning: :class:`PeerConnectError` when the records were
+certainly not delivered, :class:`PeerError` when they may have been. A request that fails on a
+stream opened earlier (the peer closed or restarted since) is sent once more on a new one:
+records apply by last-writer-wins, so applying one twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+
+from .hlc import Version
+from .storage import ApplyResult
+from .transport import (
+    IDLE_LIMIT,
+    SECRET_HEADER,
+    Connection,
+    PeerConnectError,
+    PeerError,
+    ProtocolError,
+    dropped,
+)
+
+PROTOCOL = "kvraft-peer/1"
+PATH = "/peer/stream"
+APPLY, OK, ERROR = 1, 0, 2
+_HEAD = struct.Struct(">IB")
+_RESULT = struct.Struct(">BQH")  # flags, prev ts, prev node length (then the node id)
+_APPLIED, _PREV, _PREV_LIVE = 1, 2, 4
+
+
+class StreamError(ValueError):
+    """A malformed frame or answer."""
+
+
+class StreamRefused(PeerError):
+    """The peer answered the request with an error (it is up, the records were not applied)."""
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def encode_results(results: Sequence[ApplyResult]) -> bytes:
+    parts = []
+    for r in results:
+        node = r.prev.node.encode() if r.prev is not None else b""
+        flags = ((_APPLIED if r.applied else 0) | (_PREV if r.prev is not None else 0)
+                 | (_PREV_LIVE if r.prev_live else 0))
+        parts += (_RESULT.pack(flags, r.prev.ts if r.prev is not None else 0, len(node)), node)
+    return b"".join(parts)
+
+
+def decode_results(data: bytes) -> list[ApplyResult]:
+    out, pos, size = [], 0, _RESULT.size
+    while pos < len(data):
+        if pos + size > len(data):
+            raise StreamError("truncated result")
+        flags, ts, n = _RESULT.unpack_from(data, pos)
+        pos += size
+        if pos + n > len(data):
+            raise StreamError("truncated result")
+        prev = Version(ts, data[pos:pos + n].decode()) if flags & _PREV else None
+        pos += n
+        out.append(ApplyResult(bool(flags & _APPLIED), prev, bool(flags & _PREV_LIVE)))
+    return out
+
+
+# -- frames -----------------------------------------------------------------------------------
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return _HEAD.pack(len(payload), kind) + payload
+
+
+def read_frame(rfile, limit: int, head: bytes | None = None) -> tuple[int, bytes] | None:
+    """The next frame from a buffered reader (its header already read when ``head`` is given);
+    None on a clean end of stream (between frames). Raises StreamError past ``limit`` bytes or
+    when the stream ends inside a frame."""
+    if head is None:
+        head = rfile.read(_HEAD.size)
+    if not head:
+        return None
+    if len(head) != _HEAD.size:
+        raise StreamError("stream ended inside a frame header")
+    length, kind = _HEAD.unpack(head)
+    if length > limit:
+        raise StreamError(f"frame of {length} bytes is over the limit of {limit}")
+    payload = rfile.read(length) if length else b""
+    if len(payload) != length:
+        raise StreamError("stream ended inside a frame")
+    return kind, payload
+
+
+# -- the sending side -------------------------------------------------------------------------
+
+
+class PeerStream:
+    """The stream to one peer (``host:port``). Lockstep and single-user: one :meth:`send`, then
+    its :meth:`receive`, then the next; the caller serializes them (one batcher lane)."""
+
+    def __init__(self, addr: str, secret: str, timeout: float, limit: int = 64 << 20) -> None:
+        host, _, port = addr.rpartition(":")
+        self.addr, self.secret, self.timeout, self.limit = addr, secret, timeout, limit
+        self._host, self._port = host.strip("[]"), int(port)
+        self._conn: Connection | None = None
+        self._last = 0.0  # monotonic time of the last answer (idle streams are replaced)
+        self._payload = b""
+        self._reused = False
+        self._sent = False  # the current request went out whole once: it may have been applied
+        self._error: PeerError | None = None
+
+    def send(self, payload: bytes) -> None:
+        """Send one request; raises PeerConnectError when nothing could be delivered. A send
+        that fails after that is reported by :meth:`receive` (as a PeerError)."""
+        self._payload, self._error, self._sent = payload, None, False
+        self._send(first=True)
+        if isinstance(self._error, PeerConnectError):
+            raise self._error
+
+    def receive(self) -> bytes:
+        """The answer's payload; raises PeerError (the request may have been applied)."""
+        for first in (True, False):
+            if self._error is not None:
+                raise self._error
+            conn = self._conn
+            assert conn is not None
+            try:
+                got = read_frame(conn.rfile, self.limit)
+                if got is None:
+                    raise ProtocolError("stream closed before an answer")
+            except (OSError, ValueError) as exc:
+                self._failed(exc, first)
+                continue
+            kind, payload = got
+            self._last = time.monotonic()
+            if kind == OK:
+                return payload
+            self.close()  # the peer closes after an error answer
+            raise StreamRefused(f"{self.addr}: {payload.decode('utf-8', 'replace')[:300]}")
+        raise self._error or PeerError(f"{self.addr}: no answer")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _send(self, first: bool) -> None:
+        conn = self._conn
+        self._reused = conn is not None
+        if conn is not None and (time.monotonic() - self._last >= IDLE_LIMIT or dropped(conn)):
+            self.close()
+            conn, self._reused = None, False
+        if conn is None:
+            try:
+                conn = self._open()
+            except (OSError, ValueError) as exc:
+                error = PeerError if self._sent else PeerConnectError  # a retry after an answer
+                self._error = error(f"{self.addr}: {type(exc).__name__}: {exc}")  # was lost
+                return
+        try:
+            conn.sock.sendall(frame(APPLY, self._payload))
+            self._sent = True
+        except (OSError, ValueError) as exc:
+            self._failed(exc, first)
+
+    def _failed(self, exc: Exception, first: bool) -> None:
+        reused = self._reused
+        self.close()
+        if first and reused and not isinstance(exc, socket.timeout):
+            self._send(first=False)  # the peer closed or restarted since: once more, fresh
+        else:
+            self._error = PeerError(f"{self.addr}: {type(exc).__name__}: {exc}")
+
+    def _open(self) -> Connection:
+        """Connect and upgrade; raises OSError/ValueError (then nothing was applied)."""
+        conn = Connection(self._host, self._port, self.timeout)
+        try:
+            conn.request("POST", PATH, b"", {SECRET_HEADER: self.secret,
+                                             "Connection": "Upgrade", "Upgrade": PROTOCOL,
+                                             "Content-Length": "0"})
+            resp = conn.response()
+            if resp.status != 101 or resp.headers.get("upgrade", "").lower() != PROTOCOL:
+                raise ProtocolError(f"upgrade refused: HTTP {resp.status}: {resp.body[:200]!r}")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._last = conn, time.monotonic()
+        return conn
+
+
+# -- the receiving side -----------------------------------------------------------------------
+
+
+def upgrade(environ: dict, apply: Callable[[bytes], bytes], limit: int) -> str:
+    """Take over the connection of an (authenticated) ``POST /peer/stream`` request and serve
+    the stream on it until it ends; returns a message when the request is not a valid upgrade
+    (answer it 400: nothing was applied). The server (:mod:`api.httpd`) provides the connection
+    as ``environ["kvraft.connection"]``; after serving, ``StopIteration`` tells it to close the
+    connection without another byte, as flask-sock does after a websocket."""
+    conn = environ.get("kvraft.connection")
+    if environ.get("HTTP_UPGRADE", "").lower() != PROTOCOL:
+        return f"{PATH} needs Upgrade: {PROTOCOL}"
+    if environ.get("CONTENT_LENGTH", "") not in ("", "0"):
+        return f"{PATH} takes no request body"
+    if conn is None:
+        return "this server cannot hand a connection over"
+    conn.sock.sendall(f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                      f"Upgrade: {PROTOCOL}\r\n\r\n".encode())
+    server = conn.server
+    serve(conn.sock, conn.rfile, apply, limit, conn.idle, server.idle_timeout,
+          server.read_timeout)
+    raise StopIteration
+
+
+def serve(sock: socket.socket, rfile, apply: Callable[[bytes], bytes], limit: int,
+          idle: Callable[[bool], None], idle_timeout: float, read_timeout: float) -> None:
+    """Answer request frames on an upgraded connection until the peer closes it (or an error,
+    which is answered and ends the stream). ``apply(payload) -> answer payload`` raises
+    ValueError for a bad request and any exception for a failure; ``idle(True)`` is called
+    while waiting for the next frame (a server shutting down may close the stream then)."""
+    while True:
+        idle(True)
+        sock.settimeout(idle_timeout)
+        try:
+            head = rfile.read(_HEAD.size)
+        except OSError:
+            return
+        finally:
+            idle(False)
+        if not head:
+            return
+        sock.settimeout(read_timeout)
+        try:
+            got = read_frame(rfile, limit, head)
+            if got is None or got[0] != APPLY:
+                raise StreamError(f"unexpected frame kind {got[0] if got else None}")
+            answer = frame(OK, apply(got[1]))
+        except OSError:
+            return
+        except Exception as exc:  # noqa: BLE001 - answered to the peer, then the stream ends
+            msg = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            try:
+                sock.sendall(frame(ERROR, msg.encode("utf-8", "replace")))
+            except OSError:
+                pass
+            return
+        try:
+            sock.sendall(answer)
+        except OSError:
+            return
+
