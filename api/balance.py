@@ -33,8 +33,9 @@ def balanced(node: Node, balancer: Balancer, method: str, local, forward, unknow
     path, so both balance the same way."""
     active = [n for n in node.members() if node.serving(n)]
     tried: list[str] = []
+    loads = node.peer_loads()
     for _ in range(len(active) + 1):
-        target = balancer.choose(active, exclude=tried)
+        target = balancer.choose(active, exclude=tried, reported=loads)
         if target is None:
             break
         if target == node.id:

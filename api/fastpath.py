@@ -54,9 +54,19 @@ class FastPath:
         self.max_peer_body = max_peer_body
 
     def __call__(self, environ, start_response):
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
-        if path.startswith("/kv/") and len(path) > 4 and method in ("GET", "PUT"):
-            return self._public(environ, start_response, path, method)
+        path = environ.get("PATH_INFO", "")
+        if path == "/kv" or path.startswith("/kv/"):  # a data request: counted as this node's
+            activity = self.node.activity  # load (told to the leader's balancer in pings)
+            activity.enter()
+            try:
+                if len(path) > 4 and environ.get("REQUEST_METHOD") in ("GET", "PUT"):
+                    return self._public(environ, start_response, path, environ["REQUEST_METHOD"])
+                return self.app(environ, start_response)
+            finally:
+                activity.leave()
+        return self._other(environ, start_response, path, environ.get("REQUEST_METHOD"))
+
+    def _other(self, environ, start_response, path: str, method: str | None):
         if path == "/peer/apply" and method == "POST":
             return self._peer(environ, start_response, self._apply)
         if path == "/peer/get" and method == "GET":

@@ -112,6 +112,11 @@ def _schemas() -> dict:
             "keys": {"type": "integer", "nullable": True, "description": "live keys stored"},
             "bytes": {"type": "integer", "nullable": True, "description": "live value bytes"},
             "member": {"type": "boolean", "description": "in the current Raft configuration"},
+            "serving": {"type": "boolean",
+                        "description": "alive and ready: the leader balances requests over it"},
+            "load": {"type": "integer", "nullable": True,
+                     "description": "data requests it was serving (this node: now; a peer: at "
+                                    "its last ping, null before one)"},
         },
     }
     per_partition = {"type": "object", "additionalProperties": string_list,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from . import placement, views
+from .balance import Activity
 from .batch import PeerBatcher, Ticket
 from .config import Config
 from .errors import BadRequest, NotFound, Unavailable
@@ -90,6 +91,8 @@ class Node:
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
         self._peer_ready: dict[str, bool] = {}  # node id -> ready at the last ping
+        self._peer_load: dict[str, int] = {}  # node id -> data requests it was serving then
+        self.activity = Activity()  # data requests this node is serving now (told in pings)
         self._stop = threading.Event()
         self._joined = False  # with --join: the cluster has added us to its Raft members
         self._born = time.monotonic()  # liveness reference for nodes never heard from
@@ -552,9 +555,16 @@ class Node:
         try:
             body = self._peer(node_id, "GET", "/peer/ping",
                               timeout=min(1.0, self.config.peer_timeout))
-            self._peer_ready[node_id] = bool(json.loads(body).get("ready", True))
-        except (PeerError, ValueError):
+            answer = json.loads(body)
+            self._peer_ready[node_id] = bool(answer.get("ready", True))
+            self._peer_load[node_id] = max(0, int(answer.get("load", 0)))
+        except (PeerError, ValueError, TypeError, AttributeError):
             self._peer_ready[node_id] = False
+            self._peer_load.pop(node_id, None)
+
+    def peer_loads(self) -> dict[str, int]:
+        """The data requests each peer said it was serving at its last ping."""
+        return dict(self._peer_load)
 
     def serving(self, node_id: str) -> bool:
         """Alive and ready to serve (last ping): what the leader balances requests over."""

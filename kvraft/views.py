@@ -55,6 +55,7 @@ def cluster(node: Node) -> dict:
     epoch, state = node.meta.map_state()
     pmap = state.partitions
     nodes = []
+    peer_loads = node.peer_loads()
     for node_id, m in sorted(members.items()):
         s = stats.get(node_id)
         if node_id == node.id:
@@ -64,6 +65,7 @@ def cluster(node: Node) -> dict:
         nodes.append({
             "id": node_id, "http": m.http, "raft": m.raft, "alive": node.is_alive(node_id),
             "is_leader": node_id == leader, "serving": node.serving(node_id),
+            "load": node.activity.value if node_id == node.id else peer_loads.get(node_id),
             "keys": keys, "bytes": nbytes,
             "member": m.raft in raft,
         })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
 import pytest
@@ -89,3 +90,36 @@ def test_redirect_answers_307_to_the_chosen_node(cluster):
             assert r.status_code == 200 and r.headers["X-Kvraft-Node"] == \
                 cluster.nodes[leader].id
     assert len(seen) >= 1
+
+
+def test_least_loaded_avoids_a_node_busy_with_its_own_clients(cluster):
+    """The leader cannot see requests that reach other nodes directly; each node tells its load
+    in its ping answers. Requests held open on one node keep the leader's choice off it."""
+    leader = cluster.leader()
+    busy = next(i for i in range(3) if i != leader)
+    busy_id = cluster.nodes[busy].id
+    host, port = cluster.nodes[busy].http.rsplit(":", 1)
+    held = []
+    try:
+        for i in range(3):  # PUT heads whose bodies never come: in progress on that node
+            s = socket.create_connection((host, int(port)), timeout=10)
+            s.sendall(f"PUT /kv/held-{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+                      .encode())
+            held.append(s)
+
+        def load_seen(value):
+            def check():
+                view = {n["id"]: n for n in cluster.cluster_view(leader)["nodes"]}
+                return view[busy_id]["load"] == value
+            return check
+
+        wait_for(load_seen(3), 10, "the leader to see the held requests in the busy node's load")
+        served = _served_by(cluster, leader, 60)
+        assert busy_id not in served, served
+        assert sum(served.values()) == 60 and len(served) == 2
+    finally:
+        for s in held:
+            s.close()
+    wait_for(load_seen(0), 10, "the busy node's load back to 0 once the requests are gone")
+    served = _served_by(cluster, leader, 30)
+    assert busy_id in served and len(served) == 3
