@@ -244,7 +244,7 @@ def create_app(node: Node) -> Flask:
         except WireError as exc:
             raise BadRequest(f"bad peer message: {exc}") from None
 
-    # the hottest requests (plain key GET/PUT, /peer/apply, /peer/get) skip Flask
+    # the hottest requests (plain key GET/PUT, /peer/stream, /peer/apply) skip Flask
     app.wsgi_app = FastPath(app.wsgi_app, node, metrics, PEER_MAX_BODY, balancer)  # type: ignore
     return app
 

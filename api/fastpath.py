@@ -1,12 +1,13 @@
 """A plain-WSGI fast path in front of Flask for the hottest requests.
 
 Served here without Flask's request machinery (about ten times less work per request):
-``POST /peer/stream`` (the upgrade to a replica-write stream, :mod:`kvraft.stream`, which then
-carries every replicated write), ``POST /peer/apply``, ``GET /peer/get`` (reads that land on a
-node without the key), and the plain forms of the public ``GET /kv/<key>`` and ``PUT /kv/<key>``
-(no query parameters but ``r``/``w``, a Content-Length body), balanced at the leader with the
-same decision as Flask's hook (:func:`api.balance.balanced`). Everything else (explain,
-redirects, chunked uploads, unusual requests) goes to Flask, which answers the same way.
+``POST /peer/stream`` (the upgrade to a peer stream, :mod:`kvraft.stream`, which then carries
+every replicated write and every read of a key this node does not hold), ``POST /peer/apply``
+(anti-entropy and hint deliveries), and the plain forms of the public ``GET /kv/<key>`` and
+``PUT /kv/<key>`` (no query parameters but ``r``/``w``, a Content-Length body), balanced at the
+leader with the same decision as Flask's hook (:func:`api.balance.balanced`). Everything else
+(explain, redirects, chunked uploads, unusual requests) goes to Flask, which answers the same
+way.
 Errors use the same JSON shape and codes as :mod:`api.app`.
 """
 
@@ -52,6 +53,7 @@ class FastPath:
         self.secret = node.config.secret.encode()
         self.token = node.config.token.encode()
         self.max_peer_body = max_peer_body
+        self._handlers = {stream.APPLY: self._apply_frame, stream.GET: self._get_frame}
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -69,8 +71,6 @@ class FastPath:
     def _other(self, environ, start_response, path: str, method: str | None):
         if path == "/peer/apply" and method == "POST":
             return self._peer(environ, start_response, self._apply)
-        if path == "/peer/get" and method == "GET":
-            return self._peer(environ, start_response, self._get)
         if path == stream.PATH and method == "POST":
             return self._peer(environ, start_response, self._stream)
         return self.app(environ, start_response)
@@ -199,17 +199,14 @@ class FastPath:
     def _stream(self, environ):
         """Upgrade to a replica-write stream (:mod:`kvraft.stream`), served on this
         connection's thread until the peer closes it."""
-        return _error(400, "bad_request", stream.upgrade(environ, self._apply_frame,
+        return _error(400, "bad_request", stream.upgrade(environ, self._handlers,
                                                          self.max_peer_body))
 
     def _apply_frame(self, payload: bytes) -> bytes:
         return stream.encode_results(self.node.apply_local(list(decode_records(payload))))
 
-    def _get(self, environ):
-        key = dict(parse_qsl(environ.get("QUERY_STRING", ""))).get("k", "")
-        rec = self.node.storage.get(key)
-        return 200, encode_records([rec] if rec else []), [("Content-Type",
-                                                             "application/octet-stream")]
+    def _get_frame(self, payload: bytes) -> bytes:
+        return encode_records(self.node.storage.get_many(stream.decode_keys(payload)))
 
     def _send(self, start_response, status: int, body: bytes, headers: list):
         headers = [*headers, ("Content-Length", str(len(body)))]

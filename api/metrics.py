@@ -39,8 +39,8 @@ GAUGES = frozenset({"keys", "bytes", "hints_pending", "raft_term", "raft_commit_
 COUNTERS = ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered", "read_repairs",
             "writes_unavailable", "sync_rounds", "sync_records", "sync_bytes",
             "sync_keys_repaired", "tombstones_purged", "records_handed_off", "forwards",
-            "forwards_failed", "balanced_local", "replica_batches",
-            "replica_batched_records")  # present from the start, at 0
+            "forwards_failed", "balanced_local", "replica_batches", "replica_batched_records",
+            "read_batches", "read_batched_keys")  # present from the start, at 0
 HELP = {
     "writes": "writes (PUT, POST, DELETE) this node coordinated",
     "reads": "reads this node coordinated",
@@ -60,6 +60,8 @@ HELP = {
     "balanced_local": "requests the partition leader chose to serve itself",
     "replica_batches": "replica-write requests sent to peers (each carries one or more records)",
     "replica_batched_records": "records sent in replica-write requests (/ batches = batch size)",
+    "read_batches": "read requests sent to peers holding keys this node does not",
+    "read_batched_keys": "keys asked for in read requests to peers (/ batches = batch size)",
     "keys": "live keys stored on this node",
     "bytes": "live value bytes stored on this node",
     "hints_pending": "hints this node holds, not yet delivered",

@@ -28,7 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from . import placement, views
+from . import placement, stream, views
 from .balance import Activity
 from .batch import PeerBatcher, Ticket
 from .config import Config
@@ -38,7 +38,7 @@ from .keys import check_key, new_key
 from .leader import Leader
 from .meta import Meta, MetaUnavailable
 from .storage import ApplyResult, Record, Storage
-from .stream import PeerStream, StreamError, StreamRefused, decode_results
+from .stream import PeerStream, StreamRefused
 from .sync import Syncer
 from .transport import PeerClient, PeerError, Pending
 from .watch import ChangeHub
@@ -86,8 +86,9 @@ class Node:
         self.changes = ChangeHub()  # every record applied here, for /watch
         self.counters: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
-        self._batchers: dict[str, PeerBatcher] = {}  # node id -> its replica-write batcher
-        self._streams: dict[str, PeerStream] = {}  # node id -> the stream its batches use
+        # (node id, stream.APPLY or stream.GET) -> its batcher, and the stream the batches use
+        self._batchers: dict[tuple[str, int], PeerBatcher] = {}
+        self._streams: dict[tuple[str, int], PeerStream] = {}
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
         self._peer_ready: dict[str, bool] = {}  # node id -> ready at the last ping
@@ -134,8 +135,8 @@ class Node:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.meta.close()
         self.peers.close()
-        for stream in list(self._streams.values()):
-            stream.close()
+        for peer in list(self._streams.values()):
+            peer.close()
         self.storage.close()
 
     def count(self, name: str, n: int = 1) -> None:
@@ -220,46 +221,53 @@ class Node:
             raise PeerError(f"{node_id}: HTTP {resp.status}: {resp.body[:200]!r}")
         return resp.body
 
-    def _batcher(self, node_id: str) -> PeerBatcher:
-        b = self._batchers.get(node_id)
+    def _batcher(self, node_id: str, kind: int = stream.APPLY) -> PeerBatcher:
+        """The batcher of replica writes (APPLY) or reads (GET) to ``node_id``."""
+        b = self._batchers.get((node_id, kind))
         if b is None:
             with self._counter_lock:
-                b = self._batchers.get(node_id)
+                b = self._batchers.get((node_id, kind))
                 if b is None:  # one lane: the peer's stream carries one batch at a time
-                    b = self._batchers[node_id] = PeerBatcher(
-                        lambda recs: self._stream_send(node_id, recs),
-                        lambda stream: self._stream_results(node_id, stream), lanes=1)
+                    b = self._batchers[(node_id, kind)] = PeerBatcher(
+                        lambda items: self._stream_send(node_id, kind, items),
+                        lambda sent: self._stream_answer(node_id, kind, *sent), lanes=1)
         return b
 
-    def _stream_send(self, node_id: str, records: list[Record]) -> PeerStream:
-        """Send a batch of replica writes on ``node_id``'s stream (opened on first use)."""
+    def _stream_send(self, node_id: str, kind: int, items: list) -> tuple:
+        """Send a batch (records to apply, or keys to read) on ``node_id``'s stream for
+        ``kind`` (opened on first use)."""
         try:
             addr = self._addr(node_id)
-            stream = self._streams.get(node_id)
-            if stream is None or stream.addr != addr:
-                if stream is not None:
-                    stream.close()
-                stream = self._streams[node_id] = PeerStream(
+            peer = self._streams.get((node_id, kind))
+            if peer is None or peer.addr != addr:
+                if peer is not None:
+                    peer.close()
+                peer = self._streams[(node_id, kind)] = PeerStream(
                     addr, self.config.secret, self.config.peer_timeout)
-            stream.send(encode_records(records))
+            peer.send(encode_records(items) if kind == stream.APPLY else stream.encode_keys(items),
+                      kind)
         except PeerError:
             self._mark(node_id, False)
             raise
-        return stream
+        return peer, items
 
-    def _stream_results(self, node_id: str, stream: PeerStream) -> list[ApplyResult]:
+    def _stream_answer(self, node_id: str, kind: int, peer: PeerStream, items: list) -> list:
+        """One result per item: an ApplyResult per record, the stored Record (or None) per key."""
         try:
-            payload = stream.receive()
+            payload = peer.receive()
         except StreamRefused:
-            self._mark(node_id, True)  # it answered: up, but it did not apply the batch
+            self._mark(node_id, True)  # it answered: up, but it did not serve the batch
             raise
         except PeerError:
             self._mark(node_id, False)
             raise
         self._mark(node_id, True)
         try:
-            return decode_results(payload)
-        except StreamError as exc:
+            if kind == stream.APPLY:
+                return stream.decode_results(payload)
+            found = {r.key: r for r in decode_records(payload)}
+            return [found.get(k) for k in items]
+        except ValueError as exc:  # StreamError, WireError
             raise PeerError(f"{node_id}: bad stream answer: {exc}") from exc
 
     def _send_records(self, node_id: str, records: list[Record]) -> list[ApplyResult]:
@@ -278,9 +286,8 @@ class Node:
     def _fetch(self, node_id: str, key: str) -> Record | None:
         if node_id == self.id:
             return self.storage.get(key)
-        body = self._peer(node_id, "GET", "/peer/get?" + urlencode({"k": key}))
-        recs = list(decode_records(body))
-        return recs[0] if recs else None
+        batcher = self._batcher(node_id, stream.GET)  # reads to one peer go together
+        return batcher.result(batcher.submit(key, len(key) + 16))
 
     # -- local (peer endpoint) operations ----------------------------------------------------------
 
@@ -346,13 +353,13 @@ class Node:
             elif not self.is_alive(r):
                 failed.append(r)
             else:
-                tickets[r] = self._batcher(r).submit(record, size)
+                tickets[r] = self._batcher(r, stream.APPLY).submit(record, size)
         results: list[ApplyResult] = []
         if local is not None:
             results.append(self.apply_local([record])[0])
         for r, t in tickets.items():
             try:
-                results.append(self._batchers[r].result(t))
+                results.append(self._batchers[(r, stream.APPLY)].result(t))
             except PeerError as exc:
                 log.info("replica %s failed for %r: %s", r, key, exc)
                 failed.append(r)

@@ -1,17 +1,22 @@
-"""Replica writes over one persistent binary stream per peer, instead of an HTTP request each.
+"""Replica writes and reads over persistent binary streams to each peer, instead of an HTTP
+request each.
 
 Every client write sends its record to the key's other replica; under load that was one
 ``POST /peer/apply`` per batch, and the HTTP request line, headers, WSGI environ, routing and
 JSON answer cost about as much as applying the records. A :class:`PeerStream` opens a
 connection to the peer's HTTP port once, upgrades it (``POST /peer/stream`` with
 ``Upgrade: kvraft-peer/1`` and the cluster secret, answered ``101``), and from then on carries
-length-prefixed frames in lockstep: one request frame (records, :mod:`kvraft.wire` encoding),
-then one answer frame (one binary :class:`~kvraft.storage.ApplyResult` per record, or an
-error message). The peer serves it with :func:`serve` on the connection's own thread.
+length-prefixed frames in lockstep: one request frame, then one answer frame (or an error
+message). The peer serves it with :func:`serve` on the connection's own thread. A node keeps
+two streams per peer, one for writes and one for reads, so a read never waits behind a batch
+of writes.
 
-Frame: ``u32 payload length, u8 kind, payload``. Kinds: ``APPLY`` (request), ``OK`` and
-``ERROR`` (answers). Lockstep means the caller must read each answer before sending the next
-request; :class:`kvraft.batch.PeerBatcher` with one lane does exactly that.
+Frame: ``u32 payload length, u8 kind, payload``. Request kinds: ``APPLY`` (records in
+:mod:`kvraft.wire` encoding; answered with one binary :class:`~kvraft.storage.ApplyResult` per
+record) and ``GET`` (keys, :func:`encode_keys`; answered with the stored records among them,
+tombstones included, in wire encoding). Answer kinds: ``OK`` and ``ERROR``. Lockstep means the
+caller must read each answer before sending the next request;
+:class:`kvraft.batch.PeerBatcher` with one lane does exactly that.
 
 Errors keep :mod:`kvraft.transport`'s meaning: :class:`PeerConnectError` when the records were
 certainly not delivered, :class:`PeerError` when they may have been. A request that fails on a
@@ -24,7 +29,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .hlc import Version
 from .storage import ApplyResult
@@ -40,8 +45,9 @@ from .transport import (
 
 PROTOCOL = "kvraft-peer/1"
 PATH = "/peer/stream"
-APPLY, OK, ERROR = 1, 0, 2
+OK, APPLY, ERROR, GET = 0, 1, 2, 3
 _HEAD = struct.Struct(">IB")
+_LEN = struct.Struct(">I")
 _RESULT = struct.Struct(">BQH")  # flags, prev ts, prev node length (then the node id)
 _APPLIED, _PREV, _PREV_LIVE = 1, 2, 4
 
@@ -79,6 +85,27 @@ def decode_results(data: bytes) -> list[ApplyResult]:
         prev = Version(ts, data[pos:pos + n].decode()) if flags & _PREV else None
         pos += n
         out.append(ApplyResult(bool(flags & _APPLIED), prev, bool(flags & _PREV_LIVE)))
+    return out
+
+
+def encode_keys(keys: Sequence[str]) -> bytes:
+    parts = []
+    for k in keys:
+        data = k.encode("utf-8", "surrogateescape")
+        parts += (_LEN.pack(len(data)), data)
+    return b"".join(parts)
+
+
+def decode_keys(data: bytes) -> list[str]:
+    out, pos = [], 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise StreamError("truncated key")
+        (n,) = _LEN.unpack_from(data, pos)
+        if pos + 4 + n > len(data):
+            raise StreamError("truncated key")
+        out.append(data[pos + 4:pos + 4 + n].decode("utf-8", "surrogateescape"))
+        pos += 4 + n
     return out
 
 
@@ -121,15 +148,15 @@ class PeerStream:
         self._host, self._port = host.strip("[]"), int(port)
         self._conn: Connection | None = None
         self._last = 0.0  # monotonic time of the last answer (idle streams are replaced)
-        self._payload = b""
+        self._payload = b""  # the request frame (sent again once after a lost answer)
         self._reused = False
         self._sent = False  # the current request went out whole once: it may have been applied
         self._error: PeerError | None = None
 
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: bytes, kind: int = APPLY) -> None:
         """Send one request; raises PeerConnectError when nothing could be delivered. A send
         that fails after that is reported by :meth:`receive` (as a PeerError)."""
-        self._payload, self._error, self._sent = payload, None, False
+        self._payload, self._error, self._sent = frame(kind, payload), None, False
         self._send(first=True)
         if isinstance(self._error, PeerConnectError):
             raise self._error
@@ -177,7 +204,7 @@ class PeerStream:
                 self._error = error(f"{self.addr}: {type(exc).__name__}: {exc}")  # was lost
                 return
         try:
-            conn.sock.sendall(frame(APPLY, self._payload))
+            conn.sock.sendall(self._payload)
             self._sent = True
         except (OSError, ValueError) as exc:
             self._failed(exc, first)
@@ -210,7 +237,10 @@ class PeerStream:
 # -- the receiving side -----------------------------------------------------------------------
 
 
-def upgrade(environ: dict, apply: Callable[[bytes], bytes], limit: int) -> str:
+Handlers = Mapping[int, Callable[[bytes], bytes]]  # request kind -> payload -> answer payload
+
+
+def upgrade(environ: dict, handlers: Handlers, limit: int) -> str:
     """Take over the connection of an (authenticated) ``POST /peer/stream`` request and serve
     the stream on it until it ends; returns a message when the request is not a valid upgrade
     (answer it 400: nothing was applied). The server (:mod:`api.httpd`) provides the connection
@@ -226,17 +256,17 @@ def upgrade(environ: dict, apply: Callable[[bytes], bytes], limit: int) -> str:
     conn.sock.sendall(f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                       f"Upgrade: {PROTOCOL}\r\n\r\n".encode())
     server = conn.server
-    serve(conn.sock, conn.rfile, apply, limit, conn.idle, server.idle_timeout,
+    serve(conn.sock, conn.rfile, handlers, limit, conn.idle, server.idle_timeout,
           server.read_timeout)
     raise StopIteration
 
 
-def serve(sock: socket.socket, rfile, apply: Callable[[bytes], bytes], limit: int,
+def serve(sock: socket.socket, rfile, handlers: Handlers, limit: int,
           idle: Callable[[bool], None], idle_timeout: float, read_timeout: float) -> None:
     """Answer request frames on an upgraded connection until the peer closes it (or an error,
-    which is answered and ends the stream). ``apply(payload) -> answer payload`` raises
-    ValueError for a bad request and any exception for a failure; ``idle(True)`` is called
-    while waiting for the next frame (a server shutting down may close the stream then)."""
+    which is answered and ends the stream). ``handlers[kind](payload) -> answer payload``
+    raises ValueError for a bad request and any exception for a failure; ``idle(True)`` is
+    called while waiting for the next frame (a server shutting down may close the stream)."""
     while True:
         idle(True)
         sock.settimeout(idle_timeout)
@@ -251,9 +281,10 @@ def serve(sock: socket.socket, rfile, apply: Callable[[bytes], bytes], limit: in
         sock.settimeout(read_timeout)
         try:
             got = read_frame(rfile, limit, head)
-            if got is None or got[0] != APPLY:
+            handler = handlers.get(got[0]) if got else None
+            if handler is None:
                 raise StreamError(f"unexpected frame kind {got[0] if got else None}")
-            answer = frame(OK, apply(got[1]))
+            answer = frame(OK, handler(got[1]))
         except OSError:
             return
         except Exception as exc:  # noqa: BLE001 - answered to the peer, then the stream ends

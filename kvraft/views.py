@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import placement
+from . import placement, stream
 from .keys import check_key
 
 if TYPE_CHECKING:
@@ -130,7 +130,9 @@ def metrics(node: Node) -> dict[str, float]:
         "sync_last_bytes": float(node.syncer.last.bytes),
     })
     out.update({k: float(v) for k, v in node.syncer.totals.items()})
-    batchers = list(node._batchers.values())
-    out["replica_batches"] = float(sum(b.requests for b in batchers))
-    out["replica_batched_records"] = float(sum(b.records for b in batchers))
+    batchers = list(node._batchers.items())
+    for kind, batches, items in ((stream.APPLY, "replica_batches", "replica_batched_records"),
+                                 (stream.GET, "read_batches", "read_batched_keys")):
+        out[batches] = float(sum(b.requests for (_n, k), b in batchers if k == kind))
+        out[items] = float(sum(b.records for (_n, k), b in batchers if k == kind))
     return out

@@ -56,11 +56,10 @@ PEER_BODIES = {
     "/peer/tree": json.dumps({"roots": [0]}).encode(),
     "/peer/entries": json.dumps({"part": 0, "leaves": [0]}).encode(),
 }
-PEER_QUERY = {"/peer/hint": "?target=n2", "/peer/get": f"?k={quote(VICTIM)}",
+PEER_QUERY = {"/peer/hint": "?target=n2",
               "/peer/changes/poll": "?sid=x&wait=0", "/peer/changes/close": "?sid=x"}
 PEER_HEADERS = {"/peer/stream": {"Connection": "Upgrade", "Upgrade": stream.PROTOCOL}}
-FAST_PATH = {"/peer/apply": {"POST"}, "/peer/get": {"GET"},  # answered before Flask
-             "/peer/stream": {"POST"}}
+FAST_PATH = {"/peer/apply": {"POST"}, "/peer/stream": {"POST"}}  # answered before Flask
 
 
 @pytest.fixture(scope="module")

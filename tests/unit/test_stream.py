@@ -52,12 +52,16 @@ class Peer:
             raise ConnectionResetError("crashed after applying")
         return stream.encode_results(results)
 
+    def get(self, payload: bytes) -> bytes:
+        return encode_records(self.store.get_many(stream.decode_keys(payload)))
+
     def app(self, environ, start_response):
         if environ.get("HTTP_X_KVRAFT_SECRET") != SECRET:
             start_response("403 FORBIDDEN", [("Content-Length", "9")])
             return [b"forbidden"]
         self.local.conn = environ["kvraft.connection"]
-        message = stream.upgrade(environ, self.apply, LIMIT).encode()
+        message = stream.upgrade(environ, {stream.APPLY: self.apply, stream.GET: self.get},
+                                 LIMIT).encode()
         start_response("400 BAD REQUEST", [("Content-Length", str(len(message)))])
         return [message]
 
@@ -100,6 +104,29 @@ def test_batches_go_in_lockstep_over_one_connection_and_answer_per_record(peer, 
     assert store.get("a").value == b"new" and store.get("b").version == Version(10, "n1")
     assert peer.server.connections == 1  # every batch on the one upgraded connection
     s.close()
+
+
+def test_reads_answer_the_stored_records_among_the_keys_asked(peer, store):
+    s = stream.PeerStream(peer.addr, SECRET, timeout=5.0)
+    tomb = Record("gone", 0, Version(5, "n2"), True)
+    assert roundtrip(s, [rec("clé/é", 3, b"\x00\xff"), tomb])[0].applied
+    s.send(stream.encode_keys(["clé/é", "missing", "gone", "clé/é"]), stream.GET)
+    found = {r.key: r for r in decode_records(s.receive())}
+    assert found == {"clé/é": rec("clé/é", 3, b"\x00\xff"), "gone": tomb}
+    # reads and writes share the stream's lockstep: a write right after still works
+    assert roundtrip(s, [rec("after", 1)])[0].applied
+    s.send(b"", kind=9)  # a kind the peer does not serve: refused, the stream ends
+    with pytest.raises(stream.StreamRefused, match="unexpected frame kind 9"):
+        s.receive()
+    s.close()
+
+
+def test_keys_encode_and_decode():
+    keys = ["a", "", "clé", "x" * 1000, "\udcff-raw"]  # surrogate-escaped bytes survive
+    data = stream.encode_keys(keys)
+    assert stream.decode_keys(data) == keys
+    with pytest.raises(stream.StreamError):
+        stream.decode_keys(data[:-1])
 
 
 def test_results_encode_and_decode_every_shape():
