@@ -230,8 +230,14 @@ class Node:
                 if b is None:  # one lane: the peer's stream carries one batch at a time
                     b = self._batchers[(node_id, kind)] = PeerBatcher(
                         lambda items: self._stream_send(node_id, kind, items),
-                        lambda sent: self._stream_answer(node_id, kind, *sent), lanes=1)
+                        lambda sent: self._stream_answer(node_id, kind, *sent), lanes=1,
+                        max_records=256 if kind == stream.APPLY else self._read_batch_keys)
         return b
+
+    @property
+    def _read_batch_keys(self) -> int:
+        """Keys per read batch: the answer (every value at its largest) stays near 16 MiB."""
+        return max(1, min(256, (16 << 20) // self.config.max_value_bytes))
 
     def _stream_send(self, node_id: str, kind: int, items: list) -> tuple:
         """Send a batch (records to apply, or keys to read) on ``node_id``'s stream for
@@ -242,8 +248,11 @@ class Node:
             if peer is None or peer.addr != addr:
                 if peer is not None:
                     peer.close()
+                answer_limit = (64 << 20 if kind == stream.APPLY  # results: 12 bytes and an id
+                                else self._read_batch_keys * (self.config.max_value_bytes
+                                                              + (64 << 10)))
                 peer = self._streams[(node_id, kind)] = PeerStream(
-                    addr, self.config.secret, self.config.peer_timeout)
+                    addr, self.config.secret, self.config.peer_timeout, answer_limit)
             peer.send(encode_records(items) if kind == stream.APPLY else stream.encode_keys(items),
                       kind)
         except PeerError:

@@ -139,9 +139,9 @@ class Storage:
         self._leaves: dict[int, list[int]] = {}  # partition -> leaf hashes
         self._part_rows: dict[int, int] = {}  # partition -> rows held (tombstones included)
         self.watermarks: dict[int, int] = {}  # partition -> purge watermark (HLC ts)
-        for key, part, ts, node, tomb in wconn.execute(
-                "SELECT key, part, ts, node, tomb FROM records"):
-            self._tree(part, key, record_hash(key, Version(ts, node), bool(tomb)), 1)
+        for key, part, leaf, ts, node, tomb in wconn.execute(
+                "SELECT key, part, leaf, ts, node, tomb FROM records"):
+            self._tree(part, leaf, record_hash(key, Version(ts, node), bool(tomb)), 1)
         self._wconn = wconn
         self._wlock = threading.Lock()  # held by the thread committing a group
         self._commits = 0  # transactions committed, for the checkpointer
@@ -288,15 +288,16 @@ class Storage:
                 return ApplyResult(False, prev, prev_live)
             if prev is None and rec.version.ts < self.watermarks.get(rec.part, 0):
                 return ApplyResult(False, None, False)  # deleted and purged since
+            leaf = leaf_of(rec.key)
             conn.execute(
                 "INSERT OR REPLACE INTO records(key, part, leaf, ts, node, tomb, value) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (rec.key, rec.part, leaf_of(rec.key), rec.version.ts, rec.version.node,
-                 int(rec.tomb), rec.value),
+                (rec.key, rec.part, leaf, rec.version.ts, rec.version.node, int(rec.tomb),
+                 rec.value),
             )
             if prev is not None:
-                self._tree(rec.part, rec.key, record_hash(rec.key, prev, bool(row[2])), -1)
-            self._tree(rec.part, rec.key, record_hash(rec.key, rec.version, rec.tomb), 1)
+                self._tree(rec.part, leaf, record_hash(rec.key, prev, bool(row[2])), -1)
+            self._tree(rec.part, leaf, record_hash(rec.key, rec.version, rec.tomb), 1)
             deltas[0] += (0 if rec.tomb else 1) - (1 if prev_live else 0)
             deltas[1] += (0 if rec.tomb else len(rec.value)) - (row[3] if prev_live else 0)
             deltas[3] = max(deltas[3], rec.version.ts)
@@ -317,12 +318,13 @@ class Storage:
             return None
         if op == "forget":  # (partition, key, below): drop the key's record if older than below
             part, key, below = item
-            row = conn.execute("SELECT ts, node, tomb, LENGTH(value) FROM records WHERE key = ? "
-                               "AND part = ? AND ts < ?", (key, part, below)).fetchone()
+            row = conn.execute("SELECT ts, node, tomb, LENGTH(value), leaf FROM records "
+                               "WHERE key = ? AND part = ? AND ts < ?",
+                               (key, part, below)).fetchone()
             if row is None:
                 return 0
             conn.execute("DELETE FROM records WHERE key = ?", (key,))
-            self._tree(part, key, record_hash(key, Version(row[0], row[1]), bool(row[2])), -1)
+            self._tree(part, row[4], record_hash(key, Version(row[0], row[1]), bool(row[2])), -1)
             if not row[2]:
                 deltas[0] -= 1
                 deltas[1] -= row[3]
@@ -332,23 +334,24 @@ class Storage:
             where = "part = ? AND tomb = 1 AND ts < ?" if below is not None else "part = ?"
             args = (part, below) if below is not None else (part,)
             rows = conn.execute(
-                f"SELECT key, ts, node, tomb, LENGTH(value) FROM records WHERE {where}", args
-            ).fetchall()
+                f"SELECT key, ts, node, tomb, LENGTH(value), leaf FROM records WHERE {where}",
+                args).fetchall()
             conn.execute(f"DELETE FROM records WHERE {where}", args)
-            for key, ts, node, tomb, size in rows:
-                self._tree(part, key, record_hash(key, Version(ts, node), bool(tomb)), -1)
+            for key, ts, node, tomb, size, leaf in rows:
+                self._tree(part, leaf, record_hash(key, Version(ts, node), bool(tomb)), -1)
                 if not tomb:
                     deltas[0] -= 1
                     deltas[1] -= size
             return len(rows)
         raise ValueError(op)
 
-    def _tree(self, part: int, key: str, h: int, rows: int) -> None:
-        """XOR a record hash in or out of a partition's tree (under the write lock, or at open)."""
+    def _tree(self, part: int, leaf: int, h: int, rows: int) -> None:
+        """XOR a record hash in or out of leaf ``leaf`` (the record key's ``leaf_of``) of a
+        partition's tree (under the write lock, or at open)."""
         leaves = self._leaves.get(part)
         if leaves is None:
             leaves = self._leaves[part] = [0] * LEAVES
-        leaves[leaf_of(key)] ^= h
+        leaves[leaf] ^= h
         n = self._part_rows.get(part, 0) + rows
         if n:
             self._part_rows[part] = n

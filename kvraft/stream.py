@@ -21,7 +21,8 @@ caller must read each answer before sending the next request;
 Errors keep :mod:`kvraft.transport`'s meaning: :class:`PeerConnectError` when the records were
 certainly not delivered, :class:`PeerError` when they may have been. A request that fails on a
 stream opened earlier (the peer closed or restarted since) is sent once more on a new one:
-records apply by last-writer-wins, so applying one twice changes nothing.
+records apply by last-writer-wins, so applying one twice changes nothing, and reads change
+nothing at all.
 """
 
 from __future__ import annotations

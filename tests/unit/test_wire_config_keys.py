@@ -23,6 +23,23 @@ def test_truncated_or_garbage_frames_are_rejected():
         list(decode_records(b"\x00\x00\x00\x02{}\x00\x00\x00\x00"))
 
 
+def test_every_malformed_header_field_is_refused():
+    good = encode_records([Record("k\udcff", 5, Version(2**60, "nœud"), True, b"")])
+    assert list(decode_records(good)) == [Record("k\udcff", 5, Version(2**60, "nœud"), True)]
+    assert list(decode_records(memoryview(good))) == list(decode_records(good))
+    bad = {
+        "unsupported wire version 1": b"\x01" + good[1:],
+        "unknown record flags": good[:1] + b"\x03" + good[2:],
+        "bad record name": good[:22] + b"\xff" + good[23:],  # the key's first byte (22-byte head)
+        "without a version node": good[:16] + b"\x00\x00" + good[18:],
+    }
+    for message, data in bad.items():
+        with pytest.raises(WireError, match=message):
+            list(decode_records(data))
+    with pytest.raises(WireError, match="does not fit"):
+        encode_records([Record("k", 2**32, Version(1, "n1"), False)])
+
+
 def test_config_reads_environment_and_flags_win():
     env = {"KVRAFT_SECRET": "s3cret-value", "KVRAFT_ID": "n2", "KVRAFT_PEERS": "h:1,h:2",
            "KVRAFT_PARTITIONS": "16", "KVRAFT_FSYNC": "yes"}
