@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
 import requests
-from cluster import SECRET
+from cluster import SECRET, Cluster, quote_key
 
 MiB = 1 << 20
 
@@ -209,3 +210,29 @@ def test_read_repair_fixes_a_stale_replica(cluster):
     from cluster import wait_for
 
     wait_for(lambda: cluster.get(0, key, explain="1").json()["agree"], 5, "read repair")
+
+
+def test_concurrent_reads_of_large_values_from_a_node_without_them(tmp_path):
+    """Reads of keys a node does not hold go to a replica in batches over one stream; with
+    16 MiB values, the five reads that queue behind the first would be an 80 MiB answer:
+    batches stay within their limit."""
+    big = 16 << 20
+    with Cluster(str(tmp_path), env={"KVRAFT_MAX_VALUE_BYTES": str(big)}) as c:
+        reader = next(i for i in range(3) if i != c.leader())  # no balancing: it coordinates
+        others = [n.id for j, n in enumerate(c.nodes) if j != reader]
+        placed: dict[str, bytes] = {}
+        i = 0
+        while len(placed) < 6:  # keys the reader does not hold, all read first from one peer
+            key = f"big/{i}"
+            i += 1
+            if c.get(reader, key, explain="1").json()["replicas"] == others:
+                placed[key] = bytes([len(placed)]) * (big - len(placed))
+        for key, value in placed.items():
+            assert c.put(reader, key, value, w="all").status_code == 201
+        with ThreadPoolExecutor(len(placed)) as pool:
+            got = list(pool.map(lambda k: requests.get(f"{c.url(reader)}/kv/{quote_key(k)}",
+                                                       timeout=60), placed))
+        for key, resp in zip(placed, got, strict=True):
+            assert resp.status_code == 200, resp.text[:200]
+            assert resp.headers["X-Kvraft-Node"] == c.nodes[reader].id, key
+            assert resp.content == placed[key], key
