@@ -181,10 +181,16 @@ class Metrics:
                                  buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1,
                                           2.5, 5))
         self.registry.register(_NodeCollector(node))
+        self._series: dict[tuple, tuple] = {}  # labels -> (counter, histogram) children
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route, str(status)).observe(seconds)
+        series = self._series.get((method, route, status))
+        if series is None:  # labels() looks the child up under a lock: once per label set
+            labels = (method, route, str(status))
+            series = self._series[(method, route, status)] = (
+                self.requests.labels(*labels), self.latency.labels(*labels))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
