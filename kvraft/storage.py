@@ -83,6 +83,12 @@ class Hint:
     record: Record
 
 
+_REPLACE = ("INSERT OR REPLACE INTO records(key, part, leaf, ts, node, tomb, value) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_UPSERT = ("INSERT INTO records(key, part, leaf, ts, node, tomb, value) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+           "ts = excluded.ts, node = excluded.node, tomb = excluded.tomb, value = excluded.value")
+
 log = logging.getLogger(__name__)
 CHECKPOINT_PERIOD = 0.25  # seconds between WAL checkpoints (only after commits)
 
@@ -280,8 +286,8 @@ class Storage:
         if op == "apply":
             rec: Record = item
             row = conn.execute(
-                "SELECT ts, node, tomb, LENGTH(value) FROM records WHERE key = ?", (rec.key,)
-            ).fetchone()
+                "SELECT ts, node, tomb, LENGTH(value), part FROM records WHERE key = ?",
+                (rec.key,)).fetchone()
             prev = Version(row[0], row[1]) if row else None
             prev_live = bool(row) and not row[2]
             if prev is not None and prev >= rec.version:
@@ -289,14 +295,13 @@ class Storage:
             if prev is None and rec.version.ts < self.watermarks.get(rec.part, 0):
                 return ApplyResult(False, None, False)  # deleted and purged since
             leaf = leaf_of(rec.key)
-            conn.execute(
-                "INSERT OR REPLACE INTO records(key, part, leaf, ts, node, tomb, value) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (rec.key, rec.part, leaf, rec.version.ts, rec.version.node, int(rec.tomb),
-                 rec.value),
-            )
+            values = (rec.key, rec.part, leaf, rec.version.ts, rec.version.node, int(rec.tomb),
+                      rec.value)
+            # an upsert leaves (part, leaf) and so their index untouched: one page written
+            # per record instead of two (a key's partition never changes; if it did, REPLACE)
+            conn.execute(_UPSERT if row is None or row[4] == rec.part else _REPLACE, values)
             if prev is not None:
-                self._tree(rec.part, leaf, record_hash(rec.key, prev, bool(row[2])), -1)
+                self._tree(row[4], leaf, record_hash(rec.key, prev, bool(row[2])), -1)
             self._tree(rec.part, leaf, record_hash(rec.key, rec.version, rec.tomb), 1)
             deltas[0] += (0 if rec.tomb else 1) - (1 if prev_live else 0)
             deltas[1] += (0 if rec.tomb else len(rec.value)) - (row[3] if prev_live else 0)

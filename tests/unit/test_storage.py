@@ -4,12 +4,13 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kvraft.antientropy import leaf_of
 from kvraft.hlc import Version
 from kvraft.storage import Record, Storage
 
 
-def rec(key, ts, node="n1", value=b"v", tomb=False):
-    return Record(key, 0, Version(ts, node), tomb, b"" if tomb else value)
+def rec(key, ts, node="n1", value=b"v", tomb=False, part=0):
+    return Record(key, part, Version(ts, node), tomb, b"" if tomb else value)
 
 
 def test_last_writer_wins_and_reports_the_previous_state(tmp_path):
@@ -114,6 +115,35 @@ def test_any_order_of_applies_converges_to_the_newest(tmp_path_factory, items):
     finally:
         a.close()
         b.close()
+
+
+def test_rewrites_keep_the_rows_and_the_hash_tree_as_a_rebuild_would(tmp_path):
+    """Writes update a key's row in place (its partition and leaf stay); a record that comes
+    with another partition replaces the row. The tree kept in memory must equal the one
+    rebuilt from the table on open."""
+    s = Storage(tmp_path / "t.db")
+    ts = 0
+    for round_ in range(3):
+        for k in ("a", "b", "c/ü"):
+            ts += 1
+            s.apply(rec(k, ts, "n1", value=f"{k}{round_}".encode(), tomb=round_ == 1,
+                        part=2))
+    ts += 1
+    s.apply(rec("a", ts, "n2", value=b"moved", part=5))  # the same key under another partition
+    trees = {p: s.leaf_hashes(p) for p in (2, 5)}
+    held = s.partitions_held()
+    s.close()
+    rows = sqlite3.connect(tmp_path / "t.db").execute(
+        "SELECT key, part, leaf, ts FROM records ORDER BY key").fetchall()
+    assert rows == [("a", 5, leaf_of("a"), ts), ("b", 2, leaf_of("b"), ts - 2),
+                    ("c/ü", 2, leaf_of("c/ü"), ts - 1)]
+    s = Storage(tmp_path / "t.db")
+    try:
+        assert {p: s.leaf_hashes(p) for p in (2, 5)} == trees
+        assert s.partitions_held() == held == {2, 5}
+        assert s.get("a").value == b"moved" and s.get("b").value == b"b2"
+    finally:
+        s.close()
 
 
 OLD_RECORDS = """CREATE TABLE records (key TEXT PRIMARY KEY, part INTEGER NOT NULL,
