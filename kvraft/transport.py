@@ -143,6 +143,7 @@ class Pending:
         self.timeout, self.idempotent = timeout, idempotent
         self.conn: Connection | None = None
         self.reused = False
+        self.sent = False  # went out whole once: the peer may have acted on it
         self.error: PeerError | None = None
 
     def send(self, first: bool) -> None:
@@ -153,11 +154,13 @@ class Pending:
                 conn.connect()
         except OSError as exc:
             conn.close()
-            self.error = PeerConnectError(f"{self.addr}: {type(exc).__name__}: {exc}")
+            error = PeerError if self.sent else PeerConnectError  # a second try after a lost
+            self.error = error(f"{self.addr}: {type(exc).__name__}: {exc}")  # answer
             return
         method, path, body, hdrs = self.req
         try:
             conn.request(method, path, body=body, headers=hdrs)
+            self.sent = True
         except (OSError, ValueError) as exc:
             self._failed(exc, first)
 
