@@ -57,16 +57,21 @@ class FastPath:
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
-        if path == "/kv" or path.startswith("/kv/"):  # a data request: counted as this node's
-            activity = self.node.activity  # load (told to the leader's balancer in pings)
-            activity.enter()
+        if path == "/kv" or path.startswith("/kv/"):
+            if environ.get("HTTP_X_KVRAFT_VIA") is not None:  # the leader counts its forwards
+                return self._kv(environ, start_response, path)
+            activity = self.node.activity  # this node's own clients' requests: its load, told
+            activity.enter()  # to the leader's balancer in pings
             try:
-                if len(path) > 4 and environ.get("REQUEST_METHOD") in ("GET", "PUT"):
-                    return self._public(environ, start_response, path, environ["REQUEST_METHOD"])
-                return self.app(environ, start_response)
+                return self._kv(environ, start_response, path)
             finally:
                 activity.leave()
         return self._other(environ, start_response, path, environ.get("REQUEST_METHOD"))
+
+    def _kv(self, environ, start_response, path: str):
+        if len(path) > 4 and environ.get("REQUEST_METHOD") in ("GET", "PUT"):
+            return self._public(environ, start_response, path, environ["REQUEST_METHOD"])
+        return self.app(environ, start_response)
 
     def _other(self, environ, start_response, path: str, method: str | None):
         if path == "/peer/apply" and method == "POST":

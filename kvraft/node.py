@@ -40,7 +40,7 @@ from .meta import Meta, MetaUnavailable
 from .storage import ApplyResult, Record, Storage
 from .stream import PeerStream, StreamRefused
 from .sync import Syncer
-from .transport import PeerClient, PeerError, Pending
+from .transport import PeerClient, PeerConnectError, PeerError, Pending
 from .watch import ChangeHub
 from .wire import decode_records, encode_records
 
@@ -242,6 +242,8 @@ class Node:
     def _stream_send(self, node_id: str, kind: int, items: list) -> tuple:
         """Send a batch (records to apply, or keys to read) on ``node_id``'s stream for
         ``kind`` (opened on first use)."""
+        if self._stop.is_set():  # close() has closed the streams: open no new ones
+            raise PeerConnectError(f"{node_id}: this node is shutting down")
         try:
             addr = self._addr(node_id)
             peer = self._streams.get((node_id, kind))
@@ -364,14 +366,22 @@ class Node:
             else:
                 tickets[r] = self._batcher(r, stream.APPLY).submit(record, size)
         results: list[ApplyResult] = []
+        error: BaseException | None = None  # raised once every ticket has been read
         if local is not None:
-            results.append(self.apply_local([record])[0])
-        for r, t in tickets.items():
             try:
+                results.append(self.apply_local([record])[0])
+            except BaseException as exc:  # noqa: BLE001 - e.g. a full disk; re-raised below
+                error = exc
+        for r, t in tickets.items():  # read every ticket, whatever happened: a batch whose
+            try:  # answer nobody reads would hold its peer's lane (every later write waits)
                 results.append(self._batchers[(r, stream.APPLY)].result(t))
             except PeerError as exc:
                 log.info("replica %s failed for %r: %s", r, key, exc)
                 failed.append(r)
+            except Exception as exc:  # noqa: BLE001 - not the peer's fault: a bug; re-raised
+                error = error or exc
+        if error is not None:
+            raise error
         if any(not res.applied and res.prev is None for res in results):
             self.hlc.observe(self.meta.watermarks().get(part, 0) + 1)
             return None

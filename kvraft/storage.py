@@ -143,6 +143,7 @@ class Storage:
         self._max_ts = int(wconn.execute("SELECT COALESCE(MAX(ts), 0) FROM records").fetchone()[0])
         self._hints = int(wconn.execute("SELECT COUNT(*) FROM hints").fetchone()[0])
         self._leaves: dict[int, list[int]] = {}  # partition -> leaf hashes
+        self._undo: list[tuple[int, int, int, int]] = []  # tree changes of the open transaction
         self._part_rows: dict[int, int] = {}  # partition -> rows held (tombstones included)
         self.watermarks: dict[int, int] = {}  # partition -> purge watermark (HLC ts)
         for key, part, leaf, ts, node, tomb in wconn.execute(
@@ -260,6 +261,7 @@ class Storage:
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
         deltas = [0, 0, 0, self._max_ts]  # keys, bytes, hints, max ts
         outputs = []
+        self._undo = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, items, _done, _slot in batch:
@@ -268,6 +270,8 @@ class Storage:
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            for part, leaf, h, rows in reversed(self._undo):  # the tree follows the rollback
+                self._tree(part, leaf, h, -rows)
             for _op, _items, done, slot in batch:
                 slot.append(exc)
                 done[0] = True
@@ -301,8 +305,8 @@ class Storage:
             # per record instead of two (a key's partition never changes; if it did, REPLACE)
             conn.execute(_UPSERT if row is None or row[4] == rec.part else _REPLACE, values)
             if prev is not None:
-                self._tree(row[4], leaf, record_hash(rec.key, prev, bool(row[2])), -1)
-            self._tree(rec.part, leaf, record_hash(rec.key, rec.version, rec.tomb), 1)
+                self._change(row[4], leaf, record_hash(rec.key, prev, bool(row[2])), -1)
+            self._change(rec.part, leaf, record_hash(rec.key, rec.version, rec.tomb), 1)
             deltas[0] += (0 if rec.tomb else 1) - (1 if prev_live else 0)
             deltas[1] += (0 if rec.tomb else len(rec.value)) - (row[3] if prev_live else 0)
             deltas[3] = max(deltas[3], rec.version.ts)
@@ -329,7 +333,8 @@ class Storage:
             if row is None:
                 return 0
             conn.execute("DELETE FROM records WHERE key = ?", (key,))
-            self._tree(part, row[4], record_hash(key, Version(row[0], row[1]), bool(row[2])), -1)
+            self._change(part, row[4], record_hash(key, Version(row[0], row[1]), bool(row[2])),
+                         -1)
             if not row[2]:
                 deltas[0] -= 1
                 deltas[1] -= row[3]
@@ -343,12 +348,17 @@ class Storage:
                 args).fetchall()
             conn.execute(f"DELETE FROM records WHERE {where}", args)
             for key, ts, node, tomb, size, leaf in rows:
-                self._tree(part, leaf, record_hash(key, Version(ts, node), bool(tomb)), -1)
+                self._change(part, leaf, record_hash(key, Version(ts, node), bool(tomb)), -1)
                 if not tomb:
                     deltas[0] -= 1
                     deltas[1] -= size
             return len(rows)
         raise ValueError(op)
+
+    def _change(self, part: int, leaf: int, h: int, rows: int) -> None:
+        """:meth:`_tree`, inside a write transaction: undone if the transaction rolls back."""
+        self._undo.append((part, leaf, h, rows))
+        self._tree(part, leaf, h, rows)
 
     def _tree(self, part: int, leaf: int, h: int, rows: int) -> None:
         """XOR a record hash in or out of leaf ``leaf`` (the record key's ``leaf_of``) of a

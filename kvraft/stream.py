@@ -168,13 +168,15 @@ class PeerStream:
             if self._error is not None:
                 raise self._error
             conn = self._conn
-            assert conn is not None
+            if conn is None:  # closed meanwhile (the node is shutting down)
+                raise PeerError(f"{self.addr}: stream closed before an answer")
             try:
                 got = read_frame(conn.rfile, self.limit)
                 if got is None:
                     raise ProtocolError("stream closed before an answer")
             except (OSError, ValueError) as exc:
-                self._failed(exc, first)
+                # a malformed or oversized answer would come again: no second try for those
+                self._failed(exc, first and not isinstance(exc, StreamError))
                 continue
             kind, payload = got
             self._last = time.monotonic()

@@ -1,6 +1,7 @@
 import sqlite3
 import threading
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -142,6 +143,20 @@ def test_rewrites_keep_the_rows_and_the_hash_tree_as_a_rebuild_would(tmp_path):
         assert {p: s.leaf_hashes(p) for p in (2, 5)} == trees
         assert s.partitions_held() == held == {2, 5}
         assert s.get("a").value == b"moved" and s.get("b").value == b"b2"
+    finally:
+        s.close()
+
+
+def test_a_rolled_back_commit_leaves_the_hash_tree_as_it_was(tmp_path):
+    s = Storage(tmp_path / "r.db")
+    try:
+        s.apply(rec("a", 1, part=3))
+        before = (s.leaf_hashes(3), s.partitions_held())
+        unbindable = Record("b", 3, Version(2, "n1"), False, {"not": "bytes"})  # type: ignore
+        with pytest.raises(sqlite3.Error):  # "a" is rewritten, then "b" fails: all rolled back
+            s.apply_many([rec("a", 5, value=b"new", part=3), unbindable])
+        assert (s.leaf_hashes(3), s.partitions_held()) == before
+        assert s.get("a").version == Version(1, "n1") and s.get("b") is None
     finally:
         s.close()
 

@@ -31,6 +31,7 @@ class Peer:
         self.store = store
         self.go = threading.Event()
         self.crashes = 0
+        self.reads = 0
         self.local = threading.local()  # the connection the current batch came on
         self.server = HttpServer(self.app, "127.0.0.1", port, read_timeout=5.0)
         self.addr = "{}:{}".format(*self.server.address)
@@ -53,6 +54,7 @@ class Peer:
         return stream.encode_results(results)
 
     def get(self, payload: bytes) -> bytes:
+        self.reads += 1
         return encode_records(self.store.get_many(stream.decode_keys(payload)))
 
     def app(self, environ, start_response):
@@ -119,6 +121,27 @@ def test_reads_answer_the_stored_records_among_the_keys_asked(peer, store):
     with pytest.raises(stream.StreamRefused, match="unexpected frame kind 9"):
         s.receive()
     s.close()
+
+
+def test_an_answer_over_the_limit_is_an_error_and_is_not_asked_twice(peer):
+    s = stream.PeerStream(peer.addr, SECRET, timeout=5.0)
+    assert roundtrip(s, [rec("big", 1, b"x" * 4096)])[0].applied  # the stream is now reused
+    small = stream.PeerStream(peer.addr, SECRET, timeout=5.0, limit=1024)
+    small.send(stream.encode_keys(["warm"]), stream.GET)
+    small.receive()
+    small.send(stream.encode_keys(["big"]), stream.GET)
+    with pytest.raises(PeerError, match="over the limit of 1024"):
+        small.receive()
+    assert peer.reads == 2  # the oversized answer was not fetched once more
+    s.close()
+
+
+def test_a_stream_closed_while_waiting_for_its_answer_is_a_peer_error(peer):
+    s = stream.PeerStream(peer.addr, SECRET, timeout=5.0)
+    s.send(encode_records([rec("k", 1)]))
+    s.close()  # e.g. the node shutting down between the send and the read
+    with pytest.raises(PeerError, match="stream closed before an answer"):
+        s.receive()
 
 
 def test_keys_encode_and_decode():

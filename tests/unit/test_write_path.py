@@ -1,0 +1,94 @@
+"""The coordinator's write path (Node._write_once) with a real peer on 127.0.0.1 (an HttpServer
+serving the replica-write stream into a real SQLite store) and a real local store whose disk
+fills up once. Only the node's Raft metadata is a stand-in: one partition, held by n1 (this
+node) and n2 (the peer)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+from test_stream import SECRET, Peer
+
+from kvraft.hlc import HLC
+from kvraft.node import Node
+from kvraft.storage import Storage
+from kvraft.watch import ChangeHub
+
+
+class DiskFullOnce(Storage):
+    """A store whose first write fails as SQLite does when the disk is full."""
+
+    full = True
+
+    def apply_many(self, records):
+        if self.full:
+            self.full = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().apply_many(records)
+
+
+class OnePartition:
+    """The metadata a write needs: partition 0 on n1 and n2, n2 at ``peer_addr``."""
+
+    def __init__(self, peer_addr: str) -> None:
+        self.peer_addr = peer_addr
+
+    def partitions(self):
+        return 1, [("n1", "n2")]
+
+    def caught_up(self) -> bool:
+        return True
+
+    def http_of(self, node_id: str) -> str | None:
+        return self.peer_addr if node_id == "n2" else None
+
+    def watermarks(self) -> dict[int, int]:
+        return {}
+
+
+def coordinator(tmp_path, peer_addr: str) -> Node:
+    node = object.__new__(Node)  # no Raft, no background duties: only the write path
+    node.config = SimpleNamespace(secret=SECRET, peer_timeout=5.0, test_fault=None,
+                                  max_value_bytes=1 << 20)
+    node.id, node.rf = "n1", 2
+    node.meta = OnePartition(peer_addr)
+    node.hlc = HLC()
+    node.storage = DiskFullOnce(tmp_path / "n1.db")
+    node.changes = ChangeHub()
+    node.counters, node._counter_lock = Counter(), threading.Lock()
+    node._batchers, node._streams = {}, {}
+    node._alive, node._down = {}, {}
+    node._stop = threading.Event()
+    return node
+
+
+def test_a_write_that_fails_locally_still_reads_its_replica_answer(tmp_path):
+    """The record goes to the peer before the local commit; if the local commit fails, the
+    peer's answer must still be read, or the peer's one write lane stays taken and every later
+    write to it waits its full limit and fails."""
+    peer_store = Storage(tmp_path / "n2.db")
+    peer = Peer(peer_store)
+    node = coordinator(tmp_path, peer.addr)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            node.put("first", b"1")
+        outcome: list = []
+        later = threading.Thread(target=lambda: outcome.append(node.put("second", b"2")),
+                                 daemon=True)
+        later.start()
+        later.join(10)
+        assert not later.is_alive(), "the next write waited for a lane nobody frees"
+        assert outcome and outcome[0].acks == 2
+        assert peer_store.get("second").value == b"2" and node.storage.get("second") is not None
+        assert peer_store.get("first").value == b"1"  # applied there: not acknowledged, synced
+    finally:
+        for s in node._streams.values():
+            s.close()
+        peer.go.set()
+        peer.stop()
+        node.storage.close()
+        peer_store.close()
