@@ -40,7 +40,7 @@ class Balancer:
         with self._lock:
             self._turn += 1
             node = pick(self.policy, options, self._inflight, self._turn, self._rng,
-                        reported or {})
+                        reported)
             self._inflight[node] = self._inflight.get(node, 0) + 1
             return node
 

@@ -1,8 +1,9 @@
-"""Replica writes to one peer, coalesced: concurrent writes share one ``/peer/apply`` request.
+"""Requests to one peer, coalesced: concurrent replica writes (or reads) share one request.
 
-Under load many client writes at once are bound for the same peer; sending each as its own HTTP
-request costs a request's parsing and syscalls per record on both sides, and a commit each on the
-replica. A :class:`PeerBatcher` (one per peer) lets at most ``lanes`` requests be in flight to
+Under load many client writes at once are bound for the same peer; sending each as its own
+request costs a request's framing and syscalls per record on both sides, and a commit each on
+the replica. A :class:`PeerBatcher` (the node keeps one per peer for writes and one for reads,
+each sending on its own :mod:`kvraft.stream`) lets at most ``lanes`` requests be in flight to
 its peer; a record submitted while all lanes are busy waits in a queue, and when a lane frees up
 everything queued goes out together (up to ``max_records``/``max_bytes``), applied by the
 replica in one transaction. Alone, a record is sent at once: no timer, no added wait.

@@ -40,7 +40,7 @@ from .meta import Meta, MetaUnavailable
 from .storage import ApplyResult, Record, Storage
 from .stream import PeerStream, StreamRefused
 from .sync import Syncer
-from .transport import PeerClient, PeerConnectError, PeerError, Pending
+from .transport import PeerClient, PeerConnectError, PeerError
 from .watch import ChangeHub
 from .wire import decode_records, encode_records
 
@@ -199,20 +199,8 @@ class Node:
     def _peer(self, node_id: str, method: str, path: str, body: bytes = b"",
               timeout: float | None = None) -> bytes:
         """One request to a peer; marks its liveness; raises PeerError unless the answer is 2xx."""
-        return self._finish(node_id, self._start(node_id, method, path, body, timeout))
-
-    def _start(self, node_id: str, method: str, path: str, body: bytes = b"",
-               timeout: float | None = None) -> Pending:
-        """Send a request to a peer without waiting for the answer (see :meth:`_finish`)."""
         try:
-            return self.peers.start(self._addr(node_id), method, path, body, timeout=timeout)
-        except PeerError:
-            self._mark(node_id, False)
-            raise
-
-    def _finish(self, node_id: str, pending: Pending) -> bytes:
-        try:
-            resp = pending.result()
+            resp = self.peers.request(self._addr(node_id), method, path, body, timeout=timeout)
         except PeerError:
             self._mark(node_id, False)
             raise
