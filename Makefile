@@ -45,5 +45,10 @@ chaos: $(STAMP)
 	sh scripts/install-test-deps.sh
 	$(BIN)/python -m chaos.run full
 
+.PHONY: chaos-register-negative
+chaos-register-negative: $(STAMP)
+	sh scripts/install-test-deps.sh
+	$(BIN)/python -m chaos.run register-negative
+
 clean:
 	rm -rf $(VENV) data .pytest_cache
