@@ -1,10 +1,11 @@
 """Chaos scenarios: start a cluster, run the workload while the nemesis breaks things, heal,
 verify, judge, report.
 
-    python -m chaos.run smoke       # ~80 s: 2 kills (one of the leader), a partition, a pause,
-                                    # packet loss, clock skew, a delay
+    python -m chaos.run smoke       # ~90 s: 2 kills (one of the leader), a partition, a pause,
+                                    # packet loss, 2 clock skews (seconds, ms), a delay
     python -m chaos.run full        # >= 10 minutes: 16 kills, 10 partitions, 5 pauses, loss,
-                                    # skew, 3 delays
+                                    # 4 skews, 3 delays
+(both with the set and the register workload)
     python -m chaos.run delay       # ~1.5 minutes: 4 delays (50, 100 or 200 ms), then a kill
     python -m chaos.run negative    # a node that acknowledges without writing: must be caught
     python -m chaos.run register-negative   # last-writer-wins acks on a node 150 ms ahead:
