@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration lint bench bench-latency bench-growth chaos-smoke chaos clean
+.PHONY: run test unit integration lint bench bench-latency bench-growth chaos-smoke chaos skew-table clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +44,9 @@ chaos-smoke: $(STAMP)
 chaos: $(STAMP)
 	sh scripts/install-test-deps.sh
 	$(BIN)/python -m chaos.run full
+
+skew-table: $(STAMP)
+	$(BIN)/python -m chaos.skew_table
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
