@@ -84,6 +84,8 @@ class Node:
         self._clock = ClockGuard(max_offset_ms)  # guarded by _counter_lock
         self._clock_ok = True  # the last verdict, for logging its changes
         self._clock_tried: set[str] = set()  # peers pinged at least once (answered or not)
+        self._clock_last = Verdict(True, {}, (), max_offset_ms)  # what writes go by
+        self._clock_checked = False  # every peer pinged once: the verdict has had its chance
         self.peers = PeerClient(config.secret, timeout=config.peer_timeout)
         raft_peers = config.peers
         if config.join and not os.path.exists(os.path.join(config.data_dir, "raft.journal")):
@@ -196,6 +198,7 @@ class Node:
         with self._counter_lock:
             verdict = self._clock.verdict(peers, time.monotonic())
             changed, self._clock_ok = verdict.ok != self._clock_ok, verdict.ok
+            self._clock_last = verdict
         if changed and not verdict.ok:
             log.warning("clock offset guard: %s; refusing to coordinate writes",
                         verdict.describe())
@@ -205,19 +208,24 @@ class Node:
         return verdict
 
     def clock_checked(self) -> bool:
-        """Every peer has been pinged at least once, so the verdict has had its chance."""
+        """Every peer has been pinged at least once since this node started, so the verdict has
+        had its chance (once true, it stays so: a member added later is judged as it comes)."""
+        if self._clock_checked:
+            return True
         peers = {n for n in self.members() if n != self.id}
         with self._counter_lock:
-            return peers <= self._clock_tried
+            self._clock_checked = checked = peers <= self._clock_tried
+        return checked
 
     def _check_clock(self) -> None:
-        """Refuse to coordinate a write while this node's clock is out of bounds."""
-        verdict = self.clock_verdict()
+        """Refuse to coordinate a write while this node's clock is out of bounds (the verdict
+        the ping duty last reached, so a write costs no recomputation)."""
+        verdict = self._clock_last
         if not verdict.ok:
             self.count("writes_clock_refused")
             raise ClockOffset(verdict.describe() + ": this node refuses to coordinate writes "
                               "until its clock is back within bounds; write through another node")
-        if not self.clock_checked():
+        if not self._clock_checked:
             raise ClockOffset("this node has not measured its clock offset to its peers yet; "
                               "retry shortly")
 
@@ -646,6 +654,8 @@ class Node:
             log.info("registration pending: %s", exc)
 
     def _ping_once(self) -> None:
+        self.clock_checked()  # the verdicts writes go by, from the pings so far
+        self.clock_verdict()
         for node_id in self.members():
             if node_id != self.id:
                 self.pool.submit(self._ping, node_id)
@@ -664,12 +674,14 @@ class Node:
                 with self._counter_lock:
                     self._clock.add(node_id, clock_sample(t0, t1, answer["clock_ms"],
                                                           time.monotonic()))
+                self.clock_verdict()
         except (PeerError, ValueError, TypeError, AttributeError):
             self._peer_ready[node_id] = False
             self._peer_load.pop(node_id, None)
         finally:
             with self._counter_lock:
                 self._clock_tried.add(node_id)
+            self.clock_checked()
 
     def clock_offsets(self) -> dict[str, float]:
         """Peer -> its clock's offset from this node's, in ms (the best recent estimate)."""

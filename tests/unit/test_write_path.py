@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from test_stream import SECRET, Peer
 
-from kvraft.clockguard import ClockGuard
+from kvraft.clockguard import ClockGuard, Verdict
 from kvraft.hlc import HLC, Version, wall_clock_ms
 from kvraft.node import Node
 from kvraft.storage import Record, Storage
@@ -71,6 +71,7 @@ def coordinator(tmp_path, peer_addr: str) -> Node:
     node._alive, node._down = {}, {}
     node._stop = threading.Event()
     node._clock, node._clock_ok, node._clock_tried = ClockGuard(500), True, set()
+    node._clock_last, node._clock_checked = Verdict(True, {}, (), 500), True
     return node
 
 
