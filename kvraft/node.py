@@ -212,7 +212,10 @@ class Node:
         had its chance (once true, it stays so: a member added later is judged as it comes)."""
         if self._clock_checked:
             return True
-        peers = {n for n in self.members() if n != self.id}
+        members = self.members()
+        if self.id not in members:  # the peers are not known yet
+            return False
+        peers = {n for n in members if n != self.id}
         with self._counter_lock:
             self._clock_checked = checked = peers <= self._clock_tried
         return checked

@@ -12,6 +12,7 @@ what was acknowledged. Under plain last-writer-wins about a third of these overw
 from __future__ import annotations
 
 import pytest
+import requests
 from cluster import Cluster, wait_for
 
 OVERWRITES = 500
@@ -83,12 +84,21 @@ def test_a_node_past_max_clock_offset_turns_not_ready_and_refuses_writes(tmp_pat
         skewed, other, leader = _skew_a_follower(c, 3000)  # default max_clock_offset: 500 ms
         url = c.url(skewed)
 
+        early = []  # writes tried through the skewed node from the moment it starts
+
         def refused():
+            try:
+                early.append(c.put(skewed, "early", b"x").status_code)
+            except requests.RequestException:
+                pass  # not listening yet
             r = c.http.get(url + "/ready", timeout=2)
             return r.status_code == 503 and "max_clock_offset" in r.json()["message"] and r.json()
 
         ready = wait_for(refused, 30, "the skewed node to say its clock is out of bounds")
         assert "-3000 ms" in ready["message"] or "-299" in ready["message"]  # names the offset
+        # not one write was coordinated before its clock had been measured
+        assert early and all(code == 503 for code in early), early
+        assert c.get(leader, "early").status_code == 404
         for method in ("put", "delete"):
             r = getattr(c, method)(skewed, "before", **({"value": b"2"} if method == "put"
                                                          else {}))
