@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration lint bench bench-latency bench-growth chaos-smoke chaos clean
+.PHONY: run test unit integration lint bench bench-latency bench-growth chaos-smoke chaos skew-table clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,9 @@ chaos: $(STAMP)
 chaos-register-negative: $(STAMP)
 	sh scripts/install-test-deps.sh
 	$(BIN)/python -m chaos.run register-negative
+
+skew-table: $(STAMP)
+	$(BIN)/python -m chaos.skew_table
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

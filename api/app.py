@@ -226,7 +226,7 @@ def create_app(node: Node) -> Flask:
     @app.get("/peer/ping")
     def peer_ping():
         return jsonify({"id": node.id, "keys": node.storage.live_keys, "ready": node.ready()[0],
-                        "load": node.activity.value,
+                        "load": node.activity.value, "clock_ms": node.hlc.physical(),
                         "raft_members": list(node.meta.raft_members())})
 
     def _json_body() -> dict:

@@ -40,7 +40,8 @@ COUNTERS = ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered"
             "writes_unavailable", "sync_rounds", "sync_records", "sync_bytes",
             "sync_keys_repaired", "tombstones_purged", "records_handed_off", "forwards",
             "forwards_failed", "balanced_local", "replica_batches", "replica_batched_records",
-            "read_batches", "read_batched_keys")  # present from the start, at 0
+            "read_batches", "read_batched_keys", "writes_restamped", "writes_clock_refused",
+            "clock_refused")  # present from the start, at 0
 HELP = {
     "writes": "writes (PUT, POST, DELETE) this node coordinated",
     "reads": "reads this node coordinated",
@@ -49,6 +50,9 @@ HELP = {
     "hints_delivered": "hints delivered to their replica",
     "read_repairs": "stale replicas repaired by reads",
     "writes_unavailable": "writes refused for lack of acknowledgements",
+    "writes_restamped": "write stampings redone above a newer version a replica kept",
+    "writes_clock_refused": "writes refused because this node's clock is out of bounds",
+    "clock_refused": "versions not folded into the HLC: more than max_clock_offset ahead",
     "sync_rounds": "anti-entropy rounds this node ran",
     "sync_records": "records exchanged by anti-entropy",
     "sync_bytes": "bytes exchanged by anti-entropy",
@@ -156,6 +160,16 @@ def _cluster_families(node_id: str, view: dict):
     for member, count in sorted(held.items()):
         placed.add_metric([node_id, member], float(count))
     yield from (placed, up, stored)
+    clock = view.get("clock", {})
+    offsets = GaugeMetricFamily("kvraft_clock_offset_seconds",
+                                "each peer's clock minus this node's (from pings, NTP-style)",
+                                labels=["node", "peer"])
+    for peer, ms in sorted(clock.get("offsets_ms", {}).items()):
+        if ms is not None:
+            offsets.add_metric([node_id, peer], ms / 1000.0)
+    yield offsets
+    yield _gauge("kvraft_clock_ok", "1 when this node's clock is within max_clock_offset of "
+                 "the majority of its peers", float(bool(clock.get("ok", True))), node_id)
     sync = view.get("sync", {})
     yield _gauge("kvraft_sync_interval_seconds", "seconds between anti-entropy rounds",
                  sync.get("interval", 0), node_id)

@@ -16,7 +16,7 @@ from typing import Any
 ENV_PREFIX = "KVRAFT_"
 NODE_ID = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
 POLICIES = ("least-loaded", "round-robin", "random")
-TEST_FAULTS = ("", "drop_replication", "ack_without_write")
+TEST_FAULTS = ("", "drop_replication", "ack_without_write", "lww_ack")
 
 
 class ConfigError(ValueError):
@@ -58,9 +58,15 @@ class Config:
     ftp_password: str = field(default="", repr=False)
     ftp_tls: bool = False
     clock_offset_ms: int = 0  # chaos: skew this node's physical clock
+    # seconds this node's clock may be from the majority of its peers before it turns not-ready
+    # and refuses to coordinate writes; also how far ahead a peer's timestamp may be and still be
+    # folded into this node's HLC
+    max_clock_offset: float = 0.5
     # Test-only fault switches (never set in production): "drop_replication" stops sending
     # records to other replicas (they diverge until anti-entropy heals them); "ack_without_write"
-    # acknowledges writes without storing them (the chaos checker's negative control).
+    # acknowledges writes without storing them (the chaos checker's negative control);
+    # "lww_ack" counts a replica that kept a newer version as an ack (plain last-writer-wins:
+    # the register checker's negative control).
     test_fault: str = ""
     log_level: str = "warning"
 
@@ -96,6 +102,8 @@ class Config:
             raise ConfigError("max_connections: 16 to 16384")
         if self.balance not in POLICIES:
             raise ConfigError(f"balance: one of {', '.join(POLICIES)}")
+        if not 0.001 <= self.max_clock_offset <= 86400:
+            raise ConfigError("max_clock_offset: 0.001 to 86400 seconds")
         for name in ("peer_timeout", "sync_interval", "dead_after"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")

@@ -30,3 +30,10 @@ class Unavailable(KvError):
 
     status = 503
     code = "unavailable"
+
+
+class ClockOffset(Unavailable):
+    """This node's clock is too far from its peers' to stamp versions; it refuses to coordinate
+    writes until it is back within ``max_clock_offset``."""
+
+    code = "clock_offset"

@@ -51,13 +51,27 @@ class HLC:
     """Thread-safe hybrid logical clock.
 
     ``now()`` is strictly increasing; ``observe(ts)`` folds in a timestamp seen from elsewhere so
-    that a later local ``now()`` orders after it even if this node's wall clock is behind.
+    that a later local ``now()`` orders after it even if this node's wall clock is behind. With
+    ``max_ahead_ms``, a timestamp further than that ahead of this node's physical clock is not
+    folded in (``observe`` returns False): one bad clock must not drag every node's versions into
+    the future. The same bound applies to ``last`` (the newest timestamp in the local store).
     """
 
-    def __init__(self, physical_ms: Callable[[], int] | None = None, last: int = 0) -> None:
+    def __init__(self, physical_ms: Callable[[], int] | None = None, last: int = 0,
+                 max_ahead_ms: int | None = None) -> None:
         self._physical = physical_ms or wall_clock_ms()
-        self._last = last
+        self._max_ahead = max_ahead_ms
         self._lock = threading.Lock()
+        self._last = last if self._within(last) else 0
+
+    def _within(self, ts: int) -> bool:
+        if self._max_ahead is None:
+            return True
+        return (ts >> LOGICAL_BITS) <= self._physical() + self._max_ahead
+
+    def physical(self) -> int:
+        """This node's physical clock in ms (skewed like the HLC's)."""
+        return self._physical()
 
     def now(self) -> int:
         phys = self._physical() << LOGICAL_BITS
@@ -65,7 +79,11 @@ class HLC:
             self._last = max(self._last + 1, phys)
             return self._last
 
-    def observe(self, ts: int) -> None:
+    def observe(self, ts: int) -> bool:
+        """Fold ``ts`` in; False (and nothing changed) when it is too far ahead to trust."""
+        if not self._within(ts):
+            return False
         with self._lock:
             if ts > self._last:
                 self._last = ts
+        return True

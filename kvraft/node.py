@@ -28,11 +28,13 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from . import placement, stream, views
+from . import placement, stream, versionrule, views
 from .balance import Activity
 from .batch import PeerBatcher, Ticket
+from .clockguard import ClockGuard, Verdict
+from .clockguard import sample as clock_sample
 from .config import Config
-from .errors import BadRequest, NotFound, Unavailable
+from .errors import BadRequest, ClockOffset, NotFound, Unavailable
 from .hlc import HLC, Version, wall_clock_ms
 from .keys import check_key, new_key
 from .leader import Leader
@@ -76,7 +78,14 @@ class Node:
         self.rf = config.replication_factor
         os.makedirs(config.data_dir, exist_ok=True)
         self.storage = Storage(os.path.join(config.data_dir, "store.db"), fsync=config.fsync)
-        self.hlc = HLC(wall_clock_ms(config.clock_offset_ms), last=self.storage.max_ts)
+        max_offset_ms = int(config.max_clock_offset * 1000)
+        self.hlc = HLC(wall_clock_ms(config.clock_offset_ms), last=self.storage.max_ts,
+                       max_ahead_ms=max_offset_ms)
+        self._clock = ClockGuard(max_offset_ms)  # guarded by _counter_lock
+        self._clock_ok = True  # the last verdict, for logging its changes
+        self._clock_tried: set[str] = set()  # peers pinged at least once (answered or not)
+        self._clock_last = Verdict(True, {}, (), max_offset_ms)  # what writes go by
+        self._clock_checked = False  # every peer pinged once: the verdict has had its chance
         self.peers = PeerClient(config.secret, timeout=config.peer_timeout)
         raft_peers = config.peers
         if config.join and not os.path.exists(os.path.join(config.data_dir, "raft.journal")):
@@ -173,7 +182,55 @@ class Node:
             return False, "this node is not registered in the cluster metadata yet"
         if not self.meta.partitions()[1]:
             return False, "no partition map yet"
+        verdict = self.clock_verdict()
+        if not verdict.ok:
+            return False, verdict.describe()
+        if not self.clock_checked():
+            return False, "measuring the clock offset to the peers"
         return True, "ready"
+
+    # -- clock offset guard ----------------------------------------------------------------------
+
+    def clock_verdict(self) -> Verdict:
+        """Whether this node's clock is within ``max_clock_offset`` of the majority of the peers
+        it could measure (from its pings); logs when the verdict changes."""
+        peers = [n for n in self.members() if n != self.id]
+        with self._counter_lock:
+            verdict = self._clock.verdict(peers, time.monotonic())
+            changed, self._clock_ok = verdict.ok != self._clock_ok, verdict.ok
+            self._clock_last = verdict
+        if changed and not verdict.ok:
+            log.warning("clock offset guard: %s; refusing to coordinate writes",
+                        verdict.describe())
+        elif changed:
+            log.warning("clock offset guard: back within bounds (%s)",
+                        ", ".join(f"{p} {o:+.0f} ms" for p, o in verdict.offsets_ms.items()))
+        return verdict
+
+    def clock_checked(self) -> bool:
+        """Every peer has been pinged at least once since this node started, so the verdict has
+        had its chance (once true, it stays so: a member added later is judged as it comes)."""
+        if self._clock_checked:
+            return True
+        members = self.members()
+        if self.id not in members:  # the peers are not known yet
+            return False
+        peers = {n for n in members if n != self.id}
+        with self._counter_lock:
+            self._clock_checked = checked = peers <= self._clock_tried
+        return checked
+
+    def _check_clock(self) -> None:
+        """Refuse to coordinate a write while this node's clock is out of bounds (the verdict
+        the ping duty last reached, so a write costs no recomputation)."""
+        verdict = self._clock_last
+        if not verdict.ok:
+            self.count("writes_clock_refused")
+            raise ClockOffset(verdict.describe() + ": this node refuses to coordinate writes "
+                              "until its clock is back within bounds; write through another node")
+        if not self._clock_checked:
+            raise ClockOffset("this node has not measured its clock offset to its peers yet; "
+                              "retry shortly")
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
         _epoch, pmap = self.meta.partitions()
@@ -292,10 +349,17 @@ class Node:
 
     def apply_local(self, records: list[Record]) -> list[ApplyResult]:
         for r in records:
-            self.hlc.observe(r.version.ts)
+            self._observe(r.version)
         results = self.storage.apply_many(records)
         self.changes.publish(r for r, res in zip(records, results, strict=True) if res.applied)
         return results
+
+    def _observe(self, version: Version) -> None:
+        """Fold a version seen elsewhere into the HLC, unless it is too far ahead to trust."""
+        if not self.hlc.observe(version.ts):
+            self.count("clock_refused")
+            log.info("not folding in %s from %s: more than max_clock_offset ahead of this "
+                     "node's clock", version.encode(), version.node)
 
     def hint_local(self, target: str, records: list[Record]) -> None:
         for r in records:
@@ -313,6 +377,8 @@ class Node:
 
     def delete(self, key: str, w: str = "quorum") -> WriteResult:
         check_key(key)
+        placement.required_acks(w, self.rf)
+        self._check_clock()
         part, _replicas = self.replicas_of(key)
         answers = self._gather(list(self.readable(part)), key)  # newest any replica has
         if not answers:
@@ -321,26 +387,74 @@ class Node:
                       key=lambda rec: rec.version, default=None)
         if current is None or current.tomb:
             raise NotFound(f"key {key!r} not found")
-        return self._write(key, b"", True, w)
+        if self.config.test_fault == "lww_ack":  # the negative control: today's plain rule
+            return self._write(key, b"", True, w)
+        self._observe(current.version)
+        return self._write(key, b"", True, w, floor=current.version)  # stamped above it
 
-    def _write(self, key: str, value: bytes, tomb: bool, w: str) -> WriteResult:
-        for _ in range(3):
-            result = self._write_once(key, value, tomb, w)
-            if result is not None:
-                return result
-        raise Unavailable("this node's clock is behind the cluster's purge watermark; retry")
+    def _write(self, key: str, value: bytes, tomb: bool, w: str,
+               floor: Version | None = None) -> WriteResult:
+        """Stamp, send, tally; stamp again above what a replica kept (forward-only versions).
 
-    def _write_once(self, key: str, value: bytes, tomb: bool, w: str) -> WriteResult | None:
-        """One attempt; None when a replica refused the version as older than its tombstone
-        watermark (this node's clock was behind): the clock is advanced and the caller retries."""
-        need = placement.required_acks(w, self.rf)
+        A replica answer counts as an ack only when the replica now holds this write's version
+        (:mod:`kvraft.versionrule`). A replica that kept a newer version teaches the coordinator
+        that version: the write is stamped again above it and sent again, at most
+        ``versionrule.ATTEMPTS`` times. Raises Unavailable when the acks (with hints, for
+        ``one``/``quorum``) stay below ``w``: the write may or may not be visible later."""
+        need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
+        self._check_clock()
         part, replicas = self.replicas_of(key)
-        record = Record(key, part, Version(self.hlc.now(), self.id), tomb, value)
-        if self.config.test_fault == "ack_without_write":  # negative control for the checker
-            return WriteResult(key, record.version, replicas, need, True)
-        # remote replicas get the record first (batched with other writes to the same peer);
-        # the local write overlaps their round trips
-        size = len(record.key) + len(value) + 64
+        lww_ack = self.config.test_fault == "lww_ack"
+        own: list[Version] = []  # every stamping of this write
+        seen: list[ApplyResult] = []  # every answer of every attempt (for the created flag)
+        for _attempt in range(versionrule.ATTEMPTS):
+            ts = versionrule.stamp_above(self.hlc.now(), floor)
+            record = Record(key, part, Version(ts, self.id), tomb, value)
+            own.append(record.version)
+            if self.config.test_fault == "ack_without_write":  # negative control for the checker
+                return WriteResult(key, record.version, replicas, need, True)
+            results, failed = self._send_write(record, replicas)
+            seen += results
+            verdict = versionrule.judge(record.version, results, lww_ack)
+            if verdict.below_watermark:  # this clock is behind the partition's purge watermark
+                floor = max(floor or record.version,
+                            Version(self.meta.watermarks().get(part, 0), ""))
+                self.count("writes_restamped")
+                continue
+            if verdict.newer is not None:  # a replica holds a newer version: write above it
+                self._observe(verdict.newer)
+                floor = verdict.newer
+                self.count("writes_restamped")
+                continue
+            break
+        else:
+            self.count("writes_unavailable")
+            raise Unavailable(
+                f"replicas of {key!r} kept newer versions through {versionrule.ATTEMPTS} "
+                f"stampings (concurrent writers): the write may or may not be visible later")
+        acks = verdict.acks
+        if self.config.test_fault == "drop_replication":
+            acks = len(replicas)
+        hinted = self._hint(part, replicas, failed, record) if failed else []
+        self.count("writes")
+        self.count("replica_acks", acks)
+        effective = acks if w == "all" else acks + len(hinted)
+        if effective < need:
+            self.count("writes_unavailable")
+            raise Unavailable(
+                f"write reached {acks} replica(s) and {len(hinted)} stand-in(s); w={w} needs "
+                f"{need}: the write may or may not be visible later"
+            )
+        # a replica that already holds one of this write's stampings saw our own request
+        created = versionrule.created(seen, own)
+        return WriteResult(key, record.version, replicas, effective, created, tuple(hinted))
+
+    def _send_write(self, record: Record,
+                    replicas: tuple[str, ...]) -> tuple[list[ApplyResult], list[str]]:
+        """Send ``record`` to its replicas: the remote ones first (batched with other writes to
+        the same peer), the local copy committed while they work. Returns the answers and the
+        replicas that failed (down, or the request failed: maybe applied)."""
+        size = len(record.key) + len(record.value) + 64
         tickets: dict[str, Ticket] = {}
         local = None
         failed: list[str] = []
@@ -364,31 +478,13 @@ class Node:
             try:  # answer nobody reads would hold its peer's lane (every later write waits)
                 results.append(self._batchers[(r, stream.APPLY)].result(t))
             except PeerError as exc:
-                log.info("replica %s failed for %r: %s", r, key, exc)
+                log.info("replica %s failed for %r: %s", r, record.key, exc)
                 failed.append(r)
             except Exception as exc:  # noqa: BLE001 - not the peer's fault: a bug; re-raised
                 error = error or exc
         if error is not None:
             raise error
-        if any(not res.applied and res.prev is None for res in results):
-            self.hlc.observe(self.meta.watermarks().get(part, 0) + 1)
-            return None
-        acks = len(results)
-        if self.config.test_fault == "drop_replication":
-            acks = len(replicas)
-        hinted = self._hint(part, replicas, failed, record) if failed else []
-        self.count("writes")
-        self.count("replica_acks", acks)
-        effective = acks if w == "all" else acks + len(hinted)
-        if effective < need:
-            self.count("writes_unavailable")
-            raise Unavailable(
-                f"write reached {acks} replica(s) and {len(hinted)} stand-in(s); w={w} needs "
-                f"{need}: the write may or may not be visible later"
-            )
-        # a replica that already holds this very version saw our own retried request
-        created = not any(res.prev_live and res.prev != record.version for res in results)
-        return WriteResult(key, record.version, replicas, effective, created, tuple(hinted))
+        return results, failed
 
     def _hint(self, part: int, replicas: tuple[str, ...], failed: list[str],
               record: Record) -> list[str]:
@@ -561,20 +657,38 @@ class Node:
             log.info("registration pending: %s", exc)
 
     def _ping_once(self) -> None:
+        self.clock_checked()  # the verdicts writes go by, from the pings so far
+        self.clock_verdict()
         for node_id in self.members():
             if node_id != self.id:
                 self.pool.submit(self._ping, node_id)
 
     def _ping(self, node_id: str) -> None:
+        """Ping a peer: its liveness, readiness and load, and a sample of its clock's offset."""
         try:
+            t0 = self.hlc.physical()
             body = self._peer(node_id, "GET", "/peer/ping",
                               timeout=min(1.0, self.config.peer_timeout))
+            t1 = self.hlc.physical()
             answer = json.loads(body)
             self._peer_ready[node_id] = bool(answer.get("ready", True))
             self._peer_load[node_id] = max(0, int(answer.get("load", 0)))
+            if isinstance(answer.get("clock_ms"), int):
+                with self._counter_lock:
+                    self._clock.add(node_id, clock_sample(t0, t1, answer["clock_ms"],
+                                                          time.monotonic()))
+                self.clock_verdict()
         except (PeerError, ValueError, TypeError, AttributeError):
             self._peer_ready[node_id] = False
             self._peer_load.pop(node_id, None)
+        finally:
+            with self._counter_lock:
+                self._clock_tried.add(node_id)
+            self.clock_checked()
+
+    def clock_offsets(self) -> dict[str, float]:
+        """Peer -> its clock's offset from this node's, in ms (the best recent estimate)."""
+        return self.clock_verdict().offsets_ms
 
     def peer_loads(self) -> dict[str, int]:
         """The data requests each peer said it was serving at its last ping."""

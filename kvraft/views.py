@@ -56,6 +56,7 @@ def cluster(node: Node) -> dict:
     pmap = state.partitions
     nodes = []
     peer_loads = node.peer_loads()
+    clock = node.clock_verdict()
     for node_id, m in sorted(members.items()):
         s = stats.get(node_id)
         if node_id == node.id:
@@ -68,6 +69,8 @@ def cluster(node: Node) -> dict:
             "load": node.activity.value if node_id == node.id else peer_loads.get(node_id),
             "keys": keys, "bytes": nbytes,
             "member": m.raft in raft,
+            "clock_offset_ms": (0.0 if node_id == node.id
+                                else _round(clock.offsets_ms.get(node_id))),
         })
     return {
         "node": node.id,
@@ -85,7 +88,14 @@ def cluster(node: Node) -> dict:
         "removing": list(node.meta.removing()),
         "rebalances": node.meta.rebalances(),
         "sync": sync_view(node),
+        "clock": {"ok": clock.ok, "max_offset_ms": clock.max_offset_ms,
+                  "offsets_ms": {p: _round(o) for p, o in clock.offsets_ms.items()},
+                  "out_of_bounds": list(clock.off), "message": clock.describe()},
     }
+
+
+def _round(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 1)
 
 def under_replicated(node: Node, state: placement.MapState | None = None) -> int:
     """Partitions with fewer than ``replication_factor`` filled, live replicas."""

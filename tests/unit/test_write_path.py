@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import pytest
 from test_stream import SECRET, Peer
 
-from kvraft.hlc import HLC
+from kvraft.clockguard import ClockGuard, Verdict
+from kvraft.hlc import HLC, Version, wall_clock_ms
 from kvraft.node import Node
-from kvraft.storage import Storage
+from kvraft.storage import Record, Storage
 from kvraft.watch import ChangeHub
 
 
@@ -49,6 +50,12 @@ class OnePartition:
     def watermarks(self) -> dict[int, int]:
         return {}
 
+    def members(self) -> dict:
+        return {}  # no peers to measure clocks against: the clock guard passes
+
+    def raft_members(self) -> tuple:
+        return ()
+
 
 def coordinator(tmp_path, peer_addr: str) -> Node:
     node = object.__new__(Node)  # no Raft, no background duties: only the write path
@@ -63,6 +70,8 @@ def coordinator(tmp_path, peer_addr: str) -> Node:
     node._batchers, node._streams = {}, {}
     node._alive, node._down = {}, {}
     node._stop = threading.Event()
+    node._clock, node._clock_ok, node._clock_tried = ClockGuard(500), True, set()
+    node._clock_last, node._clock_checked = Verdict(True, {}, (), 500), True
     return node
 
 
@@ -89,6 +98,63 @@ def test_a_write_that_fails_locally_still_reads_its_replica_answer(tmp_path):
         for s in node._streams.values():
             s.close()
         peer.go.set()
+        peer.stop()
+        node.storage.close()
+        peer_store.close()
+
+
+def _newer_on_peer(peer_store: Storage, key: str, ahead_ms: int) -> Version:
+    """Store ``key`` on the peer under a version stamped by a clock ``ahead_ms`` ahead."""
+    ahead = Version(HLC(wall_clock_ms(ahead_ms)).now(), "n3")
+    peer_store.apply_many([Record(key, 0, ahead, False, b"old")])
+    return ahead
+
+
+@pytest.mark.parametrize("fault", ["", "lww_ack"])
+def test_a_replica_holding_a_newer_version_makes_the_write_go_above_it(tmp_path, fault):
+    """A replica whose copy was stamped by a clock 5 s ahead keeps it under last-writer-wins.
+    The coordinator must learn that version and stamp again above it, so the acknowledged
+    overwrite is what both replicas serve; the negative control (today's plain rule) loses it."""
+    peer_store = Storage(tmp_path / "n2.db")
+    peer = Peer(peer_store)
+    node = coordinator(tmp_path, peer.addr)
+    node.config.test_fault = fault
+    node.storage.full = False
+    try:
+        ahead = _newer_on_peer(peer_store, "k", 5000)
+        result = node.put("k", b"new")
+        on_peer = peer_store.get("k")
+        if fault == "lww_ack":
+            assert result.version < ahead and on_peer.value == b"old"  # the loss, acknowledged
+            return
+        assert result.version > ahead and result.acks == 2
+        assert on_peer.value == b"new" and on_peer.version == result.version
+        assert node.storage.get("k").version == result.version
+        assert not result.created  # the key held a live value
+        assert node.counters["writes_restamped"] == 1
+    finally:
+        for s in node._streams.values():
+            s.close()
+        peer.stop()
+        node.storage.close()
+        peer_store.close()
+
+
+def test_a_newer_version_found_only_on_this_node_is_written_above_too(tmp_path):
+    """The local replica holds the newer copy (this node's store from a skewed past)."""
+    peer_store = Storage(tmp_path / "n2.db")
+    peer = Peer(peer_store)
+    node = coordinator(tmp_path, peer.addr)
+    node.storage.full = False
+    try:
+        ahead = Version(HLC(wall_clock_ms(3000)).now(), "n1")
+        node.storage.apply_many([Record("k", 0, ahead, False, b"old")])
+        result = node.put("k", b"new")
+        assert result.version > ahead and result.acks == 2 and not result.created
+        assert node.storage.get("k").value == b"new" == peer_store.get("k").value
+    finally:
+        for s in node._streams.values():
+            s.close()
         peer.stop()
         node.storage.close()
         peer_store.close()

@@ -1,0 +1,121 @@
+"""The forward-only version rule (kvraft.versionrule), the clock offset guard
+(kvraft.clockguard) and the HLC's bound on timestamps from the future, as pure logic."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvraft import versionrule
+from kvraft.clockguard import FRESH_S, ClockGuard, sample
+from kvraft.hlc import HLC, LOGICAL_BITS, Version
+from kvraft.storage import ApplyResult
+
+V = Version(100, "n1")
+
+
+def test_an_applied_answer_is_an_ack():
+    j = versionrule.judge(V, [ApplyResult(True, None, False), ApplyResult(True, Version(5, "n2"),
+                                                                           True)])
+    assert (j.acks, j.newer, j.retry) == (2, None, False)
+
+
+def test_holding_this_very_version_is_an_ack():
+    """A retried request finds its own version already stored."""
+    j = versionrule.judge(V, [ApplyResult(False, V, True)])
+    assert (j.acks, j.retry) == (1, False)
+
+
+def test_a_replica_that_kept_a_newer_version_is_not_an_ack_and_teaches_it():
+    newer = Version(200, "n3")
+    j = versionrule.judge(V, [ApplyResult(True, None, False), ApplyResult(False, newer, True),
+                              ApplyResult(False, Version(150, "n2"), True)])
+    assert (j.acks, j.newer, j.retry) == (1, newer, True)
+
+
+def test_a_watermark_refusal_asks_for_a_retry_without_a_version():
+    j = versionrule.judge(V, [ApplyResult(False, None, False)])
+    assert (j.acks, j.newer, j.below_watermark, j.retry) == (0, None, True, True)
+
+
+def test_the_negative_control_counts_every_answer():
+    j = versionrule.judge(V, [ApplyResult(False, Version(200, "n3"), True)], lww_ack=True)
+    assert (j.acks, j.retry) == (1, False)
+
+
+@given(st.integers(0, 2**62), st.integers(0, 2**62), st.text(min_size=1, max_size=3))
+def test_a_stamp_is_never_below_the_clock_and_always_above_the_floor(now, floor_ts, node):
+    floor = Version(floor_ts, node)
+    ts = versionrule.stamp_above(now, floor)
+    assert ts >= now
+    assert Version(ts, "") > floor  # above the floor whatever the node ids
+    assert versionrule.stamp_above(now, None) == now
+
+
+def test_created_ignores_this_writes_own_earlier_stampings():
+    first, second = Version(100, "n1"), Version(201, "n1")
+    seen = [ApplyResult(True, None, False), ApplyResult(False, Version(200, "n2"), False),
+            ApplyResult(True, first, True), ApplyResult(True, Version(200, "n2"), False)]
+    assert versionrule.created(seen, [first, second])
+    assert not versionrule.created([ApplyResult(True, Version(5, "n2"), True)], [first])
+
+
+# -- the clock offset guard --------------------------------------------------------------------
+
+def test_an_ntp_sample_corrects_for_the_round_trip():
+    s = sample(1000, 1010, 1305, at=0.0)  # the peer answered at the midpoint, 300 ms ahead
+    assert (s.offset_ms, s.rtt_ms) == (300, 10)
+
+
+def guard_with(offsets: dict[str, float], rtt: float = 2.0, max_ms: float = 500) -> ClockGuard:
+    g = ClockGuard(max_ms)
+    for peer, off in offsets.items():
+        g.add(peer, sample(0, int(rtt), int(off + rtt / 2), at=0.0))
+    return g
+
+
+def test_a_node_far_from_both_peers_is_out_of_bounds():
+    v = guard_with({"n2": -2000, "n3": -2010}).verdict(["n2", "n3"], now=1.0)
+    assert not v.ok and v.off == ("n2", "n3")
+    assert "max_clock_offset is 500 ms" in v.describe() and "-2000 ms" in v.describe()
+
+
+def test_a_node_far_from_one_peer_of_two_is_within_bounds():
+    """The good nodes of a cluster with one bad clock stay in service."""
+    v = guard_with({"n2": 2000, "n3": 3}).verdict(["n2", "n3"], now=1.0)
+    assert v.ok and v.off == ("n2",)
+
+
+def test_against_a_single_measured_peer_both_sides_refuse():
+    assert not guard_with({"n2": 900}).verdict(["n2", "n3"], now=1.0).ok
+
+
+def test_the_round_trip_error_is_granted_before_judging():
+    assert guard_with({"n2": 600, "n3": 600}, rtt=300).verdict(["n2", "n3"], now=1.0).ok
+    assert not guard_with({"n2": 700, "n3": 700}, rtt=300).verdict(["n2", "n3"], now=1.0).ok
+
+
+def test_the_fastest_fresh_sample_wins_and_stale_ones_expire():
+    g = ClockGuard(500)
+    g.add("n2", sample(0, 400, 1200, at=0.0))  # slow: 1000 +- 200
+    g.add("n2", sample(0, 2, 11, at=0.0))  # fast: 10 +- 1
+    assert g.best("n2", now=1.0).offset_ms == 10
+    assert g.best("n2", now=FRESH_S + 1) is None
+    assert g.verdict(["n2"], now=FRESH_S + 1).ok  # nothing known: no verdict against it
+
+
+# -- the HLC's bound ---------------------------------------------------------------------------
+
+def test_the_hlc_refuses_a_timestamp_too_far_ahead():
+    clock = HLC(lambda: 10_000, max_ahead_ms=500)
+    assert clock.observe(10_400 << LOGICAL_BITS)
+    assert clock.now() > 10_400 << LOGICAL_BITS
+    assert not clock.observe(10_600 << LOGICAL_BITS)
+    assert clock.now() < 10_600 << LOGICAL_BITS
+
+
+def test_the_hlc_starts_below_a_stored_timestamp_from_the_future():
+    assert HLC(lambda: 10_000, last=99_999 << LOGICAL_BITS, max_ahead_ms=500).now() \
+        < 99_999 << LOGICAL_BITS
+    assert HLC(lambda: 10_000, last=10_100 << LOGICAL_BITS, max_ahead_ms=500).now() \
+        > 10_100 << LOGICAL_BITS
