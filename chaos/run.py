@@ -8,8 +8,8 @@ verify, judge, report.
 (both with the set and the register workload)
     python -m chaos.run delay       # ~1.5 minutes: 4 delays (50, 100 or 200 ms), then a kill
     python -m chaos.run negative    # a node that acknowledges without writing: must be caught
-    python -m chaos.run register-negative   # last-writer-wins acks on a node 150 ms ahead:
-                                    # the register checker must catch the lost overwrites
+    python -m chaos.run register-negative   # n1 150 ms ahead, last-writer-wins acks
+                                    # (lww_ack): the register checker must catch lost overwrites
     python -m chaos.run check chaos/out/<run>/history.jsonl   # judge a saved history again
     python -m chaos.run cleanup [DIR]   # remove what a run killed with SIGKILL left behind
 
@@ -89,13 +89,16 @@ SCENARIOS = {
     "negative": Scenario(
         "negative", kinds=(), min_run_s=15.0, max_run_s=60.0, tail_s=0.0,
         node_env={0: {"KVRAFT_TEST_FAULT": "ack_without_write"}}, negative="lost"),
-    # n1's clock 150 ms ahead and acknowledging as before forward-only versions (a replica that
-    # keeps a newer version still acks): the register checker must see overwrites lost
+    # n1's clock 150 ms ahead, every node acknowledging as before forward-only versions
+    # (KVRAFT_TEST_FAULT=lww_ack: a replica that kept a newer version still counts as an ack):
+    # the register checker must see overwrites lost
     "register-negative": Scenario(
         "register-negative", kinds=(), min_run_s=20.0, max_run_s=60.0, tail_s=0.0,
         workload=WorkloadConfig(clients=0, sticky=0, register=RegisterConfig(
-            clients=4, keys=2, rate=15.0, read_share=0.4, delete_share=0.2, rotate_s=10.0)),
-        node_env={0: {"KVRAFT_CLOCK_OFFSET_MS": "150"}}, negative="register"),
+            clients=2, keys=2, rate=25.0, read_share=0.4, delete_share=0.2, rotate_s=10.0)),
+        node_env={i: {"KVRAFT_TEST_FAULT": "lww_ack", **({"KVRAFT_CLOCK_OFFSET_MS": "150"}
+                                                          if i == 0 else {})}
+                  for i in range(3)}, negative="register"),
 }
 
 
