@@ -22,9 +22,9 @@ when the leader n1 forwarded it to n2: the store balances requests that reach th
 Outcomes: ``ok`` (2xx, or 404 for a read), ``fail`` (certainly not executed: the connection was
 refused or never established, or a 4xx), ``unknown`` (anything else: a timeout, a reset after
 the request was sent, a 5xx; the server's 503 on a write says "may or may not be visible later",
-its 502 after a failed forward says the outcome is unknown), except a 503 whose error code names
-the clock (the clock offset guard: a node too far from the majority refuses to coordinate a
-write before stamping it), which is ``fail``. Clients are paced (``rate``
+its 502 after a failed forward says the outcome is unknown), except a 503 ``clock_offset`` (the
+clock offset guard: a node too far from the majority refuses to coordinate a write before
+stamping it), which is ``fail``. Clients are paced (``rate``
 operations a second each) and bounded by time and by count.
 
 The monitor asks every node for ``/cluster`` every ``interval`` seconds and records its leader
@@ -92,7 +92,7 @@ def write_outcome(status: int, code: str | None = None) -> str:
         return "ok"
     if 400 <= status < 500:
         return "fail"
-    if status == 503 and code and "clock" in code:
+    if status == 503 and code == "clock_offset":
         return "fail"  # the clock offset guard refused to coordinate: nothing was stamped
     return "unknown"  # 503 "may or may not be visible later", 500, ...
 
