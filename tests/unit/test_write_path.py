@@ -1,4 +1,4 @@
-"""The coordinator's write path (Node._write_once) with a real peer on 127.0.0.1 (an HttpServer
+"""The coordinator's write path (Node._write and _send_write) with a real peer on 127.0.0.1 (an HttpServer
 serving the replica-write stream into a real SQLite store) and a real local store whose disk
 fills up once. Only the node's Raft metadata is a stand-in: one partition, held by n1 (this
 node) and n2 (the peer)."""
@@ -70,7 +70,7 @@ def coordinator(tmp_path, peer_addr: str) -> Node:
     node._batchers, node._streams = {}, {}
     node._alive, node._down = {}, {}
     node._stop = threading.Event()
-    node._clock, node._clock_ok, node._clock_tried = ClockGuard(500), True, set()
+    node._clock, node._clock_ok = ClockGuard(500), True
     node._clock_last, node._clock_checked = Verdict(True, {}, (), 500), True
     return node
 
