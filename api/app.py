@@ -186,8 +186,8 @@ def create_app(node: Node) -> Flask:
         target = request.args.get("target", "")
         if not target:
             raise BadRequest("target is required")
-        node.hint_local(target, _records())
-        return jsonify({"stored": True})
+        newest = node.hint_local(target, _records())
+        return jsonify({"stored": True, "newest": newest.encode() if newest else None})
 
     @app.get("/peer/scan")
     def peer_scan():

@@ -7,9 +7,10 @@ node is ``peer - (t0 + t1) / 2``, known to within half the round trip. Per peer 
 smallest round trip among the recent ones is kept (NTP's clock filter: a slow answer says least).
 
 The judgement: a peer is *out of bounds* when its offset exceeds ``max_offset_ms`` even after the
-round-trip error is granted; this node is out of bounds when a strict majority of the peers it has
-samples of are (a peer that stopped answering keeps its last sample for ``KEEP_S``). A node cannot tell, against a single peer, which of the two clocks is wrong: then
-both sides refuse, which is safe. Pure logic: no IO, threads or wall clock inside (``now`` is a
+round-trip error is granted; this node is out of bounds when a strict majority of the peers it
+has samples of are (a peer that stopped answering keeps its last sample for ``KEEP_S``). A node
+cannot tell, against a single peer, which of the two clocks is wrong: then both sides refuse,
+which is safe. Pure logic: no IO, threads or wall clock inside (``now`` is a
 monotonic time the caller passes in); the caller holds the lock.
 """
 

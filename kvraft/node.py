@@ -332,12 +332,18 @@ class Node:
         body = self._peer(node_id, "POST", "/peer/apply", encode_records(records))
         return [_result_from_json(x) for x in json.loads(body)]
 
-    def _send_hint(self, holder: str, target: str, record: Record) -> None:
+    def _send_hint(self, holder: str, target: str, record: Record) -> Version | None:
+        """Store ``record`` as a hint for ``target`` on ``holder``; return the newest version of
+        the key the holder has (None from a holder that does not say)."""
         if holder == self.id:
-            self.storage.add_hint(target, record)
-        else:
-            self._peer(holder, "POST", "/peer/hint?" + urlencode({"target": target}),
-                       encode_records([record]))
+            return self.storage.add_hint(target, record)
+        body = self._peer(holder, "POST", "/peer/hint?" + urlencode({"target": target}),
+                          encode_records([record]))
+        try:
+            newest = json.loads(body).get("newest")
+            return Version.decode(newest) if isinstance(newest, str) else None
+        except (ValueError, AttributeError):
+            return None
 
     def _fetch(self, node_id: str, key: str) -> Record | None:
         if node_id == self.id:
@@ -363,10 +369,13 @@ class Node:
             log.info("not folding in %s from %s: more than max_clock_offset ahead of this "
                      "node's clock", version.encode(), version.node)
 
-    def hint_local(self, target: str, records: list[Record]) -> None:
+    def hint_local(self, target: str, records: list[Record]) -> Version | None:
+        """Store hints for ``target``; return the newest version held of the last one's key."""
+        newest = None
         for r in records:
-            self.storage.add_hint(target, r)
+            newest = self.storage.add_hint(target, r)
         self.count("hints_stored", len(records))
+        return newest
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -429,6 +438,13 @@ class Node:
                 floor = verdict.newer
                 self.count("writes_restamped")
                 continue
+            hinted, held = self._hint(part, replicas, failed, record) if failed else ([], None)
+            if held is not None and held > record.version and not lww_ack:
+                # a stand-in holds a newer version for a replica that is down: above it, too
+                self._observe(held)
+                floor = held
+                self.count("writes_restamped")
+                continue
             break
         else:
             self.count("writes_unavailable")
@@ -441,7 +457,6 @@ class Node:
         acks = verdict.acks
         if self.config.test_fault == "drop_replication":
             acks = len(replicas)
-        hinted = self._hint(part, replicas, failed, record) if failed else []
         self.count("writes")
         self.count("replica_acks", acks)
         effective = acks if w == "all" else acks + len(hinted)
@@ -493,22 +508,26 @@ class Node:
         return results, failed
 
     def _hint(self, part: int, replicas: tuple[str, ...], failed: list[str],
-              record: Record) -> list[str]:
-        """Store ``record`` as a hint for each failed replica on a live stand-in; return holders."""
-        holders = []
+              record: Record) -> tuple[list[str], Version | None]:
+        """Store ``record`` as a hint for each failed replica on a live stand-in; return the
+        holders and the newest version of the key any of them holds."""
+        holders: list[str] = []
+        newest: Version | None = None
         candidates = [s for s in placement.stand_ins(part, replicas, self.members())
                       if self.is_alive(s)]
         for target in failed:
             while candidates:
                 holder = candidates.pop(0)
                 try:
-                    self._send_hint(holder, target, record)
+                    held = self._send_hint(holder, target, record)
                 except PeerError:
                     continue
+                if held is not None and (newest is None or held > newest):
+                    newest = held
                 holders.append(holder)
                 self.count("hints_stored")
                 break
-        return holders
+        return holders, newest
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -729,7 +748,7 @@ class Node:
                 results = self._send_records(target, [h.record for h in direct])
                 done += direct
                 # the target kept a newer copy: an acknowledged write ordered below it
-                self.count("hints_superseded", sum(1 for h, res in zip(direct, results)
+                self.count("hints_superseded", sum(1 for h, res in zip(direct, results, strict=True)
                                                    if not res.applied
                                                    and res.prev != h.record.version))
             except (PeerError, ValueError):
