@@ -1,7 +1,7 @@
 """The coordinator's write path (Node._write, _send_write) with a real peer on 127.0.0.1 (an
-HttpServer serving the replica-write stream into a real SQLite store) and a real local store whose disk
-fills up once. Only the node's Raft metadata is a stand-in: one partition, held by n1 (this
-node) and n2 (the peer)."""
+HttpServer serving the replica-write stream into a real SQLite store) and a real local store
+whose disk fills up once. Only the node's Raft metadata is a stand-in: one partition, held by n1
+(this node) and n2 (the peer)."""
 
 from __future__ import annotations
 
