@@ -45,6 +45,11 @@ chaos: $(STAMP)
 	sh scripts/install-test-deps.sh
 	$(BIN)/python -m chaos.run full
 
+.PHONY: chaos-register-negative
+chaos-register-negative: $(STAMP)
+	sh scripts/install-test-deps.sh
+	$(BIN)/python -m chaos.run register-negative
+
 skew-table: $(STAMP)
 	$(BIN)/python -m chaos.skew_table
 

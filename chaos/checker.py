@@ -16,6 +16,9 @@ What is checked:
   wrote and was acknowledged before the read began, did not return that value.
 * **stale reads** (reported, not a target: ``r=one`` reads are eventually consistent): a read of
   a key acknowledged before the read began returned 404.
+* **register workload** (keys written many times, :func:`register`): *acknowledged overwrites
+  lost*, *deletes undone*, *stale reads* and the *final state* after the heal, by the rule of
+  :func:`allowed` and :func:`judge_read`; writes with an unknown outcome are maybe applied.
 * **convergence**: the time from the final heal until every polled key was identical on all of
   its replicas, against two sync intervals plus 5 s.
 * **leader**: for each fault that took the leader away (kill, pause or partition of the leader),
@@ -45,6 +48,11 @@ def _ops(records: list[dict], phase: str | None = None) -> list[dict]:
     return [r for r in records if r.get("type") == "op" and (phase is None or r["phase"] == phase)]
 
 
+def _set_ops(records: list[dict], phase: str | None = None) -> list[dict]:
+    """The set workload's operations (the register workload's are judged by :func:`register`)."""
+    return [r for r in _ops(records, phase) if r.get("workload") != "register"]
+
+
 def _by_type(records: list[dict], kind: str) -> list[dict]:
     return [r for r in records if r.get("type") == kind]
 
@@ -63,7 +71,7 @@ def attempted_values(records: list[dict]) -> dict[str, set[str]]:
 def lost_writes(records: list[dict]) -> tuple[list[dict], list[dict]]:
     """(lost, unverified) acknowledged writes, judged by the final reads."""
     writes: dict[str, list[dict]] = defaultdict(list)
-    for op in _ops(records):
+    for op in _set_ops(records):
         if op["op"] == "write":
             writes[op["key"]].append(op)
     finals: dict[str, list[dict]] = defaultdict(list)
@@ -112,11 +120,11 @@ def phantoms(records: list[dict]) -> tuple[list[dict], list[dict]]:
 def read_your_writes(records: list[dict]) -> tuple[int, list[dict]]:
     """(reads checked, violations) for sticky clients reading back through the same node."""
     acked: dict[tuple[int, str], list[dict]] = defaultdict(list)
-    for op in _ops(records, "run"):
+    for op in _set_ops(records, "run"):
         if op["sticky"] and op["op"] == "write" and op["outcome"] == "ok":
             acked[(op["client"], op["key"])].append(op)
     checked, violations = 0, []
-    for op in _ops(records, "run"):
+    for op in _set_ops(records, "run"):
         if not (op["sticky"] and op["op"] == "read" and op["outcome"] == "ok"):
             continue
         prior = [w for w in acked.get((op["client"], op["key"]), ())
@@ -135,11 +143,11 @@ def read_your_writes(records: list[dict]) -> tuple[int, list[dict]]:
 def stale_reads(records: list[dict]) -> tuple[int, int]:
     """(reads of already-acknowledged keys by non-sticky clients, how many returned 404)."""
     first_ack: dict[str, float] = {}
-    for op in _ops(records, "run"):
+    for op in _set_ops(records, "run"):
         if op["op"] == "write" and op["outcome"] == "ok":
             first_ack[op["key"]] = min(op["t1"], first_ack.get(op["key"], op["t1"]))
     checked = stale = 0
-    for op in _ops(records, "run"):
+    for op in _set_ops(records, "run"):
         if op["op"] != "read" or op["sticky"] or op["outcome"] != "ok":
             continue
         if op["key"] in first_ack and first_ack[op["key"]] <= op["t0"]:
@@ -150,12 +158,129 @@ def stale_reads(records: list[dict]) -> tuple[int, int]:
 
 def unknown_writes(records: list[dict]) -> dict:
     """How many writes had an unknown outcome, and how many of those the final reads saw."""
-    seen = {(op["key"], op["value"]) for op in _ops(records, "final")
+    seen = {(op["key"], op["value"]) for op in _set_ops(records, "final")
             if op["outcome"] == "ok" and op.get("found")}
-    unknown = [op for op in _ops(records, "run") if op["op"] == "write"
+    unknown = [op for op in _set_ops(records, "run") if op["op"] == "write"
                and op["outcome"] == "unknown"]
     return {"count": len(unknown),
             "visible": sum((op["key"], op["value"]) in seen for op in unknown)}
+
+
+# -- the register workload -------------------------------------------------------------------------
+
+INF = float("inf")
+_INITIAL = {"op": "initial", "value": None, "t0": -INF, "t1": -INF, "acked": True}
+
+
+def _mutations(records: list[dict]) -> dict[str, list[dict]]:
+    """Per register key, the mutations that may have taken effect: acknowledged PUTs and DELETEs
+    (a DELETE answered 404 wrote nothing and is left out), and the maybe-applied ones (outcome
+    unknown: their end is infinity, so they overlap every later operation). Certainly failed
+    ones are left out."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for op in _ops(records, "run"):
+        if op.get("workload") != "register" or op["op"] not in ("write", "delete"):
+            continue
+        if op["outcome"] == "fail" or (op["op"] == "delete" and op.get("found") is False):
+            continue
+        acked = op["outcome"] == "ok"
+        out[op["key"]].append({"op": op["op"], "value": op["value"] if op["op"] == "write"
+                               else None, "t0": op["t0"], "t1": op["t1"] if acked else INF,
+                               "acked": acked, "node": op["node"], "served": op.get("served")})
+    return out
+
+
+def allowed(mutations: list[dict], t0: float, t1: float) -> list[dict]:
+    """The mutations whose value a read of [t0, t1] may return (``_INITIAL``: the key's absence
+    before its first write).
+
+    A mutation W is *superseded* for the read when an acknowledged mutation X began after W
+    completed and completed before the read began (``W.t1 < X.t0`` and ``X.t1 < t0``): then X
+    and everything after it stand between W and the read. Allowed: every mutation invoked before
+    the read completed (``W.t0 <= t1``) and not superseded, and the initial absence when no
+    acknowledged mutation completed before the read began. With ``L`` the latest start of an
+    acknowledged mutation completed before ``t0``, W is superseded exactly when ``W.t1 < L``
+    (W cannot supersede itself: ``W.t0 <= W.t1``). A maybe-applied mutation (``t1`` infinite)
+    is never superseded: it may take effect at any later time, as in Knossos.
+    """
+    done = [m["t0"] for m in mutations if m["acked"] and m["t1"] < t0]
+    if not done:
+        return [_INITIAL, *(m for m in mutations if m["t0"] <= t1)]
+    latest = max(done)
+    return [m for m in mutations if m["t0"] <= t1 and m["t1"] >= latest]
+
+
+def judge_read(mutations: list[dict], op: dict) -> tuple[str | None, list[dict]]:
+    """(verdict, allowed mutations) for one register read ``op`` (or a final read).
+
+    Verdicts: None (the answer is allowed); ``lost`` (*acknowledged overwrite lost*: the read is
+    determinate, i.e. exactly one mutation B is allowed, an acknowledged PUT completed before the
+    read began, with no other mutation overlapping B or the read and none between them, and the
+    read did not return B's value); ``undone`` (*delete undone*: the same with B an acknowledged
+    DELETE, and the read returned a value); ``stale`` (any other answer that is not allowed: the
+    value, or the 404, of a mutation superseded before the read began, or a value whose write
+    began only after the read completed).
+    """
+    ok = allowed(mutations, op["t0"], op["t1"])
+    got = op["value"] if op.get("found") else None
+    if any(m["value"] == got for m in ok):
+        return None, ok
+    if len(ok) == 1 and ok[0]["acked"] and ok[0]["t1"] < op["t0"] and ok[0]["op"] != "initial":
+        return ("lost" if ok[0]["op"] == "write" else "undone"), ok
+    return "stale", ok
+
+
+def _brief(op: dict, ok: list[dict], mutations: list[dict]) -> dict:
+    got = op["value"] if op.get("found") else None
+    src = next((m for m in mutations if got is not None and m["value"] == got), None)
+    return {"key": op["key"], "read": got, "node": op["node"], "served": op.get("served"),
+            "t0": op["t0"], "t1": op["t1"], "phase": op["phase"],
+            "expected": [m["value"] for m in ok[:5]],
+            "expected_via": [m.get("served") or m.get("node") for m in ok[:5]],
+            "read_write_t": None if src is None else [src["t0"], src["t1"]],
+            "read_write_via": None if src is None else src.get("served") or src.get("node")}
+
+
+def register(records: list[dict]) -> dict:
+    """The register workload's figures: reads checked, how many were determinate (one allowed
+    answer), the anomalies by kind (``lost``, ``undone``, ``stale``, see :func:`judge_read`),
+    and the final state: each key's first answered ``r=all`` read after the heal must be
+    allowed by the same rule (the last acknowledged mutation or one that overlapped it, or a
+    maybe-applied one); keys with no answered final read are *unverified*."""
+    muts = _mutations(records)
+    out: dict = {"reads": 0, "determinate": 0, "determinate_put": 0, "determinate_delete": 0,
+                 "lost": [], "undone": [], "stale": [], "final_wrong": [], "unverified": [],
+                 "keys": 0, "ops": {}}
+    ops = [op for op in _ops(records, "run") if op.get("workload") == "register"]
+    counts: dict[str, int] = defaultdict(int)
+    keys = set()
+    for op in ops:
+        keys.add(op["key"])
+        counts[f"{op['op']}s"] += 1
+        counts[f"{op['op']}s_{op['outcome']}"] += 1
+        if op["op"] != "read" or op["outcome"] != "ok":
+            continue
+        out["reads"] += 1
+        verdict, ok = judge_read(muts[op["key"]], op)
+        if len(ok) == 1 and ok[0]["op"] != "initial":
+            out["determinate"] += 1
+            out["determinate_put" if ok[0]["op"] == "write" else "determinate_delete"] += 1
+        if verdict:
+            out[verdict].append(_brief(op, ok, muts[op["key"]]))
+    out["ops"] = dict(sorted(counts.items()))
+    out["keys"] = len(keys)
+    finals: dict[str, dict] = {}
+    for op in sorted(_ops(records, "final"), key=lambda o: o["t0"]):
+        if op["key"] in keys and op["op"] == "read" and op["outcome"] == "ok":
+            finals.setdefault(op["key"], op)
+    for key in sorted(keys):
+        if key not in finals:
+            out["unverified"].append({"key": key})
+            continue
+        verdict, ok = judge_read(muts[key], finals[key])
+        if verdict:
+            out["final_wrong"].append(_brief(finals[key], ok, muts[key]))
+    return out
 
 
 # -- liveness --------------------------------------------------------------------------------------
@@ -183,7 +308,8 @@ def convergence(records: list[dict], sync_interval: float, extra_s: float = 5.0)
     if not heals or not ends:
         return {"measured": False, "deadline_s": deadline}
     heal_t, end = heals[-1]["t"], ends[-1]
-    dirty = {op["key"] for op in _ops(records, "run") if op["op"] == "write" and dirty_write(op)}
+    dirty = {op["key"] for op in _ops(records, "run")
+             if op["op"] in ("write", "delete") and dirty_write(op)}
     agreed_before = {a["key"] for a in _by_type(records, "agree") if a["t"] <= heal_t}
     regressed = set(end.get("regressed", []))
     apart = (dirty - agreed_before) | regressed
@@ -300,10 +426,10 @@ def _pct(sorted_values: list[float], q: float) -> float:
 
 def op_counts(records: list[dict]) -> dict:
     c: dict[str, int] = defaultdict(int)
-    for op in _ops(records, "run"):
+    for op in _set_ops(records, "run"):
         c[f"{op['op']}s"] += 1
         c[f"{op['op']}s_{op['outcome']}"] += 1
-    lat = sorted(op["t1"] - op["t0"] for op in _ops(records, "run") if op["outcome"] == "ok")
+    lat = sorted(op["t1"] - op["t0"] for op in _set_ops(records, "run") if op["outcome"] == "ok")
     c_out = dict(sorted(c.items()))
     if lat:
         c_out["ok_p50_ms"] = round(1000 * _pct(lat, 0.5), 1)
@@ -316,8 +442,9 @@ def op_counts(records: list[dict]) -> dict:
 
 def check(records: list[dict], targets: Targets | None = None) -> dict:
     """Every figure of the run and each target met or not. ``safety_ok``: nothing acknowledged
-    lost or unverified, nothing invented; ``liveness_ok``: convergence, leader and availability
-    targets met; ``consistency_ok``: no read-your-writes violation. Read-your-writes is reported
+    lost or unverified, nothing invented, no register anomaly; ``liveness_ok``: convergence,
+    leader and availability targets met; ``consistency_ok``: no read-your-writes violation.
+    Read-your-writes is reported
     but is not a target of the issue: with hints counting towards ``w=quorum`` (a sloppy
     quorum), an ``r=one`` read may reach the replica whose copy still waits in a hint."""
     targets = targets or Targets()
@@ -360,17 +487,37 @@ def check(records: list[dict], targets: Targets | None = None) -> dict:
     uw = unknown_writes(records)
     rows.append(_row("unknown-outcome writes visible after heal (informational)",
                      f"{uw['visible']} of {uw['count']}", "-", True, "info"))
+    reg = register(records)
+    if reg["keys"]:
+        rows += _register_rows(reg)
     return {
         "scenario": run.get("scenario"), "nodes": nodes, "sync_interval": sync,
         "ops": op_counts(records), "lost": lost, "unverified": unverified, "phantoms": phantom,
         "failed_visible": resurrected, "ryw_checked": ryw_checked, "ryw_violations": ryw,
-        "stale_checked": stale_checked, "stale": stale, "unknown_writes": uw,
+        "stale_checked": stale_checked, "stale": stale, "unknown_writes": uw, "register": reg,
         "convergence": conv, "faults": faults, "majority_share": majority_share,
         "targets": rows,
         "safety_ok": all(r["ok"] for r in rows if r["class"] == "safety"),
         "liveness_ok": all(r["ok"] for r in rows if r["class"] == "liveness"),
         "consistency_ok": all(r["ok"] for r in rows if r["class"] == "consistency"),
     }
+
+
+def _register_rows(reg: dict) -> list[dict]:
+    lost, undone, stale = len(reg["lost"]), len(reg["undone"]), len(reg["stale"])
+    wrong, unver = len(reg["final_wrong"]), len(reg["unverified"])
+    return [
+        _row("register: acknowledged overwrites lost",
+             f"{lost} of {reg['determinate_put']} determinate reads", "0", not lost, "safety"),
+        _row("register: deletes undone",
+             f"{undone} of {reg['determinate_delete']} determinate reads", "0", not undone,
+             "safety"),
+        _row("register: stale reads (r=quorum)", f"{stale} of {reg['reads']} reads", "0",
+             not stale, "safety"),
+        _row("register: final state after heal (r=all)",
+             f"{wrong} wrong of {reg['keys']} keys" + (f", {unver} unverified" if unver else ""),
+             "0", not wrong and not unver, "safety"),
+    ]
 
 
 def _conv_text(conv: dict) -> str:

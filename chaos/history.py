@@ -4,12 +4,14 @@ Record types (field ``type``); times ``t``, ``t0``, ``t1``, ``start``, ``end`` a
 the history was opened, on the monotonic clock:
 
 * ``run``: scenario, nodes, sync interval, wall-clock start (the first line).
-* ``op``: one client operation: ``client``, ``sticky``, ``op`` (write or read), ``key``,
+* ``op``: one client operation: ``client``, ``sticky``, ``op`` (write, delete or read), ``key``,
   ``value`` (the value written, or the value read; null for a 404), ``found`` (reads), ``node``
   (where it was sent), ``served`` (X-Kvraft-Node, ``via>node`` when the leader forwarded it),
   ``level``, ``t0`` (invoke), ``t1`` (completion), ``outcome`` (ok, fail or unknown), ``status``
   (HTTP status or null), ``error``, ``phase`` (run or final), ``hinted`` (writes: stand-ins that
-  took a hint), ``purpose`` (``ryw`` for a sticky client's read-back).
+  took a hint), ``purpose`` (``ryw`` for a sticky client's read-back). The register workload's
+  operations also carry ``workload: register``; their ``op`` is ``write`` (a PUT), ``delete``
+  (``value`` null; ``found`` false when it was answered 404 and wrote nothing) or ``read``.
 * ``fault``: one fault window: ``id``, ``kind``, ``nodes`` (the nodes hit: the minority of a
   partition), ``groups``, ``leader`` (the leader when it began), ``start``, ``end``, ``params``;
   written when the fault is healed.

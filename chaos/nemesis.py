@@ -16,7 +16,8 @@ Fault kinds: ``kill`` (kill -9 a follower, restart after the hold), ``kill-leade
 (SIGSTOP/SIGCONT a random node), ``partition-one`` (cut a random node off), ``partition-leader``
 (cut the leader off), ``partition-majority`` (split into a majority and a minority of followers;
 on 3 nodes the minority is one follower), ``loss`` (drop a share of the packets reaching a node),
-``skew`` (restart a node with its clock moved by ``KVRAFT_CLOCK_OFFSET_MS``, and back), ``delay``
+``skew`` (restart a node with its clock moved by ``KVRAFT_CLOCK_OFFSET_MS``, ahead or behind by
+a few ms to 5 s, see :data:`SKEW_BANDS_MS`; and back), ``delay``
 (hold back everything a node sends by 50, 100 or 200 ms, plus up to 10% jitter).
 """
 
@@ -39,6 +40,11 @@ KINDS = ("kill", "kill-leader", "pause", "partition-one", "partition-leader",
          "partition-majority", "loss", "skew", "delay")
 NETWORK_KINDS = ("partition-one", "partition-leader", "partition-majority", "loss", "delay")
 DELAYS_MS = (50, 100, 200)
+# clock skews, ahead or behind: the n-th skew of a plan is drawn (log-uniform) from band n % 3,
+# so even a short plan has one of seconds (past the default max_clock_offset of 500 ms), and a
+# longer one a few ms and tens to hundreds of ms (within it: the versions must still only move
+# forward)
+SKEW_BANDS_MS = ((500, 5_000), (5, 50), (50, 500))
 
 
 class Unsupported(RuntimeError):
@@ -67,18 +73,26 @@ def plan(kinds: list[str], rng: random.Random, hold=(5.0, 8.0), gap=(3.0, 6.0),
     if shuffle:
         rng.shuffle(kinds)
     steps = []
+    skews = 0
     for kind in kinds:
         params: dict = {}
         if kind == "loss":
             params["probability"] = rng.choice((0.1, 0.2, 0.3))
         elif kind == "skew":
-            params["offset_ms"] = rng.choice((-1, 1)) * rng.randint(2_000, 30_000)
+            params["offset_ms"] = skew_ms(skews, rng)
+            skews += 1
         elif kind == "delay":
             params["delay_ms"] = rng.choice(DELAYS_MS)
             params["jitter_ms"] = params["delay_ms"] // 10
         steps.append(Step(kind, round(rng.uniform(*gap), 2), round(rng.uniform(*hold), 2),
                           params))
     return steps
+
+
+def skew_ms(n: int, rng: random.Random) -> int:
+    """The clock offset of the ``n``-th skew of a plan: ahead or behind, from a few ms to 5 s."""
+    low, high = SKEW_BANDS_MS[n % len(SKEW_BANDS_MS)]
+    return rng.choice((-1, 1)) * round(low * (high / low) ** rng.random())
 
 
 def split_majority(n: int, leader: int | None, rng: random.Random) -> tuple[list[int], list[int]]:

@@ -46,6 +46,15 @@ def markdown(result: dict, title: str = "") -> str:
         f"{ops.get('reads', 0)} reads ({ops.get('reads_ok', 0)} ok); ok latency p50 "
         f"{ops.get('ok_p50_ms', '-')} ms, p99 {ops.get('ok_p99_ms', '-')} ms; "
         f"{len(result['faults'])} faults on {len(result['nodes'])} nodes.")
+    reg = result.get("register") or {}
+    if reg.get("keys"):
+        rops = reg["ops"]
+        lines.append(
+            f"Register workload: {reg['keys']} keys, {rops.get('writes', 0)} PUTs "
+            f"({rops.get('writes_ok', 0)} ok, {rops.get('writes_unknown', 0)} unknown, "
+            f"{rops.get('writes_fail', 0)} failed), {rops.get('deletes', 0)} DELETEs "
+            f"({rops.get('deletes_ok', 0)} ok), {rops.get('reads', 0)} r=quorum reads "
+            f"({reg['reads']} answered, {reg['determinate']} determinate: one allowed answer).")
     lines += ["", "| check | result | target | |", "|---|---|---|---|"]
     for row in result["targets"]:
         if row["class"] == "info":
@@ -88,7 +97,12 @@ def markdown(result: dict, title: str = "") -> str:
     for name, items in (("Lost", result["lost"]), ("Phantoms", result["phantoms"]),
                         ("Read-your-writes violations", result["ryw_violations"]),
                         ("Failed writes visible", result["failed_visible"]),
-                        ("Unverified", result["unverified"])):
+                        ("Unverified", result["unverified"]),
+                        ("Register: overwrites lost", reg.get("lost", [])),
+                        ("Register: deletes undone", reg.get("undone", [])),
+                        ("Register: stale reads", reg.get("stale", [])),
+                        ("Register: wrong final state", reg.get("final_wrong", [])),
+                        ("Register: keys unverified", reg.get("unverified", []))):
         if items:
             lines += ["", f"{name} (first 10 of {len(items)}):"]
             lines += [f"- `{json.dumps(x, sort_keys=True)}`" for x in items[:10]]

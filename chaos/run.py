@@ -1,18 +1,22 @@
 """Chaos scenarios: start a cluster, run the workload while the nemesis breaks things, heal,
 verify, judge, report.
 
-    python -m chaos.run smoke       # ~80 s: 2 kills (one of the leader), a partition, a pause,
-                                    # packet loss, clock skew, a delay
+    python -m chaos.run smoke       # ~90 s: 2 kills (one of the leader), a partition, a pause,
+                                    # packet loss, 2 clock skews (seconds, ms), a delay
     python -m chaos.run full        # >= 10 minutes: 16 kills, 10 partitions, 5 pauses, loss,
-                                    # skew, 3 delays
+                                    # 4 skews, 3 delays
+(both with the set and the register workload)
     python -m chaos.run delay       # ~1.5 minutes: 4 delays (50, 100 or 200 ms), then a kill
     python -m chaos.run negative    # a node that acknowledges without writing: must be caught
+    python -m chaos.run register-negative   # n1 150 ms ahead, last-writer-wins acks
+                                    # (lww_ack): the register checker must catch lost overwrites
     python -m chaos.run check chaos/out/<run>/history.jsonl   # judge a saved history again
     python -m chaos.run cleanup [DIR]   # remove what a run killed with SIGKILL left behind
 
 Output in ``chaos/out/<scenario>-<time>/``: ``history.jsonl``, ``results.json``, ``report.md``,
 ``plot.png`` and the nodes' data and logs. Exit status: 0 every target met (``negative``: the
-loss was caught), 1 a safety target missed (lost, unverified, phantom or failed-visible),
+loss was caught), 1 a safety target missed (lost, unverified, phantom, failed-visible, or a
+register anomaly: overwrite lost, delete undone, stale read, wrong final state),
 2 only a liveness target missed (convergence, leader, availability), 3 the run
 itself failed. Every wait and loop here is bounded; the namespaces, iptables rules and node
 processes a run creates are removed on exit, on error and on SIGTERM/SIGINT.
@@ -37,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from . import checker, history, netns, report
 from .nemesis import KINDS, ComposeBackend, LocalBackend, Nemesis, is_ready, plan
 from .verify import Tracker, final_reads, keys_to_poll, poll_convergence
-from .workload import Workload, WorkloadConfig
+from .workload import RegisterConfig, Workload, WorkloadConfig
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 # the compose back-end's defaults: the services of docker-compose.yml and their published ports
@@ -60,7 +64,7 @@ class Scenario:
     max_run_s: float = 1500.0  # hard bound on the nemesis
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     node_env: dict[int, dict[str, str]] = field(default_factory=dict)
-    negative: bool = False
+    negative: str = ""  # a negative control: "lost" (set workload) or "register" must be seen
     sample: int = 500  # settled keys and clean keys re-polled after the heal (each, at most)
 
 
@@ -70,12 +74,12 @@ def _counts(**counts: int) -> tuple[str, ...]:
 
 SCENARIOS = {
     "smoke": Scenario(
-        "smoke", kinds=("kill", "partition-leader", "kill-leader", "pause", "loss", "skew",
+        "smoke", kinds=("kill", "partition-leader", "skew", "kill-leader", "pause", "loss", "skew",
                         "delay"),
         shuffle=False, hold=(5.0, 6.0), gap=(3.0, 4.0), max_run_s=150),
     "full": Scenario(
         "full", kinds=_counts(kill=10, kill_leader=6, partition_one=3, partition_leader=4,
-                              partition_majority=3, pause=5, loss=2, skew=2, delay=3),
+                              partition_majority=3, pause=5, loss=2, skew=4, delay=3),
         hold=(6.0, 10.0), gap=(4.0, 8.0), min_run_s=600.0, max_run_s=1500.0),
     # for operators: what a slow node does to latency and to the other nodes; the kill at the
     # end checks that a node still comes back through its proxy
@@ -84,7 +88,17 @@ SCENARIOS = {
         hold=(8.0, 10.0), gap=(3.0, 5.0), max_run_s=150),
     "negative": Scenario(
         "negative", kinds=(), min_run_s=15.0, max_run_s=60.0, tail_s=0.0,
-        node_env={0: {"KVRAFT_TEST_FAULT": "ack_without_write"}}, negative=True),
+        node_env={0: {"KVRAFT_TEST_FAULT": "ack_without_write"}}, negative="lost"),
+    # n1's clock 150 ms ahead, every node acknowledging as before forward-only versions
+    # (KVRAFT_TEST_FAULT=lww_ack: a replica that kept a newer version still counts as an ack):
+    # the register checker must see overwrites lost
+    "register-negative": Scenario(
+        "register-negative", kinds=(), min_run_s=20.0, max_run_s=60.0, tail_s=0.0,
+        workload=WorkloadConfig(clients=0, sticky=0, register=RegisterConfig(
+            clients=2, keys=2, rate=25.0, read_share=0.4, delete_share=0.2, rotate_s=10.0)),
+        node_env={i: {"KVRAFT_TEST_FAULT": "lww_ack", **({"KVRAFT_CLOCK_OFFSET_MS": "150"}
+                                                          if i == 0 else {})}
+                  for i in range(3)}, negative="register"),
 }
 
 
@@ -198,8 +212,8 @@ def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
         hist.flush()
         records = history.read(hist.path)
         keys, counts = keys_to_poll(records, sc.sample, rng)
-        written = list(dict.fromkeys(op["key"] for op in records
-                                     if op.get("type") == "op" and op["op"] == "write"))
+        written = list(dict.fromkeys(op["key"] for op in records if op.get("type") == "op"
+                                     and op["op"] in ("write", "delete")))
         apart = counts["pending_at_poll"]
         _say(f"workload stopped ({tracker.polls} convergence polls during the run); polling "
              f"{apart} keys still apart and {len(keys) - apart} sampled keys")
@@ -226,14 +240,14 @@ def _judge(records: list[dict], out_dir: str, sc: Scenario | None,
     result["notes"] = notes or next((r.get("notes") for r in records
                                      if r.get("type") == "end"), [])
     name = result.get("scenario") or (sc.name if sc else "?")
-    negative = sc.negative if sc else name == "negative"
+    negative = sc.negative if sc else NEGATIVES.get(name, "")
     title = f"kvraft chaos: {name} ({os.path.basename(out_dir)})"
     text = report.markdown(result, title)
     if negative:
-        caught = bool(result["lost"])
+        caught, what = _caught(result, negative)
         result["negative_caught"] = caught
         text += (f"\nNegative control: the checker {'caught' if caught else 'DID NOT catch'} "
-                 f"the node that acknowledges without writing ({len(result['lost'])} lost).\n")
+                 f"{what}.\n")
     if result["notes"]:
         text += "\nNotes:\n" + "".join(f"- {n}\n" for n in result["notes"])
     png = report.plot(result, checker.timeline(records), os.path.join(out_dir, "plot.png"), title)
@@ -251,6 +265,21 @@ def _judge(records: list[dict], out_dir: str, sc: Scenario | None,
     if not result["liveness_ok"]:
         return result, EXIT_LIVENESS
     return result, EXIT_OK
+
+
+NEGATIVES = {name: sc.negative for name, sc in SCENARIOS.items() if sc.negative}
+
+
+def _caught(result: dict, negative: str) -> tuple[bool, str]:
+    """Whether a negative control's fault was seen, and a sentence saying what was looked for."""
+    if negative == "register":
+        reg = result["register"]
+        n = len(reg["lost"]) + len(reg["undone"])
+        return n > 0, (f"the acknowledgements of writes a replica did not keep "
+                       f"({len(reg['lost'])} overwrites lost, {len(reg['undone'])} deletes "
+                       f"undone)")
+    return bool(result["lost"]), (f"the node that acknowledges without writing "
+                                  f"({len(result['lost'])} lost)")
 
 
 def _on_signal(signum, _frame):

@@ -2,13 +2,15 @@
 
 * :class:`Tracker` (during the run): every key whose write may have left its replicas apart (a
   hinted or unknown write) is polled with ``GET /kv/<key>?explain=1`` until its replicas agree;
-  each first agreement is an ``agree`` record. In this write-once workload a key whose replicas
-  agree stays that way, so after the final heal only the keys still apart need polling.
+  each first agreement is an ``agree`` record. In the write-once set workload a key whose
+  replicas agree stays that way, so after the final heal only the keys still apart need polling
+  (and the register workload's keys, all of them: they are overwritten until the end).
 * :func:`poll_convergence` (after the final heal): polls the keys still apart, plus samples of
   those already in agreement and of the keys every replica stored at once, to check that claim
   (a sampled key found apart again is a *regression*, reported). Records ``agree`` and one
   ``converge`` record.
-* :func:`final_reads`: every written key read with ``r=all``, recorded as ``final`` ops.
+* :func:`final_reads`: every written (or deleted) key read with ``r=all``, recorded as
+  ``final`` ops.
 
 Order matters: convergence is polled with ``explain`` (which repairs nothing) *before* the
 ``r=all`` reads, which repair stale replicas and would hide divergence. Every loop is bounded.
@@ -32,18 +34,23 @@ from .workload import read_key
 
 def keys_to_poll(records: list[dict], sample: int, rng: random.Random
                  ) -> tuple[list[str], dict[str, int]]:
-    """Keys to poll after the final heal: dirty keys not yet seen in agreement first, then a
-    sample of the dirty keys already seen in agreement and a sample of the clean keys (``sample``
-    of each at most). Returns (keys, counts)."""
+    """Keys to poll after the final heal: dirty keys not yet seen in agreement and every key of
+    the register workload (written until the end: none is known to agree) first, then a sample
+    of the dirty keys already seen in agreement and a sample of the clean keys (``sample`` of
+    each at most). Returns (keys, counts)."""
     dirty: dict[str, None] = {}
     written: dict[str, None] = {}
+    registers: dict[str, None] = {}
     for op in records:
-        if op.get("type") == "op" and op["op"] == "write":
+        if op.get("type") == "op" and op["op"] in ("write", "delete"):
+            if op.get("workload") == "register":
+                registers[op["key"]] = None
+                continue
             written[op["key"]] = None
             if dirty_write(op):
                 dirty[op["key"]] = None
     agreed = {r["key"] for r in records if r.get("type") == "agree"}
-    pending = [k for k in dirty if k not in agreed]
+    pending = [k for k in dirty if k not in agreed] + list(registers)
     settled = [k for k in dirty if k in agreed]
     clean = [k for k in written if k not in dirty]
     s1 = rng.sample(settled, min(sample, len(settled)))

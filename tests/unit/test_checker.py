@@ -14,7 +14,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # chaos/ is not an installed package
 
 from chaos import checker  # noqa: E402
-from chaos.nemesis import KINDS, plan, split_majority  # noqa: E402
+from chaos.nemesis import KINDS, SKEW_BANDS_MS, plan, skew_ms, split_majority  # noqa: E402
 from chaos.netns import (  # noqa: E402
     LOSS_CHAIN,
     PART_CHAIN,
@@ -315,7 +315,7 @@ def test_plan_has_the_requested_faults_drops_unsupported_and_is_seeded():
     assert a == b and sorted(s.kind for s in a) == sorted(kinds)
     assert all(3 <= s.gap_s <= 6 and 5 <= s.hold_s <= 8 for s in a)
     assert next(s for s in a if s.kind == "loss").params["probability"] in (0.1, 0.2, 0.3)
-    assert 2000 <= abs(next(s for s in a if s.kind == "skew").params["offset_ms"]) <= 30000
+    assert 500 <= abs(next(s for s in a if s.kind == "skew").params["offset_ms"]) <= 5000
     kept = plan(kinds, random.Random(7), supported=("kill", "kill-leader"), shuffle=False)
     assert [s.kind for s in kept] == ["kill"] * 3 + ["kill-leader"] * 2
     with pytest.raises(ValueError):
@@ -383,4 +383,177 @@ def test_client_outcomes_timeouts_are_unknown_refusals_are_failures():
         "unknown"
     assert [write_outcome(s) for s in (200, 201, 400, 413, 500, 503)] == [
         "ok", "ok", "fail", "fail", "unknown", "unknown"]
+    # the clock offset guard refuses before stamping: certainly not applied; other 503s may be
+    assert write_outcome(503, "clock_offset") == "fail"
+    assert write_outcome(503, "unavailable") == "unknown"
     assert [read_outcome(s) for s in (200, 404, 503)] == ["ok", "ok", "fail"]
+
+
+def test_skews_cover_a_few_ms_to_seconds_both_ways():
+    rng = random.Random(4)
+    offsets = [skew_ms(n, rng) for n in range(300)]
+    for n, (low, high) in enumerate(SKEW_BANDS_MS):
+        band = [abs(o) for o in offsets[n::len(SKEW_BANDS_MS)]]
+        assert all(low <= o <= high for o in band), (low, high, min(band), max(band))
+    assert min(map(abs, offsets)) < 10 and max(map(abs, offsets)) > 3000
+    assert any(o < 0 for o in offsets) and any(o > 0 for o in offsets)
+    steps = plan(["skew", "kill", "skew"], random.Random(2), shuffle=False)
+    assert abs(steps[0].params["offset_ms"]) >= 500 and abs(steps[2].params["offset_ms"]) <= 50
+
+
+# -- the register workload -------------------------------------------------------------------------
+
+
+def rw(key, value, t0, t1, outcome="ok", node="n1"):
+    """A register PUT (``value``) or DELETE (``value`` None; ``outcome`` "absent": answered 404)."""
+    op = {"type": "op", "workload": "register", "op": "write" if value is not None else "delete",
+          "key": key, "value": value, "t0": t0, "t1": t1, "client": 100, "sticky": False,
+          "node": node, "served": node, "hinted": [], "phase": "run", "level": "quorum",
+          "outcome": "ok" if outcome == "absent" else outcome,
+          "found": outcome != "absent" if outcome in ("ok", "absent") else None}
+    return op
+
+
+def rr(key, value, t0, t1, outcome="ok", phase="run"):
+    return {"type": "op", "workload": "register", "op": "read", "key": key, "value": value,
+            "found": value is not None, "t0": t0, "t1": t1, "outcome": outcome, "client": 101,
+            "sticky": False, "node": "n2", "served": "n2", "phase": phase,
+            "level": "quorum" if phase == "run" else "all"}
+
+
+def reg_check(*ops, finals=None):
+    """The register figures of a history of ``ops``, each key's final read given by ``finals``
+    (key -> value or None; default: the last acknowledged mutation's value)."""
+    keys = {op["key"] for op in ops}
+    if finals is None:
+        finals = {}
+        for k in keys:
+            muts = [o for o in ops if o["key"] == k and o["op"] != "read"
+                    and o["outcome"] == "ok" and o["found"] is not False]
+            finals[k] = max(muts, key=lambda o: o["t1"])["value"] if muts else None
+    h = [run_rec(), *ops, *(rr(k, v, 100, 100.01, phase="final") for k, v in finals.items()),
+         *converged()]
+    return checker.check(h)
+
+
+def anomalies(res):
+    reg = res["register"]
+    return {k: len(reg[k]) for k in ("lost", "undone", "stale", "final_wrong", "unverified")}
+
+
+NONE = {"lost": 0, "undone": 0, "stale": 0, "final_wrong": 0, "unverified": 0}
+
+
+def test_register_sequential_overwrites_and_deletes_read_back_pass():
+    res = reg_check(rw("k", "k=1", 1, 1.1), rr("k", "k=1", 1.2, 1.3),
+                    rw("k", "k=2", 2, 2.1), rr("k", "k=2", 2.2, 2.3),
+                    rw("k", None, 3, 3.1), rr("k", None, 3.2, 3.3),
+                    rw("k", None, 3.5, 3.6, outcome="absent"), rr("k", None, 3.7, 3.8),
+                    rw("k", "k=3", 4, 4.1), rr("k", "k=3", 4.2, 4.3), rr("j", None, 1, 1.1))
+    assert anomalies(res) == NONE
+    reg = res["register"]
+    assert reg["reads"] == 6 and reg["determinate_put"] == 3 and reg["determinate_delete"] == 2
+    assert res["safety_ok"] and res["lost"] == [] and res["unverified"] == []
+    assert target(res, "register: acknowledged overwrites lost")["value"] == \
+        "0 of 3 determinate reads"
+
+
+def test_register_older_value_after_an_acknowledged_overwrite_is_a_lost_overwrite():
+    # the bug of issue 12: k=2 acknowledged, then k=1 read back with nothing in between
+    res = reg_check(rw("k", "k=1", 1, 1.1, node="n1"), rw("k", "k=2", 2, 2.1, node="n3"),
+                    rr("k", "k=1", 2.5, 2.6), finals={"k": "k=2"})
+    assert anomalies(res) == {**NONE, "lost": 1}
+    (lost,) = res["register"]["lost"]
+    assert lost["read"] == "k=1" and lost["expected"] == ["k=2"] and lost["expected_via"] == ["n3"]
+    assert lost["read_write_t"] == [1, 1.1]
+    assert not res["safety_ok"]
+    assert not target(res, "register: acknowledged overwrites lost")["ok"]
+    # any value other than B's, a 404 too
+    res = reg_check(rw("k", "k=1", 1, 1.1), rw("k", "k=2", 2, 2.1), rr("k", None, 2.5, 2.6))
+    assert anomalies(res) == {**NONE, "lost": 1}
+
+
+def test_register_first_write_lost_counts_as_lost_overwrite_not_stale():
+    res = reg_check(rw("k", "k=1", 1, 1.1), rr("k", None, 2, 2.1))
+    assert anomalies(res) == {**NONE, "lost": 1}
+
+
+def test_register_value_after_an_acknowledged_delete_is_a_delete_undone():
+    res = reg_check(rw("k", "k=1", 1, 1.1), rw("k", None, 2, 2.1), rr("k", "k=1", 3, 3.1))
+    assert anomalies(res) == {**NONE, "undone": 1}
+    assert not target(res, "register: deletes undone")["ok"] and not res["safety_ok"]
+
+
+def test_register_a_write_overlapping_b_or_the_read_makes_it_indeterminate():
+    # k=3 overlaps B (k=2): either order is allowed, so the read of k=3 passes ...
+    base = [rw("k", "k=1", 1, 1.1), rw("k", "k=2", 2, 2.3), rw("k", "k=3", 2.1, 2.2)]
+    res = reg_check(*base, rr("k", "k=3", 3, 3.1), finals={"k": "k=3"})
+    assert anomalies(res) == NONE and res["register"]["determinate"] == 0
+    res = reg_check(*base, rr("k", "k=2", 3, 3.1), finals={"k": "k=2"})
+    assert anomalies(res) == NONE
+    # ... but k=1 was superseded by both before the read began: stale, not lost
+    res = reg_check(*base, rr("k", "k=1", 3, 3.1), finals={"k": "k=2"})
+    assert anomalies(res) == {**NONE, "stale": 1}
+    # a write overlapping the read: its value and B's are both allowed, the older one is not
+    over = [rw("k", "k=1", 1, 1.1), rw("k", "k=2", 2, 2.1), rw("k", "k=3", 2.9, 3.2)]
+    assert anomalies(reg_check(*over, rr("k", "k=3", 3, 3.1))) == NONE
+    assert anomalies(reg_check(*over, rr("k", "k=2", 3, 3.1))) == NONE
+    assert anomalies(reg_check(*over, rr("k", "k=1", 3, 3.1))) == {**NONE, "stale": 1}
+    # a write that began after the read completed cannot be what it returned: after a
+    # determinate state that is the loss of B (any value other than B's), else a stale read
+    after = [rw("k", "k=1", 1, 1.1), rw("k", "k=2", 3.5, 3.6)]
+    assert anomalies(reg_check(*after, rr("k", "k=2", 3, 3.1))) == {**NONE, "lost": 1}
+    after = [rw("k", "k=1", 1, 2), rw("k", "k=x", 1.5, 1.6), rw("k", "k=2", 3.5, 3.6)]
+    assert anomalies(reg_check(*after, rr("k", "k=2", 3, 3.1))) == {**NONE, "stale": 1}
+
+
+def test_register_maybe_applied_writes_overlap_every_later_operation():
+    # k=u timed out at 1.5: it may take effect any time later, so it may be read after k=2 ...
+    ops = [rw("k", "k=1", 1, 1.1), rw("k", "k=u", 1.5, 7.5, outcome="unknown"),
+           rw("k", "k=2", 2, 2.1)]
+    res = reg_check(*ops, rr("k", "k=u", 3, 3.1), rr("k", "k=2", 4, 4.1), rr("k", "k=u", 5, 5.1),
+                    finals={"k": "k=u"})
+    assert anomalies(res) == NONE and res["register"]["determinate"] == 0
+    # ... and it makes reads after it indeterminate: k=1 is stale (superseded by k=2), not lost
+    res = reg_check(*ops, rr("k", "k=1", 3, 3.1), finals={"k": "k=2"})
+    assert anomalies(res) == {**NONE, "stale": 1}
+    # a maybe-applied DELETE: the 404 is allowed too, later
+    ops = [rw("k", "k=1", 1, 1.1), rw("k", None, 2, 8, outcome="unknown")]
+    assert anomalies(reg_check(*ops, rr("k", None, 3, 3.1), rr("k", "k=1", 4, 4.1),
+                               finals={"k": None})) == NONE
+    # a write that certainly failed changes nothing: the read after it is still determinate
+    ops = [rw("k", "k=1", 1, 1.1), rw("k", "k=f", 1.5, 1.6, outcome="fail")]
+    res = reg_check(*ops, rr("k", "k=1", 2, 2.1))
+    assert anomalies(res) == NONE and res["register"]["determinate_put"] == 1
+    res = reg_check(*ops, rr("k", "k=f", 2, 2.1), finals={"k": "k=1"})
+    assert anomalies(res) == {**NONE, "lost": 1} and len(res["failed_visible"]) == 1
+
+
+def test_register_final_state_must_be_the_last_acknowledged_write_or_an_overlapping_one():
+    ops = [rw("k", "k=1", 1, 1.1), rw("k", "k=2", 2, 2.1)]
+    assert anomalies(reg_check(*ops, finals={"k": "k=2"})) == NONE
+    res = reg_check(*ops, finals={"k": "k=1"})
+    assert anomalies(res) == {**NONE, "final_wrong": 1} and not res["safety_ok"]
+    assert not target(res, "register: final state")["ok"]
+    # the key back after an acknowledged delete
+    res = reg_check(*ops, rw("k", None, 3, 3.1), finals={"k": "k=2"})
+    assert anomalies(res) == {**NONE, "final_wrong": 1}
+    # writes that overlapped the last one, and maybe-applied ones, are allowed
+    ops = [rw("k", "k=1", 1, 1.1), rw("k", "k=2", 2, 2.5), rw("k", "k=3", 2.1, 2.2),
+           rw("k", "k=u", 0.5, 9, outcome="unknown")]
+    for v in ("k=2", "k=3", "k=u"):
+        assert anomalies(reg_check(*ops, finals={"k": v})) == NONE, v
+    assert anomalies(reg_check(*ops, finals={"k": "k=1"})) == {**NONE, "final_wrong": 1}
+    # no final read answered: unverified, also a miss
+    res = reg_check(rw("k", "k=1", 1, 1.1), finals={})
+    assert anomalies(res) == {**NONE, "unverified": 1} and not res["safety_ok"]
+
+
+def test_register_ops_stay_out_of_the_set_checks():
+    # an overwritten or deleted register key is not a set-workload loss
+    res = reg_check(rw("k", "k=1", 1, 1.1), rw("k", None, 2, 2.1), finals={"k": None})
+    assert res["lost"] == [] and res["ops"].get("writes", 0) == 0 and res["safety_ok"]
+    assert res["register"]["ops"] == {"deletes": 1, "deletes_ok": 1, "writes": 1, "writes_ok": 1}
+    keys, counts = keys_to_poll([w("a", "a", 1, 2), rw("k", "k=1", 1, 1.1)], 10,
+                                random.Random(1))
+    assert keys == ["k", "a"] and counts["pending_at_poll"] == 1
