@@ -495,7 +495,7 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 security=ADMIN,
                 params=[{"name": "node_id", "in": "path", "required": True,
                          "description": "a member's id (any other string: 404)",
-                         "schema": {"type": "string", "minLength": 1}}],
+                         "schema": {"type": "string", "pattern": NODE_ID.pattern}}],
                 tags=("cluster",)),
         },
         "/health": {
