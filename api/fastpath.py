@@ -44,7 +44,7 @@ _KV_ROUTE = "/kv/<key:key>"  # the Flask rule, so both paths share metric labels
 JSON = "application/json"
 # Rules served here (Flask's syntax) and their methods: the /kv one is also a Flask rule (which
 # serves what this path passes on); the peer ones exist only here. Any other method of a peer
-# route is a 405 with Allow. tests/unit/test_openapi_doc.py checks these against the document.
+# route is a 405 with Allow. tests/integration/test_openapi.py checks these against the document.
 PEER_ROUTES = {"/peer/apply": ("POST",), stream.PATH: ("POST",)}
 ROUTES = {_KV_ROUTE: ("GET", "PUT"), **PEER_ROUTES}
 

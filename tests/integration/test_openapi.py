@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 import schemathesis
 from prometheus_client.parser import text_string_to_metric_families
@@ -249,3 +251,55 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
     assert acks >= 2
     assert 1 <= batches <= batched  # the write went to a remote replica in a batch
     assert {("PUT", "/kv/<key:key>", "201"), ("GET", "/kv/<key:key>", "404")} <= routes
+
+
+# The shared HTTP contract (front door, issue 13) that the document declares and that the front
+# door's branch implements: on this branch alone these answers are not given yet, so they are
+# strict xfails; once both branches are merged each must pass (an XPASS fails the run: then drop
+# this marker).
+FRONT_DOOR = pytest.mark.xfail(strict=True, reason="the front door (issue 13) is not merged")
+
+
+def _raw(cluster, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` as bytes on a fresh connection; the status code and the whole answer."""
+    host, port = cluster.nodes[0].http.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+@FRONT_DOOR
+def test_a_nul_byte_in_a_header_value_is_a_400(cluster):
+    status, answer = _raw(cluster, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n"
+                                   b"Connection: close\r\n\r\n")
+    assert status == 400, answer
+
+
+@FRONT_DOOR
+def test_an_admin_operation_without_the_admin_credential_is_a_401(cluster):
+    before = requests.get(cluster.url(0) + "/cluster", timeout=10).json()["nodes"]
+    resp = requests.delete(cluster.url(0) + "/cluster/members/n9", timeout=10)
+    assert resp.status_code == 401 and resp.json()["error"] == "unauthorized"
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="kvraft"'
+    assert requests.get(cluster.url(0) + "/cluster", timeout=10).json()["nodes"] == before
+
+
+@FRONT_DOOR
+def test_a_json_endpoint_refuses_another_content_type_with_415(cluster):
+    resp = requests.post(cluster.url(0) + "/kv", data=b'{"value": "v"}',
+                         headers={"Content-Type": "text/plain"}, timeout=10)
+    assert resp.status_code == 415 and resp.json()["error"] == "unsupported_media_type"
+
+
+@FRONT_DOOR
+def test_a_websocket_from_a_foreign_origin_is_a_403_forbidden_origin(cluster):
+    resp = requests.get(cluster.url(0) + "/watch", timeout=10, headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "http://evil.example"})
+    assert resp.status_code == 403 and resp.json()["error"] == "forbidden_origin"
