@@ -135,6 +135,8 @@ class ComposeProject:
     host: str = "127.0.0.1"
     compose: list[str] = field(default_factory=compose_command)
     owned: bool = False  # created by create(): down() may remove it
+    profiles: tuple[str, ...] = ()  # compose profiles to enable (services outside the default)
+    extra: tuple[str, ...] = (FTP,)  # services besides the nodes (health, logs)
 
     @classmethod
     def create(cls, purpose: str = "test", file: Path | None = None,
@@ -166,6 +168,8 @@ class ComposeProject:
             head += ["-f", str(self.file)]
             for f in extra:
                 head += ["-f", f]
+        for profile in self.profiles:
+            head += ["--profile", profile]
         return head
 
     def run(self, *args: str, timeout: float = 120.0,
@@ -223,7 +227,7 @@ class ComposeProject:
         """service -> Docker health status ('healthy', 'starting', 'unhealthy', or the state
         when the container has no health check or is not running)."""
         out = {}
-        for service in (*self.nodes, FTP):
+        for service in (*self.nodes, *self.extra):
             try:
                 state = self.inspect(self.container(service))["State"]
             except ComposeError as exc:
@@ -256,7 +260,7 @@ class ComposeProject:
     def save_logs(self, directory: str | os.PathLike) -> None:
         """Each service's whole log into ``directory/<service>.log`` (best effort)."""
         os.makedirs(directory, exist_ok=True)
-        for service in (*self.nodes, FTP):
+        for service in (*self.nodes, *self.extra):
             try:
                 text = self.run("logs", "--no-color", service, timeout=60)
             except ComposeError as exc:
