@@ -223,6 +223,7 @@ class ComposeBackend:
         # disconnect: node -> (container id, [(network, aliases)]) still to reconnect
         self._cut: dict[int, tuple[str, list[tuple[str, list[str]]]]] = {}
         self._chains: dict[int, set[str]] = {}  # iptables: node -> chains holding rules
+        self._cids: dict[int, str] = {}  # node -> container id (until it is recreated)
         self._stopped: set[int] = set()
         self._paused: set[int] = set()
         self.notes: list[str] = []  # what the run report should know (e.g. an address moved)
@@ -266,6 +267,7 @@ class ComposeBackend:
         """``up -d --no-deps`` the service with ``env`` added to its environment."""
         service = self.ids[i]
         before = self._address(i)
+        self._cids.pop(i, None)  # a new container
         lines = [f"services:\n  {service}:\n    environment:\n"]
         lines += [f"      {k}: {json.dumps(str(v))}\n" for k, v in sorted(env.items())]
         fd, path = tempfile.mkstemp(prefix=f"compose-{service}-", suffix=".yml",
@@ -283,9 +285,28 @@ class ComposeBackend:
 
     def _address(self, i: int) -> str | None:
         try:
-            return self.project.ips().get(self.ids[i])
+            return self._ip(i)
         except Exception:
             return None
+
+    # container ids, PIDs and addresses by `docker inspect` of a cached id: a compose command
+    # costs about a second (docker-compose v1 starts Python and asks the engine for the whole
+    # project), and a partition needs a few per node
+    def _cid(self, i: int) -> str:
+        if i not in self._cids:
+            self._cids[i] = self.project.container(self.ids[i])
+        return self._cids[i]
+
+    def _pid(self, i: int) -> int:
+        return int(self._docker("inspect", "-f", "{{.State.Pid}}", self._cid(i)).strip() or 0)
+
+    def _ip(self, i: int) -> str:
+        out = self._docker("inspect", "-f",
+                           "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                           self._cid(i)).split()
+        if not out:
+            raise RuntimeError(f"{self.ids[i]} has no address")
+        return out[0]
 
     def pause(self, i: int) -> None:
         self._run("pause", self.ids[i])
@@ -302,7 +323,7 @@ class ComposeBackend:
 
     def _iptables(self, i: int, *rules: list[str]) -> None:
         """Run iptables ``rules`` (argument lists) in node ``i``'s network namespace."""
-        pid = self.project.pid(self.ids[i])
+        pid = self._pid(i)
         if not pid:
             raise RuntimeError(f"{self.ids[i]} is not running: no network namespace")
         for rule in rules:
@@ -316,7 +337,7 @@ class ComposeBackend:
 
     def _chain(self, i: int, chain: str) -> None:
         """Create ``chain`` in node ``i``'s namespace, jumped to first from INPUT."""
-        pid = self.project.pid(self.ids[i])
+        pid = self._pid(i)
         if not pid:
             raise RuntimeError(f"{self.ids[i]} is not running: no network namespace")
         try:
@@ -336,7 +357,7 @@ class ComposeBackend:
             if chain not in self._chains.get(i, ()):
                 continue
             try:
-                pid = self.project.pid(self.ids[i])
+                pid = self._pid(i)
                 if pid:  # not running: its namespace, rules and all, is gone
                     self._exec_ns(pid, ["-F", chain])
                 self._chains[i].discard(chain)
@@ -355,10 +376,10 @@ class ComposeBackend:
         if self.network == "disconnect":
             self._disconnect(groups)
             return
-        ips = self.project.ips()
         group_of = {i: g for g in groups for i in g}
+        ips = {i: self._ip(i) for i in group_of}
         for i in group_of:
-            others = [ips[self.ids[j]] for g in groups if g is not group_of[i] for j in g]
+            others = [ips[j] for g in groups if g is not group_of[i] for j in g]
             self._chain(i, self.PART)
             self._iptables(i, *[["-A", self.PART, "-s", ip, "-j", "DROP"] for ip in others])
 

@@ -33,7 +33,7 @@ fi
 # 1. the base image
 if docker image inspect "$BASE" >/dev/null 2>&1; then
     :
-elif [ "${KVRAFT_PULL:-1}" != 0 ] && timeout 120 docker pull -q "$BASE" >/dev/null 2>&1; then
+elif [ "${KVRAFT_PULL:-1}" != 0 ] && timeout 45 docker pull -q "$BASE" >/dev/null 2>&1; then
     :
 else
     echo "build-image: $BASE cannot be pulled; using $LOCAL_BASE (built from Debian packages)" >&2

@@ -67,7 +67,12 @@ elif args[:1] == ["inspect"]:
     n = int(service[1:])
     nets = {{"kvraft_default": {{"Aliases": ["kvraft-" + service + "-1", service],
                                   "IPAddress": "172.18.0.%d" % (10 + n)}}}}
-    if "-f" in args:
+    fmt = args[args.index("-f") + 1] if "-f" in args else None
+    if fmt == "{{{{.State.Pid}}}}":
+        print(1000 + n)
+    elif fmt and "IPAddress" in fmt:
+        print("172.18.0.%d " % (10 + n))
+    elif fmt:
         print(json.dumps(nets))
     else:
         print(json.dumps([{{"State": {{"Pid": 1000 + n, "Running": True}},
@@ -361,6 +366,7 @@ def chain(service: str, name: str) -> list[list[str]]:
 def test_iptables_partition_drops_the_other_sides_addresses_on_every_node(docker):
     b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3, network="iptables")
     assert {"loss", "skew"} <= set(b.supported) and "delay" not in b.supported
+    docker.clear()  # the `compose version` probe
     b.partition([[0, 1], [2]])
     rules = [c for c in docker() if c[0] == "nsenter"]
     drop = ("-j", "DROP")
@@ -369,10 +375,15 @@ def test_iptables_partition_drops_the_other_sides_addresses_on_every_node(docker
         *chain("n2", "KVRAFT_PART"), nsenter("n2", "-A", "KVRAFT_PART", "-s", "172.18.0.13", *drop),
         *chain("n3", "KVRAFT_PART"), nsenter("n3", "-A", "KVRAFT_PART", "-s", "172.18.0.11", *drop),
         nsenter("n3", "-A", "KVRAFT_PART", "-s", "172.18.0.12", *drop)]
+    # the container ids are asked of compose once (a compose command costs about a second),
+    # PIDs and addresses of docker inspect
+    assert [c for c in docker() if c[:2] == ["docker", "compose"]] == [
+        compose("ps", "-a", "-q", n) for n in ("n1", "n2", "n3")]
     docker.clear()
     b.heal_network()
     assert [c for c in docker() if c[0] == "nsenter"] == [
         nsenter(n, "-F", "KVRAFT_PART") for n in ("n1", "n2", "n3")]
+    assert not [c for c in docker() if c[:2] == ["docker", "compose"]]
     docker.clear()
     b.heal_network()  # nothing left to flush
     assert [c for c in docker() if c[0] == "nsenter"] == []
