@@ -224,6 +224,7 @@ class ComposeBackend:
         self._cut: dict[int, tuple[str, list[tuple[str, list[str]]]]] = {}
         self._chains: dict[int, set[str]] = {}  # iptables: node -> chains holding rules
         self._cids: dict[int, str] = {}  # node -> container id (until it is recreated)
+        self._known_ip: dict[int, str] = {}  # node -> its last address seen
         self._stopped: set[int] = set()
         self._paused: set[int] = set()
         self.notes: list[str] = []  # what the run report should know (e.g. an address moved)
@@ -251,6 +252,7 @@ class ComposeBackend:
         return i not in self._stopped
 
     def kill(self, i: int) -> None:
+        self._address(i)  # known before it goes: a recreate compares with it
         self._run("kill", "-s", "SIGKILL", self.ids[i])
         self._stopped.add(i)
         self._paused.discard(i)
@@ -266,7 +268,7 @@ class ComposeBackend:
     def _recreate(self, i: int, env: dict[str, str]) -> None:
         """``up -d --no-deps`` the service with ``env`` added to its environment."""
         service = self.ids[i]
-        before = self._address(i)
+        before = self._address(i) or self._known_ip.get(i)
         self._cids.pop(i, None)  # a new container
         lines = [f"services:\n  {service}:\n    environment:\n"]
         lines += [f"      {k}: {json.dumps(str(v))}\n" for k, v in sorted(env.items())]
@@ -306,6 +308,7 @@ class ComposeBackend:
                            self._cid(i)).split()
         if not out:
             raise RuntimeError(f"{self.ids[i]} has no address")
+        self._known_ip[i] = out[0]
         return out[0]
 
     def pause(self, i: int) -> None:
