@@ -20,9 +20,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -205,7 +207,7 @@ def pods(tmp_path):
     sts = one("StatefulSet")
     ftp = one("Deployment", "kvraft-ftp")
     names = [f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"]["replicas"])]
-    net = NetnsNetwork([*names, "ftp"], __import__("random").Random())
+    net = NetnsNetwork([*names, "ftp"], random.Random())
     peers = sts["spec"]["serviceName"]
     hosts = ["127.0.0.1 localhost"]
     hosts += [f"{net.addresses[n]} {n}.{peers} {n}.{peers}.default.svc.cluster.local"
@@ -253,8 +255,6 @@ def probe_ok(address: str, container: dict, probe: str) -> bool:
                                 timeout=spec.get("timeoutSeconds", 1)).ok
         except requests.RequestException:
             return False
-    import socket
-
     port = ports.get(spec["tcpSocket"]["port"], spec["tcpSocket"]["port"])
     try:
         socket.create_connection((address, port), timeout=1).close()
