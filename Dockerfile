@@ -1,27 +1,52 @@
 # kvraft: one image for a node (`kvraft serve`, the default command) or the FTP server
 # (`kvraft ftp`). Configuration comes from KVRAFT_* environment variables; see docker-compose.yml.
 # The cluster secret is never baked in: a node refuses to start without KVRAFT_SECRET.
-FROM python:3.11-slim
+#
+# Build it with scripts/build-image.sh: it picks the base (python:3.11-slim when it can be
+# pulled, else a Debian base made with debootstrap), builds the wheels on the host and passes
+# --build-arg BASE_IMAGE. The build itself then needs no network. A plain
+# `docker build .` (or `docker compose build`) on a machine that can pull works too: with no
+# wheels in deploy/wheels/, pip installs from the source tree and PyPI.
+ARG BASE_IMAGE=python:3.11-slim
 
+# -- stage 1: a virtualenv with kvraft and its dependencies, from the host's wheels --------------
+FROM ${BASE_IMAGE} AS venv
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+# A venv on both bases: Debian's python3 refuses system-wide pip installs (PEP 668).
+RUN python3 -m venv /opt/kvraft
+# Dependencies first: they change rarely, so this layer stays cached when only kvraft changes.
+COPY deploy/wheels/deps/ /wheels/deps/
+RUN set -- /wheels/deps/*.whl; \
+    if [ -e "$1" ]; then /opt/kvraft/bin/pip install -q --no-index --no-deps "$@"; fi
+COPY pyproject.toml README.md /src/
+COPY kvraft/ /src/kvraft/
+COPY api/ /src/api/
+COPY deploy/wheels/app/ /wheels/app/
+# Installed the way the README installs it (pip, from this source tree), here from its wheel and
+# without the test extras; `pip check` fails the build when a dependency is missing.
+RUN set -- /wheels/app/kvraft-*.whl; \
+    if [ -e "$1" ]; then \
+        /opt/kvraft/bin/pip install -q --no-index --find-links /wheels/deps "$1"; \
+    else \
+        /opt/kvraft/bin/pip install -q /src; \
+    fi \
+ && /opt/kvraft/bin/pip check \
+ && find /opt/kvraft -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# -- stage 2: the image: the base, the venv, an unprivileged user ---------------------------------
+FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore
-
-# Installed the way the README installs it (`make` runs `pip install -e '.[test]'`): pip from the
-# source tree, here without the editable link and the test extras. .dockerignore lets in only
-# pyproject.toml, README.md and the kvraft and api packages: no virtualenv, data, tests or git.
-WORKDIR /src
-COPY . .
-RUN pip install . \
- && rm -rf /src
+    PATH=/opt/kvraft/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+COPY --from=venv /opt/kvraft /opt/kvraft
 
 # Run as an unprivileged user that owns the data directory. A new named volume mounted on /data
-# copies this ownership, so the node can write its SQLite store and Raft journal there.
-RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home kvraft \
+# copies this ownership, so the node can write its SQLite store and Raft journal there. The
+# user is written into /etc/passwd directly: the same line works on both bases.
+RUN echo 'kvraft:x:10001:10001:kvraft:/data:/usr/sbin/nologin' >>/etc/passwd \
+ && echo 'kvraft:x:10001:' >>/etc/group \
  && mkdir -p /data \
- && chown kvraft:kvraft /data
+ && chown 10001:10001 /data
 WORKDIR /data
 VOLUME ["/data"]
 
@@ -42,7 +67,7 @@ EXPOSE 8001 9001 2121 30000-30009
 USER kvraft
 
 # Liveness of a node: GET /health on the HTTP port named by KVRAFT_HTTP (a bind-all address is
-# probed on 127.0.0.1). Python, because the slim image has no curl. The FTP service overrides
+# probed on 127.0.0.1). Python, because neither base has curl. The FTP service overrides
 # this in docker-compose.yml.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; h, _, p = os.environ.get('KVRAFT_HTTP', '0.0.0.0:8001').rpartition(':'); h = '127.0.0.1' if h in ('', '0.0.0.0', '[::]') else h; urllib.request.urlopen(f'http://{h}:{p}/health', timeout=2).close()"]

@@ -2,6 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BACKEND ?= local
 
 .PHONY: run test unit integration lint bench bench-latency bench-growth chaos-smoke chaos skew-table clean
 
@@ -43,7 +44,7 @@ chaos-smoke: $(STAMP)
 
 chaos: $(STAMP)
 	sh scripts/install-test-deps.sh
-	$(BIN)/python -m chaos.run full
+	$(BIN)/python -m chaos.run full --backend $(BACKEND)
 
 .PHONY: chaos-register-negative
 chaos-register-negative: $(STAMP)
@@ -55,3 +56,22 @@ skew-table: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+# schemathesis --checks all, every phase, against a real 3-node cluster: a random seed and
+# 1,000 examples per operation (make test runs the same with a fixed seed and 300)
+.PHONY: api-fuzz
+api-fuzz: $(STAMP)
+	$(BIN)/python tests/apifuzz.py --max-examples 1000 $(if $(SEED),--seed $(SEED))
+
+.PHONY: image compose-test
+
+# the Docker image, also where no registry can be reached (see scripts/build-image.sh)
+image:
+	sh scripts/install-test-deps.sh debootstrap
+	sh scripts/build-image.sh
+
+# the container tiers alone: compose for real, chaos smoke against containers, k8s manifests
+compose-test: $(STAMP)
+	sh scripts/install-test-deps.sh
+	$(BIN)/python -m pytest -q tests/integration/test_docker_compose.py \
+		tests/integration/test_chaos_compose.py tests/integration/test_k8s.py

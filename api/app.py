@@ -16,24 +16,26 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
+from wsproto.utilities import RemoteProtocolError
 
 from kvraft import sync
 from kvraft.balance import Balancer
-from kvraft.config import Config, ConfigError
 from kvraft.errors import BadRequest, KvError, TooLarge
-from kvraft.keys import check_level
+from kvraft.keys import check_key, check_level
 from kvraft.node import Node
 from kvraft.storage import StorageClosed
 from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
-from . import balance, ui, ws
+from . import balance, openapi, ui, ws
 from .fastpath import FastPath
 from .metrics import Metrics
 
 PEER_MAX_BODY = 256 << 20
+WWW_AUTHENTICATE = 'Bearer realm="kvraft"'
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+              405: "method_not_allowed", 409: "conflict", 413: "too_large",
+              415: "unsupported_media_type"}
 
 
 def create_app(node: Node) -> Flask:
@@ -60,12 +62,42 @@ def create_app(node: Node) -> Flask:
                 return _json_error(401, "unauthorized", "missing or wrong bearer token")
         return None
 
+    # query parameters the document gives an enum or a range, checked before the leader
+    # balances (a redirect must not send a request the chosen node would refuse)
+    query_checks = openapi.query_checks(openapi.document(node.config.max_value_bytes))
+
+    @app.before_request
+    def _check_query():
+        if request.url_rule is None:
+            return None
+        method = "GET" if request.method == "HEAD" else request.method
+        checks = query_checks.get((openapi.path_of(request.url_rule.rule), method), {})
+        for name, check in checks.items():
+            for value in request.args.getlist(name):
+                why = check(value)
+                if why:
+                    raise BadRequest(f"{name} {why}, got {value!r}")
+        return None
+
+    def _refused_by_target() -> None:
+        """What the node a redirect points to would refuse, refused here first."""
+        key = (request.view_args or {}).get("key")
+        if key is not None:
+            check_key(key)
+        if request.method == "PUT":
+            _body(node.config.max_value_bytes, "value (max_value_bytes)")
+        elif request.endpoint == "create":
+            _new_value()
+
     balancer = Balancer(node.config.balance)
-    balance.register(app, node, lambda limit: _body(limit, "body"), balancer)
+    balance.register(app, node, lambda limit: _body(limit, "body"), balancer,
+                     refused=_refused_by_target)
 
     @app.after_request
     def _stamp(resp: Response) -> Response:
         resp.headers.setdefault("X-Kvraft-Node", node.id)  # a forwarded answer keeps its own
+        if resp.status_code == 401:  # RFC 9110 11.6.1: a 401 names its scheme
+            resp.headers.setdefault("WWW-Authenticate", WWW_AUTHENTICATE)
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         if not rule.startswith("/peer/"):
             metrics.observe(request.method, rule, resp.status_code,
@@ -81,7 +113,13 @@ def create_app(node: Node) -> Flask:
             if code == 413:
                 return _json_error(413, "too_large", f"value exceeds max_value_bytes "
                                    f"({node.config.max_value_bytes} bytes)")
-            return _json_error(code, HTTP_CODES.get(code, "error"), exc.description or exc.name)
+            resp = _json_error(code, HTTP_CODES.get(code, "error"), exc.description or exc.name)
+            if code == 405:  # RFC 9110 15.5.6: a 405 lists the methods the resource has
+                resp.headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None)
+                                                         or ()))
+            return resp
+        if isinstance(exc, RemoteProtocolError):  # a websocket handshake wsproto refused
+            return _json_error(400, "bad_request", f"not a valid WebSocket upgrade: {exc}")
         if isinstance(exc, StorageClosed):
             return _json_error(503, "unavailable", "node is shutting down")
         app.logger.exception("unhandled error")
@@ -110,10 +148,6 @@ def create_app(node: Node) -> Flask:
         res = node.delete(key, check_level(request.args.get("w"), "quorum", "w"))
         return jsonify({"key": res.key, "version": res.version.encode(), "acks": res.acks})
 
-    @app.route("/kv/", methods=["GET", "PUT", "DELETE"])
-    def empty_key():
-        raise BadRequest("key must be 1 to 1024 bytes of UTF-8, got 0")
-
     @app.get("/kv")
     def list_keys():
         try:
@@ -127,6 +161,10 @@ def create_app(node: Node) -> Flask:
     @app.post("/kv")
     def create():
         w = check_level(request.args.get("w"), "quorum", "w")
+        return jsonify(node.create(_new_value(), w).to_json()), 201
+
+    def _new_value() -> bytes:
+        """The value of a ``POST /kv`` body ``{"value": "<text>"}``, as UTF-8."""
         try:
             # JSON escapes can take 6 bytes per byte of value
             body = json.loads(_body(6 * node.config.max_value_bytes + 1024) or b"null")
@@ -137,7 +175,7 @@ def create_app(node: Node) -> Flask:
         value = body["value"].encode("utf-8", "surrogatepass")
         if len(value) > node.config.max_value_bytes:
             raise TooLarge(f"value exceeds max_value_bytes ({node.config.max_value_bytes} bytes)")
-        return jsonify(node.create(value, w).to_json()), 201
+        return value
 
     @app.get("/cluster")
     def cluster():
@@ -147,14 +185,10 @@ def create_app(node: Node) -> Flask:
     def add_member():
         body = _json_body()
         fields = [body.get(f) for f in ("id", "http", "raft")]
-        if not all(isinstance(f, str) and f for f in fields):
+        if not all(isinstance(f, str) for f in fields):
             raise BadRequest('body must be JSON {"id": ..., "http": "HOST:PORT", "raft": '
                              '"HOST:PORT"}')
-        try:
-            Config(id=fields[0], http=fields[1], raft=fields[2], secret="x" * 8)
-        except ConfigError as exc:
-            raise BadRequest(str(exc)) from None
-        return jsonify(node.leader.add_member(*fields))
+        return jsonify(node.leader.add_member(*fields))  # it checks the fields
 
     @app.delete("/cluster/members/<node_id>")
     def remove_member(node_id: str):
@@ -186,8 +220,8 @@ def create_app(node: Node) -> Flask:
         target = request.args.get("target", "")
         if not target:
             raise BadRequest("target is required")
-        node.hint_local(target, _records())
-        return jsonify({"stored": True})
+        newest = node.hint_local(target, _records())
+        return jsonify({"stored": True, "newest": newest.encode() if newest else None})
 
     @app.get("/peer/scan")
     def peer_scan():
@@ -250,10 +284,11 @@ def create_app(node: Node) -> Flask:
 
 
 class KeyConverter(PathConverter):
-    """The rest of the path, whatever it holds (a line feed too): keys are checked by the store,
-    which answers a bad key with 400, not by routing, which would answer 404."""
+    """The rest of the path, whatever it holds (a line feed too, or nothing: ``/kv/`` is the
+    empty key): keys are checked by the store, which answers a bad key with 400, not by routing,
+    which would answer 404 (and ``PUT /kv`` a redirect to ``/kv/``, not a 405)."""
 
-    regex = "(?s:.+)"
+    regex = "(?s:.*)"
     part_isolating = False  # it spans "/" (werkzeug would guess True from the regex)
 
 

@@ -20,7 +20,8 @@ from kvraft.transport import PeerConnectError, PeerError
 
 VIA = "X-Kvraft-Via"
 PASS_REQUEST = ("Content-Type", "Authorization", "Accept")
-PASS_RESPONSE = ("Content-Type", "ETag", "X-Kvraft-Version", "X-Kvraft-Node", "Location")
+PASS_RESPONSE = ("Content-Type", "ETag", "X-Kvraft-Version", "X-Kvraft-Node", "Location",
+                 "Allow")
 SAFE = ("GET", "HEAD")
 
 
@@ -71,13 +72,15 @@ def unknown_message(target: str, exc: Exception) -> str:
             "it may or may not have been applied")
 
 
-def register(app: Flask, node: Node, read_body, balancer: Balancer) -> None:
-    """Install the balancing hook; ``read_body(limit)`` reads a request body within a limit."""
+def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None) -> None:
+    """Install the balancing hook; ``read_body(limit)`` reads a request body within a limit;
+    ``refused()`` raises what the chosen node would answer with an error, before a redirect."""
     body_limit = 6 * node.config.max_value_bytes + 1024
 
     @app.before_request
     def _balance():
         if (not (request.path == "/kv" or request.path.startswith("/kv/"))
+                or request.routing_exception is not None  # 404, 405: answered here
                 or request.headers.get(VIA) or not node.meta.is_leader()):
             return None
 
@@ -87,6 +90,8 @@ def register(app: Flask, node: Node, read_body, balancer: Balancer) -> None:
 
         def forward(target: str):
             if request.args.get("redirect") not in (None, "", "0"):
+                if refused is not None:
+                    refused()
                 return _redirect(node, target)
             # a PUT carries the raw value: refuse it here rather than forward it
             body = read_body(node.config.max_value_bytes if request.method == "PUT"

@@ -35,12 +35,18 @@ log = logging.getLogger(__name__)
 
 _SECRET_ENV = "HTTP_" + SECRET_HEADER.upper().replace("-", "_")
 _REASONS = {200: "OK", 201: "CREATED", 400: "BAD REQUEST", 401: "UNAUTHORIZED",
-            403: "FORBIDDEN", 404: "NOT FOUND", 413: "REQUEST ENTITY TOO LARGE",
+            403: "FORBIDDEN", 404: "NOT FOUND", 405: "METHOD NOT ALLOWED",
+            413: "REQUEST ENTITY TOO LARGE",
             500: "INTERNAL SERVER ERROR", 502: "BAD GATEWAY", 503: "SERVICE UNAVAILABLE"}
 _PASS_ENV = [(h, "CONTENT_TYPE" if h == "Content-Type" else "HTTP_" + h.upper().replace("-", "_"))
              for h in PASS_REQUEST]
 _KV_ROUTE = "/kv/<key:key>"  # the Flask rule, so both paths share metric labels
 JSON = "application/json"
+# Rules served here (Flask's syntax) and their methods: the /kv one is also a Flask rule (which
+# serves what this path passes on); the peer ones exist only here. Any other method of a peer
+# route is a 405 with Allow. tests/integration/test_openapi.py checks these against the document.
+PEER_ROUTES = {"/peer/apply": ("POST",), stream.PATH: ("POST",)}
+ROUTES = {_KV_ROUTE: ("GET", "PUT"), **PEER_ROUTES}
 
 
 class FastPath:
@@ -74,10 +80,10 @@ class FastPath:
         return self.app(environ, start_response)
 
     def _other(self, environ, start_response, path: str, method: str | None):
-        if path == "/peer/apply" and method == "POST":
-            return self._peer(environ, start_response, self._apply)
-        if path == stream.PATH and method == "POST":
-            return self._peer(environ, start_response, self._stream)
+        if path == "/peer/apply":
+            return self._peer(environ, start_response, self._apply, path, method)
+        if path == stream.PATH:
+            return self._peer(environ, start_response, self._stream, path, method)
         return self.app(environ, start_response)
 
     # -- public --------------------------------------------------------------------------------
@@ -176,10 +182,15 @@ class FastPath:
 
     # -- peers ---------------------------------------------------------------------------------
 
-    def _peer(self, environ, start_response, handler):
+    def _peer(self, environ, start_response, handler, path: str, method: str | None):
         if not hmac.compare_digest(environ.get(_SECRET_ENV, "").encode(), self.secret):
             status, body, headers = _error(403, "forbidden",
                                            "peer endpoints need the cluster secret")
+        elif method not in PEER_ROUTES[path]:
+            allow = ", ".join(PEER_ROUTES[path])
+            status, body, headers = _error(405, "method_not_allowed",
+                                           f"{path} takes {allow}, not {method}")
+            headers.append(("Allow", allow))
         else:
             try:
                 status, body, headers = handler(environ)
@@ -217,6 +228,8 @@ class FastPath:
         headers = [*headers, ("Content-Length", str(len(body)))]
         if not any(h == "X-Kvraft-Node" for h, _v in headers):  # a forwarded answer keeps its
             headers.append(("X-Kvraft-Node", self.node.id))
+        if status == 401 and not any(h == "WWW-Authenticate" for h, _v in headers):
+            headers.append(("WWW-Authenticate", 'Bearer realm="kvraft"'))  # RFC 9110 11.6.1
         start_response(f"{status} {_REASONS.get(status, 'ERROR')}", headers)
         return [body]
 

@@ -41,7 +41,7 @@ COUNTERS = ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered"
             "sync_keys_repaired", "tombstones_purged", "records_handed_off", "forwards",
             "forwards_failed", "balanced_local", "replica_batches", "replica_batched_records",
             "read_batches", "read_batched_keys", "writes_restamped", "writes_clock_refused",
-            "clock_refused")  # present from the start, at 0
+            "clock_refused", "hints_superseded")  # present from the start, at 0
 HELP = {
     "writes": "writes (PUT, POST, DELETE) this node coordinated",
     "reads": "reads this node coordinated",
@@ -52,6 +52,7 @@ HELP = {
     "writes_unavailable": "writes refused for lack of acknowledgements",
     "writes_restamped": "write stampings redone above a newer version a replica kept",
     "writes_clock_refused": "writes refused because this node's clock is out of bounds",
+    "hints_superseded": "hints their target refused: it held a newer version already",
     "clock_refused": "versions not folded into the HLC: more than max_clock_offset ahead",
     "sync_rounds": "anti-entropy rounds this node ran",
     "sync_records": "records exchanged by anti-entropy",

@@ -1,27 +1,80 @@
 """The OpenAPI 3 description of the public HTTP API, served at ``/openapi.json``.
 
-:func:`document` builds it as a plain dict. It describes what the server does, not what it should
-do: ``tests/integration/test_openapi.py`` checks that every public Flask route is here and every
-path here is a route, validates live responses against it and fuzzes it with schemathesis.
-Peer endpoints (``/peer/*``) are internal and left out. The websockets (``/report``, ``/watch``)
-are described as ``GET`` with a ``101`` upgrade; they are not fuzzed.
+:func:`document` builds it as a plain dict. It describes what the server does, every status an
+operation can answer included (what the HTTP server itself answers, the bearer credentials, the
+websocket upgrades), not what it should do. What keeps it true:
+
+- ``tests/unit/test_openapi_doc.py``: every route of the Flask app and of the fast path
+  (:data:`api.fastpath.ROUTES`) is documented (peer routes excepted) with the methods it has,
+  every error class of the store (:mod:`kvraft.errors` and the rest of ``kvraft``) and every
+  error code the HTTP layer writes is in :data:`ERROR_CODES` with its status, and each status is
+  documented where it can arise.
+- ``tests/integration/test_schemathesis.py``: ``schemathesis run --checks all`` (coverage,
+  fuzzing and stateful phases, through the :data:`links` below) against a real cluster.
+
+The server reads it too: :func:`query_checks` gives the app the enums and ranges of query
+parameters to enforce, so the document and the validation cannot disagree.
 
 Nothing here touches the store; this module must stay free of Flask and of IO.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
+from kvraft.config import NODE_ID
 from kvraft.keys import LEVELS, MAX_KEY_BYTES
+from kvraft.leader import MEMBER_ADDRESS
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"
 
 JSON = "application/json"
-
-
 NODE_HEADER = {"X-Kvraft-Node": {"$ref": "#/components/headers/Node"}}
+VIA_HEADER = {"X-Kvraft-Via": {"$ref": "#/components/headers/Via"}}
+
+# Every error code a node writes into {"error": code, "message": text}, with its status. The
+# unit tests check that each error class of kvraft and each code written in api/ is here.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "bad_request": (400, "bad input (key, level, query, body), or a malformed HTTP request"),
+    "unauthorized": (401, "the bearer credential is missing or wrong"),
+    "forbidden": (403, "a peer endpoint without the cluster secret"),
+    "forbidden_origin": (403, "a websocket upgrade from a browser Origin not allowed"),
+    "not_found": (404, "no such key, member, export or route"),
+    "method_not_allowed": (405, "the route exists with other methods (listed in Allow)"),
+    "conflict": (409, "the cluster's state does not allow this membership change"),
+    "gone": (410, "peer only: an expired change subscription"),
+    "too_large": (413, "the body is over the node's limit"),
+    "uri_too_long": (414, "request line over 8192 bytes"),
+    "unsupported_media_type": (415, "a JSON body without Content-Type: application/json"),
+    "headers_too_large": (431, "over 100 headers or 16 KiB of them"),
+    "internal": (500, "a bug (logged by the node); client input never causes it"),
+    "not_implemented": (501, "a transfer coding other than chunked"),
+    "forward_failed": (502, "the partition leader forwarded a write and lost the answer: it "
+                            "may or may not have been applied"),
+    "ftp_auth": (502, "the FTP server refused the node's credentials"),
+    "unavailable": (503, "not enough replicas answered, no partition map or leader yet, or "
+                         "the node is shutting down or over max_connections; retry"),
+    "clock_offset": (503, "this node's clock is out of bounds: it coordinates no writes"),
+    "not_ready": (503, "the node sees no leader or partition map yet"),
+    "ftp_unavailable": (503, "the FTP server is unreachable or not configured"),
+}
+
+# Answers of the HTTP server itself (api/httpd.py), before the app sees the request, on any
+# path: the JSON error shape, without X-Kvraft-Node, and the connection is closed.
+SERVER_ANSWERS = {
+    "400": "a malformed request: request line, header (a NUL or control byte in one, a name "
+           "with '_', which would alias '-' for the app), framing",
+    "414": "request line over 8192 bytes (a key of 1024 bytes fits, even percent-encoded)",
+    "431": "over 100 headers or 16 KiB of headers",
+    "501": "a Transfer-Encoding other than chunked",
+    "503": "the node is over max_connections; retry",
+}
+
+PUBLIC = [{}, {"publicToken": []}, {"adminToken": []}]  # a token only if the node has one
+ADMIN = [{"adminToken": []}]
 
 
 def _ref(name: str) -> dict:
@@ -29,57 +82,47 @@ def _ref(name: str) -> dict:
 
 
 def _json(schema: dict, description: str, **headers: dict) -> dict:
-    resp: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
-    resp["headers"] = {**NODE_HEADER, "X-Kvraft-Via": {"$ref": "#/components/headers/Via"},
-                       **headers}
+    return {"description": description, "content": {JSON: {"schema": schema}},
+            "headers": {**NODE_HEADER, **VIA_HEADER, **headers}}
+
+
+def _error(description: str, **headers: dict) -> dict:
+    return _json(_ref("Error"), description, **headers)
+
+
+def _shared_error(status: str, description: str, **headers: dict) -> dict:
+    """An error of the app's that the HTTP server (without X-Kvraft-Node) may also answer."""
+    resp = _error(description, **headers)
+    if status in SERVER_ANSWERS:
+        resp["description"] += f"; or, answered by the HTTP server: {SERVER_ANSWERS[status]}"
+        resp["headers"]["X-Kvraft-Node"] = {"$ref": "#/components/headers/NodeIfApp"}
     return resp
-
-
-def _error(description: str) -> dict:
-    return _json(_ref("Error"), description)
-
-
-ERRORS = {
-    "400": "bad input (key, level, limit or body); nothing was changed",
-    "401": "the node runs with KVRAFT_TOKEN and the bearer token is missing or wrong",
-    "404": "no such key, member or route",
-    "413": "the body is larger than the node's max_value_bytes",
-    "502": "the partition leader forwarded the write and lost the answer: it may or may not "
-           "have been applied",
-    "503": "not enough replicas answered, or the node has no partition map yet; retry",
-}
-
-
-# Answered by the HTTP server (api/httpd.py) before the app sees the request: the JSON error
-# shape, but without X-Kvraft-Node, and the connection is closed. A request line is at most 8192
-# bytes (a key of 1024 bytes fits, even percent-encoded); at most 100 headers and 16 KiB of them.
-_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-SERVER_LIMITS = {
-    "414": {"description": "request line over 8192 bytes (the HTTP server's limit)",
-            "content": _JSON_ERROR},
-    "431": {"description": "over 100 headers or 16 KiB of headers (the HTTP server's limit)",
-            "content": _JSON_ERROR},
-}
 
 
 def _errors(*codes: int) -> dict:
     return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
 
 
-def _op(op_id: str, summary: str, responses: dict, *, params: list | None = None,
-        body: dict | None = None, public: bool = False, tags: tuple[str, ...] = ()) -> dict:
-    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
+def _op(op_id: str, summary: str, responses: dict, *, security: list, params: list | None = None,
+        body: dict | None = None, tags: tuple[str, ...] = (), description: str = "") -> dict:
+    """One operation; the bearer answers and the HTTP server's own answers are added."""
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary}
+    if description:
+        op["description"] = description
     if tags:
         op["tags"] = list(tags)
     if params:
         op["parameters"] = params
     if body:
         op["requestBody"] = body
-    if public:
-        op["security"] = []
-    elif "401" not in responses:
+        if JSON in body["content"]:
+            responses.update(_errors(415))
+    op["security"] = security
+    if security:
         responses.update(_errors(401))
-    responses.update({c: {"$ref": f"#/components/responses/Server{c}"} for c in SERVER_LIMITS})
+    for code in SERVER_ANSWERS:  # the app's own description of the status, where it has one
+        responses.setdefault(code, {"$ref": f"#/components/responses/Server{code}"})
+    op["responses"] = dict(sorted(responses.items()))
     return op
 
 
@@ -87,6 +130,52 @@ def _level(name: str, default: str, what: str) -> dict:
     return {"name": name, "in": "query", "required": False,
             "description": f"{what}: how many replicas must answer (empty or absent: {default})",
             "schema": {"type": "string", "enum": ["", *LEVELS], "default": default}}
+
+
+def _flag(name: str, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string", "enum": ["", "0", "1"], "default": ""}}
+
+
+def path_of(rule: str) -> str:
+    """The document's path of a Flask rule: ``/kv/<key:key>`` is ``/kv/{key}``."""
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
+
+
+def query_checks(doc: dict) -> dict[tuple[str, str], dict[str, Callable[[str], str | None]]]:
+    """(path, METHOD) -> {query parameter: check} for each query parameter of ``doc`` with an
+    enum or an integer schema; a check returns why a value is refused, or None."""
+    out: dict[tuple[str, str], dict[str, Callable[[str], str | None]]] = {}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            for param in [*item.get("parameters", []), *op.get("parameters", [])]:
+                if param["in"] != "query":
+                    continue
+                check = _check_for(param["schema"])
+                if check is not None:
+                    out.setdefault((path, method.upper()), {})[param["name"]] = check
+    return out
+
+
+def _check_for(schema: dict) -> Callable[[str], str | None] | None:
+    if "enum" in schema:
+        allowed = tuple(schema["enum"])
+        shown = ", ".join(repr(v) for v in allowed)
+        return lambda value: None if value in allowed else f"must be one of {shown}"
+    if schema.get("type") == "integer":
+        low, high = schema.get("minimum"), schema.get("maximum")
+
+        def check(value: str) -> str | None:
+            if not re.fullmatch(r"-?[0-9]{1,18}", value) or (
+                    low is not None and int(value) < low) or (
+                    high is not None and int(value) > high):
+                return f"must be an integer from {low} to {high}"
+            return None
+
+        return check
+    return None
 
 
 def _schemas() -> dict:
@@ -223,9 +312,11 @@ def _schemas() -> dict:
         "NewMember": {
             "type": "object", "required": ["id", "http", "raft"],
             "properties": {
-                "id": {"type": "string", "pattern": "^[A-Za-z0-9_.]{1,32}$"},
-                "http": {"type": "string", "description": "HOST:PORT of its HTTP API"},
-                "raft": {"type": "string", "description": "HOST:PORT of its Raft port"},
+                "id": {"type": "string", "pattern": NODE_ID.pattern},
+                "http": {"type": "string", "pattern": MEMBER_ADDRESS.pattern,
+                         "description": "HOST:PORT of its HTTP API"},
+                "raft": {"type": "string", "pattern": MEMBER_ADDRESS.pattern,
+                         "description": "HOST:PORT of its Raft port"},
             },
         },
         "Export": {
@@ -263,75 +354,95 @@ def _schemas() -> dict:
     }
 
 
+def _websocket_params(extra: list) -> list:
+    def header(name: str, description: str, schema: dict, required: bool = True) -> dict:
+        return {"name": name, "in": "header", "required": required,
+                "description": description, "schema": schema}
+
+    return [
+        header("Connection", "RFC 6455: the upgrade", {"type": "string", "enum": ["Upgrade"]}),
+        header("Upgrade", "RFC 6455: the upgrade", {"type": "string", "enum": ["websocket"]}),
+        header("Sec-WebSocket-Version", "RFC 6455", {"type": "string", "enum": ["13"]}),
+        header("Sec-WebSocket-Key", "RFC 6455: 16 random bytes, base64 (the server does not "
+               "check its form: it answers with its hash, Sec-WebSocket-Accept)",
+               {"type": "string"}),
+        header("Origin", "sent by browsers: it must name this host (scheme http or https, the "
+               "Host header's host and port), else 403; a client without Origin is not a "
+               "browser and is allowed", {"type": "string"}, required=False),
+        *extra,
+    ]
+
+
 def document(max_value_bytes: int = 1 << 20) -> dict:
     """The OpenAPI 3 document of the public API of a node with this ``max_value_bytes``."""
     key = {"name": "key", "in": "path", "required": True,
-           "description": f"1 to {MAX_KEY_BYTES} bytes of UTF-8 without control characters, "
-                          "percent-encoded as one path segment ('/' may also appear literally; "
-                          "'.' and '..' must be encoded as %2E)",
+           "description": f"1 to {MAX_KEY_BYTES} bytes of UTF-8 (maxLength counts characters; "
+                          "the limit is in bytes, a longer key is a 400) without control "
+                          "characters (U+0000-U+001F, U+007F-U+009F), percent-encoded as one "
+                          "path segment ('/' may also appear literally, '.' and '..' must be "
+                          "encoded as %2E)",
            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
                       "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$"}}
     w = _level("w", "quorum", "write level")
-    version_headers = {  # on the raw value (not on ?explain's JSON)
+    version_headers = {  # on the raw value, not on ?explain's JSON: so not required
         "ETag": {"description": "the version, quoted", "schema": {"type": "string"}},
         "X-Kvraft-Version": {"description": "the version", "schema": {"type": "string"}},
     }
-    redirect = {"name": "redirect", "in": "query", "required": False,
-                "description": "on the partition leader, which balances /kv requests over the "
-                               "active nodes: any value but '' or '0' answers 307 to the chosen "
-                               "node instead of forwarding the request there",
-                "schema": {"type": "string"}}
+    redirect = _flag("redirect", "'1' at the partition leader, which balances /kv requests "
+                     "over the active nodes: answer 307 to the chosen node instead of "
+                     "forwarding the request there (elsewhere, and with '' or '0': ignored)")
     moved = {"307": {"description": "?redirect=1 at the partition leader: ask the node it chose",
                      "headers": {"Location": {"required": True, "schema": {"type": "string"}},
-                                 **NODE_HEADER,
-                                 "X-Kvraft-Via": {"$ref": "#/components/headers/Via"}}}}
-    progress = {"name": "progress", "in": "query", "required": False,
-                "description": "1: stream NDJSON progress lines, the last one the result",
-                "schema": {"type": "string", "enum": ["0", "1"]}}
+                                 **NODE_HEADER, **VIA_HEADER}}}
+    progress = _flag("progress", "'1': stream NDJSON progress lines, the last one the result")
     ndjson = {"application/x-ndjson": {"schema": {"type": "string"}}}
-    empty_key = _op("emptyKey", "An empty key: always 400", {**_errors(400), **moved})
-    paths = {
+    # reads that follow a write read the value itself: ?explain answers 200 for a deleted key
+    # too, and ?redirect a 307 instead of the value
+    plain = {"query.explain": "0", "query.redirect": "0"}
+    get_key = {"operationId": "getValue", "parameters": {"key": "$request.path.key", **plain}}
+    delete_key = {"operationId": "deleteValue", "parameters": {"key": "$request.path.key"}}
+    created_key = {"key": "$response.body#/key"}
+    paths: dict[str, dict] = {
         "/kv/{key}": {
-            "parameters": [key, redirect],
+            "parameters": [key],
             "get": _op(
                 "getValue", "Read a value (or ?explain=1: where its replicas are)",
                 {"200": {"description": "the raw value; with ?explain, JSON about the key",
-                         "headers": {**NODE_HEADER,
-                                     "X-Kvraft-Via": {"$ref": "#/components/headers/Via"},
-                                     **version_headers},
+                         "headers": {**NODE_HEADER, **VIA_HEADER, **version_headers},
                          "content": {"application/octet-stream": {
                                          "schema": {"type": "string", "format": "binary"}},
                                      JSON: {"schema": _ref("Explain")}}},
                  **moved, **_errors(400, 404, 503)},
-                params=[_level("r", "one", "read level"),
-                        {"name": "explain", "in": "query", "required": False,
-                         "description": "any value but '' or '0': explain instead of reading",
-                         "schema": {"type": "string"}}]),
+                security=PUBLIC,
+                params=[redirect, _level("r", "one", "read level"),
+                        _flag("explain", "'1': explain where the key's replicas are instead "
+                              "of reading it")]),
             "put": _op(
                 "putValue", "Create or replace a value (the body, any bytes)",
-                {"200": _json(_ref("WriteResult"), "replaced"),
-                 "201": _json(_ref("WriteResult"), "created"),
+                {"200": {**_json(_ref("WriteResult"), "replaced"),
+                         "links": {"GetPut": get_key, "DeletePut": delete_key}},
+                 "201": {**_json(_ref("WriteResult"), "created"),
+                         "links": {"GetPut": get_key, "DeletePut": delete_key}},
                  **moved, **_errors(400, 413, 502, 503)},
-                params=[w],
+                security=PUBLIC, params=[redirect, w],
                 body={"required": False, "description": f"at most {max_value_bytes} bytes",
                       "content": {"application/octet-stream": {
                           "schema": {"type": "string", "format": "binary"}}}}),
             "delete": _op(
                 "deleteValue", "Delete a value (writes a tombstone)",
-                {"200": _json(_ref("DeleteResult"), "deleted"), **moved,
-                 **_errors(400, 404, 502, 503)},
-                params=[w]),
+                {"200": {**_json(_ref("DeleteResult"), "deleted"),
+                         "links": {"GetDeleted": get_key}},
+                 **moved, **_errors(400, 404, 502, 503)},
+                security=PUBLIC, params=[redirect, w]),
         },
-        "/kv/": {"parameters": [redirect], "get": empty_key,
-                 "put": dict(empty_key, operationId="emptyKeyPut"),
-                 "delete": dict(empty_key, operationId="emptyKeyDelete")},
         "/kv": {
-            "parameters": [redirect],
             "get": _op(
                 "listKeys", "List live keys, sorted, a page at a time",
                 {"200": _json(_ref("KeyList"), "a page of keys"), **moved,
                  **_errors(400, 503)},
+                security=PUBLIC,
                 params=[
+                    redirect,
                     {"name": "prefix", "in": "query", "required": False,
                      "schema": {"type": "string"}},
                     {"name": "after", "in": "query", "required": False,
@@ -343,103 +454,140 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 ]),
             "post": _op(
                 "createValue", "Store a text value under a new key the store picks",
-                {"201": _json(_ref("WriteResult"), "created"), **moved,
-                 **_errors(400, 413, 502, 503)},
-                params=[w],
+                {"201": {**_json(_ref("WriteResult"), "created"),
+                         "links": {
+                             "GetCreated": {"operationId": "getValue",
+                                            "parameters": {**created_key, **plain}},
+                             "PutCreated": {"operationId": "putValue",
+                                            "parameters": created_key},
+                             "DeleteCreated": {"operationId": "deleteValue",
+                                               "parameters": created_key}}},
+                 **moved, **_errors(400, 413, 502, 503)},
+                security=PUBLIC, params=[redirect, w],
                 body={"required": True,
                       "content": {JSON: {"schema": _ref("NewValue")}}}),
         },
         "/cluster": {
             "get": _op("getCluster", "The cluster as this node sees it",
-                       {"200": _json(_ref("Cluster"), "the cluster view")}, tags=("cluster",)),
+                       {"200": _json(_ref("Cluster"), "the cluster view")},
+                       security=PUBLIC, tags=("cluster",)),
         },
         "/cluster/members": {
             "post": _op(
-                "addMember", "Add a node to the Raft configuration (it then joins)",
+                "addMember", "Add a node to the Raft configuration (admin)",
                 {"200": _json({"type": "object", "required": ["added", "raft"],
                                "properties": {"added": {"type": "string"},
-                                              "raft": {"type": "string"}}}, "added"),
-                 **_errors(400, 503)},
+                                              "raft": {"type": "string"}}},
+                              "added (or it already was): start the node with --peers "
+                              "listing the members' Raft addresses, it then registers"),
+                 **_errors(400, 409, 503)},
+                security=ADMIN,
                 body={"required": True, "content": {JSON: {"schema": _ref("NewMember")}}},
                 tags=("cluster",)),
         },
         "/cluster/members/{node_id}": {
             "delete": _op(
-                "removeMember", "Drain a node (its partitions move away), then remove it",
+                "removeMember", "Drain a node (its partitions move away), then remove it "
+                "(admin)",
                 {"200": _json({"type": "object", "required": ["removing"],
                                "properties": {"removing": {"type": "string"}}}, "draining"),
-                 **_errors(400, 404, 503)},
+                 **_errors(404, 409, 503)},
+                security=ADMIN,
                 params=[{"name": "node_id", "in": "path", "required": True,
-                         "schema": {"type": "string"}}],
+                         "description": "a member's id (any other string: 404)",
+                         "schema": {"type": "string", "pattern": NODE_ID.pattern}}],
                 tags=("cluster",)),
         },
         "/health": {
-            "get": _op("health", "The process is alive (never needs the token)",
-                       {"200": _json(_ref("Health"), "alive")}, public=True, tags=("ops",)),
+            "get": _op("health", "The process is alive (never needs a token)",
+                       {"200": _json(_ref("Health"), "alive")}, security=[], tags=("ops",)),
         },
         "/ready": {
             "get": _op("ready", "This node sees a leader and the partition map",
                        {"200": _json(_ref("Ready"), "ready"),
-                        "503": _error("not ready: the message says why")}, tags=("ops",)),
+                        "503": _shared_error("503", "not ready (not_ready): the message says "
+                                             "why")},
+                       security=PUBLIC, tags=("ops",)),
         },
         "/metrics": {
             "get": _op("metrics", "Prometheus metrics (text exposition format)",
                        {"200": {"description": "Prometheus text format",
                                 "headers": NODE_HEADER,
                                 "content": {"text/plain": {"schema": {"type": "string"}}}}},
-                       tags=("ops",)),
+                       security=PUBLIC, tags=("ops",)),
         },
         "/stats": {
             "get": _op("stats", "Operation counters of every node (the dashboard polls it)",
-                       {"200": _json(_ref("Stats"), "counters per node")}, tags=("ops",)),
+                       {"200": _json(_ref("Stats"), "counters per node")},
+                       security=PUBLIC, tags=("ops",)),
         },
         "/openapi.json": {
             "get": _op("openapi", "This document",
                        {"200": _json({"type": "object"}, "the OpenAPI document")},
-                       tags=("ops",)),
+                       security=PUBLIC, tags=("ops",)),
         },
         "/": {
-            "get": _op("dashboard", "The dashboard page (no data in it; it asks for the token "
-                       "in the browser and polls /cluster and /stats)",
+            "get": _op("dashboard", "The dashboard page (no data in it, so it never needs a "
+                       "token; in the browser it asks for one and polls /cluster and /stats)",
                        {"200": {"description": "HTML page",
                                 "headers": NODE_HEADER,
-                                "content": {"text/html": {"schema": {"type": "string"}}}}},
-                       tags=("ops",)),
+                                "content": {"text/html": {"schema": {"type": "string"}}}},
+                        "503": _shared_error("503", "the dashboard's files are not "
+                                             "installed")},
+                       security=[], tags=("ops",)),
         },
         "/export": {
             "post": _op(
-                "export", "Write a snapshot of every live key to the FTP server",
-                {"201": _json(_ref("Export"), "exported"),
-                 "200": {"description": "with ?progress=1: NDJSON progress, then "
+                "export", "Write a snapshot of every live key to the FTP server (admin)",
+                {"201": {**_json(_ref("Export"), "exported"),
+                         "links": {"ImportExported": {
+                             "operationId": "import",
+                             "requestBody": {"name": "$response.body#/name"}}}},
+                 "200": {"description": "with ?progress=1: NDJSON progress lines, then "
                          '{"type": "done", ...} or {"type": "error", ...}',
                          "headers": NODE_HEADER, "content": ndjson},
-                 **_errors(503)},
-                params=[progress], tags=("reports",)),
+                 **_errors(400, 502, 503)},
+                security=ADMIN, params=[progress], tags=("reports",)),
         },
         "/import": {
             "post": _op(
-                "import", "Write every record of an export back into the store",
+                "import", "Write every record of an export back into the store (admin)",
                 {"200": {"description": "imported (NDJSON with ?progress=1)",
                          "headers": NODE_HEADER,
                          "content": {JSON: {"schema": _ref("Export")}, **ndjson}},
-                 **_errors(400, 413, 503)},
-                params=[w, progress],
+                 "404": _error("no export of that name on the FTP server (not_found)"),
+                 **_errors(400, 413, 502, 503)},
+                security=ADMIN, params=[w, progress],
                 body={"required": True, "content": {JSON: {"schema": _ref("ImportRequest")}}},
                 tags=("reports",)),
         },
     }
-    for path, what in (("/report", "reports: send {\"prefix\": P}, get the report file's "
-                        "content back (JSON); the socket stays open"),
-                       ("/watch", "change events for keys under ?prefix= (JSON messages)")):
-        params = []
-        if path == "/watch":
-            params = [{"name": "prefix", "in": "query", "required": False,
-                       "schema": {"type": "string"}}]
-        op = _op(path.strip("/") + "Socket", f"WebSocket: {what}",
-                 {"101": {"description": "switching to the WebSocket protocol"},
-                  "400": {"$ref": "#/components/responses/E400"},
-                  "403": _error("a browser Origin that is not this host")},
-                 params=params, tags=("reports",))
+    upgraded = {"101": {"description": "switching to the WebSocket protocol (RFC 6455)",
+                        "headers": {
+                            "Upgrade": {"required": True, "schema": {"type": "string"}},
+                            "Connection": {"required": True, "schema": {"type": "string"}},
+                            "Sec-WebSocket-Accept": {"required": True,
+                                                     "schema": {"type": "string"}}}},
+                "400": _shared_error("400", "not a valid WebSocket upgrade (a plain GET, a "
+                                     "missing or bad Upgrade, Connection, Sec-WebSocket-Key "
+                                     "or -Version), or a ?prefix= over "
+                                     f"{MAX_KEY_BYTES} bytes"),
+                "403": _error("forbidden_origin: a browser Origin that is not this host")}
+    sockets = {
+        "/report": ("reportSocket", "reports: send {\"type\": \"report\", \"prefix\": P}, get "
+                    "the report file's content back (one JSON text message); errors are "
+                    "{\"type\": \"error\", ...} messages and the socket stays open", []),
+        "/watch": ("watchSocket", "change events of keys under ?prefix= (JSON text messages)",
+                   [{"name": "prefix", "in": "query", "required": False,
+                     "description": f"at most {MAX_KEY_BYTES} bytes",
+                     "schema": {"type": "string"}}]),
+    }
+    for path, (op_id, what, extra) in sockets.items():
+        op = _op(op_id, f"WebSocket: {what}", dict(upgraded), security=PUBLIC,
+                 params=_websocket_params(extra), tags=("reports",),
+                 description="An HTTP/1.1 GET that upgrades to a WebSocket (RFC 6455): the "
+                             "answer is 101 and the connection then carries WebSocket frames; "
+                             "client messages are at most 64 KiB.")
         op["x-websocket"] = True
         paths[path] = {"get": op}
     return {
@@ -449,23 +597,52 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
             "version": API_VERSION,
             "description": "A replicated key-value store. Every node serves every request. "
                            "Every error body is JSON {\"error\": code, \"message\": text}; "
-                           "unknown routes answer 404 and wrong methods 405, both JSON. "
-                           "With KVRAFT_TOKEN set on the nodes, every endpoint but /health "
-                           "needs 'Authorization: Bearer <token>'.",
+                           "unknown routes answer 404, wrong methods 405 with Allow, both "
+                           "JSON. Admin operations (membership, export, import) need the "
+                           "admin credential (KVRAFT_ADMIN_TOKEN) always; with KVRAFT_TOKEN "
+                           "set on the nodes, every other endpoint but /health and / needs "
+                           "'Authorization: Bearer <token>' (the admin token also passes). "
+                           "POST bodies of JSON need Content-Type: application/json.",
         },
         "servers": [{"url": "/"}],
-        "security": [{}, {"bearerAuth": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "publicToken": {"type": "http", "scheme": "bearer",
+                                "description": "KVRAFT_TOKEN, when the nodes have one"},
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "KVRAFT_ADMIN_TOKEN (`kvraft up` writes it to "
+                                              "data/admin-token)"},
+            },
             "headers": {
                 "Node": {"description": "id of the node that handled the request",
                          "required": True, "schema": {"type": "string"}},
+                "NodeIfApp": {"description": "id of the node that handled the request (absent "
+                              "when the HTTP server answered itself)",
+                              "required": False, "schema": {"type": "string"}},
                 "Via": {"description": "id of the node that forwarded the request",
                         "required": False, "schema": {"type": "string"}},
             },
-            "responses": {**{f"E{c}": _error(text) for c, text in ERRORS.items()},
-                          **{f"Server{c}": r for c, r in SERVER_LIMITS.items()}},
+            "responses": {**_app_responses(),
+                          **{f"Server{c}": {"description": f"answered by the HTTP server: {t}",
+                                            "content": {JSON: {"schema": _ref("Error")}}}
+                             for c, t in SERVER_ANSWERS.items()}},
             "schemas": _schemas(),
         },
     }
+
+
+def _app_responses() -> dict:
+    """E<status>: the app's error answers, one per status, describing every code it has."""
+    by_status: dict[int, list[str]] = {}
+    for code, (status, what) in ERROR_CODES.items():
+        by_status.setdefault(status, []).append(f"{code}: {what}")
+    out = {}
+    for status, lines in sorted(by_status.items()):
+        headers = {}
+        if status == 401:
+            headers["WWW-Authenticate"] = {"required": True,
+                                           "description": 'Bearer realm="kvraft"',
+                                           "schema": {"type": "string"}}
+        out[f"E{status}"] = _shared_error(str(status), "; ".join(lines), **headers)
+    return out

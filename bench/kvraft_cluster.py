@@ -54,7 +54,10 @@ class KvraftCluster:
         ftp_port: int = 18501,
         start_timeout: float = 90.0,
         stop_timeout: float = 15.0,
+        repo: Path = REPO,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.repo, self.env = Path(repo), env  # the checkout to run (bench/ab.py: another commit)
         self.nodes, self.http_base, self.raft_base, self.ftp_port = (
             nodes,
             http_base,
@@ -108,7 +111,7 @@ class KvraftCluster:
             str(self.ftp_port),
         ]
         log = self.tmp / "up.log"
-        self.proc = procs.spawn(cmd, log, cwd=REPO)
+        self.proc = procs.spawn(cmd, log, cwd=self.repo, env=self.env)
         try:
             procs.wait_until(self._ready, self.start_timeout, "kvraft /ready", [self.proc])
         except RuntimeError as exc:

@@ -8,9 +8,11 @@
 * A back-end does the actual harm. :class:`LocalBackend` (default): processes on this machine,
   in network namespaces when a :class:`~chaos.netns.Lab` is given (partitions and loss need it;
   delay needs a lab made with ``delay=True``, which runs the proxies of :mod:`chaos.delay`).
-  :class:`ComposeBackend`: ``docker compose kill/start/pause/unpause`` and ``docker network
-  disconnect/connect`` for users with a Docker engine (none on our machines: its commands are
-  tested against a fake ``docker`` only, ``tests/unit/test_compose_backend.py``).
+  :class:`ComposeBackend`: the containers of a docker compose project (``compose kill/start/
+  pause/unpause``, ``up`` with an override for skew, iptables in the containers' network
+  namespaces or ``docker network disconnect`` for partitions); run for real by
+  tests/integration/test_chaos_compose.py, its commands checked by
+  tests/unit/test_compose_backend.py.
 
 Fault kinds: ``kill`` (kill -9 a follower, restart after the hold), ``kill-leader``, ``pause``
 (SIGSTOP/SIGCONT a random node), ``partition-one`` (cut a random node off), ``partition-leader``
@@ -24,16 +26,19 @@ a few ms to 5 s, see :data:`SKEW_BANDS_MS`; and back), ``delay``
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
-import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import requests
 
+from .compose import ComposeProject, compose_command, exec_checked  # noqa: F401 (re-exported)
 from .history import History
 
 KINDS = ("kill", "kill-leader", "pause", "partition-one", "partition-leader",
@@ -187,59 +192,68 @@ class LocalBackend:
         return self.lab
 
 
-def compose_command(timeout: float = 10.0) -> list[str]:
-    """``docker compose`` when the docker CLI has the compose plugin, else ``docker-compose``
-    (v1). A docker CLI without the plugin is common (this machine has one): its ``docker
-    compose ...`` fails with "unknown command", so the plugin is asked, not assumed."""
-    if shutil.which("docker"):
-        try:
-            res = subprocess.run(["docker", "compose", "version"], capture_output=True,
-                                 text=True, timeout=timeout)
-            if res.returncode == 0:
-                return ["docker", "compose"]
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return ["docker", "compose"]  # neither works: the first command will say so
-
-
 class ComposeBackend:
-    """Services of a docker compose project, by ``docker compose`` commands.
+    """The node services of a docker compose project (:class:`chaos.compose.ComposeProject`).
 
-    Never run against a Docker engine here (our machines have none); the commands it issues are
-    tested against a fake ``docker`` (``tests/unit/test_compose_backend.py``). Partitions
-    disconnect the minority's containers from every network they are on, which also cuts them
-    off from the clients (unlike the local back-end, where clients still reach both sides); the
-    heal reconnects them with their network aliases (the service name the peers use). No packet
-    loss, clock skew or delay.
+    ``kill`` is ``compose kill -s SIGKILL``, ``start`` is ``compose start``; ``pause`` and
+    ``resume`` are ``compose pause``/``unpause`` (the cgroup freezer: the process is stopped,
+    its sockets stay open). A restart with other settings (``skew``: ``KVRAFT_CLOCK_OFFSET_MS``)
+    writes an override file for that one service and runs ``compose up -d --no-deps`` with it:
+    the container is recreated with its named volume, so its data stays.
+
+    Network faults, ``network="iptables"`` (the default when ``nsenter`` and ``iptables`` are
+    here and we are root): rules in each container's own network namespace, entered with
+    ``nsenter -t <pid> -n``: a partition drops, on every node, what comes from the nodes of the
+    other groups (clients on the host still reach every node, as with the local back-end);
+    ``loss`` drops a share of everything reaching a node. The rules live in chains of their
+    own (KVRAFT_PART, KVRAFT_LOSS), flushed on heal; a container restarted meanwhile has a new
+    namespace without them. ``network="disconnect"``: ``docker network disconnect`` the
+    minority from its networks and ``connect`` it back with its aliases (this also cuts the
+    clients off from it; no loss). No delay either way (the kernel here has no netem).
     """
 
+    PART, LOSS = "KVRAFT_PART", "KVRAFT_LOSS"
+
     def __init__(self, services: list[str], urls: list[str], project_dir: str = ".",
-                 compose: list[str] | None = None) -> None:
+                 compose: list[str] | None = None, project=None, network: str = "auto",
+                 override_dir: str | None = None) -> None:
+        if project is None:  # attach to the user's project in project_dir (its default name)
+            project = ComposeProject(file=_compose_file(project_dir), nodes=tuple(services))
+        if compose is not None:
+            project.compose = compose
+        self.project = project
         self.ids, self.urls, self.project_dir = services, urls, project_dir
-        self.compose = compose or compose_command()
+        self.compose = project.compose
+        if network == "auto":
+            network = "iptables" if iptables_in_namespaces() is None else "disconnect"
+        if network not in ("iptables", "disconnect"):
+            raise ValueError(f"network: iptables or disconnect, not {network!r}")
+        self.network = network
+        self.override_dir = override_dir
         self.supported = ("kill", "kill-leader", "pause", "partition-one", "partition-leader",
-                          "partition-majority")
-        # node -> (container id, [(network, aliases)]) still to reconnect
+                          "partition-majority", "skew")
+        if network == "iptables":
+            self.supported += ("loss",)
+        # disconnect: node -> (container id, [(network, aliases)]) still to reconnect
         self._cut: dict[int, tuple[str, list[tuple[str, list[str]]]]] = {}
+        self._chains: dict[int, set[str]] = {}  # iptables: node -> chains holding rules
+        self._cids: dict[int, str] = {}  # node -> container id (until it is recreated)
+        self._known_ip: dict[int, str] = {}  # node -> its last address seen
         self._stopped: set[int] = set()
         self._paused: set[int] = set()
+        self.notes: list[str] = []  # what the run report should know (e.g. an address moved)
 
-    def _exec(self, args: list[str], cwd: str | None = None, timeout: float = 60) -> str:
+    def _run(self, *args: str, timeout: float = 60, files=()) -> str:
         try:
-            res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"{' '.join(args)}: timed out after {timeout}s") from exc
-        if res.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)}: exit {res.returncode}: {res.stderr.strip()}")
-        return res.stdout
-
-    def _run(self, *args: str, timeout: float = 60) -> str:
-        return self._exec([*self.compose, *args], cwd=self.project_dir, timeout=timeout)
+            return self.project.run(*args, timeout=timeout, files=files)
+        except Exception as exc:
+            raise RuntimeError(str(exc)) from exc
 
     def _docker(self, *args: str, timeout: float = 30) -> str:
-        return self._exec(["docker", *args], timeout=timeout)
+        try:
+            return exec_checked(["docker", *args], timeout)
+        except Exception as exc:
+            raise RuntimeError(str(exc)) from exc
 
     def _container(self, i: int) -> str:
         cid = self._run("ps", "-q", self.ids[i]).strip()
@@ -252,15 +266,64 @@ class ComposeBackend:
         return i not in self._stopped
 
     def kill(self, i: int) -> None:
+        self._address(i)  # known before it goes: a recreate compares with it
         self._run("kill", "-s", "SIGKILL", self.ids[i])
         self._stopped.add(i)
         self._paused.discard(i)
+        self._chains.pop(i, None)  # its namespace goes with it
 
     def start(self, i: int, env: dict[str, str] | None = None) -> None:
         if env:
-            raise Unsupported("the compose back-end cannot restart a service with other settings")
-        self._run("start", self.ids[i])
+            self._recreate(i, env)
+        else:
+            self._run("start", self.ids[i])
         self._stopped.discard(i)
+
+    def _recreate(self, i: int, env: dict[str, str]) -> None:
+        """``up -d --no-deps`` the service with ``env`` added to its environment."""
+        service = self.ids[i]
+        before = self._address(i) or self._known_ip.get(i)
+        self._cids.pop(i, None)  # a new container
+        lines = [f"services:\n  {service}:\n    environment:\n"]
+        lines += [f"      {k}: {json.dumps(str(v))}\n" for k, v in sorted(env.items())]
+        fd, path = tempfile.mkstemp(prefix=f"compose-{service}-", suffix=".yml",
+                                    dir=self.override_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(lines))
+        try:
+            self._run("up", "-d", "--no-deps", "--no-build", service, files=[path], timeout=120)
+        finally:
+            os.unlink(path)
+        after = self._address(i)
+        if before and after and before != after:
+            self.notes.append(f"{service} was recreated with another address ({before} to "
+                              f"{after}); pysyncobj caches peer addresses for 600 s")
+
+    def _address(self, i: int) -> str | None:
+        try:
+            return self._ip(i)
+        except Exception:
+            return None
+
+    # container ids, PIDs and addresses by `docker inspect` of a cached id: a compose command
+    # costs about a second (docker-compose v1 starts Python and asks the engine for the whole
+    # project), and a partition needs a few per node
+    def _cid(self, i: int) -> str:
+        if i not in self._cids:
+            self._cids[i] = self.project.container(self.ids[i])
+        return self._cids[i]
+
+    def _pid(self, i: int) -> int:
+        return int(self._docker("inspect", "-f", "{{.State.Pid}}", self._cid(i)).strip() or 0)
+
+    def _ip(self, i: int) -> str:
+        out = self._docker("inspect", "-f",
+                           "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                           self._cid(i)).split()
+        if not out:
+            raise RuntimeError(f"{self.ids[i]} has no address")
+        self._known_ip[i] = out[0]
+        return out[0]
 
     def pause(self, i: int) -> None:
         self._run("pause", self.ids[i])
@@ -273,10 +336,71 @@ class ComposeBackend:
             self._run("unpause", self.ids[i])
             self._paused.discard(i)
 
+    # -- iptables in the containers' namespaces ------------------------------------------
+
+    def _iptables(self, i: int, *rules: list[str]) -> None:
+        """Run iptables ``rules`` (argument lists) in node ``i``'s network namespace."""
+        pid = self._pid(i)
+        if not pid:
+            raise RuntimeError(f"{self.ids[i]} is not running: no network namespace")
+        for rule in rules:
+            self._exec_ns(pid, rule)
+
+    def _exec_ns(self, pid: int, rule: list[str]) -> str:
+        try:
+            return exec_checked(["nsenter", "-t", str(pid), "-n", "iptables", "-w", *rule], 15)
+        except Exception as exc:
+            raise RuntimeError(str(exc)) from exc
+
+    def _chain(self, i: int, chain: str) -> None:
+        """Create ``chain`` in node ``i``'s namespace, jumped to first from INPUT."""
+        pid = self._pid(i)
+        if not pid:
+            raise RuntimeError(f"{self.ids[i]} is not running: no network namespace")
+        try:
+            self._exec_ns(pid, ["-N", chain])
+        except RuntimeError as exc:
+            if "exists" not in str(exc):
+                raise
+        try:
+            self._exec_ns(pid, ["-C", "INPUT", "-j", chain])
+        except RuntimeError:
+            self._exec_ns(pid, ["-I", "INPUT", "-j", chain])
+        self._chains.setdefault(i, set()).add(chain)
+
+    def _flush(self, chain: str, nodes) -> list[str]:
+        errors = []
+        for i in list(nodes):
+            if chain not in self._chains.get(i, ()):
+                continue
+            try:
+                pid = self._pid(i)
+                if pid:  # not running: its namespace, rules and all, is gone
+                    self._exec_ns(pid, ["-F", chain])
+                self._chains[i].discard(chain)
+            except RuntimeError as exc:
+                if "No chain" in str(exc) or "does not exist" in str(exc):
+                    self._chains[i].discard(chain)  # restarted: a new namespace
+                else:
+                    errors.append(str(exc))
+        return errors
+
+    # -- partitions ----------------------------------------------------------------------
+
     def partition(self, groups: list[list[int]]) -> None:
-        """Disconnect every node outside the largest group from its networks; replaces any
-        partition."""
+        """Cut the groups off from each other; replaces any partition."""
         self.heal_network()
+        if self.network == "disconnect":
+            self._disconnect(groups)
+            return
+        group_of = {i: g for g in groups for i in g}
+        ips = {i: self._ip(i) for i in group_of}
+        for i in group_of:
+            others = [ips[j] for g in groups if g is not group_of[i] for j in g]
+            self._chain(i, self.PART)
+            self._iptables(i, *[["-A", self.PART, "-s", ip, "-j", "DROP"] for ip in others])
+
+    def _disconnect(self, groups: list[list[int]]) -> None:
         majority = max(groups, key=len)
         for i in (i for g in groups if g is not majority for i in g):
             cid = self._container(i)
@@ -290,9 +414,9 @@ class ComposeBackend:
                 self._cut.setdefault(i, (cid, []))[1].append((net, aliases))
 
     def heal_network(self) -> None:
-        """Reconnect what ``partition`` cut, with the aliases it had. Tries every network; raises
-        at the end if one failed (it stays recorded: the next heal tries it again)."""
-        errors = []
+        """Undo ``partition``. Tries every node; raises at the end if one failed (it stays
+        recorded: the next heal tries it again)."""
+        errors = self._flush(self.PART, range(len(self.ids)))
         for i, (cid, nets) in list(self._cut.items()):
             for net, aliases in list(nets):
                 try:
@@ -307,16 +431,39 @@ class ComposeBackend:
             raise RuntimeError("; ".join(errors))
 
     def set_loss(self, i: int, probability: float) -> None:
-        raise Unsupported("packet loss needs the local back-end")
+        if self.network != "iptables":
+            raise Unsupported("packet loss needs iptables in the containers' namespaces")
+        self._chain(i, self.LOSS)
+        self._iptables(i, ["-A", self.LOSS, "-m", "statistic", "--mode", "random",
+                           "--probability", f"{probability:g}", "-j", "DROP"])
 
     def clear_loss(self, i: int) -> None:
-        return None
+        errors = self._flush(self.LOSS, [i])
+        if errors:
+            raise RuntimeError("; ".join(errors))
 
     def set_delay(self, i: int, delay_ms: int, jitter_ms: int = 0) -> None:
-        raise Unsupported("delay needs the local back-end (its proxies in network namespaces)")
+        raise Unsupported("delay needs the local back-end (this kernel has no netem)")
 
     def clear_delay(self, i: int) -> None:
         return None
+
+
+def _compose_file(project_dir: str) -> Path:
+    for name in ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"):
+        if (Path(project_dir) / name).exists():
+            return Path(project_dir) / name
+    return Path(project_dir) / "docker-compose.yml"
+
+
+def iptables_in_namespaces() -> str | None:
+    """Why iptables cannot be run in a container's network namespace here, or None."""
+    if os.geteuid() != 0:
+        return "not root"
+    for tool in ("nsenter", "iptables"):
+        if not shutil.which(tool):
+            return f"no {tool} command"
+    return None
 
 
 # -- running the plan ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ verify, judge, report.
                                     # 4 skews, 3 delays
 (both with the set and the register workload)
     python -m chaos.run delay       # ~1.5 minutes: 4 delays (50, 100 or 200 ms), then a kill
+    python -m chaos.run full --backend compose   # the same against containers of our own
     python -m chaos.run negative    # a node that acknowledges without writing: must be caught
     python -m chaos.run register-negative   # n1 150 ms ahead, last-writer-wins acks
                                     # (lww_ack): the register checker must catch lost overwrites
@@ -39,6 +40,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 
 from . import checker, history, netns, report
+from . import compose as compose_project
 from .nemesis import KINDS, ComposeBackend, LocalBackend, Nemesis, is_ready, plan
 from .verify import Tracker, final_reads, keys_to_poll, poll_convergence
 from .workload import RegisterConfig, Workload, WorkloadConfig
@@ -138,12 +140,21 @@ def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
     os.makedirs(out_dir, exist_ok=True)
     rng = random.Random(seed)
     hist = history.History(os.path.join(out_dir, "history.jsonl"))
-    lab = cluster = None
+    lab = cluster = project = None
     try:
-        if compose is not None:
+        if compose is not None and compose.get("attach"):
             backend = ComposeBackend(compose["services"], compose["urls"], compose["dir"])
             sync = float(compose.get("sync_interval", 5.0))
             notes = ["compose back-end: the cluster was started by `docker compose up`"]
+        elif compose is not None:
+            project = compose_project.start_project("chaos", say=_say)
+            backend = ComposeBackend(list(project.nodes), project.urls, project=project,
+                                     override_dir=out_dir)
+            if not _wait_all_ready(backend.urls, 60):
+                raise RuntimeError("compose nodes not ready within 60 s of being healthy")
+            sync = 5.0
+            notes = [f"compose back-end: project {project.name} ({backend.network} network "
+                     "faults), started and removed by this run"]
         else:
             from .launcher import ChaosCluster
 
@@ -222,6 +233,7 @@ def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
         _say(f"convergence polling done ({len(pending)} keys not in agreement); final r=all "
              f"reads of {len(written)} keys")
         final_reads(backend.urls, backend.ids, written, hist, rng)
+        notes.extend(getattr(backend, "notes", []))
         hist.write({"type": "end", "t": hist.now(), "notes": notes})
         hist.close()
         records = history.read(hist.path)
@@ -232,6 +244,9 @@ def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
             cluster.close()
         if lab is not None:
             lab.destroy()
+        if project is not None:
+            for problem in compose_project.stop_project(project, os.path.join(out_dir, "nodes")):
+                _say(problem)
 
 
 def _judge(records: list[dict], out_dir: str, sc: Scenario | None,
@@ -299,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="run on loopback without namespaces (no partitions or loss)")
     p.add_argument("--min-run", type=float, default=None, help="workload seconds at least")
     p.add_argument("--backend", choices=("local", "compose"), default="local")
+    p.add_argument("--compose-attach", action="store_true",
+                   help="compose back-end: use the running project in --compose-dir (default: "
+                        "build the image, start a project of this run's own, remove it after)")
     p.add_argument("--compose-dir", default=".", help="compose back-end: project directory")
     p.add_argument("--compose-services", default=",".join(COMPOSE_SERVICES))
     p.add_argument("--compose-urls", default=",".join(COMPOSE_URLS))
@@ -325,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or os.path.join(OUT, f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     compose = None
     if args.backend == "compose":
-        compose = {"dir": args.compose_dir, "services": args.compose_services.split(","),
+        compose = {"attach": args.compose_attach, "dir": args.compose_dir,
+                   "services": args.compose_services.split(","),
                    "urls": args.compose_urls.split(",")}
     _say(f"scenario {sc.name}, seed {seed}, output {out}; fault kinds: "
          f"{', '.join(k for k in KINDS if k in sc.kinds) or 'none'}")

@@ -7,9 +7,10 @@ node is ``peer - (t0 + t1) / 2``, known to within half the round trip. Per peer 
 smallest round trip among the recent ones is kept (NTP's clock filter: a slow answer says least).
 
 The judgement: a peer is *out of bounds* when its offset exceeds ``max_offset_ms`` even after the
-round-trip error is granted; this node is out of bounds when a majority of the peers it has fresh
-samples of are. A node cannot tell, against a single peer, which of the two clocks is wrong: then
-both sides refuse, which is safe. Pure logic: no IO, threads or wall clock inside (``now`` is a
+round-trip error is granted; this node is out of bounds when a strict majority of the peers it
+has samples of are (a peer that stopped answering keeps its last sample for ``KEEP_S``). A node
+cannot tell, against a single peer, which of the two clocks is wrong: then both sides refuse,
+which is safe. Pure logic: no IO, threads or wall clock inside (``now`` is a
 monotonic time the caller passes in); the caller holds the lock.
 """
 
@@ -19,7 +20,11 @@ from collections import deque
 from dataclasses import dataclass
 
 SAMPLES = 8  # per peer: the last pings (4 s at the ping period), the best of them is used
-FRESH_S = 10.0  # a sample older than this says nothing about the clock now
+FRESH_S = 10.0  # the window the best (fastest) sample is chosen in
+# a peer that stopped answering keeps its last offset as evidence this long: clocks drift by
+# parts per million, and without it one node down would leave the other two judging each
+# other alone (then neither could tell whose clock is wrong, and both would refuse writes)
+KEEP_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +49,12 @@ class Verdict:
     max_offset_ms: float
 
     def describe(self) -> str:
+        peers = ", ".join(f"{p} {self.offsets_ms[p]:+.0f} ms" for p in self.off)
         if not self.off:
             return "clock within bounds"
-        peers = ", ".join(f"{p} {self.offsets_ms[p]:+.0f} ms" for p in self.off)
+        if self.ok:
+            return (f"clock within bounds; out of bounds from here: {peers} (relative to this "
+                    f"node; max_clock_offset is {self.max_offset_ms:.0f} ms)")
         return (f"this node's clock is off from {len(self.off)} of {len(self.offsets_ms)} "
                 f"peers ({peers} relative to this node); max_clock_offset is "
                 f"{self.max_offset_ms:.0f} ms")
@@ -66,8 +74,18 @@ class ClockGuard:
         self._samples.pop(peer, None)
 
     def best(self, peer: str, now: float) -> Sample | None:
-        fresh = [s for s in self._samples.get(peer, ()) if now - s.at <= FRESH_S]
-        return min(fresh, key=lambda s: s.rtt_ms) if fresh else None
+        """The fastest sample of the last ``FRESH_S``; else the last one, up to ``KEEP_S`` old."""
+        samples = self._samples.get(peer, ())
+        fresh = [s for s in samples if now - s.at <= FRESH_S]
+        if fresh:
+            return min(fresh, key=lambda s: s.rtt_ms)
+        if samples and now - samples[-1].at <= KEEP_S:
+            return samples[-1]
+        return None
+
+    def measured(self) -> int:
+        """Peers with at least one sample, ever."""
+        return sum(1 for q in self._samples.values() if q)
 
     def verdict(self, peers: list[str], now: float) -> Verdict:
         """Out of bounds when a strict majority of the peers with fresh samples are beyond

@@ -25,7 +25,9 @@ class ConfigError(ValueError):
 
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # isascii: str.isdigit() is also true of digits int() cannot read (superscripts)
+    if (not sep or not host or not port.isascii() or not port.isdigit()
+            or not 0 < int(port) < 65536):
         raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
     return host, int(port)
 

@@ -20,6 +20,14 @@ class NotFound(KvError):
     code = "not_found"
 
 
+class Conflict(KvError):
+    """The request is well formed but the cluster's state does not allow it (a membership change
+    that would leave too few nodes, a node id or Raft address taken by another member)."""
+
+    status = 409
+    code = "conflict"
+
+
 class TooLarge(KvError):
     status = 413
     code = "too_large"

@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
 from . import placement
-from .errors import BadRequest, NotFound, Unavailable
+from .config import NODE_ID
+from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .hlc import LOGICAL_BITS
 from .meta import MetaUnavailable
+from .transport import PeerError
 
 if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger(__name__)
+
+# A new member's HOST:PORT: a host name, IPv4 or [IPv6] address, and a port of 1 to 65535. The
+# OpenAPI document states the same pattern (api/openapi.py imports it).
+PORT = (r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
+        r"|6553[0-5])")
+MEMBER_ADDRESS = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):" + PORT + "$")
 
 
 class Leader:
@@ -85,13 +94,21 @@ class Leader:
     # -- membership ------------------------------------------------------------------------------
 
     def add_member(self, node_id: str, http: str, raft: str) -> dict:
-        """Add a node to the cluster (on the leader; forwarded there otherwise)."""
+        """Add a node to the cluster (on the leader; forwarded there otherwise).
+
+        BadRequest for a malformed id or address, Conflict for an id or Raft address that
+        another member holds; adding a member already added is a no-op."""
+        check_new_member(node_id, http, raft)
         if not self.meta.is_leader():
             return self._to_leader("/peer/members", {"op": "add", "id": node_id, "http": http,
                                                      "raft": raft})
-        known = self.meta.members().get(node_id)
+        members = self.meta.members()
+        known = members.get(node_id)
         if known is not None and known.raft != raft:
-            raise BadRequest(f"node id {node_id!r} is taken by another member")
+            raise Conflict(f"node id {node_id!r} is taken by another member")
+        taken = [m.id for m in members.values() if m.raft == raft and m.id != node_id]
+        if taken:
+            raise Conflict(f"raft address {raft} is member {taken[0]}'s")
         if raft not in self.meta.raft_members():
             self.meta.add_raft_member(raft)
         return {"added": node_id, "raft": raft}
@@ -105,10 +122,10 @@ class Leader:
             raise NotFound(f"no member {node_id!r}")
         remaining = len(members) - len(set(self.meta.removing()) | {node_id})
         if remaining < self.node.rf:
-            raise BadRequest(f"removing {node_id} would leave {remaining} nodes for replication "
+            raise Conflict(f"removing {node_id} would leave {remaining} nodes for replication "
                              f"factor {self.node.rf}")
         if node_id == self.node.id:
-            raise BadRequest("the Raft leader cannot remove itself; ask it to another node "
+            raise Conflict("the Raft leader cannot remove itself; ask it to another node "
                              "after a leader change, or stop it and let re-replication act")
         self.meta.set_removing(tuple(sorted(set(self.meta.removing()) | {node_id})))
         return {"removing": node_id}
@@ -117,10 +134,25 @@ class Leader:
         leader = self.meta.leader_id()
         if leader is None or leader == self.node.id:
             raise Unavailable("no Raft leader to make the membership change; retry")
-        resp = self.node.peers.request(self.node._addr(leader), "POST", path,
-                                       json.dumps(body).encode())
+        try:
+            resp = self.node.peers.request(self.node._addr(leader), "POST", path,
+                                           json.dumps(body).encode())
+        except PeerError as exc:  # maybe applied: the client retries (adding twice is a no-op)
+            raise Unavailable(f"the Raft leader {leader} did not answer: {exc}; retry") from None
         data = json.loads(resp.body or b"{}")
         if resp.status >= 400:
-            err = {400: BadRequest, 404: NotFound}.get(resp.status, Unavailable)
+            err = {400: BadRequest, 404: NotFound, 409: Conflict}.get(resp.status, Unavailable)
             raise err(data.get("message", f"leader answered {resp.status}"))
         return data
+
+
+def check_new_member(node_id: str, http: str, raft: str) -> None:
+    """BadRequest unless ``node_id`` is a valid node id and ``http``, ``raft`` are HOST:PORT.
+
+    Only the new member's own fields: not a whole node :class:`~kvraft.config.Config`, whose
+    other checks (replication_factor against its peers) say nothing about the member."""
+    if not isinstance(node_id, str) or not NODE_ID.fullmatch(node_id):
+        raise BadRequest(f"id: 1-32 letters, digits, '_' or '.', got {node_id!r}")
+    for value, what in ((http, "http"), (raft, "raft")):
+        if not isinstance(value, str) or not MEMBER_ADDRESS.fullmatch(value):
+            raise BadRequest(f"{what}: expected HOST:PORT (a port of 1 to 65535), got {value!r}")

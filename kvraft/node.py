@@ -83,7 +83,6 @@ class Node:
                        max_ahead_ms=max_offset_ms)
         self._clock = ClockGuard(max_offset_ms)  # guarded by _counter_lock
         self._clock_ok = True  # the last verdict, for logging its changes
-        self._clock_tried: set[str] = set()  # peers pinged at least once (answered or not)
         self._clock_last = Verdict(True, {}, (), max_offset_ms)  # what writes go by
         self._clock_checked = False  # every peer pinged once: the verdict has had its chance
         self.peers = PeerClient(config.secret, timeout=config.peer_timeout)
@@ -208,16 +207,16 @@ class Node:
         return verdict
 
     def clock_checked(self) -> bool:
-        """Every peer has been pinged at least once since this node started, so the verdict has
-        had its chance (once true, it stays so: a member added later is judged as it comes)."""
+        """At least half of the Raft peers have answered a ping with their clock since this node
+        started, so the verdict rests on evidence (once true it stays so: a member added later
+        is judged as its samples come)."""
         if self._clock_checked:
             return True
-        members = self.members()
-        if self.id not in members:  # the peers are not known yet
+        if self.id not in self.members():  # the metadata is not loaded yet
             return False
-        peers = {n for n in members if n != self.id}
+        peers = len(self.meta.raft_members()) - 1
         with self._counter_lock:
-            self._clock_checked = checked = peers <= self._clock_tried
+            self._clock_checked = checked = 2 * self._clock.measured() >= peers
         return checked
 
     def _check_clock(self) -> None:
@@ -229,8 +228,9 @@ class Node:
             raise ClockOffset(verdict.describe() + ": this node refuses to coordinate writes "
                               "until its clock is back within bounds; write through another node")
         if not self._clock_checked:
-            raise ClockOffset("this node has not measured its clock offset to its peers yet; "
-                              "retry shortly")
+            self.count("writes_clock_refused")
+            raise Unavailable("this node has not measured its clock offset to its peers yet "
+                              "(at least half of them must answer a ping); retry shortly")
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
         _epoch, pmap = self.meta.partitions()
@@ -332,12 +332,18 @@ class Node:
         body = self._peer(node_id, "POST", "/peer/apply", encode_records(records))
         return [_result_from_json(x) for x in json.loads(body)]
 
-    def _send_hint(self, holder: str, target: str, record: Record) -> None:
+    def _send_hint(self, holder: str, target: str, record: Record) -> Version | None:
+        """Store ``record`` as a hint for ``target`` on ``holder``; return the newest version of
+        the key the holder has (None from a holder that does not say)."""
         if holder == self.id:
-            self.storage.add_hint(target, record)
-        else:
-            self._peer(holder, "POST", "/peer/hint?" + urlencode({"target": target}),
-                       encode_records([record]))
+            return self.storage.add_hint(target, record)
+        body = self._peer(holder, "POST", "/peer/hint?" + urlencode({"target": target}),
+                          encode_records([record]))
+        try:
+            newest = json.loads(body).get("newest")
+            return Version.decode(newest) if isinstance(newest, str) else None
+        except (ValueError, AttributeError):
+            return None
 
     def _fetch(self, node_id: str, key: str) -> Record | None:
         if node_id == self.id:
@@ -347,8 +353,10 @@ class Node:
 
     # -- local (peer endpoint) operations ----------------------------------------------------------
 
-    def apply_local(self, records: list[Record]) -> list[ApplyResult]:
-        for r in records:
+    def apply_local(self, records: list[Record], observe: bool = True) -> list[ApplyResult]:
+        """Apply records to this node's store (last writer wins); ``observe`` folds their
+        versions into the HLC (records from elsewhere)."""
+        for r in records if observe else ():
             self._observe(r.version)
         results = self.storage.apply_many(records)
         self.changes.publish(r for r, res in zip(records, results, strict=True) if res.applied)
@@ -361,10 +369,13 @@ class Node:
             log.info("not folding in %s from %s: more than max_clock_offset ahead of this "
                      "node's clock", version.encode(), version.node)
 
-    def hint_local(self, target: str, records: list[Record]) -> None:
+    def hint_local(self, target: str, records: list[Record]) -> Version | None:
+        """Store hints for ``target``; return the newest version held of the last one's key."""
+        newest = None
         for r in records:
-            self.storage.add_hint(target, r)
+            newest = self.storage.add_hint(target, r)
         self.count("hints_stored", len(records))
+        return newest
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -378,7 +389,6 @@ class Node:
     def delete(self, key: str, w: str = "quorum") -> WriteResult:
         check_key(key)
         placement.required_acks(w, self.rf)
-        self._check_clock()
         part, _replicas = self.replicas_of(key)
         answers = self._gather(list(self.readable(part)), key)  # newest any replica has
         if not answers:
@@ -387,6 +397,7 @@ class Node:
                       key=lambda rec: rec.version, default=None)
         if current is None or current.tomb:
             raise NotFound(f"key {key!r} not found")
+        self._check_clock()
         if self.config.test_fault == "lww_ack":  # the negative control: today's plain rule
             return self._write(key, b"", True, w)
         self._observe(current.version)
@@ -402,8 +413,8 @@ class Node:
         ``versionrule.ATTEMPTS`` times. Raises Unavailable when the acks (with hints, for
         ``one``/``quorum``) stay below ``w``: the write may or may not be visible later."""
         need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
-        self._check_clock()
         part, replicas = self.replicas_of(key)
+        self._check_clock()
         lww_ack = self.config.test_fault == "lww_ack"
         own: list[Version] = []  # every stamping of this write
         seen: list[ApplyResult] = []  # every answer of every attempt (for the created flag)
@@ -416,7 +427,8 @@ class Node:
             results, failed = self._send_write(record, replicas)
             seen += results
             verdict = versionrule.judge(record.version, results, lww_ack)
-            if verdict.below_watermark:  # this clock is behind the partition's purge watermark
+            below_watermark = verdict.below_watermark
+            if below_watermark:  # this clock is behind the partition's purge watermark
                 floor = max(floor or record.version,
                             Version(self.meta.watermarks().get(part, 0), ""))
                 self.count("writes_restamped")
@@ -426,16 +438,25 @@ class Node:
                 floor = verdict.newer
                 self.count("writes_restamped")
                 continue
+            hinted, held = self._hint(part, replicas, failed, record) if failed else ([], None)
+            if held is not None and held > record.version and not lww_ack:
+                # a stand-in holds a newer version for a replica that is down: above it, too
+                self._observe(held)
+                floor = held
+                self.count("writes_restamped")
+                continue
             break
         else:
             self.count("writes_unavailable")
+            if below_watermark:
+                raise Unavailable("this node's clock is behind the cluster's purge watermark; "
+                                  "retry (the write may or may not be visible later)")
             raise Unavailable(
                 f"replicas of {key!r} kept newer versions through {versionrule.ATTEMPTS} "
                 f"stampings (concurrent writers): the write may or may not be visible later")
         acks = verdict.acks
         if self.config.test_fault == "drop_replication":
             acks = len(replicas)
-        hinted = self._hint(part, replicas, failed, record) if failed else []
         self.count("writes")
         self.count("replica_acks", acks)
         effective = acks if w == "all" else acks + len(hinted)
@@ -470,8 +491,8 @@ class Node:
         results: list[ApplyResult] = []
         error: BaseException | None = None  # raised once every ticket has been read
         if local is not None:
-            try:
-                results.append(self.apply_local([record])[0])
+            try:  # stamped by this node's HLC: nothing to fold in
+                results.append(self.apply_local([record], observe=False)[0])
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk; re-raised below
                 error = exc
         for r, t in tickets.items():  # read every ticket, whatever happened: a batch whose
@@ -487,22 +508,26 @@ class Node:
         return results, failed
 
     def _hint(self, part: int, replicas: tuple[str, ...], failed: list[str],
-              record: Record) -> list[str]:
-        """Store ``record`` as a hint for each failed replica on a live stand-in; return holders."""
-        holders = []
+              record: Record) -> tuple[list[str], Version | None]:
+        """Store ``record`` as a hint for each failed replica on a live stand-in; return the
+        holders and the newest version of the key any of them holds."""
+        holders: list[str] = []
+        newest: Version | None = None
         candidates = [s for s in placement.stand_ins(part, replicas, self.members())
                       if self.is_alive(s)]
         for target in failed:
             while candidates:
                 holder = candidates.pop(0)
                 try:
-                    self._send_hint(holder, target, record)
+                    held = self._send_hint(holder, target, record)
                 except PeerError:
                     continue
+                if held is not None and (newest is None or held > newest):
+                    newest = held
                 holders.append(holder)
                 self.count("hints_stored")
                 break
-        return holders
+        return holders, newest
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -682,8 +707,6 @@ class Node:
             self._peer_ready[node_id] = False
             self._peer_load.pop(node_id, None)
         finally:
-            with self._counter_lock:
-                self._clock_tried.add(node_id)
             self.clock_checked()
 
     def clock_offsets(self) -> dict[str, float]:
@@ -722,8 +745,12 @@ class Node:
         done = []
         if direct and self.is_alive(target):
             try:
-                self._send_records(target, [h.record for h in direct])
+                results = self._send_records(target, [h.record for h in direct])
                 done += direct
+                # the target kept a newer copy: an acknowledged write ordered below it
+                self.count("hints_superseded", sum(1 for h, res in zip(direct, results, strict=True)
+                                                   if not res.applied
+                                                   and res.prev != h.record.version))
             except (PeerError, ValueError):
                 pass
         for h in moved:

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS hints (
     value  BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hints_target ON hints(target, id);
+CREATE INDEX IF NOT EXISTS hints_key ON hints(key, ts);
 """
 
 
@@ -224,9 +225,10 @@ class Storage:
     def apply_many(self, records: Sequence[Record]) -> list[ApplyResult]:
         return self._submit("apply", list(records)) if records else []
 
-    def add_hint(self, target: str, record: Record) -> None:
-        """Keep ``record`` for ``target`` until :meth:`drop_hints` says it was delivered."""
-        self._submit("hint", [(target, record)])
+    def add_hint(self, target: str, record: Record) -> Version:
+        """Keep ``record`` for ``target`` until :meth:`drop_hints` says it was delivered; return
+        the newest version of its key this node now holds (as a hint or a record)."""
+        return self._submit("hint", [(target, record)])[0]
 
     def drop_hints(self, ids: Iterable[int]) -> None:
         ids = list(ids)
@@ -320,7 +322,13 @@ class Storage:
                  rec.value),
             )
             deltas[2] += 1
-            return None
+            # the newest version this node holds of the key, as a hint or a record: the
+            # coordinator must not acknowledge a write below it (forward-only versions)
+            row = conn.execute("SELECT ts, node FROM hints WHERE key = ? ORDER BY ts DESC, "
+                               "node DESC LIMIT 1", (rec.key,)).fetchone()
+            own = conn.execute("SELECT ts, node FROM records WHERE key = ?",
+                               (rec.key,)).fetchone()
+            return max(Version(*r) for r in (row, own) if r is not None)
         if op == "drop_hints":
             cur = conn.execute("DELETE FROM hints WHERE id = ?", (item,))
             deltas[2] -= cur.rowcount

@@ -5,6 +5,8 @@
 #   iproute2        - network namespaces and veth pairs (`ip netns`, `ip link`)
 #   chromium        - the headless browser the dashboard test drives (through Playwright)
 #   fonts-liberation - readable text in its screenshots
+#   debootstrap     - the Docker image's base where no registry can be reached
+#                     (scripts/build-base-image.sh)
 #
 # Idempotent and quiet: a package already installed is skipped, and `apt-get update` runs only
 # when something is missing. Needs root (or sudo) and a reachable Debian package mirror; no
@@ -14,7 +16,7 @@
 # Usage: scripts/install-test-deps.sh [PACKAGE...]   (default: all of the above)
 set -eu
 
-PACKAGES=${*:-"docker-compose iptables iproute2 chromium fonts-liberation"}
+PACKAGES=${*:-"docker-compose iptables iproute2 chromium fonts-liberation debootstrap"}
 
 installed() {
     dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed

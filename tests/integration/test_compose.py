@@ -1,8 +1,9 @@
-"""The Docker files must not rot, and there is no Docker engine to run them here.
+"""The Docker files must not rot, also where there is no Docker engine to run them.
 
 docker-compose.yml is validated by docker-compose itself (Debian's package parses and normalizes a
 file without an engine), then every compose service's own command, environment and health check
-runs as a local process (tests/compose_local.py): a write on n1 must be readable on n3. The
+runs as a local process (tests/compose_local.py): a write on n1 must be readable on n3. (With an
+engine, tests/integration/test_docker_compose.py runs the same file in real containers.) The
 Dockerfile is parsed for what a user relies on (non-root user, the README's install method, a
 HEALTHCHECK that works against a running node) and its .dockerignore for what reaches the build.
 """
@@ -40,10 +41,19 @@ NODES = ("n1", "n2", "n3")
 SERVICES = {*NODES, "ftp"}
 
 
-def user_env(**extra: str) -> dict[str, str]:
+# what a user must set: compose has no default secret (the file refuses to run without them)
+SECRETS = {"KVRAFT_SECRET": "compose-test-secret-0123", "KVRAFT_FTP_PASSWORD": "compose-test-ftp"}
+
+
+def bare_env(**extra: str) -> dict[str, str]:
     """The environment of a user who set nothing: no KVRAFT_* variable (plus ``extra``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KVRAFT_")}
     return {**env, **extra}
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user who set only the two required secrets (plus ``extra``)."""
+    return bare_env(**{**SECRETS, **extra})
 
 
 def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -85,11 +95,24 @@ def test_compose_file_is_valid_for_docker_compose(compose_cli):
     assert sorted(volumes.stdout.split()) == ["ftp-data", "n1-data", "n2-data", "n3-data"]
 
 
+@pytest.mark.parametrize("missing", ["KVRAFT_SECRET", "KVRAFT_FTP_PASSWORD"])
+def test_compose_refuses_to_run_without_a_secret(compose_cli, missing):
+    """No public default: every compose command fails, naming the variable, until it is set."""
+    env = {k: v for k, v in user_env().items() if k != missing}
+    for args in (("config", "--quiet"), ("-p", "kvraft-refusal-test", "up", "--no-start")):
+        result = compose(*args, env=env)
+        assert result.returncode != 0
+        assert f"{missing} is not set - compose has no default" in result.stderr, result.stderr
+    empty = compose("config", "--quiet", env={**env, missing: ""})  # empty counts as unset
+    assert empty.returncode != 0 and missing in empty.stderr
+
+
 def test_compose_shape_nodes_volumes_health_ports(config):
     services = config["services"]
     raft = {n: services[n]["environment"]["KVRAFT_RAFT"] for n in NODES}
     secrets = {services[n]["environment"]["KVRAFT_SECRET"] for n in NODES}
-    assert len(secrets) == 1 and len(secrets.pop()) >= 8, "one cluster secret, 8+ characters"
+    assert secrets == {SECRETS["KVRAFT_SECRET"]}, "one cluster secret, the user's"
+    assert services["ftp"]["environment"]["KVRAFT_FTP_PASSWORD"] == SECRETS["KVRAFT_FTP_PASSWORD"]
     for i, name in enumerate(NODES):
         svc, env = services[name], services[name]["environment"]
         assert Path(svc["build"]["context"]) == ROOT
@@ -120,6 +143,13 @@ def test_compose_settings_come_from_the_environment(compose_cli):
     for name in NODES:
         assert services[name]["environment"]["KVRAFT_SECRET"] == "s3cret-from-the-shell"
     assert services["n2"]["ports"] == ["0.0.0.0:8002:8001/tcp"]
+    # the published ports are settings too (tests and chaos runs pick free ones)
+    moved = compose_config(COMPOSE, user_env(KVRAFT_N2_PORT="18002", KVRAFT_FTP_PORT="12121",
+                                             KVRAFT_FTP_PASSIVE="31000-31009"))["services"]
+    assert moved["n2"]["ports"] == ["127.0.0.1:18002:8001/tcp"]
+    assert moved["ftp"]["environment"]["KVRAFT_FTP_PASSIVE_PORTS"] == "31000-31009"
+    assert target_ports(moved["ftp"]) == [2121, *range(31000, 31010)]
+    assert moved["ftp"]["ports"][0] == "127.0.0.1:12121:2121/tcp"
 
 
 def test_fallback_parser_reads_the_file_like_docker_compose(config):
@@ -246,12 +276,35 @@ def test_ftp_passive_ports_are_in_the_published_range(stack):
 
 def test_dockerfile_runs_kvraft_as_a_non_root_user():
     image = parse_dockerfile(DOCKERFILE)
-    assert image.base == "python:3.11-slim"
+    # the base is an argument: python:3.11-slim for users who can pull, a local Debian base
+    # made by scripts/build-base-image.sh otherwise (scripts/build-image.sh chooses)
+    assert image.base == "${BASE_IMAGE}"
+    args = [text for instr, text in image.instructions if instr == "ARG"]
+    assert "BASE_IMAGE=python:3.11-slim" in args
     assert image.user and image.user.split(":")[0] not in ("root", "0")
     assert image.entrypoint == ["kvraft"] and image.cmd == ["serve"]
     assert image.volumes == ["/data"]
     assert {"8001", "9001", "2121"} <= set(image.exposed)
     assert image.env["KVRAFT_DATA_DIR"] == "/data"
+
+
+def test_dockerfile_installs_from_wheels_with_no_index():
+    """The build needs no network: every pip install of wheels says --no-index; the fallback
+    (no wheels: a user who can reach PyPI) installs the same source tree the README does."""
+    commands = [part.strip() for run in parse_dockerfile(DOCKERFILE).runs("RUN")
+                for part in re.split(r"&&|;", run) if "pip install" in part]
+    (fallback,) = [c for c in commands if c.endswith(" /src")]
+    wheel_installs = [c for c in commands if c != fallback]
+    assert len(wheel_installs) == 2 and all("--no-index" in c for c in wheel_installs)
+    assert shlex.split(fallback)[-1] == "/src", "no extras, no -e, no dev tools"
+    readme = (ROOT / "README.md").read_text()
+    documented = _pip_install_targets(readme)
+    if not documented and re.search(r"^make (run|test)\b", readme, re.M):
+        documented = _pip_install_targets((ROOT / "Makefile").read_text())
+    assert documented, "README.md shows no way to install: neither `pip install` nor `make`"
+    assert set(documented) == {"."}, f"README installs from {documented}, the image from ."
+    script = (ROOT / "scripts" / "build-image.sh").read_text()
+    assert "pip wheel" in script and "--build-arg \"BASE_IMAGE=$BASE\"" in script
 
 
 def _pip_install_targets(text: str) -> list[str]:
@@ -263,21 +316,6 @@ def _pip_install_targets(text: str) -> list[str]:
             if not word.startswith("-") and word.startswith((".", "/")):
                 targets.append(re.sub(r"\[.*\]$", "", word))
     return targets
-
-
-def test_dockerfile_installs_the_way_the_readme_does():
-    commands = [part.strip() for run in parse_dockerfile(DOCKERFILE).runs("RUN")
-                for part in re.split(r"&&|;", run) if "pip install" in part]
-    assert len(commands) == 1, commands
-    assert shlex.split(commands[0]) == ["pip", "install", "."], "no extras, no -e, no dev tools"
-    # The README installs with `pip install .` or through `make`, whose Makefile runs
-    # `pip install -e '.[test]'`: the same source tree, which is all the image must match.
-    readme = (ROOT / "README.md").read_text()
-    documented = _pip_install_targets(readme)
-    if not documented and re.search(r"^make (run|test)\b", readme, re.M):
-        documented = _pip_install_targets((ROOT / "Makefile").read_text())
-    assert documented, "README.md shows no way to install: neither `pip install` nor `make`"
-    assert set(documented) == {"."}, f"README installs from {documented}, the image from ."
 
 
 def test_dockerfile_healthcheck_passes_on_a_node_and_fails_without_one(stack):
@@ -324,6 +362,10 @@ def test_dockerignore_sends_only_what_pip_install_needs():
         if p.is_file() and "__pycache__" not in p.parts
     ]
     assert not [s for s in sources if _ignored(s, rules)]
+    sources += ["deploy/wheels/deps/cryptography-46.0.0-cp311-abi3-manylinux_2_34_x86_64.whl",
+                "deploy/wheels/app/kvraft-0.1.0-py3-none-any.whl"]
+    assert not [s for s in sources if _ignored(s, rules)]
     for path in (".venv/bin/python", ".git/HEAD", "data/n1/store.db", ".env", "tests/conftest.py",
-                 "kvraft/__pycache__/cli.cpython-311.pyc", "bench/out/run.json"):
+                 "kvraft/__pycache__/cli.cpython-311.pyc", "bench/out/run.json",
+                 "deploy/k8s/statefulset.yaml", "chaos/out/x/history.jsonl"):
         assert _ignored(path, rules), path

@@ -1,20 +1,19 @@
 """The OpenAPI document at ``/openapi.json`` is true to the server.
 
-- Every public Flask route (method and path) is documented, and every documented operation is a
-  route: the app's URL map is read from a real app built in a child process.
+- Every public route of the app, Flask's and the fast path's (method and path), is documented,
+  and every documented operation is a route: the app's URL map is read from a real app built
+  in a child process. A wrong method is a 405 whose Allow lists the route's methods, on both
+  request paths (Flask, the fast path) and at the partition leader, which forwards.
 - Live answers of a real 3-node cluster validate against the document (schemathesis' checks on
   hand-picked requests, including errors).
-- schemathesis fuzzes every operation but those in :data:`NOT_FUZZED` against the live nodes
-  (the partition leader, which forwards ``/kv`` requests, included), 200 generated cases per
-  operation that takes input (positive and negative): no 5xx, status codes, content types,
-  headers and bodies as documented, and schema-breaking input refused with a 4xx. Bugs it
-  found once are pinned by regression tests.
+- The fuzz is ``schemathesis run --checks all`` (tests/integration/test_schemathesis.py); bugs
+  it found once are pinned by regression tests here.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -35,21 +31,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.openapi import document
+from api.openapi import document, path_of
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance, negative_data_rejection]
 MAX_EXAMPLES = 200
-NOT_FUZZED = {
-    "/cluster/members": "adds a Raft member: a generated HOST:PORT would join a node that never "
-                        "answers and cost the cluster its quorum",
-    "/cluster/members/{node_id}": "drains and removes a member of the cluster under test",
-    "/export": "needs an FTP server and writes a whole snapshot per case (tests/integration/"
-               "test_reports.py covers it)",
-    "/import": "needs an FTP server and an export (test_reports.py covers it)",
-    "/report": "a websocket (GET answered by a 101 upgrade); schemathesis speaks plain HTTP",
-    "/watch": "a websocket, as /report",
-}
 # Flask's built-in static route: the app is built with a static folder (kvraft/static) that does
 # not exist, so it only ever answers 404. Not part of the API.
 UNDOCUMENTED_RULES = {"/static/<path:filename>"}
@@ -87,14 +73,14 @@ def app_rules() -> dict[str, set[str]]:
     return rules
 
 
-def _as_openapi(rule: str) -> str:
-    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
-
-
 def test_every_public_route_is_documented_and_every_documented_operation_exists():
+    from api.fastpath import ROUTES
+
     rules = app_rules()
+    for rule, methods in ROUTES.items():  # served by the fast path (which passes on the rest)
+        rules.setdefault(rule, set()).update(methods)
     doc = document()
-    routes = {(_as_openapi(rule), m.lower()) for rule, methods in rules.items()
+    routes = {(path_of(rule), m.lower()) for rule, methods in rules.items()
               if not rule.startswith("/peer/") and rule not in UNDOCUMENTED_RULES
               for m in methods}
     documented = {(path, m) for path, item in doc["paths"].items() for m in item
@@ -113,8 +99,6 @@ def test_the_document_is_served_and_loads(cluster):
     ops = [op.ok() for op in schema.get_all_operations()]
     assert len(ops) == sum(len([m for m in item if m != "parameters"])
                            for item in served["paths"].values())
-    for path in NOT_FUZZED:
-        assert path in served["paths"], f"NOT_FUZZED names {path}, which is not documented"
 
 
 def _validate(schema, method: str, path: str, resp: requests.Response, **case_kw) -> None:
@@ -148,7 +132,7 @@ def test_live_answers_validate_against_the_document(cluster):
         ("GET", "/kv", s.get(f"{base}/kv?limit=0", timeout=10), {}),
         ("POST", "/kv", s.post(f"{base}/kv", json={"value": "text"}, timeout=10), {}),
         ("POST", "/kv", s.post(f"{base}/kv", data=b"not json", timeout=10), {}),
-        ("GET", "/kv/", s.get(f"{base}/kv/", timeout=10), {}),
+        ("GET", "/kv/{key}", s.get(f"{base}/kv/", timeout=10), {"path_parameters": {"key": ""}}),
         ("GET", "/cluster", s.get(f"{base}/cluster", timeout=10), {}),
         ("GET", "/health", s.get(f"{base}/health", timeout=10), {}),
         ("GET", "/ready", s.get(f"{base}/ready", timeout=10), {}),
@@ -174,22 +158,35 @@ def test_live_answers_validate_against_the_document(cluster):
         assert resp.headers["X-Kvraft-Node"] in {n.id for n in cluster.nodes}
 
 
-FUZZED = schemathesis.openapi.from_dict(document()).exclude(path=list(NOT_FUZZED))
-OPERATIONS = sorted((op.ok().path, op.ok().method.upper()) for op in FUZZED.get_all_operations())
+def _allowed(resp: requests.Response) -> set[str]:
+    return {m.strip() for m in resp.headers.get("Allow", "").split(",") if m.strip()}
 
 
-def _strategy(path: str, method: str):
-    """Schema-conforming cases and, where something can be negated, schema-breaking ones."""
-    operation = FUZZED[path][method]
-    modes = [operation.as_strategy(GenerationMode.POSITIVE)]
-    negative = operation.as_strategy(GenerationMode.NEGATIVE)
-    try:
-        negative.validate()
-        modes.append(negative)
-    except Exception:  # noqa: BLE001 - nothing in this operation to break
-        pass
-    strategy = st.one_of(modes)
-    return strategy
+def test_every_405_lists_the_routes_methods_in_allow_on_every_node(cluster):
+    """RFC 9110 15.5.6. At the partition leader too: it answers a wrong method itself rather
+    than balance it, and an answer it forwards keeps its Allow."""
+    doc = document()
+    cases = [("TRACE", "/kv/some-key", "/kv/{key}"), ("PATCH", "/kv/some-key?r=one", "/kv/{key}"),
+             ("POST", "/kv/some-key", "/kv/{key}"), ("PUT", "/kv", "/kv"),
+             ("DELETE", "/cluster", "/cluster"), ("PUT", "/watch", "/watch"),
+             ("PATCH", "/", "/")]  # admin routes: the fuzz sends them wrong methods with the
+    # admin credential (its unsupported_method check), which this cluster does not have
+    for i in range(len(cluster.nodes)):
+        for method, target, path in cases:
+            resp = requests.request(method, cluster.url(i) + target, timeout=10,
+                                    allow_redirects=False)
+            assert resp.status_code == 405, (i, method, target, resp.status_code)
+            assert resp.json()["error"] == "method_not_allowed"
+            documented = {m.upper() for m in doc["paths"][path] if m != "parameters"}
+            assert _allowed(resp) - {"HEAD", "OPTIONS"} == documented, (method, target)
+    # the fast path's peer routes (their secret first: without it, 403 like every /peer/)
+    from cluster import SECRET
+
+    from kvraft.transport import SECRET_HEADER
+    for peer in ("/peer/apply", "/peer/stream"):
+        resp = requests.get(cluster.url(0) + peer, headers={SECRET_HEADER: SECRET}, timeout=10)
+        assert resp.status_code == 405 and _allowed(resp) == {"POST"}, (peer, resp.text)
+        assert requests.get(cluster.url(0) + peer, timeout=10).status_code == 403
 
 
 # Bugs the fuzz found once, kept as regression tests.
@@ -214,31 +211,6 @@ def test_a_key_that_starts_with_a_slash_is_stored_under_that_key(cluster):
     resp = requests.put(_flask_served(cluster) + "/kv/%2Fslashed?redirect=0", data=b"x",
                         timeout=10, allow_redirects=False)
     assert resp.status_code == 201 and resp.json()["key"] == "/slashed"
-
-
-# schemathesis' own pytest plugin (schema.parametrize) does not run under pytest 9.2 (it sets
-# Function._nodeid), so each operation is a plain parametrized test driving a Hypothesis strategy
-@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
-def test_fuzz(cluster, path, method):
-    operation = FUZZED[path][method]
-    session = requests.Session()
-    calls = []
-
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(case=_strategy(path, method))
-    def run(case):
-        calls.append(case)
-        # cases go to every node in turn, the partition leader (which forwards /kv requests)
-        # included; a client follows ?redirect=1's 307 to the node the leader chose
-        case.call_and_validate(base_url=cluster.url(len(calls) % len(cluster.nodes)),
-                               session=session, checks=CHECKS, timeout=30, allow_redirects=True)
-
-    run()
-    session.close()
-    has_input = any(operation.definition.raw.get(k) for k in ("parameters", "requestBody")) or \
-        FUZZED.raw_schema["paths"][path].get("parameters")
-    assert len(calls) >= (MAX_EXAMPLES if has_input else 1), len(calls)
 
 
 def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
@@ -279,3 +251,55 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
     assert acks >= 2
     assert 1 <= batches <= batched  # the write went to a remote replica in a batch
     assert {("PUT", "/kv/<key:key>", "201"), ("GET", "/kv/<key:key>", "404")} <= routes
+
+
+# The shared HTTP contract (front door, issue 13) that the document declares and that the front
+# door's branch implements: on this branch alone these answers are not given yet, so they are
+# strict xfails; once both branches are merged each must pass (an XPASS fails the run: then drop
+# this marker).
+FRONT_DOOR = pytest.mark.xfail(strict=True, reason="the front door (issue 13) is not merged")
+
+
+def _raw(cluster, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` as bytes on a fresh connection; the status code and the whole answer."""
+    host, port = cluster.nodes[0].http.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+@FRONT_DOOR
+def test_a_nul_byte_in_a_header_value_is_a_400(cluster):
+    status, answer = _raw(cluster, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n"
+                                   b"Connection: close\r\n\r\n")
+    assert status == 400, answer
+
+
+@FRONT_DOOR
+def test_an_admin_operation_without_the_admin_credential_is_a_401(cluster):
+    before = requests.get(cluster.url(0) + "/cluster", timeout=10).json()["nodes"]
+    resp = requests.delete(cluster.url(0) + "/cluster/members/n9", timeout=10)
+    assert resp.status_code == 401 and resp.json()["error"] == "unauthorized"
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="kvraft"'
+    assert requests.get(cluster.url(0) + "/cluster", timeout=10).json()["nodes"] == before
+
+
+@FRONT_DOOR
+def test_a_json_endpoint_refuses_another_content_type_with_415(cluster):
+    resp = requests.post(cluster.url(0) + "/kv", data=b'{"value": "v"}',
+                         headers={"Content-Type": "text/plain"}, timeout=10)
+    assert resp.status_code == 415 and resp.json()["error"] == "unsupported_media_type"
+
+
+@FRONT_DOOR
+def test_a_websocket_from_a_foreign_origin_is_a_403_forbidden_origin(cluster):
+    resp = requests.get(cluster.url(0) + "/watch", timeout=10, headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "http://evil.example"})
+    assert resp.status_code == 403 and resp.json()["error"] == "forbidden_origin"

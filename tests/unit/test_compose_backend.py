@@ -1,10 +1,11 @@
-"""The compose back-end of the nemesis (chaos/nemesis.py) against a fake ``docker``.
+"""The compose back-end of the nemesis (chaos/nemesis.py): the exact commands it issues.
 
-There is no Docker engine on our machines, so these tests are about the commands the back-end
-issues, not about Docker: a fake ``docker`` and ``docker-compose`` first on PATH append their
-argv (and working directory) as JSON lines to a log and print what ``ps -q`` and ``inspect``
-would. A whole nemesis plan runs against it, with three tiny HTTP servers standing in for the
-nodes' ``/ready`` and ``/cluster``. The back-end's defaults are checked against
+Against real containers it runs in tests/integration/test_chaos_compose.py; here a fake
+``docker``, ``docker-compose`` and ``nsenter`` first on PATH append their argv (and working
+directory, and the content of any override file) as JSON lines to a log and print what
+``ps -q`` and ``inspect`` would, so every command, its order and the failure paths are checked
+in milliseconds. A whole nemesis plan runs against it, with three tiny HTTP servers standing in
+for the nodes' ``/ready`` and ``/cluster``. The back-end's defaults are checked against
 docker-compose.yml.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # chaos/ is not an installed package
 
+from chaos import compose as compose_project  # noqa: E402
 from chaos import run as chaos_run  # noqa: E402
 from chaos.history import History  # noqa: E402
 from chaos.history import read as read_history  # noqa: E402
@@ -32,12 +35,21 @@ from chaos.nemesis import KINDS, ComposeBackend, Nemesis, Unsupported, plan  # n
 FAKE = r'''#!{python}
 import json, os, sys
 name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+entry = {{"argv": [name, *args], "cwd": os.getcwd()}}
+# the contents of override files passed with -f (they are removed right after the command)
+entry["overrides"] = [open(a).read() for a in args if os.path.basename(a).startswith("compose-")]
 with open(os.environ["FAKE_DOCKER_LOG"], "a") as f:
-    f.write(json.dumps({{"argv": [name, *args], "cwd": os.getcwd()}}) + "\n")
+    f.write(json.dumps(entry) + "\n")
 line = " ".join([name, *args])
 if os.environ.get("FAKE_DOCKER_FAIL") and os.environ["FAKE_DOCKER_FAIL"] in line:
     sys.stderr.write("Error response from daemon: simulated failure\n")
     sys.exit(1)
+if name == "nsenter":
+    rule = args[args.index("iptables") + 2:]
+    if rule[:1] == ["-C"]:  # no jump to the chain yet
+        sys.stderr.write("iptables: Bad rule (does a matching rule exist in that chain?).\n")
+        sys.exit(1)
+    sys.exit(0)
 if name == "docker" and args[:2] == ["compose", "version"]:
     if os.environ.get("FAKE_DOCKER_NO_PLUGIN"):
         sys.stderr.write("docker: unknown command: docker compose\n")
@@ -46,12 +58,25 @@ if name == "docker" and args[:2] == ["compose", "version"]:
     sys.exit(0)
 if name == "docker" and args[:1] == ["compose"]:
     args = args[1:]
-if args[:2] == ["ps", "-q"]:
-    print("cid-" + args[2])
+while args[:1] in (["-p"], ["-f"]):
+    args = args[2:]
+if args[:1] == ["ps"]:
+    print("cid-" + args[-1])
 elif args[:1] == ["inspect"]:
     service = args[-1][len("cid-"):]
-    print(json.dumps({{"kvraft_default": {{"Aliases": ["kvraft-" + service + "-1", service],
-                                           "IPAddress": "172.18.0.9"}}}}))
+    n = int(service[1:])
+    nets = {{"kvraft_default": {{"Aliases": ["kvraft-" + service + "-1", service],
+                                  "IPAddress": "172.18.0.%d" % (10 + n)}}}}
+    fmt = args[args.index("-f") + 1] if "-f" in args else None
+    if fmt == "{{{{.State.Pid}}}}":
+        print(1000 + n)
+    elif fmt and "IPAddress" in fmt:
+        print("172.18.0.%d " % (10 + n))
+    elif fmt:
+        print(json.dumps(nets))
+    else:
+        print(json.dumps([{{"State": {{"Pid": 1000 + n, "Running": True}},
+                            "NetworkSettings": {{"Networks": nets}}}}]))
 '''
 
 
@@ -60,7 +85,7 @@ def docker(tmp_path, monkeypatch):
     """A fake docker and docker-compose first on PATH; returns a function giving the log."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("docker", "docker-compose"):
+    for name in ("docker", "docker-compose", "nsenter"):
         exe = bin_dir / name
         exe.write_text(FAKE.format(python=sys.executable))
         exe.chmod(0o755)
@@ -70,10 +95,14 @@ def docker(tmp_path, monkeypatch):
     monkeypatch.delenv("FAKE_DOCKER_FAIL", raising=False)
     monkeypatch.delenv("FAKE_DOCKER_NO_PLUGIN", raising=False)
 
-    def calls(with_cwd: bool = False) -> list:
+    def calls(with_cwd: bool = False, overrides: bool = False, lookups: bool = False) -> list:
         if not log.exists():
             return []
         rows = [json.loads(line) for line in log.read_text().splitlines()]
+        if overrides:
+            return [o for r in rows for o in r["overrides"]]
+        if not lookups:  # the id and address lookups the back-end caches (see below)
+            rows = [r for r in rows if not _lookup(r["argv"])]
         return [(r["argv"], r["cwd"]) if with_cwd else r["argv"] for r in rows]
 
     def clear() -> None:
@@ -84,8 +113,30 @@ def docker(tmp_path, monkeypatch):
     return calls
 
 
+def _lookup(argv: list[str]) -> bool:
+    """A container id or address lookup (``ps -a -q``, ``inspect`` of the address): the
+    back-end does these before a kill and caches them; the tests below compare the actions."""
+    return ("ps" in argv and "-a" in argv) or (
+        "inspect" in argv and any("IPAddress" in a for a in argv))
+
+
 def compose(*args: str) -> list[str]:
     return ["docker", "compose", *args]
+
+
+def up_with(service: str, root) -> list[str]:
+    """``up`` of one service with an override file (its name is random: matched by prefix)."""
+    return compose("-f", str(root / "docker-compose.yml"), "-f", f"<override {service}>", "up",
+                   "-d", "--no-deps", "--no-build", service)
+
+
+def normalized(calls: list[list[str]]) -> list[list[str]]:
+    """Calls with override file names replaced by ``<override SERVICE>``."""
+    out = []
+    for argv in calls:
+        out.append([f"<override {os.path.basename(a).split('-')[1]}>"
+                    if os.path.basename(a).startswith("compose-") else a for a in argv])
+    return out
 
 
 def disconnect(service: str) -> list[list[str]]:
@@ -105,7 +156,9 @@ def connect(service: str) -> list[str]:
 def test_each_fault_issues_the_expected_commands(docker, tmp_path):
     project = tmp_path / "project"
     project.mkdir()
-    b = ComposeBackend(["n1", "n2", "n3"], ["u1", "u2", "u3"], str(project))
+    (project / "docker-compose.yml").write_text("services: {}\n")
+    b = ComposeBackend(["n1", "n2", "n3"], ["u1", "u2", "u3"], str(project),
+                       network="disconnect")
     assert b.compose == ["docker", "compose"]  # the fake docker has the compose plugin
     docker.clear()
     b.kill(1)
@@ -128,15 +181,23 @@ def test_each_fault_issues_the_expected_commands(docker, tmp_path):
         b.set_loss(0, 0.2)
     with pytest.raises(Unsupported):
         b.set_delay(0, 100)
-    with pytest.raises(Unsupported):
-        b.start(0, {"KVRAFT_CLOCK_OFFSET_MS": "5000"})
     b.clear_loss(0)
     b.clear_delay(0)
-    assert not {"loss", "skew", "delay"} & set(b.supported)
+    assert not {"loss", "delay"} & set(b.supported)
+    # skew: the service is recreated with the setting in an override file of its own
+    docker.clear()
+    b.kill(0)
+    b.start(0, {"KVRAFT_CLOCK_OFFSET_MS": "5000"})
+    assert b.running(0)
+    calls = [c for c in normalized(docker()) if c[:3] != compose("ps")[:3] and c[1] != "inspect"]
+    assert calls == [compose("kill", "-s", "SIGKILL", "n1"), up_with("n1", project)]
+    assert docker(overrides=True) == [
+        'services:\n  n1:\n    environment:\n      KVRAFT_CLOCK_OFFSET_MS: "5000"\n']
+    assert not list(project.glob("compose-*")) and "skew" in b.supported
 
 
 def test_a_minority_of_two_is_cut_and_healed_node_by_node(docker):
-    b = ComposeBackend(["n1", "n2", "n3", "n4", "n5"], ["u"] * 5)
+    b = ComposeBackend(["n1", "n2", "n3", "n4", "n5"], ["u"] * 5, network="disconnect")
     docker.clear()
     b.partition([[0, 1, 2], [3, 4]])
     b.heal_network()
@@ -144,7 +205,7 @@ def test_a_minority_of_two_is_cut_and_healed_node_by_node(docker):
 
 
 def test_a_failed_reconnect_is_reported_and_retried(docker, monkeypatch):
-    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3)
+    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3, network="disconnect")
     b.partition([[0, 1], [2]])
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "network connect")
     with pytest.raises(RuntimeError, match="simulated failure"):
@@ -156,7 +217,7 @@ def test_a_failed_reconnect_is_reported_and_retried(docker, monkeypatch):
 
 
 def test_a_failed_disconnect_half_way_is_still_healed(docker, monkeypatch):
-    b = ComposeBackend(["n1", "n2", "n3", "n4", "n5"], ["u"] * 5)
+    b = ComposeBackend(["n1", "n2", "n3", "n4", "n5"], ["u"] * 5, network="disconnect")
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "disconnect kvraft_default cid-n5")
     with pytest.raises(RuntimeError, match="simulated failure"):
         b.partition([[0, 1, 2], [3, 4]])
@@ -169,7 +230,7 @@ def test_a_failed_disconnect_half_way_is_still_healed(docker, monkeypatch):
 def test_docker_compose_v1_when_the_docker_cli_has_no_compose_plugin(docker, monkeypatch):
     # like this machine: a docker CLI whose `docker compose` is an unknown command
     monkeypatch.setenv("FAKE_DOCKER_NO_PLUGIN", "1")
-    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3)
+    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3, network="disconnect")
     assert b.compose == ["docker-compose"]
     docker.clear()
     b.kill(2)
@@ -179,7 +240,7 @@ def test_docker_compose_v1_when_the_docker_cli_has_no_compose_plugin(docker, mon
 
 
 def test_a_failing_command_raises_with_its_error(docker, monkeypatch):
-    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3)
+    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3, network="disconnect")
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "pause")
     with pytest.raises(RuntimeError, match="compose pause n1: exit 1: Error response"):
         b.pause(0)
@@ -218,9 +279,10 @@ def fake_nodes():
 
 @pytest.mark.timeout(60)
 def test_a_nemesis_plan_runs_against_compose_with_exact_commands(docker, fake_nodes, tmp_path):
-    b = ComposeBackend(["n1", "n2", "n3"], fake_nodes, str(tmp_path))
-    steps = plan(list(KINDS), random.Random(4), hold=(0.05, 0.1), gap=(0.0, 0.01),
-                 supported=b.supported, shuffle=False)
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    b = ComposeBackend(["n1", "n2", "n3"], fake_nodes, str(tmp_path), network="disconnect")
+    steps = plan([k for k in KINDS if k != "skew"], random.Random(4), hold=(0.05, 0.1),
+                 gap=(0.0, 0.01), supported=b.supported, shuffle=False)
     assert [s.kind for s in steps] == ["kill", "kill-leader", "pause", "partition-one",
                                        "partition-leader", "partition-majority"]
     hist = History(str(tmp_path / "history.jsonl"))
@@ -267,11 +329,12 @@ def test_compose_defaults_match_docker_compose_yml():
         http_port = env["KVRAFT_HTTP"].rpartition(":")[2]
         published = {}
         for entry in nodes[service]["ports"]:
-            host_part, _, container_port = entry.rpartition(":")
-            publish, _, host_port = host_part.rpartition(":")
-            published[container_port] = (publish, host_port)
-        publish, host_port = published[http_port]
+            m = re.fullmatch(r"(\$\{[^}]+\}):\$\{(\w+):-(\d+)\}:(\d+)", entry)
+            assert m, entry
+            published[m[4]] = (m[1], m[2], m[3])
+        publish, var, host_port = published[http_port]
         assert publish == "${KVRAFT_PUBLISH:-127.0.0.1}"  # published on loopback by default
+        assert var == compose_project.PORT_VARS[service]  # a test project moves it with this
         assert url == f"http://127.0.0.1:{host_port}"
 
 
@@ -288,5 +351,78 @@ def test_run_builds_the_compose_back_end_from_its_options(monkeypatch, tmp_path)
     code = chaos_run.main(["smoke", "--backend", "compose", "--compose-dir", str(tmp_path),
                            "--out", str(tmp_path / "out"), "--seed", "1"])
     assert code == 0 and seen["scenario"] == "smoke"
-    assert seen["compose"] == {"dir": str(tmp_path), "services": list(chaos_run.COMPOSE_SERVICES),
+    assert seen["compose"] == {"attach": False, "dir": str(tmp_path),
+                               "services": list(chaos_run.COMPOSE_SERVICES),
                                "urls": list(chaos_run.COMPOSE_URLS)}
+    chaos_run.main(["smoke", "--backend", "compose", "--compose-attach", "--out",
+                    str(tmp_path / "out"), "--seed", "1"])
+    assert seen["compose"]["attach"] is True and seen["compose"]["dir"] == "."
+
+
+# -- iptables in the containers' network namespaces ------------------------------------------------
+
+
+def nsenter(service: str, *rule: str) -> list[str]:
+    return ["nsenter", "-t", str(1000 + int(service[1:])), "-n", "iptables", "-w", *rule]
+
+
+def chain(service: str, name: str) -> list[list[str]]:
+    """Creating ``name`` and its jump from INPUT (the fake has no jump yet: -C fails)."""
+    return [nsenter(service, "-N", name), nsenter(service, "-C", "INPUT", "-j", name),
+            nsenter(service, "-I", "INPUT", "-j", name)]
+
+
+def test_iptables_partition_drops_the_other_sides_addresses_on_every_node(docker):
+    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3, network="iptables")
+    assert {"loss", "skew"} <= set(b.supported) and "delay" not in b.supported
+    docker.clear()  # the `compose version` probe
+    b.partition([[0, 1], [2]])
+    rules = [c for c in docker() if c[0] == "nsenter"]
+    drop = ("-j", "DROP")
+    assert rules == [
+        *chain("n1", "KVRAFT_PART"), nsenter("n1", "-A", "KVRAFT_PART", "-s", "172.18.0.13", *drop),
+        *chain("n2", "KVRAFT_PART"), nsenter("n2", "-A", "KVRAFT_PART", "-s", "172.18.0.13", *drop),
+        *chain("n3", "KVRAFT_PART"), nsenter("n3", "-A", "KVRAFT_PART", "-s", "172.18.0.11", *drop),
+        nsenter("n3", "-A", "KVRAFT_PART", "-s", "172.18.0.12", *drop)]
+    # the container ids are asked of compose once (a compose command costs about a second),
+    # PIDs and addresses of docker inspect
+    assert [c for c in docker(lookups=True) if c[:2] == ["docker", "compose"]] == [
+        compose("ps", "-a", "-q", n) for n in ("n1", "n2", "n3")]
+    docker.clear()
+    b.heal_network()
+    assert [c for c in docker() if c[0] == "nsenter"] == [
+        nsenter(n, "-F", "KVRAFT_PART") for n in ("n1", "n2", "n3")]
+    assert not [c for c in docker(lookups=True) if c[:2] == ["docker", "compose"]]
+    docker.clear()
+    b.heal_network()  # nothing left to flush
+    assert [c for c in docker() if c[0] == "nsenter"] == []
+
+
+def test_iptables_loss_and_a_restarted_node_needs_no_flush(docker):
+    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3, network="iptables")
+    b.set_loss(1, 0.2)
+    assert [c for c in docker() if c[0] == "nsenter"][-1] == nsenter(
+        "n2", "-A", "KVRAFT_LOSS", "-m", "statistic", "--mode", "random", "--probability", "0.2",
+        "-j", "DROP")
+    docker.clear()
+    b.clear_loss(1)
+    assert [c for c in docker() if c[0] == "nsenter"] == [nsenter("n2", "-F", "KVRAFT_LOSS")]
+    b.partition([[0, 1], [2]])
+    b.kill(2)  # its namespace and rules go with it
+    b.start(2)
+    docker.clear()
+    b.heal_network()
+    assert [c for c in docker() if c[0] == "nsenter"] == [
+        nsenter(n, "-F", "KVRAFT_PART") for n in ("n1", "n2")]
+
+
+def test_iptables_failure_is_reported_and_retried_on_the_next_heal(docker, monkeypatch):
+    b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3, network="iptables")
+    b.partition([[0, 1], [2]])
+    monkeypatch.setenv("FAKE_DOCKER_FAIL", "-t 1002 -n iptables -w -F")
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        b.heal_network()
+    monkeypatch.delenv("FAKE_DOCKER_FAIL")
+    docker.clear()
+    b.heal_network()
+    assert [c for c in docker() if c[0] == "nsenter"] == [nsenter("n2", "-F", "KVRAFT_PART")]

@@ -218,3 +218,17 @@ def test_commits_do_not_checkpoint_the_background_thread_does(tmp_path):
     finally:
         s.close()
     assert not s._checkpointer.is_alive()
+
+
+def test_storing_a_hint_tells_the_newest_version_held_of_its_key(tmp_path):
+    """The stand-in's answer lets a coordinator stamp above a newer copy it keeps for a replica
+    that is down (forward-only versions through hints)."""
+    s = Storage(tmp_path / "s.db")
+    try:
+        assert s.add_hint("n2", rec("a", 5)) == Version(5, "n1")
+        assert s.add_hint("n3", rec("a", 3)) == Version(5, "n1")  # an older one: 5 still newest
+        s.apply(rec("a", 9))
+        assert s.add_hint("n2", rec("a", 7)) == Version(9, "n1")  # its own record counts too
+        assert s.add_hint("n2", rec("b", 1)) == Version(1, "n1")
+    finally:
+        s.close()

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvraft import versionrule
-from kvraft.clockguard import FRESH_S, ClockGuard, sample
+from kvraft.clockguard import FRESH_S, KEEP_S, ClockGuard, sample
 from kvraft.hlc import HLC, LOGICAL_BITS, Version
 from kvraft.storage import ApplyResult
 
@@ -99,9 +99,22 @@ def test_the_fastest_fresh_sample_wins_and_stale_ones_expire():
     g = ClockGuard(500)
     g.add("n2", sample(0, 400, 1200, at=0.0))  # slow: 1000 +- 200
     g.add("n2", sample(0, 2, 11, at=0.0))  # fast: 10 +- 1
+    g.add("n2", sample(0, 50, 625, at=0.5))  # the last one: 600 +- 25
     assert g.best("n2", now=1.0).offset_ms == 10
-    assert g.best("n2", now=FRESH_S + 1) is None
-    assert g.verdict(["n2"], now=FRESH_S + 1).ok  # nothing known: no verdict against it
+    # a peer gone silent keeps its last sample as evidence, then nothing is known of it
+    assert g.best("n2", now=FRESH_S + 1).offset_ms == 600
+    assert g.best("n2", now=KEEP_S + 1) is None
+    assert g.verdict(["n2"], now=KEEP_S + 1).ok  # nothing known: no verdict against it
+
+
+def test_one_peer_down_and_one_skewed_leaves_the_healthy_node_in_service():
+    """n3 stopped answering a minute ago; its last sample still counts, so the healthy node is
+    off from one of two peers (in bounds) and the skewed one from two of two (out)."""
+    healthy = guard_with({"n1": 3000, "n3": 2})
+    assert healthy.verdict(["n1", "n3"], now=60.0).ok
+    skewed = guard_with({"n2": -3000, "n3": -2998})
+    assert not skewed.verdict(["n2", "n3"], now=60.0).ok
+    assert "out of bounds from here: n1" in healthy.verdict(["n1", "n3"], now=60.0).describe()
 
 
 # -- the HLC's bound ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""The coordinator's write path (Node._write_once) with a real peer on 127.0.0.1 (an HttpServer
-serving the replica-write stream into a real SQLite store) and a real local store whose disk
-fills up once. Only the node's Raft metadata is a stand-in: one partition, held by n1 (this
-node) and n2 (the peer)."""
+"""The coordinator's write path (Node._write, _send_write) with a real peer on 127.0.0.1 (an
+HttpServer serving the replica-write stream into a real SQLite store) and a real local store
+whose disk fills up once. Only the node's Raft metadata is a stand-in: one partition, held by n1
+(this node) and n2 (the peer)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def coordinator(tmp_path, peer_addr: str) -> Node:
     node._batchers, node._streams = {}, {}
     node._alive, node._down = {}, {}
     node._stop = threading.Event()
-    node._clock, node._clock_ok, node._clock_tried = ClockGuard(500), True, set()
+    node._clock, node._clock_ok = ClockGuard(500), True
     node._clock_last, node._clock_checked = Verdict(True, {}, (), 500), True
     return node
 
@@ -158,3 +158,33 @@ def test_a_newer_version_found_only_on_this_node_is_written_above_too(tmp_path):
         peer.stop()
         node.storage.close()
         peer_store.close()
+
+
+def test_a_newer_version_a_stand_in_holds_makes_the_write_go_above_it(tmp_path, monkeypatch):
+    """The replica holding v1 is down and v1 waits as a hint on the stand-in; the live replica
+    lacks it. The stand-in's answer to the new hint names v1, so the coordinator stamps again
+    above it instead of acknowledging a write that v1 would beat at delivery. The IO seams
+    (_send_write, _send_hint) are scripted: n2 is down, n3 is the stand-in."""
+    node = coordinator(tmp_path, "127.0.0.1:9")
+    node.storage.full = False
+    v1 = Version(HLC(wall_clock_ms(300)).now(), "n3")  # stamped by a clock 300 ms ahead
+    sent: list[Version] = []
+    monkeypatch.setattr(node, "members", lambda: {"n1": "", "n2": "", "n3": ""})
+    monkeypatch.setattr(node, "is_alive", lambda n: n != "n2")
+
+    def send_write(record, replicas):
+        sent.append(record.version)
+        return node.storage.apply_many([record]), ["n2"]
+
+    def send_hint(holder, target, record):
+        assert (holder, target) == ("n3", "n2")
+        return max(v1, record.version)
+
+    monkeypatch.setattr(node, "_send_write", send_write)
+    monkeypatch.setattr(node, "_send_hint", send_hint)
+    try:
+        result = node.put("k", b"v2", w="quorum")
+        assert len(sent) == 2 and sent[0] < v1 < sent[1] == result.version
+        assert result.hinted == ("n3",) and result.acks == 2
+    finally:
+        node.storage.close()
