@@ -10,7 +10,9 @@ another run. Published ports are free ports chosen at creation (the compose file
 password are random per project.
 
 :func:`build_image` runs ``scripts/build-image.sh`` (a base image from Debian packages when
-none can be pulled; the wheels built on the host; a cached build takes about a second).
+none can be pulled; the wheels built on the host; a cached build takes about a second); our
+projects run the tag :func:`source_tag` names after the sources, never the shared
+``kvraft:dev``.
 :func:`engine_problem` says why containers cannot run here, or None.
 
 Every command has a timeout; nothing here sleeps without a deadline.
@@ -18,6 +20,7 @@ Every command has a timeout; nothing here sleeps without a deadline.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -92,6 +95,22 @@ def exec_checked(args: list[str], timeout: float, env: Mapping[str, str] | None 
     if res.returncode != 0:
         raise ComposeError(f"{' '.join(args)}: exit {res.returncode}: {res.stderr.strip()}")
     return res.stdout
+
+
+def source_tag() -> str:
+    """``kvraft:src-<hash>``: a tag named after what goes into the image (the Dockerfile, the
+    packaging files and the kvraft and api sources). Our projects run this tag, not the user's
+    ``kvraft:dev``: every worktree and checkout on this engine builds and tags images, and a tag
+    another one re-tags in the middle of a run would put other code into the next container
+    recreated (a skew fault did exactly that). Same sources, same tag: the build is cached."""
+    h = hashlib.sha256()
+    paths = [ROOT / n for n in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")]
+    for pkg in ("kvraft", "api"):
+        paths += [p for p in (ROOT / pkg).rglob("*") if p.is_file()
+                  and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")]
+    for path in sorted(paths):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"kvraft:src-{h.hexdigest()[:12]}"
 
 
 def build_image(tag: str = "kvraft:dev", timeout: float = 900.0) -> str:
@@ -282,7 +301,8 @@ def start_project(purpose: str, say=print, timeout: float = 120.0, **env: str) -
     once every container is healthy. On any failure the project is taken down (volumes too)
     before the error propagates."""
     t0 = time.monotonic()
-    say(build_image(env.get("KVRAFT_IMAGE", "kvraft:dev")))
+    env.setdefault("KVRAFT_IMAGE", source_tag())
+    say(build_image(env["KVRAFT_IMAGE"]))
     project = ComposeProject.create(purpose, **env)
     try:
         project.up(timeout=timeout)

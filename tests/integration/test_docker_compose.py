@@ -71,6 +71,8 @@ def test_every_service_is_healthy_and_every_node_ready(project, http):
     # the nodes run as the image's unprivileged user, not root
     cid = project.container("n1")
     assert project.inspect(cid)["Config"]["User"] == "kvraft"
+    # the image named after these sources, not the shared kvraft:dev another checkout re-tags
+    assert project.inspect(cid)["Config"]["Image"] == dc.source_tag()
     # published on loopback only, on this project's own ports
     ports = project.inspect(cid)["NetworkSettings"]["Ports"]["8001/tcp"]
     assert ports == [{"HostIp": "127.0.0.1", "HostPort": str(project.port("n1"))}]

@@ -54,11 +54,13 @@ def hosts():
     problem = dc.engine_problem()
     if problem:
         pytest.skip(f"no containers here: {problem}")
-    print(dc.build_image())
+    image = dc.source_tag()
+    print(dc.build_image(image))
     rng = random.Random()
     addrs, ports = pick(rng)
     common = {"KVRAFT_SECRET": secrets.token_hex(24), "KVRAFT_FTP_PASSWORD": secrets.token_hex(16),
-              "KVRAFT_FTP": f"{addrs[0]}:{ports['KVRAFT_FTP_PORT']}", **ports}
+              "KVRAFT_FTP": f"{addrs[0]}:{ports['KVRAFT_FTP_PORT']}", "KVRAFT_IMAGE": image,
+              **ports}
     tag = f"kvraft-mh-{secrets.token_hex(3)}"
     projects = []
     for i, addr in enumerate(addrs):
