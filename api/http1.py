@@ -33,6 +33,7 @@ MAX_HEADERS = 100  # field lines (and, for a chunked body, trailer lines)
 MAX_HEAD_BYTES = 16384  # the whole head, request line included
 MAX_LEADING_CRLF = 8  # empty lines tolerated before a request line (RFC 9112, 2.2)
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_SPECIAL = frozenset(("HOST", "CONTENT_LENGTH", "TRANSFER_ENCODING", "CONNECTION", "EXPECT"))
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n")
 
 
@@ -56,6 +57,7 @@ class Head:
     target: str
     version: str  # "HTTP/1.1" or "HTTP/1.0"
     headers: list[tuple[str, str]]
+    environ: dict[str, str]  # the fields as WSGI environ keys (HTTP_X_A, CONTENT_TYPE, ...)
     raw: bytes  # the head's bytes (leading empty lines not included)
     length: int  # Content-Length (0 when absent or chunked)
     chunked: bool
@@ -166,36 +168,51 @@ class HeadReader:
             raise HttpError(505, "http_version_not_supported", "HTTP/1.1 or HTTP/1.0 only")
         version = "HTTP/1.1" if minor == b"1" else "HTTP/1.0"
         headers: list[tuple[str, str]] = []
+        environ: dict[str, str] = {}
         hosts = 0
         length = 0
-        chunked = False
         te = None
-        connection: set[str] = set()
+        connection = ""
         expect = ""
         for name_b, value_b in self._got.headers:
-            name, value = name_b.decode("latin-1"), value_b.decode("latin-1").strip(" \t")
-            if "_" in name:
+            name, value = name_b.decode("latin-1"), value_b.decode("latin-1")
+            if value[-1:] in (" ", "\t"):  # llhttp drops the OWS before a value, not after
+                value = value.rstrip(" \t")
+            upper = name.upper()
+            key = upper.replace("-", "_")
+            if key in _SPECIAL:
+                if "_" in name:
+                    raise bad(f"header name {name!r} has an underscore")
+                if key == "HOST":
+                    hosts += 1
+                elif key == "CONTENT_LENGTH":
+                    if not value.isascii() or not value.isdigit() or len(value) > 20:
+                        raise bad("Content-Length is not a number of at most 20 digits")
+                    length = int(value)
+                elif key == "TRANSFER_ENCODING":
+                    if te is not None:
+                        raise HttpError(501, "not_implemented", "one Transfer-Encoding only")
+                    te = value.lower()
+                elif key == "CONNECTION":
+                    connection += "," + value.lower()
+                elif key == "EXPECT":
+                    expect = value.lower()
+            elif "_" in name:  # X_A would alias X-A in the WSGI environ
                 raise bad(f"header name {name!r} has an underscore")
-            low = name.lower()
-            if low == "host":
-                hosts += 1
-            elif low == "content-length":
-                if not value.isascii() or not value.isdigit() or len(value) > 20:
-                    raise bad("Content-Length is not a number of at most 20 digits")
-                length = int(value)
-            elif low == "transfer-encoding":
-                if te is not None:
-                    raise HttpError(501, "not_implemented", "one Transfer-Encoding only")
-                te = value.lower()
-            elif low == "connection":
-                connection.update(t.strip().lower() for t in value.split(","))
-            elif low == "expect":
-                expect = value.lower()
             headers.append((name, value))
+            if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
+                key = "HTTP_" + key
+                if key in environ:
+                    environ[key] += "," + value
+                    continue
+            elif key in environ:
+                raise bad(f"repeated {name} header")
+            environ[key] = value
         if version == "HTTP/1.1" and hosts != 1:
             raise bad("HTTP/1.1 needs exactly one Host header")
         if hosts > 1:
             raise bad("more than one Host header")
+        chunked = False
         if te is not None:
             if te != "chunked":
                 raise HttpError(501, "not_implemented",
@@ -203,12 +220,17 @@ class HeadReader:
             if version != "HTTP/1.1":
                 raise bad("Transfer-Encoding in an HTTP/1.0 request")
             chunked = True
-        keep = ("close" not in connection if version == "HTTP/1.1"
-                else "keep-alive" in connection)
+            environ.pop("HTTP_TRANSFER_ENCODING", None)  # the server decodes it
+        if connection:
+            tokens = {t.strip() for t in connection.split(",")}
+            keep = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+        else:
+            keep = version == "HTTP/1.1"
         upgrade = bool(self._parser.should_upgrade())
         return Head(
             method=line.group(1).decode("latin-1"), target=line.group(2).decode("latin-1"),
-            version=version, headers=headers, raw=raw, length=length, chunked=chunked,
+            version=version, headers=headers, environ=environ, raw=raw, length=length,
+            chunked=chunked,
             keep_alive=keep, upgrade=upgrade,
             expect_continue=expect == "100-continue" and version == "HTTP/1.1"
             and (chunked or length > 0),

@@ -342,17 +342,7 @@ class _Connection:
     def _environ(self, head: Head, rest: bytes) -> tuple[dict, _Body]:
         server = self.server
         environ = server._base_environ(self.addr)
-        for name, value in head.headers:
-            key = name.upper().replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                key = "HTTP_" + key
-            if key in environ and key.startswith("HTTP_"):
-                environ[key] += "," + value
-            elif key in environ:
-                raise HttpError(400, "bad_request", f"repeated {name} header")
-            else:
-                environ[key] = value
-        environ.pop("HTTP_TRANSFER_ENCODING", None)  # the server decodes it
+        environ.update(head.environ)
         target = head.target
         if target.startswith(("http://", "https://")):  # absolute form
             target = "/" + target.split("://", 1)[1].partition("/")[2]
