@@ -28,6 +28,7 @@ from kvraft.wire import WireError, decode_records, encode_records
 
 from .access import Policy
 from .balance import PASS_REQUEST, PASS_RESPONSE, VIA, balanced, forward_request, unknown_message
+from .httpd import BodyError
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class FastPath:
             return _error(503, "unavailable", "node is shutting down")
         except ValueError as exc:  # a Content-Length that is not a number
             return _error(400, "bad_request", str(exc))
+        except BodyError:
+            raise  # the body broke (malformed, late, the client left): the server answers it
         except Exception as exc:  # noqa: BLE001 - the same last resort as Flask's handler
             log.exception("unhandled error")
             return _error(500, "internal", f"{type(exc).__name__}: {exc}")

@@ -65,8 +65,8 @@ RECV = 65536
 # so a client that sends its whole body before reading the answer gets that answer.
 DRAIN_LIMIT = 256 << 20
 REFUSAL_THREADS = 4  # threads answering connections over a limit
-REFUSAL_QUEUE = 64  # connections waiting for them; beyond, closed at once
-REFUSAL_TIMEOUT = 2.0  # seconds a refused connection gets to send its request head
+REFUSAL_QUEUE = 16  # connections waiting for them; beyond, closed at once
+REFUSAL_TIMEOUT = 0.5  # seconds a refused connection gets to send its request head
 OPEN_PATHS = ("/health", "/ready")  # answered even over the connection limits
 _REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created",
             204: "No Content", 307: "Temporary Redirect", 400: "Bad Request",

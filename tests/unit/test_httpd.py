@@ -29,6 +29,11 @@ def _app() -> Flask:
         return Response(data, headers={"X-Len": str(len(data)),
                                        "X-Path": request.path})
 
+    @app.get("/health")
+    @app.get("/ready")
+    def health():
+        return {"status": "ok"}
+
     @app.put("/refuse")
     def refuse():  # answers without reading the body
         return {"error": "too_large"}, 413
@@ -234,6 +239,43 @@ def test_over_max_connections_is_503_and_others_are_served():
         assert _status(raw) == 503
         held[0].sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _status(held[0].recv(65536)) == 200
+    finally:
+        for s in held:
+            s.close()
+        srv.shutdown(1.0)
+        t.join(5)
+
+
+def test_over_the_limit_health_and_ready_answer_and_refusals_use_few_threads():
+    srv = HttpServer(_app(), "127.0.0.1", 0, max_connections=2)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    held = [socket.create_connection(srv.address, timeout=5) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 5
+        while srv.connections < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for path in (b"/health", b"/ready"):
+            raw = _raw(srv, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _status(raw) == 200 and b'"status":"ok"' in raw.replace(b" ", b"")
+        threads = threading.active_count()
+        flood = [socket.create_connection(srv.address, timeout=5) for _ in range(100)]
+        try:  # 100 silent connections over the limit: a few refusal threads, not 100
+            assert threading.active_count() <= threads + 4
+        finally:
+            for s in flood:
+                s.close()
+        deadline = time.monotonic() + 5  # the refusal queue drains: refusals are answered again
+        status = None
+        while status != 503 and time.monotonic() < deadline:
+            try:
+                raw = _raw(srv, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            except ConnectionResetError:
+                continue  # closed at once while the refusal queue was full
+            status = _status(raw) if raw else None
+        assert status == 503
+        held[0].sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _status(held[0].recv(65536)) == 200  # the admitted clients never noticed
     finally:
         for s in held:
             s.close()
