@@ -1,7 +1,8 @@
 """The HTTP layer: translates requests into calls on a :class:`kvraft.node.Node`.
 
 ``create_app(node)`` builds the Flask app: the public API (``/kv``, ``/cluster``, ``/health``,
-``/ready``, ``/metrics``) and the peer endpoints (``/peer/*``, cluster secret required). Errors are
+``/ready``, ``/metrics``) and the peer endpoints (``/peer/*``, signed with the peer key). Who may
+call what is decided in :mod:`api.access`. Errors are
 mapped to status codes in one place (:func:`_error`); every body of an error is JSON
 ``{"error": code, "message": text}`` and every response carries ``X-Kvraft-Node``.
 No store logic lives here.
@@ -9,7 +10,6 @@ No store logic lives here.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 
@@ -18,16 +18,15 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 from wsproto.utilities import RemoteProtocolError
 
-from kvraft import sync
+from kvraft import peerauth, sync
 from kvraft.balance import Balancer
 from kvraft.errors import BadRequest, KvError, TooLarge
 from kvraft.keys import check_key, check_level
 from kvraft.node import Node
 from kvraft.storage import StorageClosed
-from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
-from . import balance, openapi, ui, ws
+from . import access, balance, openapi, ui, ws
 from .fastpath import FastPath
 from .metrics import Metrics
 
@@ -44,22 +43,32 @@ def create_app(node: Node) -> Flask:
     app.url_map.merge_slashes = False  # "/kv//x" is the key "/x", not a redirect to "x"
     app.config["MAX_CONTENT_LENGTH"] = node.config.max_value_bytes  # routes may raise it
     metrics = Metrics(node)
-    secret = node.config.secret.encode()
-    token = node.config.token.encode()
+    verifier = peerauth.Verifier(peerauth.derive(node.config.secret, peerauth.PEER_HTTP))
+    policy = access.Policy(node.config.token, node.config.admin_token)
 
     @app.before_request
     def _guard():
         g.started = time.perf_counter()
-        path = request.path
-        if path.startswith("/peer/"):
-            given = request.headers.get(SECRET_HEADER, "").encode()
-            if not hmac.compare_digest(given, secret):
-                return _json_error(403, "forbidden", "peer endpoints need the cluster secret")
-        elif token and path != "/health" and path not in ui.PUBLIC_PATHS:
-            auth = request.headers.get("Authorization", "")
-            given = auth[7:].encode() if auth.startswith("Bearer ") else b""
-            if not hmac.compare_digest(given, token):
-                return _json_error(401, "unauthorized", "missing or wrong bearer token")
+        path, method = request.path, request.method
+        peer_ok = False
+        if path.startswith("/peer/") or (access.is_admin(method, path)
+                                         and request.headers.get(peerauth.HEADER)):
+            # the proof covers the body: read it (within the peer limit) before anything else
+            body = _body(PEER_MAX_BODY) if (request.content_length or request.headers.get(
+                "Transfer-Encoding")) else b""
+            why = verifier.check(request.headers.get(peerauth.HEADER), method,
+                                 raw_target(request.environ), body)
+            if why and path.startswith("/peer/"):
+                return _json_error(403, "forbidden", why)
+            peer_ok = not why
+        if not path.startswith("/peer/"):
+            refusal = (policy.check(method, path, request.headers.get("Authorization"), peer_ok,
+                                    ui.PUBLIC_PATHS)
+                       or access.check_json(method, path, request.headers.get("Content-Type")))
+            if refusal is not None:
+                resp = _json_error(refusal.status, refusal.code, refusal.message)
+                resp.headers.extend(refusal.headers)
+                return resp
         return None
 
     # query parameters the document gives an enum or a range, checked before the leader
@@ -210,7 +219,7 @@ def create_app(node: Node) -> Flask:
         body, ctype = metrics.render()
         return Response(body, 200, content_type=ctype)
 
-    ws.register(app, node)
+    ws.register(app, node, lambda limit: _body(limit))
     ui.register(app, node)
 
     # -- peer endpoints ------------------------------------------------------------------------
@@ -279,8 +288,19 @@ def create_app(node: Node) -> Flask:
             raise BadRequest(f"bad peer message: {exc}") from None
 
     # the hottest requests (plain key GET/PUT, /peer/stream, /peer/apply) skip Flask
-    app.wsgi_app = FastPath(app.wsgi_app, node, metrics, PEER_MAX_BODY, balancer)  # type: ignore
+    app.wsgi_app = FastPath(app.wsgi_app, node, metrics, PEER_MAX_BODY,  # type: ignore
+                            balancer, verifier, policy)
     return app
+
+
+def raw_target(environ: dict) -> str:
+    """The request target as sent (what a peer signed)."""
+    raw = environ.get("RAW_URI")
+    if raw:
+        return raw
+    query = environ.get("QUERY_STRING", "")
+    path = environ.get("PATH_INFO", "")
+    return f"{path}?{query}" if query else path
 
 
 class KeyConverter(PathConverter):

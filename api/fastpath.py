@@ -13,27 +13,26 @@ Errors use the same JSON shape and codes as :mod:`api.app`.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
 from urllib.parse import parse_qsl
 
-from kvraft import stream
+from kvraft import peerauth, stream
 from kvraft.balance import Balancer
 from kvraft.errors import KvError, TooLarge
 from kvraft.keys import check_level
 from kvraft.node import Node, result_to_json
 from kvraft.storage import StorageClosed
-from kvraft.transport import SECRET_HEADER
 from kvraft.wire import WireError, decode_records, encode_records
 
+from .access import Policy
 from .balance import PASS_REQUEST, PASS_RESPONSE, VIA, balanced, forward_request, unknown_message
+from .httpd import BodyError
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-_SECRET_ENV = "HTTP_" + SECRET_HEADER.upper().replace("-", "_")
 _REASONS = {200: "OK", 201: "CREATED", 400: "BAD REQUEST", 401: "UNAUTHORIZED",
             403: "FORBIDDEN", 404: "NOT FOUND", 405: "METHOD NOT ALLOWED",
             413: "REQUEST ENTITY TOO LARGE",
@@ -51,12 +50,12 @@ ROUTES = {_KV_ROUTE: ("GET", "PUT"), **PEER_ROUTES}
 
 class FastPath:
     def __init__(self, app, node: Node, metrics: Metrics, max_peer_body: int,
-                 balancer: Balancer) -> None:
+                 balancer: Balancer, verifier: peerauth.Verifier, policy: Policy) -> None:
         self.app = app
         self.balancer = balancer
         self.node = node
         self.metrics = metrics
-        self.secret = node.config.secret.encode()
+        self.verifier, self.policy = verifier, policy
         self.token = node.config.token.encode()
         self.max_peer_body = max_peer_body
         self._handlers = {stream.APPLY: self._apply_frame, stream.GET: self._get_frame}
@@ -97,12 +96,11 @@ class FastPath:
             return self.app(environ, start_response)  # Flask handles the general case
         started = time.perf_counter()
         if self.token:
-            auth = environ.get("HTTP_AUTHORIZATION", "")
-            given = auth[7:].encode() if auth.startswith("Bearer ") else b""
-            if not hmac.compare_digest(given, self.token):
-                status, body, headers = _error(401, "unauthorized",
-                                               "missing or wrong bearer token")
-                return self._answer(start_response, method, started, status, body, headers)
+            refusal = self.policy.check(method, path, environ.get("HTTP_AUTHORIZATION"), False)
+            if refusal is not None:
+                status, body, headers = _error(401, refusal.code, refusal.message)
+                return self._answer(start_response, method, started, status, body,
+                                    [*headers, *refusal.headers])
         if environ.get("HTTP_X_KVRAFT_VIA") is None and node.meta.is_leader():
             status, body, headers = self._balanced(environ, path, method, params)
         else:
@@ -130,6 +128,8 @@ class FastPath:
             return _error(503, "unavailable", "node is shutting down")
         except ValueError as exc:  # a Content-Length that is not a number
             return _error(400, "bad_request", str(exc))
+        except BodyError:
+            raise  # the body broke (malformed, late, the client left): the server answers it
         except Exception as exc:  # noqa: BLE001 - the same last resort as Flask's handler
             log.exception("unhandled error")
             return _error(500, "internal", f"{type(exc).__name__}: {exc}")
@@ -183,36 +183,40 @@ class FastPath:
     # -- peers ---------------------------------------------------------------------------------
 
     def _peer(self, environ, start_response, handler, path: str, method: str | None):
-        if not hmac.compare_digest(environ.get(_SECRET_ENV, "").encode(), self.secret):
-            status, body, headers = _error(403, "forbidden",
-                                           "peer endpoints need the cluster secret")
-        elif method not in PEER_ROUTES[path]:
-            allow = ", ".join(PEER_ROUTES[path])
-            status, body, headers = _error(405, "method_not_allowed",
-                                           f"{path} takes {allow}, not {method}")
-            headers.append(("Allow", allow))
-        else:
-            try:
-                status, body, headers = handler(environ)
-            except WireError as exc:
-                status, body, headers = _error(400, "bad_request", f"bad peer message: {exc}")
-        return self._send(start_response, status, body, headers)
-
-    def _apply(self, environ):
+        """Read the body (the signature covers it), check the signature and the method, then
+        handle."""
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = -1
         if not 0 <= length <= self.max_peer_body:
-            return _error(413, "too_large", "peer message too large")
+            status, body, headers = _error(413, "too_large", "peer message too large")
+            return self._send(start_response, status, body, headers)
         data = environ["wsgi.input"].read(length) if length else b""
-        if len(data) != length:
-            return _error(400, "bad_request", "peer message truncated")
+        why = self.verifier.check(environ.get(peerauth.ENVIRON), environ["REQUEST_METHOD"],
+                                  environ.get("RAW_URI") or environ.get("PATH_INFO", ""), data)
+        if why:
+            status, body, headers = _error(403, "forbidden", why)
+        elif method not in PEER_ROUTES[path]:
+            allow = ", ".join(PEER_ROUTES[path])
+            status, body, headers = _error(405, "method_not_allowed",
+                                           f"{path} takes {allow}, not {method}")
+            headers.append(("Allow", allow))
+        elif len(data) != length:
+            status, body, headers = _error(400, "bad_request", "peer message truncated")
+        else:
+            try:
+                status, body, headers = handler(environ, data)
+            except WireError as exc:
+                status, body, headers = _error(400, "bad_request", f"bad peer message: {exc}")
+        return self._send(start_response, status, body, headers)
+
+    def _apply(self, environ, data: bytes):
         results = self.node.apply_local(list(decode_records(data)))
         body = json.dumps([result_to_json(r) for r in results]).encode()
         return 200, body, [("Content-Type", JSON)]
 
-    def _stream(self, environ):
+    def _stream(self, environ, data: bytes):
         """Upgrade to a replica-write stream (:mod:`kvraft.stream`), served on this
         connection's thread until the peer closes it."""
         return _error(400, "bad_request", stream.upgrade(environ, self._handlers,

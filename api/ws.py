@@ -7,19 +7,25 @@ This module only translates: messages and requests in, calls on :mod:`kvraft.rep
 oversized message (closed with 1009 "Message is too big") and a watcher that fell too far behind.
 
 WebSocket rules: the bearer token is checked by the app's guard like any request; a browser
-``Origin`` must name this host (no Origin, a non-browser client, is allowed), else 403 before the
-upgrade; incoming messages are limited to :data:`MAX_MESSAGE` bytes. flask-sock holds one server
-thread per open socket (the HTTP server gives every connection its own thread).
+``Origin`` must be in the allow-list (``allowed_origins``, default: this node's own addresses
+and their localhost forms; no Origin, a non-browser client, is allowed), else 403
+``forbidden_origin`` before the upgrade; the handshake itself is checked before flask-sock sees
+it (:func:`handshake_error`: 426 without a websocket upgrade or with a version other than 13,
+400 for a bad ``Sec-WebSocket-Key``). Only then is the HTTP server's request deadline lifted for
+the connection (the socket's lifetime is the websocket's: pings detect a dead client).
+Incoming messages are limited to :data:`MAX_MESSAGE` bytes. flask-sock holds one server thread
+per open socket (the HTTP server gives every connection its own thread).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
 from flask_sock import Sock
@@ -33,6 +39,8 @@ from kvraft.report import Reports, check_export_name, local_records, parse_repor
 from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions, Watcher
 from kvraft.wire import encode_records
 
+from . import access
+
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 64 * 1024  # largest message a client may send on a socket
@@ -43,8 +51,11 @@ READY_TIMEOUT = 5.0  # /watch waits this long to be subscribed on every live pee
 MAX_POLL_WAIT = 5.0
 
 
-def register(app: Flask, node: Node) -> None:
-    """Add the websocket, export/import and their peer routes to ``app``."""
+def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
+    """Add the websocket, export/import and their peer routes to ``app``; ``read_body(limit)``
+    reads the request body (the guard may have read it already, to check a signature)."""
+    config = node.config
+    allowed = config.allowed_origins or access.default_origins((config.http, config.advertise))
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": MAX_MESSAGE,
                                          "ping_interval": PING_INTERVAL}
     sock = Sock(app)
@@ -60,11 +71,22 @@ def register(app: Flask, node: Node) -> None:
     def _ws_guard():
         if request.path not in WS_PATHS:
             return None
-        if not origin_allowed(request.headers.get("Origin"), request.host):
-            return _error(403, "forbidden", "websocket Origin must be this host "
-                          f"({request.host}); got {request.headers.get('Origin')!r}")
+        origin = request.headers.get("Origin")
+        if not access.origin_allowed(origin, allowed):
+            return _error(403, "forbidden_origin", f"websocket Origin {origin!r} is not "
+                          "allowed (KVRAFT_ALLOWED_ORIGINS)")
+        refused = handshake_error(request.method, request.headers)
+        if refused is not None:
+            resp = _error(*refused)
+            if refused[0] == 426:
+                resp.headers["Upgrade"] = "websocket"
+                resp.headers["Sec-WebSocket-Version"] = "13"
+            return resp
         if len(request.args.get("prefix", "").encode("utf-8", "replace")) > MAX_KEY_BYTES:
             return _error(400, "bad_request", f"prefix is at most {MAX_KEY_BYTES} bytes")
+        conn = request.environ.get("kvraft.connection")
+        if conn is not None:
+            conn.upgraded()  # a valid handshake: the socket now lives as long as the websocket
         return None
 
     @sock.route("/report")
@@ -97,7 +119,7 @@ def register(app: Flask, node: Node) -> None:
     def import_():
         w = check_level(request.args.get("w"), "quorum", "w")
         try:
-            body = json.loads(request.get_data(cache=False) or b"null")
+            body = json.loads(read_body(64 * 1024) or b"null")
         except (ValueError, UnicodeDecodeError):
             raise BadRequest('body must be JSON {"name": "<export name>"}') from None
         if not isinstance(body, dict) or not isinstance(body.get("name"), str):
@@ -110,7 +132,7 @@ def register(app: Flask, node: Node) -> None:
     @app.post("/peer/records")
     def peer_records():
         try:
-            keys = json.loads(request.get_data(cache=False))["keys"]
+            keys = json.loads(read_body(256 << 20))["keys"]
             max_bytes = int(request.args.get("max_bytes", str(8 << 20)))
         except (ValueError, KeyError, TypeError):
             raise BadRequest('body must be JSON {"keys": [...]}') from None
@@ -144,24 +166,25 @@ def register(app: Flask, node: Node) -> None:
         return jsonify({"closed": True})
 
 
-def origin_allowed(origin: str | None, host: str) -> bool:
-    """True for no Origin (not a browser) or an http(s) Origin naming ``host`` (Host header)."""
-    if origin is None:
-        return True
+def handshake_error(method: str, headers) -> tuple[int, str, str] | None:
+    """Why a request to a websocket route is not a valid RFC 6455 opening handshake, as
+    (status, code, message), or None. Checked before simple-websocket sees it (it answers a
+    bad handshake with an exception, which would be a 500)."""
+    upgrade = {t.strip().lower() for t in headers.get("Upgrade", "").split(",")}
+    connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    if method != "GET" or "websocket" not in upgrade or "upgrade" not in connection:
+        return 426, "upgrade_required", "this is a websocket endpoint: GET with Upgrade: " \
+            "websocket and Connection: Upgrade"
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        return 426, "upgrade_required", "Sec-WebSocket-Version must be 13"
+    key = headers.get("Sec-WebSocket-Key", "").strip()
     try:
-        parts = urlsplit(origin)
-        port = parts.port
-    except ValueError:
-        return False
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    default = 443 if parts.scheme == "https" else 80
-    h = urlsplit("//" + host)
-    try:
-        host_port = h.port or default
-    except ValueError:
-        return False
-    return parts.hostname.lower() == (h.hostname or "").lower() and (port or default) == host_port
+        ok = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        return 400, "bad_request", "Sec-WebSocket-Key must be 16 bytes in base64"
+    return None
 
 
 def send_text_file(ws, f, chunk: int = FRAGMENT_CHARS) -> None:

@@ -44,10 +44,10 @@ if __package__ in (None, ""):  # run as `python bench/growth.py`
 from bench import loadgen, procs  # noqa: E402
 from bench.kvraft_cluster import REPO, KvraftCluster, available  # noqa: E402
 from bench.matrix import measure_urls  # noqa: E402
+from kvraft import peerauth  # noqa: E402
 from kvraft.hlc import Version  # noqa: E402
 from kvraft.placement import partition_of  # noqa: E402
 from kvraft.storage import Record  # noqa: E402
-from kvraft.transport import SECRET_HEADER  # noqa: E402
 from kvraft.wire import encode_records  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -337,6 +337,12 @@ class RoundWatcher:
         }
 
 
+def signed(secret: str, body: bytes, headers: dict) -> dict:
+    """``headers`` plus the peer signature of ``POST /peer/apply`` with ``body``."""
+    key = peerauth.derive(secret, peerauth.PEER_HTTP)
+    return {**headers, peerauth.HEADER: peerauth.sign(key, "POST", "/peer/apply", body)}
+
+
 def bulk_load(c: GrowthCluster, pmap: dict, start: int, stop: int, deadline_s: float) -> int:
     """Write keys start..stop-1 to both replicas of their partitions; returns records applied."""
     if stop <= start:
@@ -346,7 +352,7 @@ def bulk_load(c: GrowthCluster, pmap: dict, start: int, stop: int, deadline_s: f
     for i in range(start, stop):
         buckets.setdefault(tuple(pmap[str(partition_of(key_of(i), parts))]), []).append(i)
     value = loadgen.make_value(VALUE_SIZE)
-    headers = {SECRET_HEADER: c.secret, "Content-Type": "application/octet-stream"}
+    headers = {"Content-Type": "application/octet-stream"}
     t0 = last_report = time.monotonic()
     end = t0 + deadline_s
     done = applied = 0
@@ -363,7 +369,8 @@ def bulk_load(c: GrowthCluster, pmap: dict, start: int, stop: int, deadline_s: f
             )  # fmt: skip
             for node_id in reps:  # both replicas, back to back
                 status, resp = procs.http(
-                    "POST", c.url_of(node_id) + "/peer/apply", body, timeout=300, headers=headers
+                    "POST", c.url_of(node_id) + "/peer/apply", body, timeout=300,
+                        headers=signed(c.secret, body, headers)
                 )
                 if status != 200:
                     raise RuntimeError(f"/peer/apply on {node_id}: status {status} {resp[:200]!r}")
@@ -431,7 +438,7 @@ def measure_sync(c: GrowthCluster, w: RoundWatcher, pmap: dict, stored: int) -> 
     parts = len(pmap)
     step = max(1, stored // DIFFERENCES)
     keys = [key_of(min(stored - 1, i * step + step // 2)) for i in range(DIFFERENCES)]
-    headers = {SECRET_HEADER: c.secret, "Content-Type": "application/octet-stream"}
+    headers = {"Content-Type": "application/octet-stream"}
     w.poll()
     before_id = max(w.last_id.values())
     before_missed = sum(w.missed.values())
@@ -440,12 +447,13 @@ def measure_sync(c: GrowthCluster, w: RoundWatcher, pmap: dict, stored: int) -> 
     for n, k in enumerate(keys):
         p = partition_of(k, parts)
         rec = Record(k, p, Version(fresh_ts(n), "n2"), False, b"changed".ljust(VALUE_SIZE, b"."))
+        body = encode_records([rec])
         status, resp = procs.http(
             "POST",
             c.url_of(pmap[str(p)][0]) + "/peer/apply",
-            encode_records([rec]),
+            body,
             timeout=30,
-            headers=headers,
+            headers=signed(c.secret, body, headers),
         )
         if status != 200:
             raise RuntimeError(f"difference write: status {status} {resp[:200]!r}")

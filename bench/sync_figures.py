@@ -56,7 +56,12 @@ ENV = {"KVRAFT_SYNC_INTERVAL": "1", "KVRAFT_DEAD_AFTER": "4"}
 BATCH = 5000  # records per /peer/apply request (ts + index stays below 2**16 per ms)
 QUIET_ROUNDS = 3  # 0-difference rounds measured per store size
 SAMPLE = 50  # keys checked with explain=1 when there are more differences than this
-HEADERS = {"X-Kvraft-Secret": SECRET}
+def signed(body: bytes) -> dict:
+    """The peer signature of ``POST /peer/apply`` with ``body`` (the secret never travels)."""
+    from kvraft import peerauth
+
+    key = peerauth.derive(SECRET, peerauth.PEER_HTTP)
+    return {peerauth.HEADER: peerauth.sign(key, "POST", "/peer/apply", body)}
 
 
 def log(msg: str) -> None:
@@ -181,7 +186,7 @@ def bulk_load(c: Cluster, keys: list[str], nparts: int, value: bytes = b"v") -> 
                                               False, value)
                                        for n, k in enumerate(ks[j:j + BATCH])])
                 for node_id in reps:
-                    r = s.post(urls[node_id] + "/peer/apply", data=body, headers=HEADERS,
+                    r = s.post(urls[node_id] + "/peer/apply", data=body, headers=signed(body),
                                timeout=120)
                     r.raise_for_status()
     finally:
@@ -203,7 +208,7 @@ def make_differences(c: Cluster, keys: list[str], nparts: int) -> None:
                 body = encode_records([Record(k, partition_of(k, nparts), Version(ts + n, "n2"),
                                               False, b"changed")
                                        for n, k in enumerate(ks[j:j + BATCH])])
-                s.post(urls[node_id] + "/peer/apply", data=body, headers=HEADERS,
+                s.post(urls[node_id] + "/peer/apply", data=body, headers=signed(body),
                        timeout=60).raise_for_status()
     finally:
         s.close()

@@ -85,6 +85,7 @@ def cmd_up(args) -> int:
         return EXIT_USAGE
     os.makedirs(args.data_dir, exist_ok=True)
     secret = _secret_file(os.path.join(args.data_dir, "secret"), "KVRAFT_SECRET")
+    admin_token = _secret_file(os.path.join(args.data_dir, "admin-token"), "KVRAFT_ADMIN_TOKEN")
     ftp_password = _secret_file(os.path.join(args.data_dir, "ftp-password"),
                                 "KVRAFT_FTP_PASSWORD")
     ftp_addr = f"{host}:{args.ftp_port}"
@@ -105,7 +106,8 @@ def cmd_up(args) -> int:
     urls = []
     for i in range(n):
         node_id, http = f"n{i + 1}", f"{host}:{args.http_base + i}"
-        env = dict(os.environ, KVRAFT_SECRET=secret, KVRAFT_FTP=ftp_addr,
+        env = dict(os.environ, KVRAFT_SECRET=secret, KVRAFT_ADMIN_TOKEN=admin_token,
+                   KVRAFT_FTP=ftp_addr,
                    KVRAFT_FTP_PASSWORD=ftp_password, KVRAFT_FTP_USER="kvraft")
         cmd = [sys.executable, "-m", "kvraft", "serve", "--id", node_id, "--http", http,
                "--raft", raft[i], "--peers", ",".join(r for r in raft if r != raft[i]),
@@ -117,6 +119,7 @@ def cmd_up(args) -> int:
               f"pid {procs[-1].pid}", flush=True)
     print(f"ftp  ftp://{ftp_addr}  user kvraft  password in {args.data_dir}/ftp-password",
           flush=True)
+    print(f"admin token (export, import, membership) in {args.data_dir}/admin-token", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -227,11 +227,28 @@ def _error_of(resp: requests.Response, node: str) -> KvClientError:
 # -- the client ----------------------------------------------------------------------------------
 
 
+ADMIN_PATHS = ("/export", "/import", "/cluster/members")
+ADMIN_TOKEN_FILE = os.path.join("data", "admin-token")
+
+
+def default_admin_token() -> str | None:
+    """``KVRAFT_ADMIN_TOKEN``, else the first line of ``data/admin-token``, else None."""
+    if os.environ.get("KVRAFT_ADMIN_TOKEN"):
+        return os.environ["KVRAFT_ADMIN_TOKEN"]
+    try:
+        with open(ADMIN_TOKEN_FILE) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 class Client:
     """A client of a kvraft cluster.
 
     ``nodes``: node URLs (``http://host:port`` or ``host:port``), default ``KVRAFT_NODES`` or the
     local cluster on ports 8001-8003. ``token``: bearer token, default ``KVRAFT_TOKEN``.
+    ``admin_token``: the bearer token of cluster operations (export, import, membership),
+    default ``KVRAFT_ADMIN_TOKEN``, else the ``data/admin-token`` file ``kvraft up`` writes.
     ``timeout``: seconds per request (connecting is capped at 3 s so a dead host is skipped
     quickly). ``retries``: extra passes over the whole node list after every node failed, with
     ``backoff`` seconds doubling between passes. ``sleep`` is injectable for tests.
@@ -243,10 +260,12 @@ class Client:
 
     def __init__(self, nodes: Sequence[str] | None = None, token: str | None = None,
                  timeout: float = 10.0, retries: int = 2, backoff: float = 0.2,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 admin_token: str | None = None) -> None:
         urls = [normalize_node(n) for n in nodes] if nodes else nodes_from_env()
         self.nodes: list[str] = list(dict.fromkeys(urls))  # de-duplicated, order kept
         self.token = token if token is not None else (os.environ.get("KVRAFT_TOKEN") or None)
+        self.admin_token = admin_token if admin_token is not None else default_admin_token()
         self.timeout = timeout
         self.retries = max(0, retries)
         self.backoff = backoff
@@ -324,8 +343,11 @@ class Client:
               stream: bool = False) -> requests.Response:
         """One HTTP exchange with ``url`` sent exactly as given (requests would otherwise
         decode ``%2E`` and drop dot segments, changing the key)."""
+        headers = {}
+        if self.admin_token and urlsplit(url).path in ADMIN_PATHS:
+            headers["Authorization"] = f"Bearer {self.admin_token}"
         prep = self.session.prepare_request(
-            requests.Request(method, url, data=data, json=json_body))
+            requests.Request(method, url, data=data, json=json_body, headers=headers))
         prep.url = url
         settings = self.session.merge_environment_settings(url, {}, None, None, None)
         settings["stream"] = stream

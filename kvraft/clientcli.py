@@ -299,7 +299,7 @@ def _isatty(stream: Any) -> bool:
 
 def _client(args: argparse.Namespace) -> Client:
     return Client(split_nodes(args.node), token=args.token, timeout=args.timeout,
-                  retries=args.retries)
+                  retries=args.retries, admin_token=getattr(args, "admin_token", None))
 
 
 def _print_json(doc: Any) -> None:
@@ -520,6 +520,9 @@ def _common() -> argparse.ArgumentParser:
                    help="a node to talk to (repeatable or comma-separated; default KVRAFT_NODES "
                         "or http://127.0.0.1:8001-8003); others are tried when one is down")
     g.add_argument("--token", default=None, help="bearer token (default KVRAFT_TOKEN)")
+    g.add_argument("--admin-token", default=None,
+                   help="admin token for export/import (default KVRAFT_ADMIN_TOKEN, else "
+                        "data/admin-token)")
     g.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="per request (default 10)")
     g.add_argument("--retries", type=int, default=2, metavar="N",

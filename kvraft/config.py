@@ -55,6 +55,19 @@ class Config:
     dead_after: float = 30.0
     balance: str = "least-loaded"
     token: str = field(default="", repr=False)
+    # Cluster operations (membership, import, export) need this bearer token; empty: refused
+    # to everyone but peers (their requests are signed with a key derived from the secret).
+    admin_token: str = field(default="", repr=False)
+    # Websocket Origins allowed ("scheme://host:port", comma-separated; "*" allows any); empty:
+    # this node's own http/advertise addresses and their localhost forms.
+    allowed_origins: tuple[str, ...] = ()
+    tls_cert: str = ""  # PEM certificate (chain) for HTTPS on the HTTP port; with tls_key
+    tls_key: str = ""
+    tls_ca: str = ""  # PEM CA bundle peers are verified against (default: the system's)
+    head_timeout: float = 10.0  # seconds for a whole request head, from its first byte
+    body_timeout: float = 60.0  # seconds for a whole request body
+    idle_timeout: float = 75.0  # seconds a keep-alive connection may wait for its next request
+    max_client_connections: int = 256  # HTTP connections at once from one client address
     ftp: str = "127.0.0.1:2121"
     ftp_user: str = "kvraft"
     ftp_password: str = field(default="", repr=False)
@@ -106,7 +119,18 @@ class Config:
             raise ConfigError(f"balance: one of {', '.join(POLICIES)}")
         if not 0.001 <= self.max_clock_offset <= 86400:
             raise ConfigError("max_clock_offset: 0.001 to 86400 seconds")
-        for name in ("peer_timeout", "sync_interval", "dead_after"):
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key: give both or neither")
+        for path in (self.tls_cert, self.tls_key, self.tls_ca):
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"tls: no such file {path!r}")
+        if not 1 <= self.max_client_connections <= self.max_connections:
+            raise ConfigError("max_client_connections: 1 to max_connections")
+        for origin in self.allowed_origins:
+            if origin != "*" and not re.match(r"^https?://[^/?#\s]+$", origin):
+                raise ConfigError(f"allowed_origins: scheme://host[:port], got {origin!r}")
+        for name in ("peer_timeout", "sync_interval", "dead_after", "head_timeout",
+                     "body_timeout", "idle_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
         parse_hostport(self.ftp, "ftp")

@@ -4,14 +4,14 @@ This is the only module that touches pysyncobj. The replicated state is small: m
 HTTP and Raft addresses), the partition map with an epoch, and each node's stored-data figures.
 Values never pass through here.
 
-pysyncobj facts designed around (see NOTES.md): replicated methods run on its tick thread, so the
-state is copy-on-write (each method builds new dicts/tuples and swaps the reference; readers on
-other threads take one reference and never see a half-applied change); batching is off so a
-blocking call does not wait for the 0.1 s append period; every blocking call has a timeout; the
-cluster secret encrypts all Raft traffic (pysyncobj unpickles what arrives); the journal is an
-mmap that pysyncobj never fsyncs, so metadata survives a process kill, not a power loss.
-Compaction pickles the state: no locks or sockets in :class:`MetaState`.
-"""
+pysyncobj facts designed around (see NOTES.md): replicated methods run on its tick thread, so
+the state is copy-on-write (each method builds new dicts/tuples and swaps the reference; readers
+on other threads take one reference and never see a half-applied change); batching is off so a
+blocking call does not wait for the 0.1 s append period; every blocking call has a timeout; a
+key derived from the cluster secret (never the secret itself) encrypts all Raft traffic
+(pysyncobj unpickles what arrives); the journal is an mmap that pysyncobj never fsyncs, so
+metadata survives a process kill, not a power loss. Compaction pickles the state: no locks or
+sockets in :class:`MetaState`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import SyncObjException
 
+from .peerauth import raft_password
 from .placement import MapState, PartitionMap
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class Meta:
         self.state = MetaState()
         self.self_raft = self_raft
         conf = SyncObjConf(
-            password=secret,
+            password=raft_password(secret),  # a derived key, not the secret itself
             bindAddress=self_raft,  # not 0.0.0.0: Raft listens only where it was told to
             appendEntriesUseBatch=False,
             journalFile=os.path.join(data_dir, "raft.journal"),

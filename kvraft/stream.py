@@ -1,15 +1,15 @@
 """Replica writes and reads over persistent binary streams to each peer, instead of an HTTP
 request each.
 
-Every client write sends its record to the key's other replica; under load that was one
-``POST /peer/apply`` per batch, and the HTTP request line, headers, WSGI environ, routing and
-JSON answer cost about as much as applying the records. A :class:`PeerStream` opens a
-connection to the peer's HTTP port once, upgrades it (``POST /peer/stream`` with
-``Upgrade: kvraft-peer/1`` and the cluster secret, answered ``101``), and from then on carries
+Every client write sends its record to the key's other replica; under load that was one ``POST
+/peer/apply`` per batch, and the HTTP request line, headers, WSGI environ, routing and JSON
+answer cost about as much as applying the records. A :class:`PeerStream` opens a connection to
+the peer's HTTP port once, upgrades it (``POST /peer/stream`` with ``Upgrade: kvraft-peer/1``,
+signed with the peer key (:mod:`kvraft.peerauth`), answered ``101``), and from then on carries
 length-prefixed frames in lockstep: one request frame, then one answer frame (or an error
-message). The peer serves it with :func:`serve` on the connection's own thread. A node keeps
-two streams per peer, one for writes and one for reads, so a read never waits behind a batch
-of writes.
+message). The peer serves it with :func:`serve` on the connection's own thread. A node keeps two
+streams per peer, one for writes and one for reads, so a read never waits behind a batch of
+writes.
 
 Frame: ``u32 payload length, u8 kind, payload``. Request kinds: ``APPLY`` (records in
 :mod:`kvraft.wire` encoding; answered with one binary :class:`~kvraft.storage.ApplyResult` per
@@ -32,11 +32,11 @@ import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from . import peerauth
 from .hlc import Version
 from .storage import ApplyResult
 from .transport import (
     IDLE_LIMIT,
-    SECRET_HEADER,
     Connection,
     PeerConnectError,
     PeerError,
@@ -145,7 +145,8 @@ class PeerStream:
 
     def __init__(self, addr: str, secret: str, timeout: float, limit: int = 64 << 20) -> None:
         host, _, port = addr.rpartition(":")
-        self.addr, self.secret, self.timeout, self.limit = addr, secret, timeout, limit
+        self.addr, self.timeout, self.limit = addr, timeout, limit
+        self._key = peerauth.derive(secret, peerauth.PEER_HTTP)
         self._host, self._port = host.strip("[]"), int(port)
         self._conn: Connection | None = None
         self._last = 0.0  # monotonic time of the last answer (idle streams are replaced)
@@ -224,7 +225,8 @@ class PeerStream:
         """Connect and upgrade; raises OSError/ValueError (then nothing was applied)."""
         conn = Connection(self._host, self._port, self.timeout)
         try:
-            conn.request("POST", PATH, b"", {SECRET_HEADER: self.secret,
+            auth = peerauth.sign(self._key, "POST", PATH)
+            conn.request("POST", PATH, b"", {peerauth.HEADER: auth,
                                              "Connection": "Upgrade", "Upgrade": PROTOCOL,
                                              "Content-Length": "0"})
             resp = conn.response()

@@ -4,22 +4,23 @@ One small pool of connections per peer address, shared by all threads; a write t
 an open TCP connection instead of opening one. A connection (:class:`Connection`) is a socket
 and a buffered reader: a request goes out in one ``sendall`` and the answer is parsed with the C
 ``readline`` (``http.client`` spent more time in the email-header parser than the peer took to
-answer). Every request carries the cluster
-secret. A request that fails on a reused connection (the peer closed it while idle) is retried once
-on a new connection: every peer request is idempotent (records apply by last-writer-wins).
-Blocking; thread-safe. Raises :class:`PeerError` for anything but an HTTP response.
-"""
+answer). Every request carries a proof that the sender knows the cluster secret (an HMAC with a
+key derived from it, :mod:`kvraft.peerauth`), never the secret itself. A request that fails on a
+reused connection (the peer closed it while idle) is retried once on a new connection: every
+peer request is idempotent (records apply by last-writer-wins). Blocking; thread-safe. Raises
+:class:`PeerError` for anything but an HTTP response."""
 
 from __future__ import annotations
 
 import select
 import socket
+import ssl
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-SECRET_HEADER = "X-Kvraft-Secret"
+from . import peerauth
 
 
 class PeerError(ConnectionError):
@@ -33,6 +34,16 @@ class PeerConnectError(PeerError):
 IDLE_LIMIT = 30.0  # seconds; servers close idle keep-alive connections after a while
 MAX_LINE = 65536
 MAX_HEADERS = 100
+
+
+_TLS: ssl.SSLContext | None = None  # set by the composition root when peers speak HTTPS
+
+
+def use_tls(context: ssl.SSLContext | None) -> None:
+    """Reach every peer over HTTPS with ``context`` (None: plain HTTP). Call once at start,
+    before any connection is opened."""
+    global _TLS
+    _TLS = context
 
 
 class ProtocolError(OSError):
@@ -53,6 +64,12 @@ class Connection:
     def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if _TLS is not None:
+            try:
+                sock = _TLS.wrap_socket(sock, server_hostname=self.host)
+            except (OSError, ValueError):
+                sock.close()
+                raise
         self.sock, self.rfile = sock, sock.makefile("rb", buffering=65536)
 
     def settimeout(self, timeout: float) -> None:
@@ -158,6 +175,8 @@ class Pending:
             self.error = error(f"{self.addr}: {type(exc).__name__}: {exc}")  # answer
             return
         method, path, body, hdrs = self.req
+        # signed per attempt: a retry is a new request to the receiver's replay check
+        hdrs = {peerauth.HEADER: peerauth.sign(self.client._key, method, path, body), **hdrs}
         try:
             conn.request(method, path, body=body, headers=hdrs)
             self.sent = True
@@ -193,7 +212,7 @@ class Pending:
 
 class PeerClient:
     def __init__(self, secret: str, timeout: float = 2.0, max_idle: int = 64) -> None:
-        self._secret = secret
+        self._key = peerauth.derive(secret, peerauth.PEER_HTTP)
         self.timeout = timeout
         self._max_idle = max_idle
         self._idle: dict[str, list[tuple[Connection, float]]] = defaultdict(list)
@@ -229,7 +248,7 @@ class PeerClient:
 
         Lets a caller have requests to several peers (and its own local work) in progress at
         the same time from one thread. Errors surface from ``result()``."""
-        hdrs = {SECRET_HEADER: self._secret, "Content-Length": str(len(body))}
+        hdrs = {"Content-Length": str(len(body))}
         if headers:
             hdrs.update(headers)
         timeout = self.timeout if timeout is None else timeout

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import requests
 
 SECRET = "test-cluster-secret"
+ADMIN_TOKEN = "test-admin-token"  # every harness node has it (KVRAFT_ADMIN_TOKEN)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -102,8 +104,8 @@ class Cluster:
             if node.proc is not None and node.proc.poll() is None:
                 continue
             os.makedirs(node.data_dir, exist_ok=True)
-            env = dict(os.environ, KVRAFT_SECRET=SECRET, **self.env, **self._node_env(idx),
-                       **(extra_env or {}))
+            env = {**os.environ, "KVRAFT_SECRET": SECRET, "KVRAFT_ADMIN_TOKEN": ADMIN_TOKEN,
+                   **self.env, **self._node_env(idx), **(extra_env or {})}
             cmd = [*self._prefix(idx), sys.executable, "-m", "kvraft", "serve", "--id", node.id,
                    "--http", node.http, "--raft", node.raft, "--data-dir", node.data_dir,
                    "--replication-factor", str(self.replication_factor)]
@@ -235,6 +237,14 @@ class Cluster:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def peer_headers(method: str, target: str, body: bytes = b"", secret: str = SECRET) -> dict:
+    """Headers that make a request a signed peer request (what nodes send each other)."""
+    from kvraft import peerauth
+
+    key = peerauth.derive(secret, peerauth.PEER_HTTP)
+    return {peerauth.HEADER: peerauth.sign(key, method, target, body)}
 
 
 def quote_key(key: str) -> str:

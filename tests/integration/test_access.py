@@ -6,8 +6,10 @@ to change nothing.
   (overwrite and delete a stored key, add and drain members, import), and every node's stored
   records, the members and the partition map are the same afterwards.
 - Peer endpoints (every ``/peer/`` route of the app and the WSGI fast path) answer 403 without
-  the cluster secret, with a wrong one, and with only the bearer token; forged records and
-  membership changes sent there change nothing.
+  a request signed with the key derived from the cluster secret: with the secret itself in a
+  header (the old way), a signature by a wrong secret, one for another request, a replayed one,
+  and with only the bearer token; forged records and membership changes sent there change
+  nothing.
 - Raft's port ignores bytes that are not encrypted with the cluster secret.
 - Request bodies are capped even when chunked (no Content-Length): 413, nothing stored.
 """
@@ -21,7 +23,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from cluster import SECRET, Cluster, wait_for
+from cluster import SECRET, Cluster, peer_headers, wait_for
 from test_openapi import app_rules
 
 from api.openapi import document
@@ -30,9 +32,9 @@ from kvraft import stream
 from kvraft.hlc import Version
 from kvraft.placement import partition_of
 from kvraft.storage import Record
-from kvraft.transport import SECRET_HEADER
 from kvraft.wire import decode_records, encode_records
 
+SECRET_HEADER = "X-Kvraft-Secret"  # how peers authenticated before: the secret in clear text
 TOKEN = "access-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_VALUE = 1 << 20
@@ -80,9 +82,8 @@ def _records(c: Cluster, i: int) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     after = None
     while True:
-        params = {"limit": 1000} if after is None else {"limit": 1000, "after": after}
-        resp = requests.get(c.url(i) + "/peer/scan", params=params,
-                            headers={SECRET_HEADER: SECRET}, timeout=10)
+        target = "/peer/scan?limit=1000" + ("" if after is None else "&after=" + quote(after))
+        resp = requests.get(c.url(i) + target, headers=peer_headers("GET", target), timeout=10)
         assert resp.status_code == 200, resp.text
         recs = list(decode_records(resp.content))
         out.update({r.key: (r.version.encode(), r.value) for r in recs if not r.tomb})
@@ -189,16 +190,21 @@ def test_peer_endpoints_refuse_without_the_secret_and_change_nothing(secured):
     routes = _peer_routes()
     assert {"/peer/apply", "/peer/hint", "/peer/members", "/peer/forget"} <= set(routes)
     before = snapshot(c)
-    bad_headers = [{}, {SECRET_HEADER: "wrong-secret"}, {SECRET_HEADER: SECRET + "x"},
-                   {SECRET_HEADER: SECRET[:-1]}, {SECRET_HEADER: ""}, AUTH,
-                   {"Authorization": f"Bearer {SECRET}"},
-                   {**AUTH, SECRET_HEADER: TOKEN}]
+    bad_headers = [{}, {SECRET_HEADER: SECRET}, {SECRET_HEADER: "wrong-secret"},
+                   {SECRET_HEADER: ""}, AUTH, {"Authorization": f"Bearer {SECRET}"},
+                   {**AUTH, SECRET_HEADER: TOKEN}, {"X-Kvraft-Auth": "v1 1 2 3"}]
     session = requests.Session()
     for path, methods in sorted(routes.items()):
         for method in sorted(methods):
-            url = c.url(0) + path + PEER_QUERY.get(path, "")
-            for headers in bad_headers:
-                resp = session.request(method, url, data=PEER_BODIES.get(path, b"{}"),
+            target = path + PEER_QUERY.get(path, "")
+            url = c.url(0) + target
+            body = PEER_BODIES.get(path, b"{}")
+            signed = [peer_headers(method, target, body, secret=SECRET + "x"),  # wrong secret
+                      peer_headers(method, target, body + b" "),  # another body
+                      peer_headers("PUT" if method == "POST" else "POST", target, body),
+                      peer_headers(method, "/peer/elsewhere", body)]  # another request
+            for headers in bad_headers + signed:
+                resp = session.request(method, url, data=body,
                                        headers={**PEER_HEADERS.get(path, {}), **headers},
                                        timeout=10)
                 assert resp.status_code == 403, (method, path, headers, resp.text)
@@ -206,9 +212,12 @@ def test_peer_endpoints_refuse_without_the_secret_and_change_nothing(secured):
     # an unknown peer path is refused the same way, before routing
     assert session.get(c.url(1) + "/peer/nothing-here", timeout=10).status_code == 403
     assert snapshot(c) == before
-    # the secret itself does open them (the refusals above are not a broken route)
-    ok = session.get(c.url(0) + "/peer/ping", headers={SECRET_HEADER: SECRET}, timeout=10)
+    # a signed request does open them (the refusals above are not a broken route), once
+    signed = peer_headers("GET", "/peer/ping")
+    ok = session.get(c.url(0) + "/peer/ping", headers=signed, timeout=10)
     assert ok.status_code == 200 and ok.json()["id"] == "n1"
+    replay = session.get(c.url(0) + "/peer/ping", headers=signed, timeout=10)
+    assert replay.status_code == 403 and "replayed" in replay.json()["message"]
 
 
 def test_raft_port_ignores_traffic_without_the_cluster_secret(secured):
@@ -259,7 +268,8 @@ def test_chunked_bodies_are_capped_and_nothing_is_stored(secured):
             assert resp.status_code == 413
         # POST /kv: a JSON value over the limit, chunked
         body = json.dumps({"value": "y" * (MAX_VALUE + 1)}).encode()
-        resp = session.post(f"{c.url(i)}/kv", data=iter([body[:1000], body[1000:]]), timeout=30)
+        resp = session.post(f"{c.url(i)}/kv", data=iter([body[:1000], body[1000:]]), timeout=30,
+                            headers={"Content-Type": "application/json"})
         assert resp.status_code == 413, resp.text
         # and without the token the upload is refused before it is read
         resp = requests.put(url, data=_chunks(MAX_VALUE + 1), timeout=30)

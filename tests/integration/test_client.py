@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from cluster import Cluster, free_ports
+from cluster import ADMIN_TOKEN, Cluster, free_ports
 
 from kvraft.client import BadRequest, Client, NotFound, Unavailable
 from kvraft.ftp import FtpServer
@@ -41,7 +41,8 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(cluster):
-    with Client([cluster.url(i) for i in range(cluster.n)], timeout=10) as c:
+    with Client([cluster.url(i) for i in range(cluster.n)], timeout=10,
+                admin_token=ADMIN_TOKEN) as c:
         yield c
 
 
@@ -56,6 +57,7 @@ def kv(*argv: str, nodes: list[str], stdin: bytes | None = None,
     for n in nodes:
         cmd += ["--node", n]
     env = {k: v for k, v in os.environ.items() if k not in ("KVRAFT_NODES", "KVRAFT_TOKEN")}
+    env["KVRAFT_ADMIN_TOKEN"] = ADMIN_TOKEN  # what `kvraft up` users have in data/admin-token
     return subprocess.run(cmd, input=stdin if stdin is not None else b"", capture_output=True,
                           cwd=ROOT, env=env, timeout=timeout)
 

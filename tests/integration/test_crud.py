@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from cluster import SECRET, Cluster, quote_key
+from cluster import Cluster, quote_key
 
 MiB = 1 << 20
 
@@ -163,7 +163,9 @@ BAD = [
 def test_bad_input_is_rejected_with_json_and_changes_nothing(cluster, method, path, params, body,
                                                            status, code):
     before = _snapshot(cluster)
-    r = cluster.http.request(method, cluster.url(1) + path, params=params, data=body)
+    headers = {"Content-Type": "application/json"} if method == "POST" else {}
+    r = cluster.http.request(method, cluster.url(1) + path, params=params, data=body,
+                             headers=headers)
     assert r.status_code == status, r.text
     assert r.json()["error"] == code and r.json()["message"]
     assert_served(cluster, 1, r)
@@ -201,8 +203,11 @@ def test_read_repair_fixes_a_stale_replica(cluster):
 
     newer = Version(Version.decode(first["version"]).ts + 1, "n9")
     target = next(n for n in cluster.nodes if n.id == replicas[0])
-    r = requests.post(target.url + "/peer/apply", headers={"X-Kvraft-Secret": SECRET},
-                      data=encode_records([Record(key, 0, newer, False, b"new")]))
+    from cluster import peer_headers
+
+    body = encode_records([Record(key, 0, newer, False, b"new")])
+    r = requests.post(target.url + "/peer/apply", headers=peer_headers("POST", "/peer/apply", body),
+                      data=body)
     assert r.ok
     explain = cluster.get(0, key, explain="1").json()
     assert not explain["agree"]

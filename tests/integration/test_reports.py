@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 import websocket
-from cluster import Cluster, quote_key
+from cluster import ADMIN, Cluster, quote_key
 
 from kvraft.ftp import FtpServer
 from kvraft.report import decode_value
@@ -209,7 +209,7 @@ def test_origin_check(cluster):
             websocket.create_connection(url, origin=origin, header=[f"Authorization: Bearer "
                                                                     f"{TOKEN}"], timeout=10)
         assert info.value.status_code == 403
-        assert json.loads(info.value.resp_body)["error"] == "forbidden"
+        assert json.loads(info.value.resp_body)["error"] == "forbidden_origin"
     for kw in ({"suppress_origin": True}, {"origin": f"http://{cluster.nodes[0].http}"}, {}):
         with _ws(cluster, 0, **kw):  # non-browser clients and this host's pages
             pass
@@ -233,7 +233,7 @@ def test_ftp_down_is_a_clear_error_and_the_same_socket_works_after_restart(clust
             error = _ask(ws)
             assert error["type"] == "error" and error["error"] == "ftp_unavailable"
             assert f"127.0.0.1:{ftp.port} unreachable: connection refused" in error["message"]
-            resp = requests.post(f"{cluster.url(0)}/export", headers=AUTH, timeout=30)
+            resp = requests.post(f"{cluster.url(0)}/export", headers=ADMIN, timeout=30)
             assert resp.status_code == 503 and resp.json()["error"] == "ftp_unavailable"
             assert cluster.get(2, "bin").content == data["bin"]  # still serving
         finally:
@@ -250,7 +250,7 @@ def test_wrong_ftp_credentials_are_a_clear_error_and_the_node_keeps_serving(clus
             assert error["type"] == "error" and error["error"] == "ftp_auth"
             assert "refused this node's credentials" in error["message"]
             assert f"user '{USER}'" in error["message"] and PASSWORD not in error["message"]
-            resp = requests.post(f"{cluster.url(1)}/export", headers=AUTH, timeout=30)
+            resp = requests.post(f"{cluster.url(1)}/export", headers=ADMIN, timeout=30)
             assert resp.status_code == 502 and resp.json()["error"] == "ftp_auth"
             assert cluster.get(1, "uni").content == data["uni"]
         finally:
@@ -271,7 +271,7 @@ def _read_export(raw: bytes) -> tuple[dict, dict[str, bytes]]:
 
 @pytest.fixture(scope="module")
 def exported(cluster, data, ftp) -> dict:
-    resp = requests.post(f"{cluster.url(1)}/export", headers=AUTH, timeout=60)
+    resp = requests.post(f"{cluster.url(1)}/export", headers=ADMIN, timeout=60)
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -287,7 +287,7 @@ def test_export_fetched_with_stdlib_ftplib_matches_the_store(exported, data, ftp
 
 
 def test_export_with_progress_streams_lines(cluster, data):
-    with requests.post(f"{cluster.url(0)}/export", params={"progress": 1}, headers=AUTH,
+    with requests.post(f"{cluster.url(0)}/export", params={"progress": 1}, headers=ADMIN,
                        stream=True, timeout=60) as resp:
         assert resp.status_code == 200
         lines = [json.loads(line) for line in resp.iter_lines()]
@@ -300,7 +300,7 @@ def _all_keys(c: Cluster) -> list[str]:
     keys, after = [], None
     while True:
         params = {"limit": 1000, **({"after": after} if after else {})}
-        body = requests.get(f"{c.url(0)}/kv", params=params, headers=AUTH, timeout=10).json()
+        body = requests.get(f"{c.url(0)}/kv", params=params, headers=ADMIN, timeout=10).json()
         keys += body["keys"]
         if body["next"] is None:
             return keys
@@ -308,32 +308,33 @@ def _all_keys(c: Cluster) -> list[str]:
 
 
 def test_import_of_bad_names_or_files_is_refused_and_changes_nothing(second, cluster, ftp):
-    requests.put(f"{second.url(0)}/kv/before", data=b"1", headers=AUTH, timeout=10)
+    requests.put(f"{second.url(0)}/kv/before", data=b"1", headers=ADMIN, timeout=10)
     before = _all_keys(second)
     url = f"{second.url(1)}/import"
     for body in ({"name": "../../etc/passwd"},
                  {"name": "/export-n1-20260101T000000Z-0123abcd.json"},
                  {"name": "report-n1-20260101T000000Z-0123abcd.json"}, {"name": 7}, {}, [],
                  {"name": "export-n1-20260101T000000Z-0123abcd.json/../x"}):
-        resp = requests.post(url, json=body, headers=AUTH, timeout=10)
+        resp = requests.post(url, json=body, headers=ADMIN, timeout=10)
         assert resp.status_code == 400, (body, resp.text)
         assert resp.json()["error"] == "bad_request"
-    resp = requests.post(url, data=b"{not json", headers=AUTH, timeout=10)
+    resp = requests.post(url, data=b"{not json", timeout=10,
+                         headers={**ADMIN, "Content-Type": "application/json"})
     assert resp.status_code == 400
     resp = requests.post(url, json={"name": "export-n9-20260101T000000Z-0123abcd.json"},
-                         headers=AUTH, timeout=10)
+                         headers=ADMIN, timeout=10)
     assert resp.status_code == 404 and "no export named" in resp.json()["message"]
     bogus = "export-n9-20260101T000000Z-deadbeef.json"
     ftp.store(bogus, b'{"format": "kvraft-export", "version": 1, "keys": 2}\n'
                      b'{"key": "fine", "value": "AA=="}\n{"key": "broken", "value": "***"}\n')
-    resp = requests.post(url, json={"name": bogus}, headers=AUTH, timeout=10)
+    resp = requests.post(url, json={"name": bogus}, headers=ADMIN, timeout=10)
     assert resp.status_code == 400 and "line 3" in resp.json()["message"]
     assert _all_keys(second) == before  # not even "fine" was written
 
 
 def test_import_restores_an_export_into_a_fresh_cluster(second, exported, data):
     resp = requests.post(f"{second.url(2)}/import", json={"name": exported["name"]},
-                         headers=AUTH, timeout=120)
+                         headers=ADMIN, timeout=120)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"name": exported["name"], "keys": len(data),
                            "bytes": exported["bytes"]}

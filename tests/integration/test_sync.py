@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from cluster import SECRET, Cluster, wait_for
+from cluster import Cluster, peer_headers, wait_for
 
 from kvraft.antientropy import leaf_of  # noqa: F401 - documents what buckets keys
 from kvraft.hlc import Version
@@ -128,7 +128,7 @@ def test_one_round_exchanges_records_in_proportion_to_the_difference(fast_cluste
                                           b"v") for n, k in enumerate(keys[j:j + 5000])])
             for n in reps:
                 assert s.post(urls[n] + "/peer/apply", data=body,
-                              headers={"X-Kvraft-Secret": SECRET}).ok
+                              headers=peer_headers("POST", "/peer/apply", body)).ok
     _wait_rounds(c, 3)
     before = _totals(c)
     _wait_rounds(c, 2)
@@ -142,8 +142,9 @@ def test_one_round_exchanges_records_in_proportion_to_the_difference(fast_cluste
         p = partition_of(k, 64)
         rep = view["partitions"][str(p)][0]
         rec = Record(k, p, Version((int(time.time() * 1000) << 16) + i, "n2"), False, b"changed")
-        assert s.post(urls[rep] + "/peer/apply", data=encode_records([rec]),
-                      headers={"X-Kvraft-Secret": SECRET}).ok
+        body = encode_records([rec])
+        assert s.post(urls[rep] + "/peer/apply", data=body,
+                      headers=peer_headers("POST", "/peer/apply", body)).ok
     changed = [f"bulk/{i * 9000:06d}" for i in range(10)]
     wait_for(lambda: _all_agree(c, changed), 15, "the 10 differences to be synced")
     _wait_rounds(c, 2)  # and a quiet round after, fully reported

@@ -29,6 +29,11 @@ def _app() -> Flask:
         return Response(data, headers={"X-Len": str(len(data)),
                                        "X-Path": request.path})
 
+    @app.get("/health")
+    @app.get("/ready")
+    def health():
+        return {"status": "ok"}
+
     @app.put("/refuse")
     def refuse():  # answers without reading the body
         return {"error": "too_large"}, 413
@@ -42,6 +47,11 @@ def _app() -> Flask:
         app.extensions["entered"].set()
         app.extensions["gate"].wait(5)
         return "done"
+
+    @app.before_request
+    def _upgrade():  # what api/ws.py does once the handshake is valid
+        if request.path == "/ws" and request.headers.get("Sec-WebSocket-Key"):
+            request.environ["kvraft.connection"].upgraded()
 
     @sock.route("/ws")
     def ws(s):
@@ -157,7 +167,7 @@ def test_an_exception_escaping_the_wsgi_app_is_a_500_and_the_server_goes_on():
     t.start()
     try:
         for _ in range(2):
-            raw = _raw(srv, b"GET /x HTTP/1.1\r\n\r\n")
+            raw = _raw(srv, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _status(raw) == 500 and b'"error": "internal"' in raw
     finally:
         srv.shutdown(1.0)
@@ -166,15 +176,17 @@ def test_an_exception_escaping_the_wsgi_app_is_a_500_and_the_server_goes_on():
 
 @pytest.mark.parametrize("request_bytes,status", [
     (b"NONSENSE\r\n\r\n", 400),
-    (b"GET /echo HTTP/2.0\r\n\r\n", 400),
-    (b"GET echo HTTP/1.1\r\n\r\n", 400),
-    (b"GET /" + b"a" * MAX_LINE + b" HTTP/1.1\r\n\r\n", 414),
-    (b"GET /echo HTTP/1.1\r\n" + b"X-A: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n", 431),
-    (b"GET /echo HTTP/1.1\r\nX_Bad: 1\r\n\r\n", 400),
-    (b"GET /echo HTTP/1.1\r\nno colon\r\n\r\n", 400),
-    (b"PUT /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-    (b"PUT /echo HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
-    (b"PUT /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"GET echo HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /" + b"a" * MAX_LINE + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /echo HTTP/1.1\r\nHost: x\r\n" + b"X-A: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n", 431),
+    (b"GET /echo HTTP/1.1\r\nHost: x\r\nX_Bad: 1\r\n\r\n", 400),
+    (b"GET /echo HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n", 400),
+    (b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+     b"\r\n", 400),
+    (b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n", 400),
+    (b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),  # RFC 9112 6.3
+    (b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
 ])
 def test_malformed_requests_get_a_json_error_and_a_closed_connection(server, request_bytes,
                                                                       status):
@@ -223,10 +235,47 @@ def test_over_max_connections_is_503_and_others_are_served():
         deadline = time.monotonic() + 5
         while srv.connections < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        raw = _raw(srv, b"GET /echo HTTP/1.1\r\n\r\n")
+        raw = _raw(srv, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _status(raw) == 503
         held[0].sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _status(held[0].recv(65536)) == 200
+    finally:
+        for s in held:
+            s.close()
+        srv.shutdown(1.0)
+        t.join(5)
+
+
+def test_over_the_limit_health_and_ready_answer_and_refusals_use_few_threads():
+    srv = HttpServer(_app(), "127.0.0.1", 0, max_connections=2)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    held = [socket.create_connection(srv.address, timeout=5) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 5
+        while srv.connections < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for path in (b"/health", b"/ready"):
+            raw = _raw(srv, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _status(raw) == 200 and b'"status":"ok"' in raw.replace(b" ", b"")
+        threads = threading.active_count()
+        flood = [socket.create_connection(srv.address, timeout=5) for _ in range(100)]
+        try:  # 100 silent connections over the limit: a few refusal threads, not 100
+            assert threading.active_count() <= threads + 4
+        finally:
+            for s in flood:
+                s.close()
+        deadline = time.monotonic() + 5  # the refusal queue drains: refusals are answered again
+        status = None
+        while status != 503 and time.monotonic() < deadline:
+            try:
+                raw = _raw(srv, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            except ConnectionResetError:
+                continue  # closed at once while the refusal queue was full
+            status = _status(raw) if raw else None
+        assert status == 503
+        held[0].sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _status(held[0].recv(65536)) == 200  # the admitted clients never noticed
     finally:
         for s in held:
             s.close()

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from api.httpd import HttpServer
-from kvraft import stream
+from kvraft import peerauth, stream
 from kvraft.hlc import Version
 from kvraft.storage import ApplyResult, Record, Storage
 from kvraft.transport import PeerConnectError, PeerError
@@ -33,6 +33,7 @@ class Peer:
         self.crashes = 0
         self.reads = 0
         self.local = threading.local()  # the connection the current batch came on
+        self.verifier = peerauth.Verifier(peerauth.derive(SECRET, peerauth.PEER_HTTP))
         self.server = HttpServer(self.app, "127.0.0.1", port, read_timeout=5.0)
         self.addr = "{}:{}".format(*self.server.address)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -58,7 +59,8 @@ class Peer:
         return encode_records(self.store.get_many(stream.decode_keys(payload)))
 
     def app(self, environ, start_response):
-        if environ.get("HTTP_X_KVRAFT_SECRET") != SECRET:
+        if self.verifier.check(environ.get(peerauth.ENVIRON), environ["REQUEST_METHOD"],
+                               environ["RAW_URI"]):
             start_response("403 FORBIDDEN", [("Content-Length", "9")])
             return [b"forbidden"]
         self.local.conn = environ["kvraft.connection"]
@@ -221,8 +223,9 @@ def test_a_wrong_secret_is_refused_before_any_record_is_sent(peer, store):
 
 def test_a_plain_post_without_the_upgrade_is_a_400(peer):
     with socket.create_connection(peer.server.address, timeout=5) as c:
-        c.sendall(b"POST /peer/stream HTTP/1.1\r\nHost: x\r\nX-Kvraft-Secret: s3cret\r\n"
-                  b"Content-Length: 0\r\n\r\n")
+        auth = peerauth.sign(peerauth.derive(SECRET, peerauth.PEER_HTTP), "POST", stream.PATH)
+        c.sendall(b"POST /peer/stream HTTP/1.1\r\nHost: x\r\nX-Kvraft-Auth: %s\r\n"
+                  b"Content-Length: 0\r\n\r\n" % auth.encode())
         answer = c.recv(4096)
     assert answer.startswith(b"HTTP/1.1 400") and b"needs Upgrade: kvraft-peer/1" in answer
 
