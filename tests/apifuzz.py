@@ -118,12 +118,14 @@ def command(url: str, seed: int, examples: int, *, membership: bool) -> list[str
     return cmd
 
 
-def run(url: str, seed: int, examples: int, *, membership: bool, timeout: float) -> Run:
+def run(url: str, seed: int, examples: int, *, membership: bool, timeout: float,
+        workdir: str) -> Run:
+    """One schemathesis run, in ``workdir`` (where it keeps its crash cache, .schemathesis/)."""
     cmd = command(url, seed, examples, membership=membership)
     env = dict(os.environ, SCHEMATHESIS_HOOKS="schemathesis_hooks",
                PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT]))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=ROOT)
+                          cwd=workdir)
     return Run(cmd, proc.returncode, proc.stdout + proc.stderr)
 
 
@@ -139,8 +141,8 @@ def fuzz(root: str, seed: int, examples: int, timeout: float = 3600) -> list[Run
     with fuzz_cluster(root) as c:
         leader = c.leader()
         url = c.url(leader if leader is not None else 0)
-        runs = [run(url, seed, examples, membership=False, timeout=timeout),
-                run(url, seed, examples, membership=True, timeout=timeout)]
+        runs = [run(url, seed, examples, membership=False, timeout=timeout, workdir=root),
+                run(url, seed, examples, membership=True, timeout=timeout, workdir=root)]
         if not members_intact(c):
             raise AssertionError(f"the fuzz changed the cluster's members: {c.cluster_view(0)}")
     return runs
