@@ -69,8 +69,8 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
 
     @app.before_request
     def _ws_guard():
-        if request.path not in WS_PATHS:
-            return None
+        if request.path not in WS_PATHS or request.method not in ("GET", "HEAD"):
+            return None  # another method: the route's 405 with Allow
         origin = request.headers.get("Origin")
         if not access.origin_allowed(origin, allowed):
             return _error(403, "forbidden_origin", f"websocket Origin {origin!r} is not "

@@ -183,9 +183,11 @@ def test_every_405_lists_the_routes_methods_in_allow_on_every_node(cluster):
     # the fast path's peer routes (their secret first: without it, 403 like every /peer/)
     from cluster import SECRET
 
-    from kvraft.transport import SECRET_HEADER
+    from kvraft import peerauth
+    key = peerauth.derive(SECRET, peerauth.PEER_HTTP)
     for peer in ("/peer/apply", "/peer/stream"):
-        resp = requests.get(cluster.url(0) + peer, headers={SECRET_HEADER: SECRET}, timeout=10)
+        resp = requests.get(cluster.url(0) + peer, timeout=10,
+                            headers={peerauth.HEADER: peerauth.sign(key, "GET", peer)})
         assert resp.status_code == 405 and _allowed(resp) == {"POST"}, (peer, resp.text)
         assert requests.get(cluster.url(0) + peer, timeout=10).status_code == 403
 
@@ -258,9 +260,6 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
 # door's branch implements: on this branch alone these answers are not given yet, so they are
 # strict xfails; once both branches are merged each must pass (an XPASS fails the run: then drop
 # this marker).
-FRONT_DOOR = pytest.mark.xfail(strict=True, reason="the front door (issue 13) is not merged")
-
-
 def _raw(cluster, request: bytes) -> tuple[int, bytes]:
     """Send ``request`` as bytes on a fresh connection; the status code and the whole answer."""
     host, port = cluster.nodes[0].http.split(":")
@@ -275,14 +274,12 @@ def _raw(cluster, request: bytes) -> tuple[int, bytes]:
     return int(data.split(b" ", 2)[1]), data
 
 
-@FRONT_DOOR
 def test_a_nul_byte_in_a_header_value_is_a_400(cluster):
     status, answer = _raw(cluster, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n"
                                    b"Connection: close\r\n\r\n")
     assert status == 400, answer
 
 
-@FRONT_DOOR
 def test_an_admin_operation_without_the_admin_credential_is_a_401(cluster):
     before = requests.get(cluster.url(0) + "/cluster", timeout=10).json()["nodes"]
     resp = requests.delete(cluster.url(0) + "/cluster/members/n9", timeout=10)
@@ -291,14 +288,12 @@ def test_an_admin_operation_without_the_admin_credential_is_a_401(cluster):
     assert requests.get(cluster.url(0) + "/cluster", timeout=10).json()["nodes"] == before
 
 
-@FRONT_DOOR
 def test_a_json_endpoint_refuses_another_content_type_with_415(cluster):
     resp = requests.post(cluster.url(0) + "/kv", data=b'{"value": "v"}',
                          headers={"Content-Type": "text/plain"}, timeout=10)
     assert resp.status_code == 415 and resp.json()["error"] == "unsupported_media_type"
 
 
-@FRONT_DOOR
 def test_a_websocket_from_a_foreign_origin_is_a_403_forbidden_origin(cluster):
     resp = requests.get(cluster.url(0) + "/watch", timeout=10, headers={
         "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
