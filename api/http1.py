@@ -116,6 +116,17 @@ class HeadReader:
                 return None
             if data.startswith(b"\r\n", start):
                 raise bad("too many empty lines before the request line")
+            end = data.find(b"\r\n\r\n", start)
+            if 0 <= end <= start + MAX_HEAD_BYTES - 4 and 0 <= data.find(
+                    b"\r\n", start, start + MAX_LINE + 2) < end + 2:
+                # the whole head in one piece (the usual case): no copy into the buffer
+                self._started = True
+                head = data[start:end + 4]
+                self._feed(head)
+                if not self._got.complete:
+                    raise bad("malformed request head")
+                self._buf += head
+                return end + 4
         self._started = True
         buf = self._buf
         seen = len(buf)

@@ -501,6 +501,7 @@ class _Connection:
             head, rest = self.read_head(REFUSAL_TIMEOUT)
             path = head.target.partition("?")[0]
             if head.method in ("GET", "HEAD") and path in OPEN_PATHS and not head.upgrade:
+                head.keep_alive = False  # answered with Connection: close, then closed
                 environ, body = self._environ(head, rest)
                 self._respond(environ, body, head)
                 return

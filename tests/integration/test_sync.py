@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from cluster import Cluster, peer_headers, wait_for
+from cluster import ADMIN, Cluster, peer_headers, wait_for
 
 from kvraft.antientropy import leaf_of  # noqa: F401 - documents what buckets keys
 from kvraft.hlc import Version
@@ -217,7 +217,7 @@ def test_add_a_fourth_node_then_remove_an_original(fast_cluster):
           {n.id: owns(c.cluster_view(0), n.id) for n in c.nodes})
     leader = c.leader()
     gone = next(i for i in range(3) if i != leader)
-    r = c.http.delete(f"{c.url(new)}/cluster/members/{c.nodes[gone].id}")
+    r = c.http.delete(f"{c.url(new)}/cluster/members/{c.nodes[gone].id}", headers=ADMIN)
     assert r.status_code == 200, r.text
     wait_for(lambda: c.nodes[gone].id not in {n["id"] for n in c.cluster_view(leader)["nodes"]},
              90, "the removed node to leave the cluster")
