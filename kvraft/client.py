@@ -519,7 +519,7 @@ class Client:
                 ws_url = "ws" + node[len("http"):] + "/report"
                 try:
                     sock = websocket.create_connection(ws_url, timeout=self.timeout,
-                                                       header=headers)
+                                                       header=headers, suppress_origin=True)
                 except websocket.WebSocketBadStatusException as exc:
                     status = exc.status_code
                     if status in RETRY_STATUSES:

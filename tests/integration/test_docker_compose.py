@@ -103,7 +103,8 @@ def test_crud_through_each_published_port(project, http):
 def test_report_goes_through_the_compose_ftp_service(project, http):
     url = project.urls[1]
     assert http.put(f"{url}/kv/report%2Fone", data=b"in the report", timeout=10).ok
-    ws = websocket.create_connection(url.replace("http://", "ws://") + "/report", timeout=30)
+    ws = websocket.create_connection(url.replace("http://", "ws://") + "/report", timeout=30,
+                                    suppress_origin=True)  # not a browser
     try:
         ws.send(json.dumps({"type": "report", "prefix": "report/"}))
         text = ws.recv()

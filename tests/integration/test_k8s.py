@@ -287,7 +287,8 @@ def test_manifests_node_command_and_env_run_a_cluster(pods):
     got = requests.get(urls[2] + "/kv/k8s", timeout=10)
     assert (got.status_code, got.content) == (200, b"from kvraft-0")
     # the nodes reach the FTP pod by its Service name with the password from the Secret
-    ws = websocket.create_connection(urls[2].replace("http", "ws") + "/report", timeout=30)
+    ws = websocket.create_connection(urls[2].replace("http", "ws") + "/report", timeout=30,
+                                    suppress_origin=True)  # not a browser
     try:
         ws.send(json.dumps({"type": "report", "prefix": "k8s"}))
         report = json.loads(ws.recv())
