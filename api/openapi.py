@@ -47,11 +47,17 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "conflict": (409, "the cluster's state does not allow this membership change"),
     "gone": (410, "peer only: an expired change subscription"),
     "too_large": (413, "the body is over the node's limit"),
+    "request_timeout": (408, "the request head or body did not arrive within its total "
+                             "deadline"),
     "uri_too_long": (414, "request line over 8192 bytes"),
     "unsupported_media_type": (415, "a JSON body without Content-Type: application/json"),
+    "upgrade_required": (426, "a websocket route without a WebSocket upgrade, or another "
+                              "Sec-WebSocket-Version than 13"),
+    "too_many_connections": (429, "this client address holds its limit of connections"),
     "headers_too_large": (431, "over 100 headers or 16 KiB of them"),
     "internal": (500, "a bug (logged by the node); client input never causes it"),
     "not_implemented": (501, "a transfer coding other than chunked"),
+    "http_version_not_supported": (505, "an HTTP version other than 1.0 and 1.1"),
     "forward_failed": (502, "the partition leader forwarded a write and lost the answer: it "
                             "may or may not have been applied"),
     "ftp_auth": (502, "the FTP server refused the node's credentials"),
@@ -67,9 +73,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 SERVER_ANSWERS = {
     "400": "a malformed request: request line, header (a NUL or control byte in one, a name "
            "with '_', which would alias '-' for the app), framing",
+    "408": "the request head or body did not arrive within its total deadline",
+    "429": "this client address holds its limit of connections (Retry-After)",
     "414": "request line over 8192 bytes (a key of 1024 bytes fits, even percent-encoded)",
     "431": "over 100 headers or 16 KiB of headers",
     "501": "a Transfer-Encoding other than chunked",
+    "505": "an HTTP version other than 1.0 and 1.1",
     "503": "the node is over max_connections; retry",
 }
 
@@ -363,12 +372,12 @@ def _websocket_params(extra: list) -> list:
         header("Connection", "RFC 6455: the upgrade", {"type": "string", "enum": ["Upgrade"]}),
         header("Upgrade", "RFC 6455: the upgrade", {"type": "string", "enum": ["websocket"]}),
         header("Sec-WebSocket-Version", "RFC 6455", {"type": "string", "enum": ["13"]}),
-        header("Sec-WebSocket-Key", "RFC 6455: 16 random bytes, base64 (the server does not "
-               "check its form: it answers with its hash, Sec-WebSocket-Accept)",
-               {"type": "string"}),
-        header("Origin", "sent by browsers: it must name this host (scheme http or https, the "
-               "Host header's host and port), else 403; a client without Origin is not a "
-               "browser and is allowed", {"type": "string"}, required=False),
+        header("Sec-WebSocket-Key", "RFC 6455: 16 random bytes, base64 (anything else is a 400)",
+               {"type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"}),
+        header("Origin", "sent by browsers: it must be in the node's allow-list "
+               "(KVRAFT_ALLOWED_ORIGINS; default: the node's own addresses and their localhost "
+               "forms, http or https), else 403; a client without Origin is not a browser and "
+               "is allowed", {"type": "string"}, required=False),
         *extra,
     ]
 
@@ -568,11 +577,16 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                             "Connection": {"required": True, "schema": {"type": "string"}},
                             "Sec-WebSocket-Accept": {"required": True,
                                                      "schema": {"type": "string"}}}},
-                "400": _shared_error("400", "not a valid WebSocket upgrade (a plain GET, a "
-                                     "missing or bad Upgrade, Connection, Sec-WebSocket-Key "
-                                     "or -Version), or a ?prefix= over "
+                "400": _shared_error("400", "a bad Sec-WebSocket-Key, or a ?prefix= over "
                                      f"{MAX_KEY_BYTES} bytes"),
-                "403": _error("forbidden_origin: a browser Origin that is not this host")}
+                "403": _error("forbidden_origin: a browser Origin not in the allow-list"),
+                "426": _error("upgrade_required: not a WebSocket upgrade (a plain GET, a "
+                              "missing Upgrade or Connection token) or a Sec-WebSocket-Version "
+                              "other than 13",
+                              **{"Upgrade": {"schema": {"type": "string",
+                                                        "enum": ["websocket"]}},
+                                 "Sec-WebSocket-Version": {"schema": {"type": "string",
+                                                                      "enum": ["13"]}}})}
     sockets = {
         "/report": ("reportSocket", "reports: send {\"type\": \"report\", \"prefix\": P}, get "
                     "the report file's content back (one JSON text message); errors are "

@@ -146,13 +146,17 @@ def test_every_error_class_of_the_store_is_in_the_error_table_with_its_status():
         assert ERROR_CODES[cls.code][0] == cls.status, cls
 
 
-_WRITES = re.compile(r"\b(?:_error|_json_error|_Reject)\(\s*(\d{3}),\s*\"([a-z_]+)\"")
+# the ways api/ writes an error: helpers, the HTTP server's HttpError, the access Refusal, and
+# the websocket handshake's (status, code, message) tuples
+_WRITES = re.compile(r"\b(?:_error|_json_error|_Reject|HttpError|Refusal)\(\s*(\d{3}),\s*"
+                     r"\"([a-z_]+)\"|\breturn (\d{3}), \"([a-z_]+)\"")
 
 
 def test_every_error_code_the_http_layer_writes_is_in_the_error_table():
     written = set()
     for source in API.glob("*.py"):
-        written |= {(int(s), c) for s, c in _WRITES.findall(source.read_text())}
+        written |= {(int(s or s2), c or c2)
+                    for s, c, s2, c2 in _WRITES.findall(source.read_text())}
     from api.app import HTTP_CODES
 
     written |= {(s, c) for s, c in HTTP_CODES.items()}
