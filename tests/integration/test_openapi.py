@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
 import schemathesis
 from prometheus_client.parser import text_string_to_metric_families
