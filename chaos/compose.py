@@ -28,6 +28,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,15 @@ def engine_problem(timeout: float = 20.0) -> str | None:
             [*cmd, "version"], capture_output=True, timeout=timeout).returncode != 0):
         return "neither `docker compose` nor `docker-compose` is installed"
     return None
+
+
+def skip_without_engine(skip) -> None:
+    """For tests: call ``skip(reason)`` when containers cannot run here, after writing the
+    reason to the terminal (pytest shows skip reasons only with -rs)."""
+    problem = engine_problem()
+    if problem:
+        sys.__stderr__.write(f"\nskipping the container tests: {problem}\n")
+        skip(f"no containers here: {problem}")
 
 
 def exec_checked(args: list[str], timeout: float, env: Mapping[str, str] | None = None,

@@ -5,8 +5,8 @@
 #    or can be pulled; otherwise a local one made from Debian packages by
 #    scripts/build-base-image.sh (kvraft-base:bookworm, about a minute the first time).
 # 2. Wheels, built on this machine with pip (which reaches PyPI or its cache): every dependency
-#    into deploy/wheels/deps/, kvraft itself into deploy/wheels/app/. Skipped when the sources
-#    and pyproject.toml are unchanged since the last build (deploy/wheels/.stamp).
+#    into deploy/wheels/deps/ (again only when pyproject.toml changed), kvraft itself into
+#    deploy/wheels/app/ (again only when its sources changed; deploy/wheels/.stamp).
 # 3. docker build with --build-arg BASE_IMAGE=...: the Dockerfile installs the wheels with
 #    `pip install --no-index`, so the build itself needs no network.
 #
@@ -41,31 +41,43 @@ else
     BASE=$LOCAL_BASE
 fi
 
-# 2. wheels, unless nothing they are built from changed
+# 2. wheels, unless nothing they are built from changed: the dependencies when pyproject.toml
+#    changed, kvraft alone when only its sources did (the dependency layer then stays cached)
 version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$version" != 3.11 ]; then
     echo "build-image: $PY is Python $version; the image runs 3.11, set PYTHON=python3.11" >&2
     exit 1
 fi
-stamp=$(cd "$ROOT" && { echo "$version"; cat pyproject.toml README.md;
+deps_stamp=$(cd "$ROOT" && { echo "$version"; cat pyproject.toml; } | sha256sum | cut -d' ' -f1)
+app_stamp=$(cd "$ROOT" && { echo "$deps_stamp"; cat README.md;
         find kvraft api -type f ! -path '*__pycache__*' ! -name '*.py[cod]' | LC_ALL=C sort |
         xargs sha256sum; } | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$WHEELS/.stamp" 2>/dev/null)" != "$stamp" ] ||
-        ! ls "$WHEELS"/app/kvraft-*.whl >/dev/null 2>&1; then
-    tmp=$(mktemp -d /tmp/kvraft-wheels.XXXXXX)
-    trap 'rm -rf "$tmp"' EXIT
-    log="$tmp/pip.log"
-    if ! (cd "$ROOT" && "$PY" -m pip wheel -q --disable-pip-version-check --wheel-dir "$tmp/all" . \
-            >"$log" 2>&1); then
-        cat "$log" >&2
+old_deps=$(sed -n 1p "$WHEELS/.stamp" 2>/dev/null || true)
+old_app=$(sed -n 2p "$WHEELS/.stamp" 2>/dev/null || true)
+wheel() {  # pip wheel ARGS... into $tmp/all, quietly; the log on failure
+    if ! (cd "$ROOT" && "$PY" -m pip wheel -q --disable-pip-version-check \
+            --wheel-dir "$tmp/all" "$@" >"$tmp/pip.log" 2>&1); then
+        cat "$tmp/pip.log" >&2
         echo "build-image: pip wheel failed" >&2
         exit 1
     fi
+    rm -rf "$ROOT/build"  # setuptools' scratch folder from building the kvraft wheel
+}
+if [ "$old_deps" != "$deps_stamp" ] || ! ls "$WHEELS"/deps/*.whl >/dev/null 2>&1; then
+    tmp=$(mktemp -d /tmp/kvraft-wheels.XXXXXX)
+    trap 'rm -rf "$tmp"' EXIT
+    wheel .
     rm -f "$WHEELS"/deps/*.whl "$WHEELS"/app/*.whl
     mv "$tmp"/all/kvraft-*.whl "$WHEELS/app/"
     mv "$tmp"/all/*.whl "$WHEELS/deps/"
-    rm -rf "$ROOT/build"  # setuptools' scratch folder from building the kvraft wheel
-    echo "$stamp" >"$WHEELS/.stamp"
+    printf '%s\n%s\n' "$deps_stamp" "$app_stamp" >"$WHEELS/.stamp"
+elif [ "$old_app" != "$app_stamp" ] || ! ls "$WHEELS"/app/kvraft-*.whl >/dev/null 2>&1; then
+    tmp=$(mktemp -d /tmp/kvraft-wheels.XXXXXX)
+    trap 'rm -rf "$tmp"' EXIT
+    wheel --no-deps .
+    rm -f "$WHEELS"/app/*.whl
+    mv "$tmp"/all/kvraft-*.whl "$WHEELS/app/"
+    printf '%s\n%s\n' "$deps_stamp" "$app_stamp" >"$WHEELS/.stamp"
 fi
 
 # 3. the image

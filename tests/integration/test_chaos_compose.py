@@ -28,9 +28,7 @@ EXPECTED = {"kill", "kill-leader", "pause", "partition-leader", "loss", "skew"}
 
 @pytest.mark.timeout(420)
 def test_compose_smoke_loses_nothing_and_removes_its_project(tmp_path):
-    problem = dc.engine_problem()
-    if problem:
-        pytest.skip(f"no containers here: {problem}")
+    dc.skip_without_engine(pytest.skip)
     out = str(tmp_path / "smoke")
     cmd = [sys.executable, "-m", "chaos.run", "smoke", "--backend", "compose", "--out", out,
            "--seed", "11"]

@@ -33,9 +33,7 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def project():
-    problem = dc.engine_problem()
-    if problem:
-        pytest.skip(f"no containers here: {problem}")
+    dc.skip_without_engine(pytest.skip)
     proj = dc.start_project("test", say=lambda msg: print(msg, flush=True), timeout=180)
     try:
         yield proj

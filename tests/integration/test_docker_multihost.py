@@ -51,9 +51,7 @@ def pick(rng: random.Random) -> tuple[list[str], dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def hosts():
-    problem = dc.engine_problem()
-    if problem:
-        pytest.skip(f"no containers here: {problem}")
+    dc.skip_without_engine(pytest.skip)
     image = dc.source_tag()
     print(dc.build_image(image))
     rng = random.Random()
