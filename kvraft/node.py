@@ -82,8 +82,8 @@ class Node:
         self.hlc = HLC(wall_clock_ms(config.clock_offset_ms), last=self.storage.max_ts,
                        max_ahead_ms=max_offset_ms)
         self._clock = ClockGuard(max_offset_ms)  # guarded by _counter_lock
-        self._clock_ok = True  # the last verdict, for logging its changes
-        self._clock_last = Verdict(True, {}, (), max_offset_ms)  # what writes go by
+        # the last verdict: what writes go by, and what a change is logged against
+        self._clock_last = Verdict(True, {}, (), max_offset_ms)
         self._clock_checked = False  # every peer pinged once: the verdict has had its chance
         self.peers = PeerClient(config.secret, timeout=config.peer_timeout)
         raft_peers = config.peers
@@ -196,8 +196,7 @@ class Node:
         peers = [n for n in self.members() if n != self.id]
         with self._counter_lock:
             verdict = self._clock.verdict(peers, time.monotonic())
-            changed, self._clock_ok = verdict.ok != self._clock_ok, verdict.ok
-            self._clock_last = verdict
+            changed, self._clock_last = verdict.ok != self._clock_last.ok, verdict
         if changed and not verdict.ok:
             log.warning("clock offset guard: %s; refusing to coordinate writes",
                         verdict.describe())
@@ -708,10 +707,6 @@ class Node:
             self._peer_load.pop(node_id, None)
         finally:
             self.clock_checked()
-
-    def clock_offsets(self) -> dict[str, float]:
-        """Peer -> its clock's offset from this node's, in ms (the best recent estimate)."""
-        return self.clock_verdict().offsets_ms
 
     def peer_loads(self) -> dict[str, int]:
         """The data requests each peer said it was serving at its last ping."""

@@ -70,7 +70,7 @@ def coordinator(tmp_path, peer_addr: str) -> Node:
     node._batchers, node._streams = {}, {}
     node._alive, node._down = {}, {}
     node._stop = threading.Event()
-    node._clock, node._clock_ok = ClockGuard(500), True
+    node._clock = ClockGuard(500)
     node._clock_last, node._clock_checked = Verdict(True, {}, (), 500), True
     return node
 
@@ -110,54 +110,49 @@ def _newer_on_peer(peer_store: Storage, key: str, ahead_ms: int) -> Version:
     return ahead
 
 
+@pytest.fixture
+def pair(tmp_path):
+    """A coordinator n1 with a healthy disk and its real peer n2: (node, the peer's store)."""
+    peer_store = Storage(tmp_path / "n2.db")
+    peer = Peer(peer_store)
+    node = coordinator(tmp_path, peer.addr)
+    node.storage.full = False
+    yield node, peer_store
+    for s in node._streams.values():
+        s.close()
+    peer.stop()
+    node.storage.close()
+    peer_store.close()
+
+
 @pytest.mark.parametrize("fault", ["", "lww_ack"])
-def test_a_replica_holding_a_newer_version_makes_the_write_go_above_it(tmp_path, fault):
+def test_a_replica_holding_a_newer_version_makes_the_write_go_above_it(pair, fault):
     """A replica whose copy was stamped by a clock 5 s ahead keeps it under last-writer-wins.
     The coordinator must learn that version and stamp again above it, so the acknowledged
     overwrite is what both replicas serve; the negative control (today's plain rule) loses it."""
-    peer_store = Storage(tmp_path / "n2.db")
-    peer = Peer(peer_store)
-    node = coordinator(tmp_path, peer.addr)
+    node, peer_store = pair
     node.config.test_fault = fault
-    node.storage.full = False
-    try:
-        ahead = _newer_on_peer(peer_store, "k", 5000)
-        result = node.put("k", b"new")
-        on_peer = peer_store.get("k")
-        if fault == "lww_ack":
-            assert result.version < ahead and on_peer.value == b"old"  # the loss, acknowledged
-            return
-        assert result.version > ahead and result.acks == 2
-        assert on_peer.value == b"new" and on_peer.version == result.version
-        assert node.storage.get("k").version == result.version
-        assert not result.created  # the key held a live value
-        assert node.counters["writes_restamped"] == 1
-    finally:
-        for s in node._streams.values():
-            s.close()
-        peer.stop()
-        node.storage.close()
-        peer_store.close()
+    ahead = _newer_on_peer(peer_store, "k", 5000)
+    result = node.put("k", b"new")
+    on_peer = peer_store.get("k")
+    if fault == "lww_ack":
+        assert result.version < ahead and on_peer.value == b"old"  # the loss, acknowledged
+        return
+    assert result.version > ahead and result.acks == 2
+    assert on_peer.value == b"new" and on_peer.version == result.version
+    assert node.storage.get("k").version == result.version
+    assert not result.created  # the key held a live value
+    assert node.counters["writes_restamped"] == 1
 
 
-def test_a_newer_version_found_only_on_this_node_is_written_above_too(tmp_path):
+def test_a_newer_version_found_only_on_this_node_is_written_above_too(pair):
     """The local replica holds the newer copy (this node's store from a skewed past)."""
-    peer_store = Storage(tmp_path / "n2.db")
-    peer = Peer(peer_store)
-    node = coordinator(tmp_path, peer.addr)
-    node.storage.full = False
-    try:
-        ahead = Version(HLC(wall_clock_ms(3000)).now(), "n1")
-        node.storage.apply_many([Record("k", 0, ahead, False, b"old")])
-        result = node.put("k", b"new")
-        assert result.version > ahead and result.acks == 2 and not result.created
-        assert node.storage.get("k").value == b"new" == peer_store.get("k").value
-    finally:
-        for s in node._streams.values():
-            s.close()
-        peer.stop()
-        node.storage.close()
-        peer_store.close()
+    node, peer_store = pair
+    ahead = Version(HLC(wall_clock_ms(3000)).now(), "n1")
+    node.storage.apply_many([Record("k", 0, ahead, False, b"old")])
+    result = node.put("k", b"new")
+    assert result.version > ahead and result.acks == 2 and not result.created
+    assert node.storage.get("k").value == b"new" == peer_store.get("k").value
 
 
 def test_a_newer_version_a_stand_in_holds_makes_the_write_go_above_it(tmp_path, monkeypatch):
