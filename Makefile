@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/kvraft up --nodes 3
 
-test: $(STAMP)
+test: lint
 	sh scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q
 
@@ -28,6 +28,7 @@ integration: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kvraft api tests bench chaos
+	$(BIN)/ruff format --check kvraft api tests bench chaos
 
 bench: $(STAMP)
 	$(BIN)/python bench/compare.py

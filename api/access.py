@@ -64,19 +64,34 @@ class Policy:
     def __init__(self, token: str, admin_token: str) -> None:
         self.token, self.admin = token.encode(), admin_token.encode()
 
-    def check(self, method: str, path: str, authorization: str | None, peer_signed: bool,
-              public_paths: Iterable[str] = ()) -> Refusal | None:
+    def check(
+        self,
+        method: str,
+        path: str,
+        authorization: str | None,
+        peer_signed: bool,
+        public_paths: Iterable[str] = (),
+    ) -> Refusal | None:
         """The refusal for a non-peer route, or None. ``peer_signed``: the request carries a
         valid peer signature (a node acting for the cluster)."""
         given = bearer(authorization)
         if is_admin(method, path):
             if peer_signed or _same(given, self.admin):
                 return None
-            why = ("missing or wrong admin token" if self.admin else
-                   "this node has no admin token (KVRAFT_ADMIN_TOKEN)")
+            why = (
+                "missing or wrong admin token"
+                if self.admin
+                else "this node has no admin token (KVRAFT_ADMIN_TOKEN)"
+            )
             return Refusal(401, "unauthorized", f"cluster operations need the admin token: {why}")
-        if (not self.token or path in OPEN_PATHS or path in public_paths or peer_signed
-                or _same(given, self.token) or _same(given, self.admin)):
+        if (
+            not self.token
+            or path in OPEN_PATHS
+            or path in public_paths
+            or peer_signed
+            or _same(given, self.token)
+            or _same(given, self.admin)
+        ):
             return None
         return Refusal(401, "unauthorized", "missing or wrong bearer token")
 
@@ -88,8 +103,11 @@ def check_json(method: str, path: str, content_type: str | None) -> Refusal | No
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     if mime == "application/json":
         return None
-    return Refusal(415, "unsupported_media_type",
-                   f"POST {path} takes Content-Type: application/json, got {content_type!r}")
+    return Refusal(
+        415,
+        "unsupported_media_type",
+        f"POST {path} takes Content-Type: application/json, got {content_type!r}",
+    )
 
 
 def default_origins(addresses: Iterable[str]) -> tuple[str, ...]:

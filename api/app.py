@@ -32,9 +32,16 @@ from .metrics import Metrics
 
 PEER_MAX_BODY = 256 << 20
 WWW_AUTHENTICATE = 'Bearer realm="kvraft"'
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 409: "conflict", 413: "too_large",
-              415: "unsupported_media_type"}
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
 
 
 def create_app(node: Node) -> Flask:
@@ -51,20 +58,25 @@ def create_app(node: Node) -> Flask:
         g.started = time.perf_counter()
         path, method = request.path, request.method
         peer_ok = False
-        if path.startswith("/peer/") or (access.is_admin(method, path)
-                                         and request.headers.get(peerauth.HEADER)):
+        if path.startswith("/peer/") or (
+            access.is_admin(method, path) and request.headers.get(peerauth.HEADER)
+        ):
             # the proof covers the body: read it (within the peer limit) before anything else
-            body = _body(PEER_MAX_BODY) if (request.content_length or request.headers.get(
-                "Transfer-Encoding")) else b""
-            why = verifier.check(request.headers.get(peerauth.HEADER), method,
-                                 raw_target(request.environ), body)
+            body = (
+                _body(PEER_MAX_BODY)
+                if (request.content_length or request.headers.get("Transfer-Encoding"))
+                else b""
+            )
+            why = verifier.check(
+                request.headers.get(peerauth.HEADER), method, raw_target(request.environ), body
+            )
             if why and path.startswith("/peer/"):
                 return _json_error(403, "forbidden", why)
             peer_ok = not why
         if not path.startswith("/peer/"):
-            refusal = (policy.check(method, path, request.headers.get("Authorization"), peer_ok,
-                                    ui.PUBLIC_PATHS)
-                       or access.check_json(method, path, request.headers.get("Content-Type")))
+            refusal = policy.check(
+                method, path, request.headers.get("Authorization"), peer_ok, ui.PUBLIC_PATHS
+            ) or access.check_json(method, path, request.headers.get("Content-Type"))
             if refusal is not None:
                 resp = _json_error(refusal.status, refusal.code, refusal.message)
                 resp.headers.extend(refusal.headers)
@@ -99,8 +111,9 @@ def create_app(node: Node) -> Flask:
             _new_value()
 
     balancer = Balancer(node.config.balance)
-    balance.register(app, node, lambda limit: _body(limit, "body"), balancer,
-                     refused=_refused_by_target)
+    balance.register(
+        app, node, lambda limit: _body(limit, "body"), balancer, refused=_refused_by_target
+    )
 
     @app.after_request
     def _stamp(resp: Response) -> Response:
@@ -109,8 +122,12 @@ def create_app(node: Node) -> Flask:
             resp.headers.setdefault("WWW-Authenticate", WWW_AUTHENTICATE)
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         if not rule.startswith("/peer/"):
-            metrics.observe(request.method, rule, resp.status_code,
-                            time.perf_counter() - g.get("started", time.perf_counter()))
+            metrics.observe(
+                request.method,
+                rule,
+                resp.status_code,
+                time.perf_counter() - g.get("started", time.perf_counter()),
+            )
         return resp
 
     @app.errorhandler(Exception)
@@ -120,12 +137,14 @@ def create_app(node: Node) -> Flask:
         if isinstance(exc, HTTPException):
             code = exc.code or 500
             if code == 413:
-                return _json_error(413, "too_large", f"value exceeds max_value_bytes "
-                                   f"({node.config.max_value_bytes} bytes)")
+                return _json_error(
+                    413,
+                    "too_large",
+                    f"value exceeds max_value_bytes ({node.config.max_value_bytes} bytes)",
+                )
             resp = _json_error(code, HTTP_CODES.get(code, "error"), exc.description or exc.name)
             if code == 405:  # RFC 9110 15.5.6: a 405 lists the methods the resource has
-                resp.headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None)
-                                                         or ()))
+                resp.headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))
             return resp
         if isinstance(exc, RemoteProtocolError):  # a websocket handshake wsproto refused
             return _json_error(400, "bad_request", f"not a valid WebSocket upgrade: {exc}")
@@ -149,8 +168,12 @@ def create_app(node: Node) -> Flask:
             return jsonify(node.explain(key))
         rec = node.get(key, level)
         version = rec.version.encode()
-        return Response(rec.value, 200, {"ETag": f'"{version}"', "X-Kvraft-Version": version},
-                        mimetype="application/octet-stream")
+        return Response(
+            rec.value,
+            200,
+            {"ETag": f'"{version}"', "X-Kvraft-Version": version},
+            mimetype="application/octet-stream",
+        )
 
     @app.delete("/kv/<key:key>")
     def delete(key: str):
@@ -163,8 +186,7 @@ def create_app(node: Node) -> Flask:
             limit = int(request.args.get("limit", "100"))
         except ValueError:
             raise BadRequest("limit must be an integer from 1 to 1000") from None
-        keys, nxt = node.list_keys(request.args.get("prefix", ""), request.args.get("after"),
-                                   limit)
+        keys, nxt = node.list_keys(request.args.get("prefix", ""), request.args.get("after"), limit)
         return jsonify({"keys": keys, "next": nxt})
 
     @app.post("/kv")
@@ -195,8 +217,9 @@ def create_app(node: Node) -> Flask:
         body = _json_body()
         fields = [body.get(f) for f in ("id", "http", "raft")]
         if not all(isinstance(f, str) for f in fields):
-            raise BadRequest('body must be JSON {"id": ..., "http": "HOST:PORT", "raft": '
-                             '"HOST:PORT"}')
+            raise BadRequest(
+                'body must be JSON {"id": ..., "http": "HOST:PORT", "raft": "HOST:PORT"}'
+            )
         return jsonify(node.leader.add_member(*fields))  # it checks the fields
 
     @app.delete("/cluster/members/<node_id>")
@@ -255,22 +278,31 @@ def create_app(node: Node) -> Flask:
 
     @app.post("/peer/fetch")
     def peer_fetch():
-        return Response(sync.answer_fetch(node.storage, _json_body()),
-                        mimetype="application/octet-stream")
+        return Response(
+            sync.answer_fetch(node.storage, _json_body()), mimetype="application/octet-stream"
+        )
 
     @app.post("/peer/members")
     def peer_members():
         body = _json_body()
         if body.get("op") == "add":
-            return jsonify(node.leader.add_member(str(body["id"]), str(body["http"]),
-                                                  str(body["raft"])))
+            return jsonify(
+                node.leader.add_member(str(body["id"]), str(body["http"]), str(body["raft"]))
+            )
         return jsonify(node.leader.remove_member(str(body.get("id", ""))))
 
     @app.get("/peer/ping")
     def peer_ping():
-        return jsonify({"id": node.id, "keys": node.storage.live_keys, "ready": node.ready()[0],
-                        "load": node.activity.value, "clock_ms": node.hlc.physical(),
-                        "raft_members": list(node.meta.raft_members())})
+        return jsonify(
+            {
+                "id": node.id,
+                "keys": node.storage.live_keys,
+                "ready": node.ready()[0],
+                "load": node.activity.value,
+                "clock_ms": node.hlc.physical(),
+                "raft_members": list(node.meta.raft_members()),
+            }
+        )
 
     def _json_body() -> dict:
         try:
@@ -288,8 +320,15 @@ def create_app(node: Node) -> Flask:
             raise BadRequest(f"bad peer message: {exc}") from None
 
     # the hottest requests (plain key GET/PUT, /peer/stream, /peer/apply) skip Flask
-    app.wsgi_app = FastPath(app.wsgi_app, node, metrics, PEER_MAX_BODY,  # type: ignore
-                            balancer, verifier, policy)
+    app.wsgi_app = FastPath(
+        app.wsgi_app,
+        node,
+        metrics,
+        PEER_MAX_BODY,  # type: ignore
+        balancer,
+        verifier,
+        policy,
+    )
     return app
 
 

@@ -20,8 +20,7 @@ from kvraft.transport import PeerConnectError, PeerError
 
 VIA = "X-Kvraft-Via"
 PASS_REQUEST = ("Content-Type", "Authorization", "Accept")
-PASS_RESPONSE = ("Content-Type", "ETag", "X-Kvraft-Version", "X-Kvraft-Node", "Location",
-                 "Allow")
+PASS_RESPONSE = ("Content-Type", "ETag", "X-Kvraft-Version", "X-Kvraft-Node", "Location", "Allow")
 SAFE = ("GET", "HEAD")
 
 
@@ -56,20 +55,29 @@ def balanced(node: Node, balancer: Balancer, method: str, local, forward, unknow
     raise Unavailable("no active node could serve the request")
 
 
-def forward_request(node: Node, target: str, method: str, raw_path: str, body: bytes,
-                    headers: dict[str, str]):
+def forward_request(
+    node: Node, target: str, method: str, raw_path: str, body: bytes, headers: dict[str, str]
+):
     """Send a client request to ``target`` as the leader's forward; the peer's response."""
     headers = {**headers, VIA: node.id}
-    resp = node.peers.request(node._addr(target), method, raw_path, body, headers,
-                              timeout=2 * node.config.peer_timeout + 1,
-                              idempotent=method in SAFE)
+    resp = node.peers.request(
+        node._addr(target),
+        method,
+        raw_path,
+        body,
+        headers,
+        timeout=2 * node.config.peer_timeout + 1,
+        idempotent=method in SAFE,
+    )
     node.count("forwards")
     return resp
 
 
 def unknown_message(target: str, exc: Exception) -> str:
-    return (f"node {target} took the write but did not answer ({exc}); "
-            "it may or may not have been applied")
+    return (
+        f"node {target} took the write but did not answer ({exc}); "
+        "it may or may not have been applied"
+    )
 
 
 def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None) -> None:
@@ -79,9 +87,12 @@ def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None
 
     @app.before_request
     def _balance():
-        if (not (request.path == "/kv" or request.path.startswith("/kv/"))
-                or request.routing_exception is not None  # 404, 405: answered here
-                or request.headers.get(VIA) or not node.meta.is_leader()):
+        if (
+            not (request.path == "/kv" or request.path.startswith("/kv/"))
+            or request.routing_exception is not None  # 404, 405: answered here
+            or request.headers.get(VIA)
+            or not node.meta.is_leader()
+        ):
             return None
 
         def local():
@@ -94,12 +105,17 @@ def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None
                     refused()
                 return _redirect(node, target)
             # a PUT carries the raw value: refuse it here rather than forward it
-            body = read_body(node.config.max_value_bytes if request.method == "PUT"
-                             else body_limit)
+            body = read_body(node.config.max_value_bytes if request.method == "PUT" else body_limit)
             return _forward(node, target, body)
 
-        return balanced(node, balancer, request.method, local, forward,
-                        lambda target, exc: _unknown(node, target, exc))
+        return balanced(
+            node,
+            balancer,
+            request.method,
+            local,
+            forward,
+            lambda target, exc: _unknown(node, target, exc),
+        )
 
     @app.teardown_request
     def _release(_exc):

@@ -33,12 +33,23 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-_REASONS = {200: "OK", 201: "CREATED", 400: "BAD REQUEST", 401: "UNAUTHORIZED",
-            403: "FORBIDDEN", 404: "NOT FOUND", 405: "METHOD NOT ALLOWED",
-            413: "REQUEST ENTITY TOO LARGE",
-            500: "INTERNAL SERVER ERROR", 502: "BAD GATEWAY", 503: "SERVICE UNAVAILABLE"}
-_PASS_ENV = [(h, "CONTENT_TYPE" if h == "Content-Type" else "HTTP_" + h.upper().replace("-", "_"))
-             for h in PASS_REQUEST]
+_REASONS = {
+    200: "OK",
+    201: "CREATED",
+    400: "BAD REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT FOUND",
+    405: "METHOD NOT ALLOWED",
+    413: "REQUEST ENTITY TOO LARGE",
+    500: "INTERNAL SERVER ERROR",
+    502: "BAD GATEWAY",
+    503: "SERVICE UNAVAILABLE",
+}
+_PASS_ENV = [
+    (h, "CONTENT_TYPE" if h == "Content-Type" else "HTTP_" + h.upper().replace("-", "_"))
+    for h in PASS_REQUEST
+]
 _KV_ROUTE = "/kv/<key:key>"  # the Flask rule, so both paths share metric labels
 JSON = "application/json"
 # Rules served here (Flask's syntax) and their methods: the /kv one is also a Flask rule (which
@@ -49,8 +60,16 @@ ROUTES = {_KV_ROUTE: ("GET", "PUT"), **PEER_ROUTES}
 
 
 class FastPath:
-    def __init__(self, app, node: Node, metrics: Metrics, max_peer_body: int,
-                 balancer: Balancer, verifier: peerauth.Verifier, policy: Policy) -> None:
+    def __init__(
+        self,
+        app,
+        node: Node,
+        metrics: Metrics,
+        max_peer_body: int,
+        balancer: Balancer,
+        verifier: peerauth.Verifier,
+        policy: Policy,
+    ) -> None:
         self.app = app
         self.balancer = balancer
         self.node = node
@@ -91,16 +110,16 @@ class FastPath:
         node = self.node
         params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         level_name = "r" if method == "GET" else "w"
-        if (set(params) - {level_name}
-                or method == "PUT" and not environ.get("CONTENT_LENGTH")):
+        if set(params) - {level_name} or method == "PUT" and not environ.get("CONTENT_LENGTH"):
             return self.app(environ, start_response)  # Flask handles the general case
         started = time.perf_counter()
         if self.token:
             refusal = self.policy.check(method, path, environ.get("HTTP_AUTHORIZATION"), False)
             if refusal is not None:
                 status, body, headers = _error(401, refusal.code, refusal.message)
-                return self._answer(start_response, method, started, status, body,
-                                    [*headers, *refusal.headers])
+                return self._answer(
+                    start_response, method, started, status, body, [*headers, *refusal.headers]
+                )
         if environ.get("HTTP_X_KVRAFT_VIA") is None and node.meta.is_leader():
             status, body, headers = self._balanced(environ, path, method, params)
         else:
@@ -115,8 +134,15 @@ class FastPath:
             if method == "GET":
                 rec = node.get(key, check_level(params.get("r"), "one", "r"))
                 version = rec.version.encode()
-                return 200, rec.value, [("Content-Type", "application/octet-stream"),
-                                        ("ETag", f'"{version}"'), ("X-Kvraft-Version", version)]
+                return (
+                    200,
+                    rec.value,
+                    [
+                        ("Content-Type", "application/octet-stream"),
+                        ("ETag", f'"{version}"'),
+                        ("X-Kvraft-Version", version),
+                    ],
+                )
             level = check_level(params.get("w"), "quorum", "w")
             value = self._value(environ)
             res = node.put(key, value, level)
@@ -159,10 +185,10 @@ class FastPath:
         def forward(target: str):
             body = self._value(environ) if method == "PUT" else b""
             headers = {h: environ[k] for h, k in _PASS_ENV if k in environ}
-            resp = forward_request(node, target, method, environ.get("RAW_URI") or path,
-                                   body, headers)
-            out = [(h, resp.headers[h.lower()]) for h in PASS_RESPONSE
-                   if h.lower() in resp.headers]
+            resp = forward_request(
+                node, target, method, environ.get("RAW_URI") or path, body, headers
+            )
+            out = [(h, resp.headers[h.lower()]) for h in PASS_RESPONSE if h.lower() in resp.headers]
             return resp.status, resp.body, [*out, (VIA, node.id)]
 
         def unknown(target: str, exc: Exception):
@@ -193,14 +219,19 @@ class FastPath:
             status, body, headers = _error(413, "too_large", "peer message too large")
             return self._send(start_response, status, body, headers)
         data = environ["wsgi.input"].read(length) if length else b""
-        why = self.verifier.check(environ.get(peerauth.ENVIRON), environ["REQUEST_METHOD"],
-                                  environ.get("RAW_URI") or environ.get("PATH_INFO", ""), data)
+        why = self.verifier.check(
+            environ.get(peerauth.ENVIRON),
+            environ["REQUEST_METHOD"],
+            environ.get("RAW_URI") or environ.get("PATH_INFO", ""),
+            data,
+        )
         if why:
             status, body, headers = _error(403, "forbidden", why)
         elif method not in PEER_ROUTES[path]:
             allow = ", ".join(PEER_ROUTES[path])
-            status, body, headers = _error(405, "method_not_allowed",
-                                           f"{path} takes {allow}, not {method}")
+            status, body, headers = _error(
+                405, "method_not_allowed", f"{path} takes {allow}, not {method}"
+            )
             headers.append(("Allow", allow))
         elif len(data) != length:
             status, body, headers = _error(400, "bad_request", "peer message truncated")
@@ -219,8 +250,9 @@ class FastPath:
     def _stream(self, environ, data: bytes):
         """Upgrade to a replica-write stream (:mod:`kvraft.stream`), served on this
         connection's thread until the peer closes it."""
-        return _error(400, "bad_request", stream.upgrade(environ, self._handlers,
-                                                         self.max_peer_body))
+        return _error(
+            400, "bad_request", stream.upgrade(environ, self._handlers, self.max_peer_body)
+        )
 
     def _apply_frame(self, payload: bytes) -> bytes:
         return stream.encode_results(self.node.apply_local(list(decode_records(payload))))

@@ -117,11 +117,13 @@ class HeadReader:
             if data.startswith(b"\r\n", start):
                 raise bad("too many empty lines before the request line")
             end = data.find(b"\r\n\r\n", start)
-            if 0 <= end <= start + MAX_HEAD_BYTES - 4 and 0 <= data.find(
-                    b"\r\n", start, start + MAX_LINE + 2) < end + 2:
+            if (
+                0 <= end <= start + MAX_HEAD_BYTES - 4
+                and 0 <= data.find(b"\r\n", start, start + MAX_LINE + 2) < end + 2
+            ):
                 # the whole head in one piece (the usual case): no copy into the buffer
                 self._started = True
-                head = data[start:end + 4]
+                head = data[start : end + 4]
                 self._feed(head)
                 if not self._got.complete:
                     raise bad("malformed request head")
@@ -226,8 +228,9 @@ class HeadReader:
         chunked = False
         if te is not None:
             if te != "chunked":
-                raise HttpError(501, "not_implemented",
-                                "only Transfer-Encoding: chunked is supported")
+                raise HttpError(
+                    501, "not_implemented", "only Transfer-Encoding: chunked is supported"
+                )
             if version != "HTTP/1.1":
                 raise bad("Transfer-Encoding in an HTTP/1.0 request")
             chunked = True
@@ -239,11 +242,18 @@ class HeadReader:
             keep = version == "HTTP/1.1"
         upgrade = bool(self._parser.should_upgrade())
         return Head(
-            method=line.group(1).decode("latin-1"), target=line.group(2).decode("latin-1"),
-            version=version, headers=headers, environ=environ, raw=raw, length=length,
+            method=line.group(1).decode("latin-1"),
+            target=line.group(2).decode("latin-1"),
+            version=version,
+            headers=headers,
+            environ=environ,
+            raw=raw,
+            length=length,
             chunked=chunked,
-            keep_alive=keep, upgrade=upgrade,
-            expect_continue=expect == "100-continue" and version == "HTTP/1.1"
+            keep_alive=keep,
+            upgrade=upgrade,
+            expect_continue=expect == "100-continue"
+            and version == "HTTP/1.1"
             and (chunked or length > 0),
         )
 
@@ -285,8 +295,9 @@ class ChunkedBody:
                     out.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
                     if len(event.headers) > MAX_HEADERS:
-                        raise HttpError(431, "headers_too_large",
-                                        f"over {MAX_HEADERS} trailer fields")
+                        raise HttpError(
+                            431, "headers_too_large", f"over {MAX_HEADERS} trailer fields"
+                        )
                     self.trailers = list(event.headers.raw_items())
                     self.done = True
                     self.leftover = bytes(conn.trailing_data[0])

@@ -68,13 +68,26 @@ REFUSAL_THREADS = 4  # threads answering connections over a limit
 REFUSAL_QUEUE = 16  # connections waiting for them; beyond, closed at once
 REFUSAL_TIMEOUT = 0.5  # seconds a refused connection gets to send its request head
 OPEN_PATHS = ("/health", "/ready")  # answered even over the connection limits
-_REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created",
-            204: "No Content", 307: "Temporary Redirect", 400: "Bad Request",
-            404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-            413: "Payload Too Large", 414: "URI Too Long", 429: "Too Many Requests",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable",
-            505: "HTTP Version Not Supported"}
+_REASONS = {
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    307: "Temporary Redirect",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    414: "URI Too Long",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
 
 
 class _Closed(Exception):
@@ -151,14 +164,24 @@ class _Body(io.RawIOBase):
             self.deadline = now + conn.server.body_timeout
         left = self.deadline - now
         if left <= 0:
-            raise self._fail(HttpError(408, "request_timeout", "request body not received within "
-                                       f"{conn.server.body_timeout:g} s"))
+            raise self._fail(
+                HttpError(
+                    408,
+                    "request_timeout",
+                    f"request body not received within {conn.server.body_timeout:g} s",
+                )
+            )
         conn.sock.settimeout(left)
         try:
             data = conn.sock.recv(RECV)
         except TimeoutError:
-            raise self._fail(HttpError(408, "request_timeout", "request body not received "
-                                       f"within {conn.server.body_timeout:g} s")) from None
+            raise self._fail(
+                HttpError(
+                    408,
+                    "request_timeout",
+                    f"request body not received within {conn.server.body_timeout:g} s",
+                )
+            ) from None
         except OSError:
             raise self._fail(None) from None
         if not data:
@@ -169,8 +192,8 @@ class _Body(io.RawIOBase):
         """Receive more of the body into ``pending``."""
         data = self._recv()
         if self.chunks is None:
-            take = data[:self.remaining]
-            self.conn.buf = data[self.remaining:]
+            take = data[: self.remaining]
+            self.conn.buf = data[self.remaining :]
             self.remaining -= len(take)
             self.pending += take
             return
@@ -303,8 +326,11 @@ class _Connection:
             left = deadline - time.monotonic()
             if left <= 0:
                 if started:
-                    raise HttpError(408, "request_timeout", "request head not received within "
-                                    f"{server.head_timeout:g} s")
+                    raise HttpError(
+                        408,
+                        "request_timeout",
+                        f"request head not received within {server.head_timeout:g} s",
+                    )
                 raise _Closed()
             self.sock.settimeout(left)
             try:
@@ -314,8 +340,11 @@ class _Connection:
                 if time.monotonic() < deadline:
                     continue
                 if started:
-                    raise HttpError(408, "request_timeout", "request head not received within "
-                                    f"{server.head_timeout:g} s") from None
+                    raise HttpError(
+                        408,
+                        "request_timeout",
+                        f"request head not received within {server.head_timeout:g} s",
+                    ) from None
                 raise _Closed() from None
             except OSError as exc:
                 raise _Closed() from exc
@@ -350,9 +379,13 @@ class _Connection:
         path = path.partition("#")[0]
         if not path.startswith("/") and not (head.method == "OPTIONS" and path == "*"):
             raise HttpError(400, "bad_request", "request target must start with /")
-        environ.update(REQUEST_METHOD=head.method, SERVER_PROTOCOL=head.version,
-                       RAW_URI=target, PATH_INFO=unquote_to_bytes(path).decode("latin-1"),
-                       QUERY_STRING=query)
+        environ.update(
+            REQUEST_METHOD=head.method,
+            SERVER_PROTOCOL=head.version,
+            RAW_URI=target,
+            PATH_INFO=unquote_to_bytes(path).decode("latin-1"),
+            QUERY_STRING=query,
+        )
         body = _Body(self, head, rest)
         environ["wsgi.input"] = body
         environ["gunicorn.socket"] = self.sock  # simple-websocket takes the socket from here
@@ -444,8 +477,9 @@ class _Connection:
                 if body.error is not None and not state["sent"]:
                     self._reject(body.error)
                 return False
-            log.exception("unhandled error in %s %s", environ["REQUEST_METHOD"],
-                          environ["PATH_INFO"])
+            log.exception(
+                "unhandled error in %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"]
+            )
             if not state["sent"]:
                 self._reject(HttpError(500, "internal", "internal error (logged by the node)"))
             return False
@@ -481,9 +515,11 @@ class _Connection:
     def _reject(self, rej: HttpError, extra: str = "", linger: float = 1.0) -> None:
         body = json.dumps({"error": rej.code, "message": rej.message}).encode()
         reason = _REASONS.get(rej.status, "Error")
-        head = (f"HTTP/1.1 {rej.status} {reason}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nDate: {self.server.date()}\r\n"
-                f"Server: {self.server.server_name}\r\n{extra}Connection: close\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {rej.status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nDate: {self.server.date()}\r\n"
+            f"Server: {self.server.server_name}\r\n{extra}Connection: close\r\n\r\n"
+        )
         try:
             self.sock.settimeout(linger)
             self.sock.sendall(head.encode("latin-1") + body)
@@ -545,18 +581,32 @@ class HttpServer:
     ``tls``: an :class:`ssl.SSLContext` (server side) for HTTPS. ``read_timeout``, if given,
     sets both ``head_timeout`` and ``body_timeout`` (the older single setting)."""
 
-    def __init__(self, app, host: str, port: int, *, server_name: str = "kvraft",
-                 max_connections: int = 1024, max_client_connections: int | None = None,
-                 idle_timeout: float = 75.0, head_timeout: float = 10.0,
-                 body_timeout: float = 60.0, read_timeout: float | None = None,
-                 backlog: int = 1024, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        app,
+        host: str,
+        port: int,
+        *,
+        server_name: str = "kvraft",
+        max_connections: int = 1024,
+        max_client_connections: int | None = None,
+        idle_timeout: float = 75.0,
+        head_timeout: float = 10.0,
+        body_timeout: float = 60.0,
+        read_timeout: float | None = None,
+        backlog: int = 1024,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.app, self.server_name = app, server_name
         self.max_connections = max_connections
         self.max_client_connections = max_client_connections or max_connections
         if read_timeout is not None:
             head_timeout = body_timeout = read_timeout
-        self.idle_timeout, self.head_timeout, self.body_timeout = (idle_timeout, head_timeout,
-                                                                   body_timeout)
+        self.idle_timeout, self.head_timeout, self.body_timeout = (
+            idle_timeout,
+            head_timeout,
+            body_timeout,
+        )
         self.read_timeout = body_timeout  # per frame of an upgraded peer stream
         self.tls = tls
         self.stopping = threading.Event()
@@ -577,11 +627,17 @@ class HttpServer:
             raise
         self.address = self.listener.getsockname()[:2]
         self._static = {
-            "SCRIPT_NAME": "", "SERVER_NAME": str(self.address[0]),
-            "SERVER_PORT": str(self.address[1]), "SERVER_SOFTWARE": server_name,
-            "wsgi.version": (1, 0), "wsgi.url_scheme": "https" if tls else "http",
-            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False,
-            "wsgi.run_once": False, "wsgi.input_terminated": True,
+            "SCRIPT_NAME": "",
+            "SERVER_NAME": str(self.address[0]),
+            "SERVER_PORT": str(self.address[1]),
+            "SERVER_SOFTWARE": server_name,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "https" if tls else "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
         }
 
     def _base_environ(self, addr) -> dict:
@@ -613,8 +669,9 @@ class HttpServer:
                     continue
                 if self.tls is not None:
                     try:
-                        sock = self.tls.wrap_socket(sock, server_side=True,
-                                                    do_handshake_on_connect=False)
+                        sock = self.tls.wrap_socket(
+                            sock, server_side=True, do_handshake_on_connect=False
+                        )
                     except (OSError, ValueError):
                         sock.close()
                         continue
@@ -628,17 +685,20 @@ class HttpServer:
         over = None
         with self._lock:
             if len(self._conns) >= self.max_connections:
-                over = HttpError(503, "unavailable",
-                                 f"over {self.max_connections} connections; retry")
+                over = HttpError(
+                    503, "unavailable", f"over {self.max_connections} connections; retry"
+                )
             elif self._per_client.get(client, 0) >= self.max_client_connections:
-                over = HttpError(429, "too_many_connections", f"over "
-                                 f"{self.max_client_connections} connections from {client}")
+                over = HttpError(
+                    429,
+                    "too_many_connections",
+                    f"over {self.max_client_connections} connections from {client}",
+                )
             else:
                 self._conns.add(conn)
                 self._per_client[client] = self._per_client.get(client, 0) + 1
         if over is None:
-            threading.Thread(target=conn.run, name=f"http-{addr[0]}:{addr[1]}",
-                             daemon=True).start()
+            threading.Thread(target=conn.run, name=f"http-{addr[0]}:{addr[1]}", daemon=True).start()
             return
         try:
             self._refusals.put_nowait((conn, over))

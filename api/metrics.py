@@ -33,15 +33,49 @@ log = logging.getLogger(__name__)
 
 # Node.metrics() mixes the node's counters (Node.count, the syncer's totals) with these gauges;
 # every other figure is a counter, so a counter added in the node shows up typed right.
-GAUGES = frozenset({"keys", "bytes", "hints_pending", "raft_term", "raft_commit_index",
-                    "raft_is_leader", "nodes_alive", "partitions_under_replicated", "rebalances",
-                    "sync_round", "sync_last_seconds", "sync_last_records", "sync_last_bytes"})
-COUNTERS = ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered", "read_repairs",
-            "writes_unavailable", "sync_rounds", "sync_records", "sync_bytes",
-            "sync_keys_repaired", "tombstones_purged", "records_handed_off", "forwards",
-            "forwards_failed", "balanced_local", "replica_batches", "replica_batched_records",
-            "read_batches", "read_batched_keys", "writes_restamped", "writes_clock_refused",
-            "clock_refused", "hints_superseded")  # present from the start, at 0
+GAUGES = frozenset(
+    {
+        "keys",
+        "bytes",
+        "hints_pending",
+        "raft_term",
+        "raft_commit_index",
+        "raft_is_leader",
+        "nodes_alive",
+        "partitions_under_replicated",
+        "rebalances",
+        "sync_round",
+        "sync_last_seconds",
+        "sync_last_records",
+        "sync_last_bytes",
+    }
+)
+COUNTERS = (
+    "writes",
+    "reads",
+    "replica_acks",
+    "hints_stored",
+    "hints_delivered",
+    "read_repairs",
+    "writes_unavailable",
+    "sync_rounds",
+    "sync_records",
+    "sync_bytes",
+    "sync_keys_repaired",
+    "tombstones_purged",
+    "records_handed_off",
+    "forwards",
+    "forwards_failed",
+    "balanced_local",
+    "replica_batches",
+    "replica_batched_records",
+    "read_batches",
+    "read_batched_keys",
+    "writes_restamped",
+    "writes_clock_refused",
+    "clock_refused",
+    "hints_superseded",
+)  # present from the start, at 0
 HELP = {
     "writes": "writes (PUT, POST, DELETE) this node coordinated",
     "reads": "reads this node coordinated",
@@ -121,39 +155,64 @@ def _gauge(name: str, help_text: str, value: float, node_id: str) -> GaugeMetric
 def _cluster_families(node_id: str, view: dict):
     """Figures of :meth:`Node.cluster` that :meth:`Node.metrics` does not carry."""
     raft = view.get("raft", {})
-    state = GaugeMetricFamily("kvraft_raft_state", "1 for this node's Raft role",
-                              labels=["node", "state"])
+    state = GaugeMetricFamily(
+        "kvraft_raft_state", "1 for this node's Raft role", labels=["node", "state"]
+    )
     for s in RAFT_STATES:
         state.add_metric([node_id, s], float(raft.get("state") == s))
     yield state
-    for key, help_text in (("last_applied", "Raft index applied to the metadata"),
-                           ("log_len", "Raft log entries kept"),
-                           ("has_quorum", "1 when this node's Raft sees a quorum")):
+    for key, help_text in (
+        ("last_applied", "Raft index applied to the metadata"),
+        ("log_len", "Raft log entries kept"),
+        ("has_quorum", "1 when this node's Raft sees a quorum"),
+    ):
         if key in raft:
             yield _gauge(f"kvraft_raft_{key}", help_text, float(raft[key]), node_id)
-    yield _gauge("kvraft_raft_leader_known", "1 when this node knows a Raft leader",
-                 float(view.get("leader") is not None), node_id)
-    yield _gauge("kvraft_hints_pending_cluster", "hints pending on all nodes (as reported)",
-                 view.get("hints_pending_cluster", 0), node_id)
+    yield _gauge(
+        "kvraft_raft_leader_known",
+        "1 when this node knows a Raft leader",
+        float(view.get("leader") is not None),
+        node_id,
+    )
+    yield _gauge(
+        "kvraft_hints_pending_cluster",
+        "hints pending on all nodes (as reported)",
+        view.get("hints_pending_cluster", 0),
+        node_id,
+    )
     partitions = view.get("partitions", {})
     yield _gauge("kvraft_partitions", "partitions in the map", len(partitions), node_id)
-    yield _gauge("kvraft_partition_epoch", "partition map epoch (changes on every move)",
-                 view.get("partition_epoch", 0), node_id)
-    for key, help_text in (("filling", "replicas being filled"),
-                           ("leaving", "replicas being drained")):
-        yield _gauge(f"kvraft_replicas_{key}", help_text,
-                     sum(len(v) for v in view.get(key, {}).values()), node_id)
+    yield _gauge(
+        "kvraft_partition_epoch",
+        "partition map epoch (changes on every move)",
+        view.get("partition_epoch", 0),
+        node_id,
+    )
+    for key, help_text in (
+        ("filling", "replicas being filled"),
+        ("leaving", "replicas being drained"),
+    ):
+        yield _gauge(
+            f"kvraft_replicas_{key}",
+            help_text,
+            sum(len(v) for v in view.get(key, {}).values()),
+            node_id,
+        )
     held: dict[str, int] = {n["id"]: 0 for n in view.get("nodes", [])}
     for replicas in partitions.values():
         for r in replicas:
             held[r] = held.get(r, 0) + 1
-    placed = GaugeMetricFamily("kvraft_partitions_held",
-                               "partitions each member holds (placement balance)",
-                               labels=["node", "member"])
-    up = GaugeMetricFamily("kvraft_member_up", "1 when this node sees the member alive",
-                           labels=["node", "member"])
-    stored = GaugeMetricFamily("kvraft_member_bytes", "live value bytes each member reports",
-                               labels=["node", "member"])
+    placed = GaugeMetricFamily(
+        "kvraft_partitions_held",
+        "partitions each member holds (placement balance)",
+        labels=["node", "member"],
+    )
+    up = GaugeMetricFamily(
+        "kvraft_member_up", "1 when this node sees the member alive", labels=["node", "member"]
+    )
+    stored = GaugeMetricFamily(
+        "kvraft_member_bytes", "live value bytes each member reports", labels=["node", "member"]
+    )
     for n in view.get("nodes", []):
         up.add_metric([node_id, n["id"]], float(bool(n.get("alive"))))
         if n.get("bytes") is not None:
@@ -162,39 +221,67 @@ def _cluster_families(node_id: str, view: dict):
         placed.add_metric([node_id, member], float(count))
     yield from (placed, up, stored)
     clock = view.get("clock", {})
-    offsets = GaugeMetricFamily("kvraft_clock_offset_seconds",
-                                "each peer's clock minus this node's (from pings, NTP-style)",
-                                labels=["node", "peer"])
+    offsets = GaugeMetricFamily(
+        "kvraft_clock_offset_seconds",
+        "each peer's clock minus this node's (from pings, NTP-style)",
+        labels=["node", "peer"],
+    )
     for peer, ms in sorted(clock.get("offsets_ms", {}).items()):
         if ms is not None:
             offsets.add_metric([node_id, peer], ms / 1000.0)
     yield offsets
-    yield _gauge("kvraft_clock_ok", "1 when this node's clock is within max_clock_offset of "
-                 "the majority of its peers", float(bool(clock.get("ok", True))), node_id)
+    yield _gauge(
+        "kvraft_clock_ok",
+        "1 when this node's clock is within max_clock_offset of the majority of its peers",
+        float(bool(clock.get("ok", True))),
+        node_id,
+    )
     sync = view.get("sync", {})
-    yield _gauge("kvraft_sync_interval_seconds", "seconds between anti-entropy rounds",
-                 sync.get("interval", 0), node_id)
-    yield _gauge("kvraft_sync_partitions_synced_last_round",
-                 "partitions whose replicas all synced in the last or current round",
-                 sync.get("partitions_synced_last_round", 0), node_id)
+    yield _gauge(
+        "kvraft_sync_interval_seconds",
+        "seconds between anti-entropy rounds",
+        sync.get("interval", 0),
+        node_id,
+    )
+    yield _gauge(
+        "kvraft_sync_partitions_synced_last_round",
+        "partitions whose replicas all synced in the last or current round",
+        sync.get("partitions_synced_last_round", 0),
+        node_id,
+    )
     last = sync.get("last_local_round", {})
     for key in ("partitions", "synced", "repaired", "purged", "handed_off"):
         if key in last:
-            yield _gauge(f"kvraft_sync_last_{key}", f"{key} in this node's last sync round",
-                         last[key], node_id)
-    yield _gauge("kvraft_sync_last_errors", "errors in this node's last sync round",
-                 len(last.get("errors", [])), node_id)
+            yield _gauge(
+                f"kvraft_sync_last_{key}",
+                f"{key} in this node's last sync round",
+                last[key],
+                node_id,
+            )
+    yield _gauge(
+        "kvraft_sync_last_errors",
+        "errors in this node's last sync round",
+        len(last.get("errors", [])),
+        node_id,
+    )
 
 
 class Metrics:
     def __init__(self, node: Node) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("kvraft_http_requests", "HTTP requests",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("kvraft_http_request_seconds", "HTTP request latency",
-                                 ["method", "route", "status"], registry=self.registry,
-                                 buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1,
-                                          2.5, 5))
+        self.requests = Counter(
+            "kvraft_http_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kvraft_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.registry.register(_NodeCollector(node))
         self._series: dict[tuple, tuple] = {}  # labels -> (counter, histogram) children
 
@@ -203,7 +290,9 @@ class Metrics:
         if series is None:  # labels() looks the child up under a lock: once per label set
             labels = (method, route, str(status))
             series = self._series[(method, route, status)] = (
-                self.requests.labels(*labels), self.latency.labels(*labels))
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+            )
         series[0].inc()
         series[1].observe(seconds)
 

@@ -35,11 +35,18 @@ def serve(config: Config) -> None:
         tls = server_tls(config)
         transport.use_tls(client_tls(config))  # peers speak HTTPS to each other too
     try:
-        server = HttpServer(None, host.strip("[]"), int(port), server_name=f"kvraft/{config.id}",
-                            max_connections=config.max_connections,
-                            max_client_connections=config.max_client_connections,
-                            idle_timeout=config.idle_timeout, head_timeout=config.head_timeout,
-                            body_timeout=config.body_timeout, tls=tls)
+        server = HttpServer(
+            None,
+            host.strip("[]"),
+            int(port),
+            server_name=f"kvraft/{config.id}",
+            max_connections=config.max_connections,
+            max_client_connections=config.max_client_connections,
+            idle_timeout=config.idle_timeout,
+            head_timeout=config.head_timeout,
+            body_timeout=config.body_timeout,
+            tls=tls,
+        )
     except OSError as exc:
         why = exc.strerror or exc
         raise SystemExit(f"kvraft serve: cannot listen on {config.http}: {why}") from None

@@ -47,9 +47,11 @@ def build_page(static: Path = STATIC) -> tuple[bytes, str]:
     script = (static / "dashboard.js").read_text("utf-8")
     style = (static / "dashboard.css").read_text("utf-8")
     page = html.replace("/*STYLE*/", style).replace("/*SCRIPT*/", script)
-    csp = (f"default-src 'none'; script-src '{_sha256(script)}'; style-src '{_sha256(style)}'; "
-           "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
-           "frame-ancestors 'none'")
+    csp = (
+        f"default-src 'none'; script-src '{_sha256(script)}'; style-src '{_sha256(style)}'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
     return page.encode("utf-8"), csp
 
 
@@ -61,8 +63,14 @@ def own_stats(node: Node) -> dict:
     """This node's counters for the dashboard (monotonic while the process lives)."""
     figures = node.metrics()
     reads, writes = figures.get("reads", 0.0), figures.get("writes", 0.0)
-    return {"ok": True, "time": time.time(), "started_at": node.started_at,
-            "reads": reads, "writes": writes, "ops": reads + writes}
+    return {
+        "ok": True,
+        "time": time.time(),
+        "started_at": node.started_at,
+        "reads": reads,
+        "writes": writes,
+        "ops": reads + writes,
+    }
 
 
 def register(app: Flask, node: Node) -> None:
@@ -78,13 +86,22 @@ def register(app: Flask, node: Node) -> None:
     @app.get("/")
     def dashboard():
         if page is None:
-            resp = jsonify({"error": "unavailable",
-                            "message": f"dashboard files are not installed ({STATIC})"})
+            resp = jsonify(
+                {"error": "unavailable", "message": f"dashboard files are not installed ({STATIC})"}
+            )
             resp.status_code = 503
             return resp
-        return Response(page, 200, mimetype="text/html", headers={
-            "Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
+        return Response(
+            page,
+            200,
+            mimetype="text/html",
+            headers={
+                "Content-Security-Policy": csp,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-store",
+            },
+        )
 
     @app.get("/openapi.json")
     def openapi_json():
@@ -93,8 +110,11 @@ def register(app: Flask, node: Node) -> None:
     @app.get("/stats")
     def stats():
         members = node.members()
-        futures = {n: pool.submit(_peer_stats, node, addr) for n, addr in members.items()
-                   if n != node.id and node.is_alive(n)}
+        futures = {
+            n: pool.submit(_peer_stats, node, addr)
+            for n, addr in members.items()
+            if n != node.id and node.is_alive(n)
+        }
         out = {n: {"ok": False, "error": "down"} for n in members}
         out[node.id] = own_stats(node)
         for n, fut in futures.items():

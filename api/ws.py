@@ -56,15 +56,19 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
     reads the request body (the guard may have read it already, to check a signature)."""
     config = node.config
     allowed = config.allowed_origins or access.default_origins((config.http, config.advertise))
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": MAX_MESSAGE,
-                                         "ping_interval": PING_INTERVAL}
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "max_message_size": MAX_MESSAGE,
+        "ping_interval": PING_INTERVAL,
+    }
     sock = Sock(app)
     reports = Reports(node)
     subs = PeerSubscriptions(node.changes)
     feed = ClusterFeed(
-        node.id, node.changes,
+        node.id,
+        node.changes,
         HttpPeerFeed(node.peers, lambda n: node.members().get(n), node.config.peer_timeout),
-        lambda: node.members(), node.is_alive,
+        lambda: node.members(),
+        node.is_alive,
     )
 
     @app.before_request
@@ -73,8 +77,11 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
             return None  # another method: the route's 405 with Allow
         origin = request.headers.get("Origin")
         if not access.origin_allowed(origin, allowed):
-            return _error(403, "forbidden_origin", f"websocket Origin {origin!r} is not "
-                          "allowed (KVRAFT_ALLOWED_ORIGINS)")
+            return _error(
+                403,
+                "forbidden_origin",
+                f"websocket Origin {origin!r} is not allowed (KVRAFT_ALLOWED_ORIGINS)",
+            )
         refused = handshake_error(request.method, request.headers)
         if refused is not None:
             resp = _error(*refused)
@@ -139,8 +146,11 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise BadRequest("keys must be a list of strings")
         records, done = local_records(node.storage.get, keys, max(1, max_bytes))
-        return Response(encode_records(records), mimetype="application/octet-stream",
-                        headers={"X-Kvraft-Done": str(done)})
+        return Response(
+            encode_records(records),
+            mimetype="application/octet-stream",
+            headers={"X-Kvraft-Done": str(done)},
+        )
 
     @app.post("/peer/changes/open")
     def peer_changes_open():
@@ -157,8 +167,11 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
         if answer is None:
             return _error(410, "gone", "unknown or expired change subscription")
         seq, records = answer
-        return Response(encode_records(records), mimetype="application/octet-stream",
-                        headers={"X-Kvraft-Seq": str(seq)})
+        return Response(
+            encode_records(records),
+            mimetype="application/octet-stream",
+            headers={"X-Kvraft-Seq": str(seq)},
+        )
 
     @app.post("/peer/changes/close")
     def peer_changes_close():
@@ -173,8 +186,11 @@ def handshake_error(method: str, headers) -> tuple[int, str, str] | None:
     upgrade = {t.strip().lower() for t in headers.get("Upgrade", "").split(",")}
     connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
     if method != "GET" or "websocket" not in upgrade or "upgrade" not in connection:
-        return 426, "upgrade_required", "this is a websocket endpoint: GET with Upgrade: " \
-            "websocket and Connection: Upgrade"
+        return (
+            426,
+            "upgrade_required",
+            "this is a websocket endpoint: GET with Upgrade: websocket and Connection: Upgrade",
+        )
     if headers.get("Sec-WebSocket-Version", "").strip() != "13":
         return 426, "upgrade_required", "Sec-WebSocket-Version must be 13"
     key = headers.get("Sec-WebSocket-Key", "").strip()
@@ -222,20 +238,29 @@ def serve_watch(ws, feed: ClusterFeed, prefix: str) -> None:
 
 def _watch_loop(ws, feed: ClusterFeed, watcher: Watcher, prefix: str) -> None:
     missing = feed.wait_connected(READY_TIMEOUT)
-    ws.send(json.dumps({"type": "ready", "prefix": prefix, "peers": feed.peers(),
-                        "missing": missing}))
+    ws.send(
+        json.dumps({"type": "ready", "prefix": prefix, "peers": feed.peers(), "missing": missing})
+    )
     while ws.connected:
         event = watcher.get(timeout=0.5)
         if event is not None:
             ws.send(json.dumps(event.to_json()))
         elif watcher.lagged:
-            ws.send(_ws_error("lagged", "this watcher fell too far behind and was cut off; "
-                              "reconnect to watch again"))
+            ws.send(
+                _ws_error(
+                    "lagged",
+                    "this watcher fell too far behind and was cut off; reconnect to watch again",
+                )
+            )
             ws.close(1011, "lagged")
             return
         while ws.receive(timeout=0) is not None:
-            ws.send(_ws_error("bad_request", "/watch takes no messages; the prefix is set by "
-                              "?prefix= when connecting"))
+            ws.send(
+                _ws_error(
+                    "bad_request",
+                    "/watch takes no messages; the prefix is set by ?prefix= when connecting",
+                )
+            )
 
 
 def _run(job: Callable[..., dict], created: bool = False):

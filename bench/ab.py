@@ -49,13 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(e.split("=", 1) for e in args.env)
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     for rnd in range(args.rounds):
-        for side, repo in (("A", args.a), ("B", args.b)) if rnd % 2 == 0 else (("B", args.b),
-                                                                              ("A", args.a)):
+        for side, repo in (
+            (("A", args.a), ("B", args.b)) if rnd % 2 == 0 else (("B", args.b), ("A", args.a))
+        ):
             r = one(repo.resolve(), ops, args.seconds, args.concurrency, env)
             runs[side].append(r)
-            print(f"round {rnd + 1} {side}: " + ", ".join(
-                f"{op} {t:,.0f} req/s p99 {p:.1f} ms errors {e}" for op, (t, p, e) in r.items()),
-                file=sys.stderr, flush=True)
+            print(
+                f"round {rnd + 1} {side}: "
+                + ", ".join(
+                    f"{op} {t:,.0f} req/s p99 {p:.1f} ms errors {e}" for op, (t, p, e) in r.items()
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
     print(f"| op (c={args.concurrency}) | A req/s | B req/s | B/A | A p99 ms | B p99 ms |")
     print("|---|---|---|---|---|---|")
     for op in ops:

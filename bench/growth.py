@@ -369,8 +369,11 @@ def bulk_load(c: GrowthCluster, pmap: dict, start: int, stop: int, deadline_s: f
             )  # fmt: skip
             for node_id in reps:  # both replicas, back to back
                 status, resp = procs.http(
-                    "POST", c.url_of(node_id) + "/peer/apply", body, timeout=300,
-                        headers=signed(c.secret, body, headers)
+                    "POST",
+                    c.url_of(node_id) + "/peer/apply",
+                    body,
+                    timeout=300,
+                    headers=signed(c.secret, body, headers),
                 )
                 if status != 200:
                     raise RuntimeError(f"/peer/apply on {node_id}: status {status} {resp[:200]!r}")

@@ -23,8 +23,10 @@ import httptools  # noqa: E402
 
 from api.http1 import HeadReader  # noqa: E402
 
-HEAD = (b"PUT /kv/bench%2F000123 HTTP/1.1\r\nHost: 127.0.0.1:8001\r\nUser-Agent: loadgen\r\n"
-        b"Accept: */*\r\nContent-Length: 100\r\nContent-Type: application/octet-stream\r\n\r\n")
+HEAD = (
+    b"PUT /kv/bench%2F000123 HTTP/1.1\r\nHost: 127.0.0.1:8001\r\nUser-Agent: loadgen\r\n"
+    b"Accept: */*\r\nContent-Length: 100\r\nContent-Type: application/octet-stream\r\n\r\n"
+)
 REQUEST = HEAD + b"x" * 100
 
 
@@ -83,10 +85,12 @@ def main() -> None:
         cycle.send(h11.EndOfMessage())
         cycle.start_next_cycle()
 
-    for name, fn in (("httptools (llhttp) feed", httptools_only),
-                     ("api.http1.HeadReader feed + head()", head_reader),
-                     ("h11, new connection", h11_new),
-                     ("h11, keep-alive cycle with a response", h11_keep_alive)):
+    for name, fn in (
+        ("httptools (llhttp) feed", httptools_only),
+        ("api.http1.HeadReader feed + head()", head_reader),
+        ("h11, new connection", h11_new),
+        ("h11, keep-alive cycle with a response", h11_keep_alive),
+    ):
         print(f"{name:40} {per_request(fn, n):6.1f} us CPU per request")
 
 

@@ -56,6 +56,8 @@ ENV = {"KVRAFT_SYNC_INTERVAL": "1", "KVRAFT_DEAD_AFTER": "4"}
 BATCH = 5000  # records per /peer/apply request (ts + index stays below 2**16 per ms)
 QUIET_ROUNDS = 3  # 0-difference rounds measured per store size
 SAMPLE = 50  # keys checked with explain=1 when there are more differences than this
+
+
 def signed(body: bytes) -> dict:
     """The peer signature of ``POST /peer/apply`` with ``body`` (the secret never travels)."""
     from kvraft import peerauth
@@ -74,6 +76,7 @@ def fresh_ts(i: int = 0) -> int:
 
 # -- cluster helpers -------------------------------------------------------------------------------
 
+
 def round_id(c: Cluster) -> int:
     return c.cluster_view(c.running()[0])["sync"]["round"]
 
@@ -84,8 +87,10 @@ def wait_rounds(c: Cluster, n: int, timeout: float = 60) -> None:
 
 
 def node_totals(c: Cluster, nodes: list[int] | None = None) -> dict[int, dict[str, int]]:
-    return {i: dict(c.cluster_view(i)["sync"]["totals"])
-            for i in (c.running() if nodes is None else nodes)}
+    return {
+        i: dict(c.cluster_view(i)["sync"]["totals"])
+        for i in (c.running() if nodes is None else nodes)
+    }
 
 
 def summed(per_node: dict[int, dict[str, int]]) -> dict[str, int]:
@@ -147,7 +152,8 @@ class RoundWatcher:
                     node = self.c.nodes[i]
                     try:
                         last = s.get(node.url + "/cluster", timeout=2).json()["sync"][
-                            "last_local_round"]
+                            "last_local_round"
+                        ]
                     except (requests.RequestException, ValueError, KeyError):
                         continue
                     if last.get("id"):
@@ -159,8 +165,11 @@ class RoundWatcher:
 
     def rounds(self, after_round: int, until_round: int | None = None) -> list[dict]:
         with self._lock:
-            return [dict(v, node=n) for (n, r), v in self.seen.items()
-                    if r > after_round and (until_round is None or r <= until_round)]
+            return [
+                dict(v, node=n)
+                for (n, r), v in self.seen.items()
+                if r > after_round and (until_round is None or r <= until_round)
+            ]
 
 
 def agree(c: Cluster, keys: list[str]) -> bool:
@@ -170,24 +179,30 @@ def agree(c: Cluster, keys: list[str]) -> bool:
 
 # -- 1. sync cost ----------------------------------------------------------------------------------
 
+
 def bulk_load(c: Cluster, keys: list[str], nparts: int, value: bytes = b"v") -> None:
     view = c.cluster_view()
     urls = {n.id: n.url for n in c.nodes}
     by_replicas: dict[tuple[str, ...], list[str]] = {}
     for k in keys:
-        by_replicas.setdefault(tuple(view["partitions"][str(partition_of(k, nparts))]),
-                               []).append(k)
+        by_replicas.setdefault(tuple(view["partitions"][str(partition_of(k, nparts))]), []).append(
+            k
+        )
     s = requests.Session()
     try:
         for reps, ks in by_replicas.items():
             for j in range(0, len(ks), BATCH):
                 ts = fresh_ts()
-                body = encode_records([Record(k, partition_of(k, nparts), Version(ts + n, "n1"),
-                                              False, value)
-                                       for n, k in enumerate(ks[j:j + BATCH])])
+                body = encode_records(
+                    [
+                        Record(k, partition_of(k, nparts), Version(ts + n, "n1"), False, value)
+                        for n, k in enumerate(ks[j : j + BATCH])
+                    ]
+                )
                 for node_id in reps:
-                    r = s.post(urls[node_id] + "/peer/apply", data=body, headers=signed(body),
-                               timeout=120)
+                    r = s.post(
+                        urls[node_id] + "/peer/apply", data=body, headers=signed(body), timeout=120
+                    )
                     r.raise_for_status()
     finally:
         s.close()
@@ -205,11 +220,15 @@ def make_differences(c: Cluster, keys: list[str], nparts: int) -> None:
         for node_id, ks in by_node.items():
             for j in range(0, len(ks), BATCH):
                 ts = fresh_ts()
-                body = encode_records([Record(k, partition_of(k, nparts), Version(ts + n, "n2"),
-                                              False, b"changed")
-                                       for n, k in enumerate(ks[j:j + BATCH])])
-                s.post(urls[node_id] + "/peer/apply", data=body, headers=signed(body),
-                       timeout=60).raise_for_status()
+                body = encode_records(
+                    [
+                        Record(k, partition_of(k, nparts), Version(ts + n, "n2"), False, b"changed")
+                        for n, k in enumerate(ks[j : j + BATCH])
+                    ]
+                )
+                s.post(
+                    urls[node_id] + "/peer/apply", data=body, headers=signed(body), timeout=60
+                ).raise_for_status()
     finally:
         s.close()
 
@@ -246,32 +265,54 @@ def measure_size(tmp: str, n_keys: int, diffs: list[int]) -> list[dict]:
             node_rounds = d["sync_rounds"]
             per_cluster_round = node_rounds / len(after) if node_rounds else 0
             med, mx = round_seconds(watch.rounds(r0, r1))
-            rows.append({
-                "keys": n_keys, "diffs": 0, "records": d["sync_records"],
-                "bytes": d["sync_bytes"], "rounds": per_cluster_round,
-                "bytes_per_round": d["sync_bytes"] / per_cluster_round if per_cluster_round
-                else None,
-                "records_per_round": d["sync_records"] / per_cluster_round if per_cluster_round
-                else None,
-                "round_s_median": med, "round_s_max": mx, "carrying_rounds": None,
-                "converge_s": None, "repaired": d["sync_keys_repaired"]})
-            log(f"  0 diffs: {d['sync_records']} records, {d['sync_bytes']} bytes over "
-                f"{per_cluster_round:g} rounds; round time median {med}, max {mx}")
+            rows.append(
+                {
+                    "keys": n_keys,
+                    "diffs": 0,
+                    "records": d["sync_records"],
+                    "bytes": d["sync_bytes"],
+                    "rounds": per_cluster_round,
+                    "bytes_per_round": d["sync_bytes"] / per_cluster_round
+                    if per_cluster_round
+                    else None,
+                    "records_per_round": d["sync_records"] / per_cluster_round
+                    if per_cluster_round
+                    else None,
+                    "round_s_median": med,
+                    "round_s_max": mx,
+                    "carrying_rounds": None,
+                    "converge_s": None,
+                    "repaired": d["sync_keys_repaired"],
+                }
+            )
+            log(
+                f"  0 diffs: {d['sync_records']} records, {d['sync_bytes']} bytes over "
+                f"{per_cluster_round:g} rounds; round time median {med}, max {mx}"
+            )
             for n_diff in diffs:
                 step = max(1, n_keys // n_diff)
                 changed = [keys[i * step] for i in range(n_diff)]
-                check = changed if n_diff <= SAMPLE else changed[::n_diff // SAMPLE][:SAMPLE]
+                check = changed if n_diff <= SAMPLE else changed[:: n_diff // SAMPLE][:SAMPLE]
                 r0 = round_id(c)
                 before = node_totals(c)
                 t0 = time.monotonic()
                 make_differences(c, changed, nparts)
-                wait_for(lambda check=check: agree(c, check), 60,
-                         f"the {n_diff} differences to be synced", interval=0.2)
+                wait_for(
+                    lambda check=check: agree(c, check),
+                    60,
+                    f"the {n_diff} differences to be synced",
+                    interval=0.2,
+                )
                 if n_diff > SAMPLE:
                     base = summed(before)["sync_records"]
-                    wait_for(lambda base=base, n=n_diff:
-                             summed(node_totals(c))["sync_records"] >= base + n, 60,
-                             f"sync totals to reach {n_diff} more records", interval=0.2)
+                    wait_for(
+                        lambda base=base, n=n_diff: (
+                            summed(node_totals(c))["sync_records"] >= base + n
+                        ),
+                        60,
+                        f"sync totals to reach {n_diff} more records",
+                        interval=0.2,
+                    )
                 converge = time.monotonic() - t0
                 wait_rounds(c, 2)
                 after = node_totals(c)
@@ -279,16 +320,28 @@ def measure_size(tmp: str, n_keys: int, diffs: list[int]) -> list[dict]:
                 # round r0 may run on a node after the write (it read r0 before its tick)
                 carrying = [r for r in watch.rounds(r0 - 1) if r["records"] > 0]
                 _, mx = round_seconds(carrying)
-                rows.append({
-                    "keys": n_keys, "diffs": n_diff, "records": d["sync_records"],
-                    "bytes": d["sync_bytes"], "rounds": None, "bytes_per_round": None,
-                    "records_per_round": None, "round_s_median": None, "round_s_max": mx,
-                    "carrying_rounds": len({r["id"] for r in carrying}),
-                    "converge_s": converge, "repaired": d["sync_keys_repaired"]})
-                log(f"  {n_diff} diffs: {d['sync_records']} records, {d['sync_bytes']} bytes, "
+                rows.append(
+                    {
+                        "keys": n_keys,
+                        "diffs": n_diff,
+                        "records": d["sync_records"],
+                        "bytes": d["sync_bytes"],
+                        "rounds": None,
+                        "bytes_per_round": None,
+                        "records_per_round": None,
+                        "round_s_median": None,
+                        "round_s_max": mx,
+                        "carrying_rounds": len({r["id"] for r in carrying}),
+                        "converge_s": converge,
+                        "repaired": d["sync_keys_repaired"],
+                    }
+                )
+                log(
+                    f"  {n_diff} diffs: {d['sync_records']} records, {d['sync_bytes']} bytes, "
                     f"{d['sync_keys_repaired']} repaired, round time max {mx}, "
                     f"{len({r['id'] for r in carrying})} carrying round(s), "
-                    f"agreed after {converge:.2f}s")
+                    f"agreed after {converge:.2f}s"
+                )
                 # every changed key now reads back the new value from all replicas
                 sample = changed[:: max(1, n_diff // SAMPLE)][:SAMPLE]
                 bad = [k for k in sample if c.get(1, k, r="all").content != b"changed"]
@@ -299,6 +352,7 @@ def measure_size(tmp: str, n_keys: int, diffs: list[int]) -> list[dict]:
 
 
 # -- 2. re-replication ----------------------------------------------------------------------------
+
 
 def _session(local: threading.local) -> requests.Session:
     """This thread's keep-alive session (one per worker thread of a pool)."""
@@ -351,8 +405,11 @@ def read_back(c: Cluster, nodes: list[int], data: dict[str, bytes]) -> tuple[int
         n, (k, v) = arg
         s = _session(local)
         try:
-            r = s.get(f"{c.url(nodes[n % len(nodes)])}/kv/{quote(k, safe='')}",
-                      params={"r": "all"}, timeout=30)
+            r = s.get(
+                f"{c.url(nodes[n % len(nodes)])}/kv/{quote(k, safe='')}",
+                params={"r": "all"},
+                timeout=30,
+            )
             return k, r.status_code == 200 and r.content == v, r.status_code
         except requests.RequestException as exc:
             return k, False, type(exc).__name__
@@ -394,8 +451,10 @@ def measure_rereplication(tmp: str, n_keys: int, load: str) -> dict:
         victim_parts = sum(vid in reps for reps in view["partitions"].values())
         victim_keys = next(n["keys"] for n in view["nodes"] if n["id"] == vid)
         before = node_totals(c, survivors)
-        log(f"killing {vid} (leader is {c.nodes[leader].id}); it holds {victim_parts} "
-            f"partitions, {victim_keys} keys")
+        log(
+            f"killing {vid} (leader is {c.nodes[leader].id}); it holds {victim_parts} "
+            f"partitions, {victim_keys} keys"
+        )
         c.kill(victim)
         t0 = time.monotonic()
         t_dead = t_unmapped = t_healed = None
@@ -412,8 +471,10 @@ def measure_rereplication(tmp: str, n_keys: int, load: str) -> dict:
             unmapped = all(vid not in reps for reps in view["partitions"].values())
             if unmapped and t_unmapped is None:
                 t_unmapped = now
-                log(f"  map no longer names {vid} after {now:.2f}s; filling "
-                    f"{len(view['filling'])} partitions")
+                log(
+                    f"  map no longer names {vid} after {now:.2f}s; filling "
+                    f"{len(view['filling'])} partitions"
+                )
             if unmapped and not view["filling"] and view["under_replicated"] == 0:
                 t_healed = now
                 break
@@ -428,18 +489,36 @@ def measure_rereplication(tmp: str, n_keys: int, load: str) -> dict:
         t1 = time.monotonic()
         ok, bad = read_back(c, survivors, {k: data[k] for k in sorted(acked)})
         listed = count_listing(c, survivor, "rr/")
-        log(f"  read back {ok}/{len(acked)} with r=all in {time.monotonic() - t1:.1f}s; "
-            f"listing counts {listed}; bad {bad[:5]}")
-        return {"keys": n_keys, "acked": len(acked), "put_errors": len(errors), "load": load,
-                "load_s": load_s, "victim": vid, "victim_parts": victim_parts,
-                "victim_keys": victim_keys, "t_dead": t_dead, "t_unmapped": t_unmapped,
-                "t_healed": t_healed, "copied": d["sync_records"], "sync_bytes": d["sync_bytes"],
-                "repaired": d["sync_keys_repaired"], "handed_off": d["records_handed_off"],
-                "forgotten": d["tombstones_purged"],
-                "replica_counts": sizes, "read_ok": ok, "read_bad": bad, "listed": listed}
+        log(
+            f"  read back {ok}/{len(acked)} with r=all in {time.monotonic() - t1:.1f}s; "
+            f"listing counts {listed}; bad {bad[:5]}"
+        )
+        return {
+            "keys": n_keys,
+            "acked": len(acked),
+            "put_errors": len(errors),
+            "load": load,
+            "load_s": load_s,
+            "victim": vid,
+            "victim_parts": victim_parts,
+            "victim_keys": victim_keys,
+            "t_dead": t_dead,
+            "t_unmapped": t_unmapped,
+            "t_healed": t_healed,
+            "copied": d["sync_records"],
+            "sync_bytes": d["sync_bytes"],
+            "repaired": d["sync_keys_repaired"],
+            "handed_off": d["records_handed_off"],
+            "forgotten": d["tombstones_purged"],
+            "replica_counts": sizes,
+            "read_ok": ok,
+            "read_bad": bad,
+            "listed": listed,
+        }
 
 
 # -- output ----------------------------------------------------------------------------------------
+
 
 def fmt(v, digits: int = 0) -> str:
     if v is None:
@@ -461,39 +540,44 @@ def sync_table(rows: list[dict]) -> str:
                 f"| {r['keys']:,} | 0 | {fmt(r['records_per_round'], 1)} per round "
                 f"| {fmt(r['bytes_per_round'])} per round | - "
                 f"| {fmt(r['round_s_median'], 3)} median, {fmt(r['round_s_max'], 3)} max "
-                f"| - ({fmt(r['rounds'], 0)} rounds measured) | - |")
+                f"| - ({fmt(r['rounds'], 0)} rounds measured) | - |"
+            )
         else:
             per = r["records"] / r["diffs"]
             lines.append(
                 f"| {r['keys']:,} | {r['diffs']:,} | {r['records']:,} | {r['bytes']:,} "
                 f"| {per:.2f} | {fmt(r['round_s_max'], 3)} max | {r['carrying_rounds']} "
-                f"| {fmt(r['converge_s'], 2)} |")
+                f"| {fmt(r['converge_s'], 2)} |"
+            )
     return "\n".join(lines)
 
 
 def rr_table(r: dict) -> str:
     bad = len(r["read_bad"])
-    return "\n".join([
-        "| measure | value |",
-        "|---|---|",
-        f"| keys written ({r['load']}) / acknowledged | {r['keys']:,} / {r['acked']:,} "
-        f"(load took {r['load_s']:.1f} s) |",
-        f"| killed node (not the leader) | {r['victim']}: {r['victim_parts']} partitions, "
-        f"{fmt(r['victim_keys'])} keys |",
-        f"| survivors see it dead after | {fmt(r['t_dead'], 2)} s |",
-        f"| (a) partition map no longer names it after (includes dead_after = 4 s) "
-        f"| {fmt(r['t_unmapped'], 2)} s |",
-        f"| (b) no replica filling and under_replicated = 0 after | {fmt(r['t_healed'], 2)} s |",
-        f"| (b) - (a): filling the new replicas | {r['t_healed'] - r['t_unmapped']:.2f} s |",
-        f"| records copied by sync rounds (survivors' sync_records delta) | {r['copied']:,} "
-        f"({r['sync_bytes']:,} bytes, {r['repaired']:,} repaired) |",
-        f"| records the survivors' sync rounds dropped as deleted (tombstones_purged delta) "
-        f"| {r['forgotten']:,} |",
-        f"| replicas per partition afterwards | {r['replica_counts']} |",
-        f"| acknowledged keys read back with r=all | {r['read_ok']:,} of {r['acked']:,}"
-        f"{f' ({bad} failed)' if bad else ''} |",
-        f"| keys counted through the GET /kv listing | {r['listed']:,} |",
-    ])
+    return "\n".join(
+        [
+            "| measure | value |",
+            "|---|---|",
+            f"| keys written ({r['load']}) / acknowledged | {r['keys']:,} / {r['acked']:,} "
+            f"(load took {r['load_s']:.1f} s) |",
+            f"| killed node (not the leader) | {r['victim']}: {r['victim_parts']} partitions, "
+            f"{fmt(r['victim_keys'])} keys |",
+            f"| survivors see it dead after | {fmt(r['t_dead'], 2)} s |",
+            f"| (a) partition map no longer names it after (includes dead_after = 4 s) "
+            f"| {fmt(r['t_unmapped'], 2)} s |",
+            "| (b) no replica filling and under_replicated = 0 after "
+            f"| {fmt(r['t_healed'], 2)} s |",
+            f"| (b) - (a): filling the new replicas | {r['t_healed'] - r['t_unmapped']:.2f} s |",
+            f"| records copied by sync rounds (survivors' sync_records delta) | {r['copied']:,} "
+            f"({r['sync_bytes']:,} bytes, {r['repaired']:,} repaired) |",
+            f"| records the survivors' sync rounds dropped as deleted (tombstones_purged delta) "
+            f"| {r['forgotten']:,} |",
+            f"| replicas per partition afterwards | {r['replica_counts']} |",
+            f"| acknowledged keys read back with r=all | {r['read_ok']:,} of {r['acked']:,}"
+            f"{f' ({bad} failed)' if bad else ''} |",
+            f"| keys counted through the GET /kv listing | {r['listed']:,} |",
+        ]
+    )
 
 
 def main() -> int:
@@ -537,8 +621,11 @@ def main() -> int:
                 sync_table(rows),
                 "",
             ]
-            notes = [f"- {r['keys']:,} keys, {r['diffs']} differences: {r['note']}"
-                     for r in rows if r.get("note")]
+            notes = [
+                f"- {r['keys']:,} keys, {r['diffs']} differences: {r['note']}"
+                for r in rows
+                if r.get("note")
+            ]
             parts += notes + ([""] if notes else [])
             failed = failed or bool(notes)
         if not args.skip_rr:
@@ -553,7 +640,8 @@ def main() -> int:
                     f"survivors' sync rounds dropped {rr['forgotten']:,} records as deleted "
                     "and purged, and copied "
                     f"{rr['copied']:,} of the {fmt(rr['victim_keys'])} keys the dead node held.",
-                    ""]
+                    "",
+                ]
     parts.append(f"Total run time {time.monotonic() - started:.0f} s.")
     text = "\n".join(parts) + "\n"
     print(text)

@@ -91,8 +91,16 @@ def lost_writes(records: list[dict]) -> tuple[list[dict], list[dict]]:
             allowed = {w["value"]} | {o["value"] for o in ws if o is not w and o["t1"] >= w["t0"]}
             seen = [r["value"] if r["found"] else None for r in reads]
             if not any(v in allowed for v in seen):
-                lost.append({"key": key, "value": w["value"], "node": w["node"],
-                             "served": w.get("served"), "t1": w["t1"], "final": seen[-1]})
+                lost.append(
+                    {
+                        "key": key,
+                        "value": w["value"],
+                        "node": w["node"],
+                        "served": w.get("served"),
+                        "t1": w["t1"],
+                        "final": seen[-1],
+                    }
+                )
     return lost, unverified
 
 
@@ -127,16 +135,27 @@ def read_your_writes(records: list[dict]) -> tuple[int, list[dict]]:
     for op in _set_ops(records, "run"):
         if not (op["sticky"] and op["op"] == "read" and op["outcome"] == "ok"):
             continue
-        prior = [w for w in acked.get((op["client"], op["key"]), ())
-                 if w["t1"] <= op["t0"] and w["node"] == op["node"]]
+        prior = [
+            w
+            for w in acked.get((op["client"], op["key"]), ())
+            if w["t1"] <= op["t0"] and w["node"] == op["node"]
+        ]
         if not prior:
             continue
         checked += 1
         latest = max(prior, key=lambda w: w["t1"])
         if not op.get("found") or op["value"] != latest["value"]:
-            violations.append({"client": op["client"], "key": op["key"], "node": op["node"],
-                               "wrote": latest["value"], "read": op["value"] if op.get("found")
-                               else None, "t0": op["t0"], "write_t1": latest["t1"]})
+            violations.append(
+                {
+                    "client": op["client"],
+                    "key": op["key"],
+                    "node": op["node"],
+                    "wrote": latest["value"],
+                    "read": op["value"] if op.get("found") else None,
+                    "t0": op["t0"],
+                    "write_t1": latest["t1"],
+                }
+            )
     return checked, violations
 
 
@@ -158,12 +177,18 @@ def stale_reads(records: list[dict]) -> tuple[int, int]:
 
 def unknown_writes(records: list[dict]) -> dict:
     """How many writes had an unknown outcome, and how many of those the final reads saw."""
-    seen = {(op["key"], op["value"]) for op in _set_ops(records, "final")
-            if op["outcome"] == "ok" and op.get("found")}
-    unknown = [op for op in _set_ops(records, "run") if op["op"] == "write"
-               and op["outcome"] == "unknown"]
-    return {"count": len(unknown),
-            "visible": sum((op["key"], op["value"]) in seen for op in unknown)}
+    seen = {
+        (op["key"], op["value"])
+        for op in _set_ops(records, "final")
+        if op["outcome"] == "ok" and op.get("found")
+    }
+    unknown = [
+        op for op in _set_ops(records, "run") if op["op"] == "write" and op["outcome"] == "unknown"
+    ]
+    return {
+        "count": len(unknown),
+        "visible": sum((op["key"], op["value"]) in seen for op in unknown),
+    }
 
 
 # -- the register workload -------------------------------------------------------------------------
@@ -184,9 +209,17 @@ def _mutations(records: list[dict]) -> dict[str, list[dict]]:
         if op["outcome"] == "fail" or (op["op"] == "delete" and op.get("found") is False):
             continue
         acked = op["outcome"] == "ok"
-        out[op["key"]].append({"op": op["op"], "value": op["value"] if op["op"] == "write"
-                               else None, "t0": op["t0"], "t1": op["t1"] if acked else INF,
-                               "acked": acked, "node": op["node"], "served": op.get("served")})
+        out[op["key"]].append(
+            {
+                "op": op["op"],
+                "value": op["value"] if op["op"] == "write" else None,
+                "t0": op["t0"],
+                "t1": op["t1"] if acked else INF,
+                "acked": acked,
+                "node": op["node"],
+                "served": op.get("served"),
+            }
+        )
     return out
 
 
@@ -233,12 +266,19 @@ def judge_read(mutations: list[dict], op: dict) -> tuple[str | None, list[dict]]
 def _brief(op: dict, ok: list[dict], mutations: list[dict]) -> dict:
     got = op["value"] if op.get("found") else None
     src = next((m for m in mutations if got is not None and m["value"] == got), None)
-    return {"key": op["key"], "read": got, "node": op["node"], "served": op.get("served"),
-            "t0": op["t0"], "t1": op["t1"], "phase": op["phase"],
-            "expected": [m["value"] for m in ok[:5]],
-            "expected_via": [m.get("served") or m.get("node") for m in ok[:5]],
-            "read_write_t": None if src is None else [src["t0"], src["t1"]],
-            "read_write_via": None if src is None else src.get("served") or src.get("node")}
+    return {
+        "key": op["key"],
+        "read": got,
+        "node": op["node"],
+        "served": op.get("served"),
+        "t0": op["t0"],
+        "t1": op["t1"],
+        "phase": op["phase"],
+        "expected": [m["value"] for m in ok[:5]],
+        "expected_via": [m.get("served") or m.get("node") for m in ok[:5]],
+        "read_write_t": None if src is None else [src["t0"], src["t1"]],
+        "read_write_via": None if src is None else src.get("served") or src.get("node"),
+    }
 
 
 def register(records: list[dict]) -> dict:
@@ -248,9 +288,19 @@ def register(records: list[dict]) -> dict:
     allowed by the same rule (the last acknowledged mutation or one that overlapped it, or a
     maybe-applied one); keys with no answered final read are *unverified*."""
     muts = _mutations(records)
-    out: dict = {"reads": 0, "determinate": 0, "determinate_put": 0, "determinate_delete": 0,
-                 "lost": [], "undone": [], "stale": [], "final_wrong": [], "unverified": [],
-                 "keys": 0, "ops": {}}
+    out: dict = {
+        "reads": 0,
+        "determinate": 0,
+        "determinate_put": 0,
+        "determinate_delete": 0,
+        "lost": [],
+        "undone": [],
+        "stale": [],
+        "final_wrong": [],
+        "unverified": [],
+        "keys": 0,
+        "ops": {},
+    }
     ops = [op for op in _ops(records, "run") if op.get("workload") == "register"]
     counts: dict[str, int] = defaultdict(int)
     keys = set()
@@ -308,31 +358,46 @@ def convergence(records: list[dict], sync_interval: float, extra_s: float = 5.0)
     if not heals or not ends:
         return {"measured": False, "deadline_s": deadline}
     heal_t, end = heals[-1]["t"], ends[-1]
-    dirty = {op["key"] for op in _ops(records, "run")
-             if op["op"] in ("write", "delete") and dirty_write(op)}
+    dirty = {
+        op["key"]
+        for op in _ops(records, "run")
+        if op["op"] in ("write", "delete") and dirty_write(op)
+    }
     agreed_before = {a["key"] for a in _by_type(records, "agree") if a["t"] <= heal_t}
     regressed = set(end.get("regressed", []))
     apart = (dirty - agreed_before) | regressed
     first_after: dict[str, float] = {}
     for a in _by_type(records, "agree"):
-        if a["key"] in apart and a["t"] > heal_t and (a["key"] not in regressed
-                                                      or a.get("phase") == "final"):
+        if (
+            a["key"] in apart
+            and a["t"] > heal_t
+            and (a["key"] not in regressed or a.get("phase") == "final")
+        ):
             first_after[a["key"]] = min(a["t"], first_after.get(a["key"], a["t"]))
     converged = end["pending_count"] == 0
     time_s = None
     if converged:
         time_s = round(max(first_after.values(), default=heal_t) - heal_t, 2)
     return {
-        "measured": True, "deadline_s": deadline, "heal_t": heal_t, "converged": converged,
-        "time_s": time_s, "within": converged and time_s is not None and time_s <= deadline,
-        "apart_at_heal": len(apart), "dirty": len(dirty),
+        "measured": True,
+        "deadline_s": deadline,
+        "heal_t": heal_t,
+        "converged": converged,
+        "time_s": time_s,
+        "within": converged and time_s is not None and time_s <= deadline,
+        "apart_at_heal": len(apart),
+        "dirty": len(dirty),
         "regressed": end.get("regressed_count", len(regressed)),
         "regressed_keys": sorted(regressed)[:20],
         "keys_polled_after_heal": end["checked"],
-        "settled_sampled": end.get("settled_sampled"), "settled_total": end.get("settled_total"),
-        "clean_sampled": end.get("clean_sampled"), "clean_total": end.get("clean_total"),
-        "pending": end["pending_count"], "pending_keys": end["pending"][:20],
-        "first_poll_s": round(end["start"] - heal_t, 2), "sweeps": end.get("sweeps"),
+        "settled_sampled": end.get("settled_sampled"),
+        "settled_total": end.get("settled_total"),
+        "clean_sampled": end.get("clean_sampled"),
+        "clean_total": end.get("clean_total"),
+        "pending": end["pending_count"],
+        "pending_keys": end["pending"][:20],
+        "first_poll_s": round(end["start"] - heal_t, 2),
+        "sweeps": end.get("sweeps"),
         "ready_s": round(heals[-1]["ready"] - heal_t, 2) if heals[-1].get("ready") else None,
     }
 
@@ -340,12 +405,16 @@ def convergence(records: list[dict], sync_interval: float, extra_s: float = 5.0)
 def _lost_leader(fault: dict) -> bool:
     """Whether the fault took the leader away (packet loss and delay do not: the leader keeps
     going, only slower)."""
-    return (fault["kind"] not in ("loss", "delay") and bool(fault.get("leader"))
-            and fault["leader"] in fault["nodes"])
+    return (
+        fault["kind"] not in ("loss", "delay")
+        and bool(fault.get("leader"))
+        and fault["leader"] in fault["nodes"]
+    )
 
 
-def new_leader_time(fault: dict, views: list[dict], all_nodes: list[str],
-                    horizon_s: float = 60.0) -> float | None:
+def new_leader_time(
+    fault: dict, views: list[dict], all_nodes: list[str], horizon_s: float = 60.0
+) -> float | None:
     """Seconds from the fault's start until every surviving node named one new leader."""
     survivors = [n for n in all_nodes if n not in fault["nodes"]]
     if not survivors:
@@ -374,12 +443,21 @@ def fault_windows(records: list[dict], all_nodes: list[str]) -> list[dict]:
         during = [op for op in ops if f["start"] <= op["t0"] <= f["end"]]
         other = [op for op in during if op["node"] not in f["nodes"]]
         row = {
-            "id": f["id"], "kind": f["kind"], "nodes": f["nodes"], "groups": f.get("groups"),
-            "leader": f.get("leader"), "start": f["start"], "end": f["end"],
-            "duration_s": round(f["end"] - f["start"], 2), "params": f.get("params", {}),
-            "ops": len(during), "ok": sum(op["outcome"] == "ok" for op in during),
-            "other_ops": len(other), "other_ok": sum(op["outcome"] == "ok" for op in other),
-            "lost_leader": _lost_leader(f), "new_leader_s": None,
+            "id": f["id"],
+            "kind": f["kind"],
+            "nodes": f["nodes"],
+            "groups": f.get("groups"),
+            "leader": f.get("leader"),
+            "start": f["start"],
+            "end": f["end"],
+            "duration_s": round(f["end"] - f["start"], 2),
+            "params": f.get("params", {}),
+            "ops": len(during),
+            "ok": sum(op["outcome"] == "ok" for op in during),
+            "other_ops": len(other),
+            "other_ok": sum(op["outcome"] == "ok" for op in other),
+            "lost_leader": _lost_leader(f),
+            "new_leader_s": None,
         }
         row["share"] = _share(row["ok"], row["ops"])
         row["other_share"] = _share(row["other_ok"], row["other_ops"])
@@ -394,8 +472,10 @@ def fault_windows(records: list[dict], all_nodes: list[str]) -> list[dict]:
 def _latency(ops: list[dict], prefix: str) -> dict:
     """p50 and p99 (ms) of the successful ones among ``ops``; None when there are none."""
     lat = sorted(op["t1"] - op["t0"] for op in ops if op["outcome"] == "ok")
-    return {f"{prefix}p50_ms": round(1000 * _pct(lat, 0.5), 1) if lat else None,
-            f"{prefix}p99_ms": round(1000 * _pct(lat, 0.99), 1) if lat else None}
+    return {
+        f"{prefix}p50_ms": round(1000 * _pct(lat, 0.5), 1) if lat else None,
+        f"{prefix}p99_ms": round(1000 * _pct(lat, 0.99), 1) if lat else None,
+    }
 
 
 def _share(ok: int, total: int) -> float | None:
@@ -411,12 +491,15 @@ def timeline(records: list[dict], bucket_s: float = 1.0) -> list[dict]:
     for b in range(min(buckets, default=0), max(buckets, default=-1) + 1):
         ops = buckets.get(b, [])
         lat = sorted(op["t1"] - op["t0"] for op in ops if op["outcome"] == "ok")
-        rows.append({
-            "t": b * bucket_s, "ok": sum(op["outcome"] == "ok" for op in ops) / bucket_s,
-            "failed": sum(op["outcome"] != "ok" for op in ops) / bucket_s,
-            "p50_ms": round(1000 * _pct(lat, 0.5), 1) if lat else None,
-            "p99_ms": round(1000 * _pct(lat, 0.99), 1) if lat else None,
-        })
+        rows.append(
+            {
+                "t": b * bucket_s,
+                "ok": sum(op["outcome"] == "ok" for op in ops) / bucket_s,
+                "failed": sum(op["outcome"] != "ok" for op in ops) / bucket_s,
+                "p50_ms": round(1000 * _pct(lat, 0.5), 1) if lat else None,
+                "p99_ms": round(1000 * _pct(lat, 0.99), 1) if lat else None,
+            }
+        )
     return rows
 
 
@@ -469,33 +552,69 @@ def check(records: list[dict], targets: Targets | None = None) -> dict:
         _row("acknowledged writes unverified", len(unverified), "0", not unverified, "safety"),
         _row("phantom reads", len(phantom), "0", not phantom, "safety"),
         _row("failed writes visible", len(resurrected), "0", not resurrected, "safety"),
-        _row("read-your-writes violations (sticky, r=one)", f"{len(ryw)} of {ryw_checked}",
-             "0", not ryw, "consistency"),
-        _row("convergence after final heal", _conv_text(conv),
-             f"<= {conv['deadline_s']:g} s", bool(conv.get("within")), "liveness"),
-        _row("new leader after leader kills",
-             ", ".join("none" if s is None else f"{s:g} s" for s in slowest) or "no leader kill",
-             f"<= {targets.leader_s:g} s each",
-             all(s is not None and s <= targets.leader_s for s in slowest), "liveness"),
-        _row("majority-side success during partitions",
-             "no partition" if majority_share is None else
-             f"{100 * majority_share:.1f}% ({maj_ok}/{maj_ops})",
-             f">= {100 * targets.majority_share:g}%",
-             majority_share is None or majority_share >= targets.majority_share, "liveness"),
+        _row(
+            "read-your-writes violations (sticky, r=one)",
+            f"{len(ryw)} of {ryw_checked}",
+            "0",
+            not ryw,
+            "consistency",
+        ),
+        _row(
+            "convergence after final heal",
+            _conv_text(conv),
+            f"<= {conv['deadline_s']:g} s",
+            bool(conv.get("within")),
+            "liveness",
+        ),
+        _row(
+            "new leader after leader kills",
+            ", ".join("none" if s is None else f"{s:g} s" for s in slowest) or "no leader kill",
+            f"<= {targets.leader_s:g} s each",
+            all(s is not None and s <= targets.leader_s for s in slowest),
+            "liveness",
+        ),
+        _row(
+            "majority-side success during partitions",
+            "no partition"
+            if majority_share is None
+            else f"{100 * majority_share:.1f}% ({maj_ok}/{maj_ops})",
+            f">= {100 * targets.majority_share:g}%",
+            majority_share is None or majority_share >= targets.majority_share,
+            "liveness",
+        ),
         _row("stale r=one reads (informational)", f"{stale} of {stale_checked}", "-", True, "info"),
     ]
     uw = unknown_writes(records)
-    rows.append(_row("unknown-outcome writes visible after heal (informational)",
-                     f"{uw['visible']} of {uw['count']}", "-", True, "info"))
+    rows.append(
+        _row(
+            "unknown-outcome writes visible after heal (informational)",
+            f"{uw['visible']} of {uw['count']}",
+            "-",
+            True,
+            "info",
+        )
+    )
     reg = register(records)
     if reg["keys"]:
         rows += _register_rows(reg)
     return {
-        "scenario": run.get("scenario"), "nodes": nodes, "sync_interval": sync,
-        "ops": op_counts(records), "lost": lost, "unverified": unverified, "phantoms": phantom,
-        "failed_visible": resurrected, "ryw_checked": ryw_checked, "ryw_violations": ryw,
-        "stale_checked": stale_checked, "stale": stale, "unknown_writes": uw, "register": reg,
-        "convergence": conv, "faults": faults, "majority_share": majority_share,
+        "scenario": run.get("scenario"),
+        "nodes": nodes,
+        "sync_interval": sync,
+        "ops": op_counts(records),
+        "lost": lost,
+        "unverified": unverified,
+        "phantoms": phantom,
+        "failed_visible": resurrected,
+        "ryw_checked": ryw_checked,
+        "ryw_violations": ryw,
+        "stale_checked": stale_checked,
+        "stale": stale,
+        "unknown_writes": uw,
+        "register": reg,
+        "convergence": conv,
+        "faults": faults,
+        "majority_share": majority_share,
         "targets": rows,
         "safety_ok": all(r["ok"] for r in rows if r["class"] == "safety"),
         "liveness_ok": all(r["ok"] for r in rows if r["class"] == "liveness"),
@@ -507,24 +626,45 @@ def _register_rows(reg: dict) -> list[dict]:
     lost, undone, stale = len(reg["lost"]), len(reg["undone"]), len(reg["stale"])
     wrong, unver = len(reg["final_wrong"]), len(reg["unverified"])
     return [
-        _row("register: acknowledged overwrites lost",
-             f"{lost} of {reg['determinate_put']} determinate reads", "0", not lost, "safety"),
-        _row("register: deletes undone",
-             f"{undone} of {reg['determinate_delete']} determinate reads", "0", not undone,
-             "safety"),
-        _row("register: stale reads (r=quorum)", f"{stale} of {reg['reads']} reads", "0",
-             not stale, "safety"),
-        _row("register: final state after heal (r=all)",
-             f"{wrong} wrong of {reg['keys']} keys" + (f", {unver} unverified" if unver else ""),
-             "0", not wrong and not unver, "safety"),
+        _row(
+            "register: acknowledged overwrites lost",
+            f"{lost} of {reg['determinate_put']} determinate reads",
+            "0",
+            not lost,
+            "safety",
+        ),
+        _row(
+            "register: deletes undone",
+            f"{undone} of {reg['determinate_delete']} determinate reads",
+            "0",
+            not undone,
+            "safety",
+        ),
+        _row(
+            "register: stale reads (r=quorum)",
+            f"{stale} of {reg['reads']} reads",
+            "0",
+            not stale,
+            "safety",
+        ),
+        _row(
+            "register: final state after heal (r=all)",
+            f"{wrong} wrong of {reg['keys']} keys" + (f", {unver} unverified" if unver else ""),
+            "0",
+            not wrong and not unver,
+            "safety",
+        ),
     ]
 
 
 def _conv_text(conv: dict) -> str:
     if not conv["measured"]:
         return "not measured"
-    text = (f"{conv['time_s']:g} s ({conv['apart_at_heal']} keys apart at the heal)"
-            if conv["converged"] else f"not converged ({conv['pending']} keys apart)")
+    text = (
+        f"{conv['time_s']:g} s ({conv['apart_at_heal']} keys apart at the heal)"
+        if conv["converged"]
+        else f"not converged ({conv['pending']} keys apart)"
+    )
     if conv["regressed"]:
         text += f"; {conv['regressed']} keys fell apart again after agreeing"
     return text

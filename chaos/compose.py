@@ -37,8 +37,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NODES = ("n1", "n2", "n3")
 FTP = "ftp"
-PORT_VARS = {"n1": "KVRAFT_N1_PORT", "n2": "KVRAFT_N2_PORT", "n3": "KVRAFT_N3_PORT",
-             "ftp": "KVRAFT_FTP_PORT"}
+PORT_VARS = {
+    "n1": "KVRAFT_N1_PORT",
+    "n2": "KVRAFT_N2_PORT",
+    "n3": "KVRAFT_N3_PORT",
+    "ftp": "KVRAFT_FTP_PORT",
+}
 PASSIVE_PORTS = 10  # the compose file's passive range, published 1:1
 LABEL = "com.docker.compose.project"
 
@@ -54,8 +58,9 @@ def compose_command(timeout: float = 10.0) -> list[str]:
     assumed."""
     if shutil.which("docker"):
         try:
-            res = subprocess.run(["docker", "compose", "version"], capture_output=True,
-                                 text=True, timeout=timeout)
+            res = subprocess.run(
+                ["docker", "compose", "version"], capture_output=True, text=True, timeout=timeout
+            )
             if res.returncode == 0:
                 return ["docker", "compose"]
         except (OSError, subprocess.TimeoutExpired):
@@ -70,15 +75,21 @@ def engine_problem(timeout: float = 20.0) -> str | None:
     if not shutil.which("docker"):
         return "no docker command on PATH"
     try:
-        res = subprocess.run(["docker", "info", "-f", "{{.ServerVersion}}"], capture_output=True,
-                             text=True, timeout=timeout)
+        res = subprocess.run(
+            ["docker", "info", "-f", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return f"`docker info` did not answer in {timeout:g} s"
     if res.returncode != 0 or not res.stdout.strip():
         return f"no Docker engine: `docker info` failed: {res.stderr.strip()[:300]}"
     cmd = compose_command()
-    if not shutil.which(cmd[0]) or (cmd == ["docker", "compose"] and subprocess.run(
-            [*cmd, "version"], capture_output=True, timeout=timeout).returncode != 0):
+    if not shutil.which(cmd[0]) or (
+        cmd == ["docker", "compose"]
+        and subprocess.run([*cmd, "version"], capture_output=True, timeout=timeout).returncode != 0
+    ):
         return "neither `docker compose` nor `docker-compose` is installed"
     return None
 
@@ -92,12 +103,24 @@ def skip_without_engine(skip) -> None:
         skip(f"no containers here: {problem}")
 
 
-def exec_checked(args: list[str], timeout: float, env: Mapping[str, str] | None = None,
-                 cwd: str | os.PathLike | None = None, stdin: str | None = None) -> str:
+def exec_checked(
+    args: list[str],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    stdin: str | None = None,
+) -> str:
     """Run ``args``; its stdout, or :class:`ComposeError` with its stderr (also on timeout)."""
     try:
-        res = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                             env=None if env is None else dict(env), input=stdin)
+        res = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            input=stdin,
+        )
     except subprocess.TimeoutExpired as exc:
         raise ComposeError(f"{' '.join(args)}: timed out after {timeout:g}s") from exc
     except OSError as exc:
@@ -116,8 +139,11 @@ def source_tag() -> str:
     h = hashlib.sha256()
     paths = [ROOT / n for n in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")]
     for pkg in ("kvraft", "api"):
-        paths += [p for p in (ROOT / pkg).rglob("*") if p.is_file()
-                  and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")]
+        paths += [
+            p
+            for p in (ROOT / pkg).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+        ]
     for path in sorted(paths):
         h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return f"kvraft:src-{h.hexdigest()[:12]}"
@@ -139,8 +165,9 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_ports(count: int, rng: random.Random, consecutive: int = PASSIVE_PORTS) -> tuple[
-        list[int], tuple[int, int]]:
+def free_ports(
+    count: int, rng: random.Random, consecutive: int = PASSIVE_PORTS
+) -> tuple[list[int], tuple[int, int]]:
     """``count`` free ports and a free range of ``consecutive`` ports on 127.0.0.1, picked at
     random in 20000-59999 (not the kernel's ephemeral range, which a connect may take)."""
     for _ in range(200):
@@ -168,19 +195,27 @@ class ComposeProject:
     extra: tuple[str, ...] = (FTP,)  # services besides the nodes (health, logs)
 
     @classmethod
-    def create(cls, purpose: str = "test", file: Path | None = None,
-               rng: random.Random | None = None, **env: str) -> ComposeProject:
+    def create(
+        cls,
+        purpose: str = "test",
+        file: Path | None = None,
+        rng: random.Random | None = None,
+        **env: str,
+    ) -> ComposeProject:
         """A new project with its own name, free published ports, a random secret and FTP
         password, and ``env`` on top (e.g. KVRAFT_IMAGE). Starts nothing."""
         rng = rng or random.Random()
         ports, (low, high) = free_ports(len(PORT_VARS), rng)
         settings = {var: str(port) for var, port in zip(PORT_VARS.values(), ports, strict=True)}
-        settings.update(KVRAFT_PUBLISH="127.0.0.1", KVRAFT_FTP_PASSIVE=f"{low}-{high}",
-                        KVRAFT_SECRET=secrets.token_hex(24),
-                        KVRAFT_FTP_PASSWORD=secrets.token_hex(16), **env)
+        settings.update(
+            KVRAFT_PUBLISH="127.0.0.1",
+            KVRAFT_FTP_PASSIVE=f"{low}-{high}",
+            KVRAFT_SECRET=secrets.token_hex(24),
+            KVRAFT_FTP_PASSWORD=secrets.token_hex(16),
+            **env,
+        )
         name = f"kvraft-{purpose}-{os.getpid()}-{secrets.token_hex(3)}"
-        return cls(file=file or ROOT / "docker-compose.yml", name=name, env=settings,
-                   owned=True)
+        return cls(file=file or ROOT / "docker-compose.yml", name=name, env=settings, owned=True)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -201,10 +236,12 @@ class ComposeProject:
             head += ["--profile", profile]
         return head
 
-    def run(self, *args: str, timeout: float = 120.0,
-            files: Iterable[str | os.PathLike] = ()) -> str:
-        return exec_checked([*self.args(files), *args], timeout, env=self.environ(),
-                            cwd=self.file.parent)
+    def run(
+        self, *args: str, timeout: float = 120.0, files: Iterable[str | os.PathLike] = ()
+    ) -> str:
+        return exec_checked(
+            [*self.args(files), *args], timeout, env=self.environ(), cwd=self.file.parent
+        )
 
     def up(self, services: Iterable[str] = (), timeout: float = 180.0) -> None:
         self.run("up", "-d", "--no-build", *services, timeout=timeout)
@@ -214,8 +251,9 @@ class ComposeProject:
         project this object created."""
         if not self.owned:
             raise ComposeError("refusing to take down a compose project this run did not create")
-        self.run("down", "--remove-orphans", *(["-v"] if volumes else []), "-t", "10",
-                 timeout=timeout)
+        self.run(
+            "down", "--remove-orphans", *(["-v"] if volumes else []), "-t", "10", timeout=timeout
+        )
 
     # -- what is running -------------------------------------------------------------------
 
@@ -262,8 +300,11 @@ class ComposeProject:
             except ComposeError as exc:
                 out[service] = f"missing ({exc})"
                 continue
-            out[service] = (state.get("Health") or {}).get("Status") if state.get(
-                "Running") else state.get("Status", "?")
+            out[service] = (
+                (state.get("Health") or {}).get("Status")
+                if state.get("Running")
+                else state.get("Status", "?")
+            )
         return out
 
     def wait_healthy(self, timeout: float = 90.0) -> float:
@@ -276,8 +317,9 @@ class ComposeProject:
             if all(s == "healthy" for s in states.values()):
                 return time.monotonic() - start
             if time.monotonic() > deadline:
-                raise ComposeError(f"not healthy after {timeout:g} s: {states}\n"
-                                   + self.logs_tail())
+                raise ComposeError(
+                    f"not healthy after {timeout:g} s: {states}\n" + self.logs_tail()
+                )
             time.sleep(0.5)
 
     def logs_tail(self, lines: int = 20) -> str:
@@ -301,9 +343,14 @@ class ComposeProject:
         if not self.name:
             return {}
         flt = f"label={LABEL}={self.name}"
-        return {kind: exec_checked(["docker", *cmd, "--filter", flt, "-q"], 30).split()
-                for kind, cmd in (("containers", ["ps", "-a"]), ("networks", ["network", "ls"]),
-                                  ("volumes", ["volume", "ls"]))}
+        return {
+            kind: exec_checked(["docker", *cmd, "--filter", flt, "-q"], 30).split()
+            for kind, cmd in (
+                ("containers", ["ps", "-a"]),
+                ("networks", ["network", "ls"]),
+                ("volumes", ["volume", "ls"]),
+            )
+        }
 
 
 def start_project(purpose: str, say=print, timeout: float = 120.0, **env: str) -> ComposeProject:
@@ -317,8 +364,10 @@ def start_project(purpose: str, say=print, timeout: float = 120.0, **env: str) -
     try:
         project.up(timeout=timeout)
         took = project.wait_healthy(timeout)
-        say(f"compose project {project.name} up, healthy in {took:.1f} s "
-            f"({time.monotonic() - t0:.1f} s with the build); nodes {' '.join(project.urls)}")
+        say(
+            f"compose project {project.name} up, healthy in {took:.1f} s "
+            f"({time.monotonic() - t0:.1f} s with the build); nodes {' '.join(project.urls)}"
+        )
     except BaseException:
         stop_project(project)
         raise

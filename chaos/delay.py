@@ -63,8 +63,12 @@ def parse_control(text: str) -> dict[str, tuple[float, float]]:
             ms, jitter = spec.get("delay_ms", 0), spec.get("jitter_ms", 0)
         else:
             ms, jitter = spec, 0
-        if isinstance(ms, bool) or not isinstance(ms, int | float) or \
-                isinstance(jitter, bool) or not isinstance(jitter, int | float):
+        if (
+            isinstance(ms, bool)
+            or not isinstance(ms, int | float)
+            or isinstance(jitter, bool)
+            or not isinstance(jitter, int | float)
+        ):
             raise ValueError(f"{ip}: delay_ms and jitter_ms must be numbers")
         if ms < 0 or jitter < 0:
             raise ValueError(f"{ip}: negative delay")
@@ -171,10 +175,18 @@ class Proxy:
     ``upstream`` when given, for tests without NAT). Runs on one asyncio loop; ``serve()``
     returns when ``stop()`` is called or the owner process is gone."""
 
-    def __init__(self, delays: Delays, listen: tuple[str, int] = ("0.0.0.0", PORT),
-                 upstream: tuple[str, int] | None = None, owner_pid: int | None = None,
-                 rng: random.Random | None = None, max_buffer: int = 1 << 20,
-                 connect_timeout: float = 20.0, poll_s: float = 0.1, log=None) -> None:
+    def __init__(
+        self,
+        delays: Delays,
+        listen: tuple[str, int] = ("0.0.0.0", PORT),
+        upstream: tuple[str, int] | None = None,
+        owner_pid: int | None = None,
+        rng: random.Random | None = None,
+        max_buffer: int = 1 << 20,
+        connect_timeout: float = 20.0,
+        poll_s: float = 0.1,
+        log=None,
+    ) -> None:
         self.delays, self.listen, self.upstream = delays, listen, upstream
         self.owner_pid, self.rng = owner_pid, rng or random.Random()
         self.max_buffer, self.connect_timeout, self.poll_s = max_buffer, connect_timeout, poll_s
@@ -191,8 +203,9 @@ class Proxy:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self.delays.refresh()
-        self._server = await asyncio.start_server(self._accepted, *self.listen, backlog=512,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._accepted, *self.listen, backlog=512, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -243,8 +256,9 @@ class Proxy:
             _reset(c_writer)
             return
         try:
-            u_reader, u_writer = await asyncio.wait_for(asyncio.open_connection(*dst),
-                                                        self.connect_timeout)
+            u_reader, u_writer = await asyncio.wait_for(
+                asyncio.open_connection(*dst), self.connect_timeout
+            )
         except BaseException as exc:
             _reset(c_writer)  # the caller sees a reset: its bytes went nowhere
             if isinstance(exc, OSError | TimeoutError):
@@ -254,8 +268,10 @@ class Proxy:
         up_ip = dst[0]
         try:
             async with asyncio.TaskGroup() as tg:
-                for src, dst_w, ip in ((c_reader, u_writer, client_ip),
-                                       (u_reader, c_writer, up_ip)):
+                for src, dst_w, ip in (
+                    (c_reader, u_writer, client_ip),
+                    (u_reader, c_writer, up_ip),
+                ):
                     d = _Direction(self.max_buffer)
                     tg.create_task(self._read(src, d, ip))
                     tg.create_task(self._write(dst_w, d))
@@ -308,8 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chaos.delay", description=__doc__.splitlines()[0])
     p.add_argument("--listen", type=_addr, default=("0.0.0.0", PORT))
     p.add_argument("--control", required=True, help="JSON file of delays by sender address")
-    p.add_argument("--upstream", type=_addr, default=None,
-                   help="fixed destination (tests); default: the original one (SO_ORIGINAL_DST)")
+    p.add_argument(
+        "--upstream",
+        type=_addr,
+        default=None,
+        help="fixed destination (tests); default: the original one (SO_ORIGINAL_DST)",
+    )
     p.add_argument("--owner-pid", type=int, default=None, help="exit when this process is gone")
     p.add_argument("--seed", type=int, default=None, help="seed of the jitter draws")
     args = p.parse_args(argv)
@@ -318,16 +338,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[delay {os.getpid()}] {msg}", file=sys.stderr, flush=True)
 
     async def run() -> None:
-        proxy = Proxy(Delays(args.control, log), args.listen, args.upstream, args.owner_pid,
-                      random.Random(args.seed), log=log)
+        proxy = Proxy(
+            Delays(args.control, log),
+            args.listen,
+            args.upstream,
+            args.owner_pid,
+            random.Random(args.seed),
+            log=log,
+        )
         port = await proxy.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, proxy.stop)
         print(f"listening {args.listen[0]}:{port}", flush=True)  # the lab waits for this line
         await proxy.serve()
-        log(f"stopped after {proxy.connections} connections, "
-            f"{time.process_time():.1f} s of CPU")
+        log(f"stopped after {proxy.connections} connections, {time.process_time():.1f} s of CPU")
 
     asyncio.run(run())
     return 0

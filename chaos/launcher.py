@@ -37,8 +37,9 @@ class ChaosCluster(Cluster):
         self.initial = self.n  # every node starts with --peers (no node joins later)
         if self.lab is None:
             ports = free_ports(2 * self.n)
-            addrs = [(f"127.0.0.1:{ports[i]}", f"127.0.0.1:{ports[self.n + i]}")
-                     for i in range(self.n)]
+            addrs = [
+                (f"127.0.0.1:{ports[i]}", f"127.0.0.1:{ports[self.n + i]}") for i in range(self.n)
+            ]
         else:
             addrs = [(f"{ip}:{HTTP_PORT}", f"{ip}:{RAFT_PORT}") for ip in self.lab.ips]
         for i, (http, raft) in enumerate(addrs):

@@ -41,8 +41,17 @@ import requests
 from .compose import ComposeProject, compose_command, exec_checked  # noqa: F401 (re-exported)
 from .history import History
 
-KINDS = ("kill", "kill-leader", "pause", "partition-one", "partition-leader",
-         "partition-majority", "loss", "skew", "delay")
+KINDS = (
+    "kill",
+    "kill-leader",
+    "pause",
+    "partition-one",
+    "partition-leader",
+    "partition-majority",
+    "loss",
+    "skew",
+    "delay",
+)
 NETWORK_KINDS = ("partition-one", "partition-leader", "partition-majority", "loss", "delay")
 DELAYS_MS = (50, 100, 200)
 # clock skews, ahead or behind: the n-th skew of a plan is drawn (log-uniform) from band n % 3,
@@ -67,8 +76,14 @@ class Step:
     params: dict = field(default_factory=dict)
 
 
-def plan(kinds: list[str], rng: random.Random, hold=(5.0, 8.0), gap=(3.0, 6.0),
-         supported: tuple[str, ...] = KINDS, shuffle: bool = True) -> list[Step]:
+def plan(
+    kinds: list[str],
+    rng: random.Random,
+    hold=(5.0, 8.0),
+    gap=(3.0, 6.0),
+    supported: tuple[str, ...] = KINDS,
+    shuffle: bool = True,
+) -> list[Step]:
     """A schedule of the faults ``kinds`` (shuffled, or in the order given); kinds the back-end
     does not support are left out. Loss probability, clock offset and delay are drawn here."""
     unknown = set(kinds) - set(KINDS)
@@ -89,8 +104,7 @@ def plan(kinds: list[str], rng: random.Random, hold=(5.0, 8.0), gap=(3.0, 6.0),
         elif kind == "delay":
             params["delay_ms"] = rng.choice(DELAYS_MS)
             params["jitter_ms"] = params["delay_ms"] // 10
-        steps.append(Step(kind, round(rng.uniform(*gap), 2), round(rng.uniform(*hold), 2),
-                          params))
+        steps.append(Step(kind, round(rng.uniform(*gap), 2), round(rng.uniform(*hold), 2), params))
     return steps
 
 
@@ -214,9 +228,16 @@ class ComposeBackend:
 
     PART, LOSS = "KVRAFT_PART", "KVRAFT_LOSS"
 
-    def __init__(self, services: list[str], urls: list[str], project_dir: str = ".",
-                 compose: list[str] | None = None, project=None, network: str = "auto",
-                 override_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        services: list[str],
+        urls: list[str],
+        project_dir: str = ".",
+        compose: list[str] | None = None,
+        project=None,
+        network: str = "auto",
+        override_dir: str | None = None,
+    ) -> None:
         if project is None:  # attach to the user's project in project_dir (its default name)
             project = ComposeProject(file=_compose_file(project_dir), nodes=tuple(services))
         if compose is not None:
@@ -230,8 +251,15 @@ class ComposeBackend:
             raise ValueError(f"network: iptables or disconnect, not {network!r}")
         self.network = network
         self.override_dir = override_dir
-        self.supported = ("kill", "kill-leader", "pause", "partition-one", "partition-leader",
-                          "partition-majority", "skew")
+        self.supported = (
+            "kill",
+            "kill-leader",
+            "pause",
+            "partition-one",
+            "partition-leader",
+            "partition-majority",
+            "skew",
+        )
         if network == "iptables":
             self.supported += ("loss",)
         # disconnect: node -> (container id, [(network, aliases)]) still to reconnect
@@ -258,8 +286,9 @@ class ComposeBackend:
     def _container(self, i: int) -> str:
         cid = self._run("ps", "-q", self.ids[i]).strip()
         if not cid or len(cid.split()) != 1:
-            raise RuntimeError(f"service {self.ids[i]}: expected one running container, "
-                               f"`ps -q` gave {cid!r}")
+            raise RuntimeError(
+                f"service {self.ids[i]}: expected one running container, `ps -q` gave {cid!r}"
+            )
         return cid
 
     def running(self, i: int) -> bool:
@@ -286,8 +315,9 @@ class ComposeBackend:
         self._cids.pop(i, None)  # a new container
         lines = [f"services:\n  {service}:\n    environment:\n"]
         lines += [f"      {k}: {json.dumps(str(v))}\n" for k, v in sorted(env.items())]
-        fd, path = tempfile.mkstemp(prefix=f"compose-{service}-", suffix=".yml",
-                                    dir=self.override_dir)
+        fd, path = tempfile.mkstemp(
+            prefix=f"compose-{service}-", suffix=".yml", dir=self.override_dir
+        )
         with os.fdopen(fd, "w") as f:
             f.write("".join(lines))
         try:
@@ -296,8 +326,10 @@ class ComposeBackend:
             os.unlink(path)
         after = self._address(i)
         if before and after and before != after:
-            self.notes.append(f"{service} was recreated with another address ({before} to "
-                              f"{after}); pysyncobj caches peer addresses for 600 s")
+            self.notes.append(
+                f"{service} was recreated with another address ({before} to "
+                f"{after}); pysyncobj caches peer addresses for 600 s"
+            )
 
     def _address(self, i: int) -> str | None:
         try:
@@ -317,9 +349,12 @@ class ComposeBackend:
         return int(self._docker("inspect", "-f", "{{.State.Pid}}", self._cid(i)).strip() or 0)
 
     def _ip(self, i: int) -> str:
-        out = self._docker("inspect", "-f",
-                           "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-                           self._cid(i)).split()
+        out = self._docker(
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            self._cid(i),
+        ).split()
         if not out:
             raise RuntimeError(f"{self.ids[i]} has no address")
         self._known_ip[i] = out[0]
@@ -404,11 +439,11 @@ class ComposeBackend:
         majority = max(groups, key=len)
         for i in (i for g in groups if g is not majority for i in g):
             cid = self._container(i)
-            nets = json.loads(self._docker("inspect", "-f", "{{json .NetworkSettings.Networks}}",
-                                           cid) or "{}")
+            nets = json.loads(
+                self._docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", cid) or "{}"
+            )
             for net, conf in nets.items():
-                aliases = list(dict.fromkeys([*((conf or {}).get("Aliases") or []),
-                                              self.ids[i]]))
+                aliases = list(dict.fromkeys([*((conf or {}).get("Aliases") or []), self.ids[i]]))
                 self._docker("network", "disconnect", net, cid)
                 # recorded as soon as it is cut, so a failure half-way is still healed
                 self._cut.setdefault(i, (cid, []))[1].append((net, aliases))
@@ -420,8 +455,13 @@ class ComposeBackend:
         for i, (cid, nets) in list(self._cut.items()):
             for net, aliases in list(nets):
                 try:
-                    self._docker("network", "connect",
-                                 *[a for alias in aliases for a in ("--alias", alias)], net, cid)
+                    self._docker(
+                        "network",
+                        "connect",
+                        *[a for alias in aliases for a in ("--alias", alias)],
+                        net,
+                        cid,
+                    )
                     nets.remove((net, aliases))
                 except RuntimeError as exc:
                     errors.append(str(exc))
@@ -434,8 +474,21 @@ class ComposeBackend:
         if self.network != "iptables":
             raise Unsupported("packet loss needs iptables in the containers' namespaces")
         self._chain(i, self.LOSS)
-        self._iptables(i, ["-A", self.LOSS, "-m", "statistic", "--mode", "random",
-                           "--probability", f"{probability:g}", "-j", "DROP"])
+        self._iptables(
+            i,
+            [
+                "-A",
+                self.LOSS,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                f"{probability:g}",
+                "-j",
+                "DROP",
+            ],
+        )
 
     def clear_loss(self, i: int) -> None:
         errors = self._flush(self.LOSS, [i])
@@ -501,9 +554,16 @@ class Nemesis:
     always healed (``heal_all`` in ``finally``). Every wait is bounded.
     """
 
-    def __init__(self, backend: Backend, history: History, steps: list[Step],
-                 rng: random.Random, ready_timeout: float = 30.0, end_by: float | None = None,
-                 overhead_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        history: History,
+        steps: list[Step],
+        rng: random.Random,
+        ready_timeout: float = 30.0,
+        end_by: float | None = None,
+        overhead_s: float = 2.0,
+    ) -> None:
         self.backend, self.history, self.steps, self.rng = backend, history, steps, rng
         self.ready_timeout = ready_timeout
         self.end_by = end_by  # time.monotonic() by which the last fault should be over
@@ -521,8 +581,10 @@ class Nemesis:
     def wait_ready(self, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + (timeout or self.ready_timeout)
         while time.monotonic() < deadline and not self.stopping.is_set():
-            if all(self.backend.running(i) and is_ready(u, self.session)
-                   for i, u in enumerate(self.backend.urls)):
+            if all(
+                self.backend.running(i) and is_ready(u, self.session)
+                for i, u in enumerate(self.backend.urls)
+            ):
                 return True
             self.stopping.wait(0.2)
         return False
@@ -541,8 +603,7 @@ class Nemesis:
                 except Unsupported as exc:
                     self.skipped.append(f"step {n} {step.kind}: {exc}")
                 except Exception as exc:  # a failed injection is reported, the plan goes on
-                    self.skipped.append(f"step {n} {step.kind} failed: "
-                                        f"{type(exc).__name__}: {exc}")
+                    self.skipped.append(f"step {n} {step.kind} failed: {type(exc).__name__}: {exc}")
         finally:
             self.heal_all()
 
@@ -585,11 +646,19 @@ class Nemesis:
         finally:
             self._heal(step, targets)
             end = self.last_end = self.history.now()
-            self.history.write({
-                "type": "fault", "id": n, "kind": step.kind, "nodes": [b.ids[i] for i in targets],
-                "groups": [[b.ids[i] for i in g] for g in groups] if groups else None,
-                "leader": b.ids[leader] if leader is not None else None, "start": start,
-                "end": end, "params": params})
+            self.history.write(
+                {
+                    "type": "fault",
+                    "id": n,
+                    "kind": step.kind,
+                    "nodes": [b.ids[i] for i in targets],
+                    "groups": [[b.ids[i] for i in g] for g in groups] if groups else None,
+                    "leader": b.ids[leader] if leader is not None else None,
+                    "start": start,
+                    "end": end,
+                    "params": params,
+                }
+            )
             self.history.flush()
 
     def _inject(self, step: Step, targets: list[int], groups) -> None:
@@ -632,10 +701,12 @@ class Nemesis:
         mid-fault.
         Returns whether a node had to be started."""
         b = self.backend
-        for action in (b.heal_network,
-                       *[(lambda i=i: b.clear_loss(i)) for i in range(len(b.ids))],
-                       *[(lambda i=i: b.clear_delay(i)) for i in range(len(b.ids))],
-                       *[(lambda i=i: b.resume(i)) for i in range(len(b.ids))]):
+        for action in (
+            b.heal_network,
+            *[(lambda i=i: b.clear_loss(i)) for i in range(len(b.ids))],
+            *[(lambda i=i: b.clear_delay(i)) for i in range(len(b.ids))],
+            *[(lambda i=i: b.resume(i)) for i in range(len(b.ids))],
+        ):
             try:
                 action()
             except Exception as exc:  # keep healing the rest; report what failed

@@ -74,8 +74,21 @@ def available() -> str | None:
         try:
             run(["ip", "netns", "add", name])
             try:
-                run(["ip", "netns", "exec", name, "iptables", "-w", "5", "-t", "raw", "-N",
-                     PART_CHAIN])
+                run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        name,
+                        "iptables",
+                        "-w",
+                        "5",
+                        "-t",
+                        "raw",
+                        "-N",
+                        PART_CHAIN,
+                    ]
+                )
             finally:
                 run(["ip", "netns", "del", name], check=False)
             _probed = None
@@ -121,17 +134,31 @@ def partition_rules(groups: list[list[int]], ips: list[str]) -> dict[int, list[l
 def loss_rule(probability: float) -> list[str]:
     if not 0 < probability < 1:
         raise ValueError("loss probability must be between 0 and 1")
-    return ["-A", LOSS_CHAIN, "-m", "statistic", "--mode", "random", "--probability",
-            f"{probability:.3f}", "-j", "DROP"]
+    return [
+        "-A",
+        LOSS_CHAIN,
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        f"{probability:.3f}",
+        "-j",
+        "DROP",
+    ]
 
 
 def base_rules() -> list[list[str]]:
     """The chains every node namespace gets: partitions in the raw table (PREROUTING for what
     comes from a peer, OUTPUT for what goes to one), loss on what arrives on eth0 only (so
     traffic over loopback, such as the delay proxy's to its node, is never dropped)."""
-    return [["-t", "raw", "-N", PART_CHAIN], ["-t", "raw", "-A", "PREROUTING", "-j", PART_CHAIN],
-            ["-t", "raw", "-A", "OUTPUT", "-j", PART_CHAIN],
-            ["-N", LOSS_CHAIN], ["-A", "INPUT", "-i", "eth0", "-j", LOSS_CHAIN]]
+    return [
+        ["-t", "raw", "-N", PART_CHAIN],
+        ["-t", "raw", "-A", "PREROUTING", "-j", PART_CHAIN],
+        ["-t", "raw", "-A", "OUTPUT", "-j", PART_CHAIN],
+        ["-N", LOSS_CHAIN],
+        ["-A", "INPUT", "-i", "eth0", "-j", LOSS_CHAIN],
+    ]
 
 
 def delay_rules(port: int = DELAY_PORT, mark: str = DELAY_MARK) -> list[list[str]]:
@@ -144,17 +171,56 @@ def delay_rules(port: int = DELAY_PORT, mark: str = DELAY_MARK) -> list[list[str
     outcome). NAT decides on a connection's first packet only, so the proxy must be in the path
     from the start of a run for the nodes' long-lived connections to be delayed later.
     """
-    return [["-t", "mangle", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp", "--syn", "!",
-             "--dport", str(port), "-m", "socket", "--nowildcard", "-j", "MARK", "--set-mark",
-             mark],
-            ["-t", "nat", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp", "-m", "mark", "--mark",
-             mark, "-j", "REDIRECT", "--to-ports", str(port)]]
+    return [
+        [
+            "-t",
+            "mangle",
+            "-A",
+            "PREROUTING",
+            "-i",
+            "eth0",
+            "-p",
+            "tcp",
+            "--syn",
+            "!",
+            "--dport",
+            str(port),
+            "-m",
+            "socket",
+            "--nowildcard",
+            "-j",
+            "MARK",
+            "--set-mark",
+            mark,
+        ],
+        [
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-i",
+            "eth0",
+            "-p",
+            "tcp",
+            "-m",
+            "mark",
+            "--mark",
+            mark,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            str(port),
+        ],
+    ]
 
 
 def delay_control(delays: dict[str, tuple[int, int]]) -> dict:
     """The control file's content for {ip: (delay_ms, jitter_ms)} (see :mod:`chaos.delay`)."""
-    return {ip: {"delay_ms": ms, "jitter_ms": jitter} for ip, (ms, jitter) in sorted(delays.items())
-            if ms or jitter}
+    return {
+        ip: {"delay_ms": ms, "jitter_ms": jitter}
+        for ip, (ms, jitter) in sorted(delays.items())
+        if ms or jitter
+    }
 
 
 # -- the lab -------------------------------------------------------------------------------------
@@ -236,8 +302,23 @@ class Lab:
                 ns = self.node_ns(i)
                 self._add_ns(ns)
                 run(["ip", "-n", ns, "link", "set", "lo", "up"])
-                run(["ip", "-n", br, "link", "add", f"v{i + 1}", "type", "veth", "peer", "name",
-                     "eth0", "netns", ns])
+                run(
+                    [
+                        "ip",
+                        "-n",
+                        br,
+                        "link",
+                        "add",
+                        f"v{i + 1}",
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        "eth0",
+                        "netns",
+                        ns,
+                    ]
+                )
                 run(["ip", "-n", br, "link", "set", f"v{i + 1}", "master", "br0", "up"])
                 run(["ip", "-n", ns, "addr", "add", f"{self.ip(i)}/24", "dev", "eth0"])
                 run(["ip", "-n", ns, "link", "set", "eth0", "up"])
@@ -258,14 +339,29 @@ class Lab:
     def _start_proxy(self, i: int, timeout: float = 15.0) -> None:
         """Start node ``i``'s delay proxy and wait (bounded) until it listens."""
         log_path = os.path.join(self.run_dir, f"delay-n{i + 1}.log")
-        cmd = [*self.exec_prefix(i), sys.executable, "-m", "chaos.delay",
-               "--listen", f"0.0.0.0:{self.delay_port}", "--control", self.control_path,
-               "--owner-pid", str(os.getpid())]
+        cmd = [
+            *self.exec_prefix(i),
+            sys.executable,
+            "-m",
+            "chaos.delay",
+            "--listen",
+            f"0.0.0.0:{self.delay_port}",
+            "--control",
+            self.control_path,
+            "--owner-pid",
+            str(os.getpid()),
+        ]
         with open(log_path, "ab") as log:
             # `ip netns exec` execs python: the pid (and, with a new session, the process
             # group) is the proxy's own
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=ROOT,
+            )
         self.proxies.append(proc)
         self.record_pid(proc.pid)
         deadline = time.monotonic() + timeout
@@ -280,8 +376,10 @@ class Lab:
         if not line.startswith(b"listening"):
             with open(log_path, errors="replace") as f:
                 tail = f.read()[-1500:]
-            raise NetnsError(f"delay proxy in {self.node_ns(i)} did not start within {timeout}s "
-                             f"(exit {proc.poll()}): {tail}")
+            raise NetnsError(
+                f"delay proxy in {self.node_ns(i)} did not start within {timeout}s "
+                f"(exit {proc.poll()}): {tail}"
+            )
 
     def stop_proxies(self, grace: float = 5.0) -> None:
         """SIGTERM every delay proxy, SIGKILL after ``grace`` seconds. Idempotent."""
@@ -330,8 +428,10 @@ class Lab:
             return
         os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
         with open(self.state_path, "w") as f:
-            json.dump({"owner_pid": os.getpid(), "namespaces": self.created,
-                       "pids": sorted(self._pids)}, f)
+            json.dump(
+                {"owner_pid": os.getpid(), "namespaces": self.created, "pids": sorted(self._pids)},
+                f,
+            )
 
     def record_pid(self, pid: int) -> None:
         """Note a process (a node or a delay proxy) in the state file, for ``cleanup`` after a
@@ -442,8 +542,10 @@ def cleanup_stale(state_paths: list[str]) -> list[str]:
                 except ProcessLookupError:
                     pass
         for name in reversed(state.get("namespaces", [])):
-            if name.startswith(PREFIX) and run(["ip", "netns", "del", name],
-                                               check=False).returncode == 0:
+            if (
+                name.startswith(PREFIX)
+                and run(["ip", "netns", "del", name], check=False).returncode == 0
+            ):
                 done.append(f"deleted namespace {name}")
         os.remove(path)
     return done

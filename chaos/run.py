@@ -76,31 +76,75 @@ def _counts(**counts: int) -> tuple[str, ...]:
 
 SCENARIOS = {
     "smoke": Scenario(
-        "smoke", kinds=("kill", "partition-leader", "skew", "kill-leader", "pause", "loss", "skew",
-                        "delay"),
-        shuffle=False, hold=(5.0, 6.0), gap=(3.0, 4.0), max_run_s=150),
+        "smoke",
+        kinds=("kill", "partition-leader", "skew", "kill-leader", "pause", "loss", "skew", "delay"),
+        shuffle=False,
+        hold=(5.0, 6.0),
+        gap=(3.0, 4.0),
+        max_run_s=150,
+    ),
     "full": Scenario(
-        "full", kinds=_counts(kill=10, kill_leader=6, partition_one=3, partition_leader=4,
-                              partition_majority=3, pause=5, loss=2, skew=4, delay=3),
-        hold=(6.0, 10.0), gap=(4.0, 8.0), min_run_s=600.0, max_run_s=1500.0),
+        "full",
+        kinds=_counts(
+            kill=10,
+            kill_leader=6,
+            partition_one=3,
+            partition_leader=4,
+            partition_majority=3,
+            pause=5,
+            loss=2,
+            skew=4,
+            delay=3,
+        ),
+        hold=(6.0, 10.0),
+        gap=(4.0, 8.0),
+        min_run_s=600.0,
+        max_run_s=1500.0,
+    ),
     # for operators: what a slow node does to latency and to the other nodes; the kill at the
     # end checks that a node still comes back through its proxy
     "delay": Scenario(
-        "delay", kinds=("delay", "delay", "delay", "delay", "kill"), shuffle=False,
-        hold=(8.0, 10.0), gap=(3.0, 5.0), max_run_s=150),
+        "delay",
+        kinds=("delay", "delay", "delay", "delay", "kill"),
+        shuffle=False,
+        hold=(8.0, 10.0),
+        gap=(3.0, 5.0),
+        max_run_s=150,
+    ),
     "negative": Scenario(
-        "negative", kinds=(), min_run_s=15.0, max_run_s=60.0, tail_s=0.0,
-        node_env={0: {"KVRAFT_TEST_FAULT": "ack_without_write"}}, negative="lost"),
+        "negative",
+        kinds=(),
+        min_run_s=15.0,
+        max_run_s=60.0,
+        tail_s=0.0,
+        node_env={0: {"KVRAFT_TEST_FAULT": "ack_without_write"}},
+        negative="lost",
+    ),
     # n1's clock 150 ms ahead, every node acknowledging as before forward-only versions
     # (KVRAFT_TEST_FAULT=lww_ack: a replica that kept a newer version still counts as an ack):
     # the register checker must see overwrites lost
     "register-negative": Scenario(
-        "register-negative", kinds=(), min_run_s=20.0, max_run_s=60.0, tail_s=0.0,
-        workload=WorkloadConfig(clients=0, sticky=0, register=RegisterConfig(
-            clients=2, keys=2, rate=25.0, read_share=0.4, delete_share=0.2, rotate_s=10.0)),
-        node_env={i: {"KVRAFT_TEST_FAULT": "lww_ack", **({"KVRAFT_CLOCK_OFFSET_MS": "150"}
-                                                          if i == 0 else {})}
-                  for i in range(3)}, negative="register"),
+        "register-negative",
+        kinds=(),
+        min_run_s=20.0,
+        max_run_s=60.0,
+        tail_s=0.0,
+        workload=WorkloadConfig(
+            clients=0,
+            sticky=0,
+            register=RegisterConfig(
+                clients=2, keys=2, rate=25.0, read_share=0.4, delete_share=0.2, rotate_s=10.0
+            ),
+        ),
+        node_env={
+            i: {
+                "KVRAFT_TEST_FAULT": "lww_ack",
+                **({"KVRAFT_CLOCK_OFFSET_MS": "150"} if i == 0 else {}),
+            }
+            for i in range(3)
+        },
+        negative="register",
+    ),
 }
 
 
@@ -134,8 +178,9 @@ def _wait_all_ready(urls: list[str], timeout: float) -> bool:
     return False
 
 
-def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
-        compose: dict | None = None) -> tuple[dict, int]:
+def run(
+    sc: Scenario, out_dir: str, seed: int, use_netns: bool = True, compose: dict | None = None
+) -> tuple[dict, int]:
     """Run one scenario; returns (checker result, exit status)."""
     os.makedirs(out_dir, exist_ok=True)
     rng = random.Random(seed)
@@ -148,50 +193,76 @@ def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
             notes = ["compose back-end: the cluster was started by `docker compose up`"]
         elif compose is not None:
             project = compose_project.start_project("chaos", say=_say)
-            backend = ComposeBackend(list(project.nodes), project.urls, project=project,
-                                     override_dir=out_dir)
+            backend = ComposeBackend(
+                list(project.nodes), project.urls, project=project, override_dir=out_dir
+            )
             if not _wait_all_ready(backend.urls, 60):
                 raise RuntimeError("compose nodes not ready within 60 s of being healthy")
             sync = 5.0
-            notes = [f"compose back-end: project {project.name} ({backend.network} network "
-                     "faults), started and removed by this run"]
+            notes = [
+                f"compose back-end: project {project.name} ({backend.network} network "
+                "faults), started and removed by this run"
+            ]
         else:
             from .launcher import ChaosCluster
 
             notes = []
             why = netns.available() if use_netns else "disabled with --no-netns"
             if why is None:
-                lab = netns.Lab(sc.nodes, state_path=os.path.join(out_dir, "lab.json"),
-                                delay="delay" in sc.kinds).create()
+                lab = netns.Lab(
+                    sc.nodes,
+                    state_path=os.path.join(out_dir, "lab.json"),
+                    delay="delay" in sc.kinds,
+                ).create()
                 lab.join()
-                _say(f"network namespaces {lab.bridge_ns} and {sc.nodes} node namespaces, "
-                     f"nodes on {lab.subnet}.1..{sc.nodes}"
-                     + (f", a delay proxy in each (port {lab.delay_port})" if lab.delay else ""))
+                _say(
+                    f"network namespaces {lab.bridge_ns} and {sc.nodes} node namespaces, "
+                    f"nodes on {lab.subnet}.1..{sc.nodes}"
+                    + (f", a delay proxy in each (port {lab.delay_port})" if lab.delay else "")
+                )
             else:
-                notes.append(f"no network namespaces ({why}): partitions, loss and delay "
-                             "skipped")
+                notes.append(f"no network namespaces ({why}): partitions, loss and delay skipped")
                 _say(notes[-1])
-            cluster = ChaosCluster(os.path.join(out_dir, "nodes"), sc.nodes, lab=lab,
-                                   node_env=sc.node_env)
+            cluster = ChaosCluster(
+                os.path.join(out_dir, "nodes"), sc.nodes, lab=lab, node_env=sc.node_env
+            )
             atexit.register(cluster.close)
             sync = float(os.environ.get("KVRAFT_SYNC_INTERVAL", 5.0))
             t0 = time.monotonic()
             cluster.start()
             cluster.wait_ready(60)
-            _say(f"cluster of {sc.nodes} ready in {time.monotonic() - t0:.1f} s, "
-                 f"leader {cluster.leader()}")
+            _say(
+                f"cluster of {sc.nodes} ready in {time.monotonic() - t0:.1f} s, "
+                f"leader {cluster.leader()}"
+            )
             backend = LocalBackend(cluster, lab)
-        hist.write({"type": "run", "scenario": sc.name, "nodes": backend.ids, "seed": seed,
-                    "sync_interval": sync, "wall_start": hist.wall_start, "notes": notes,
-                    "node_env": {backend.ids[i]: e for i, e in sc.node_env.items()}})
+        hist.write(
+            {
+                "type": "run",
+                "scenario": sc.name,
+                "nodes": backend.ids,
+                "seed": seed,
+                "sync_interval": sync,
+                "wall_start": hist.wall_start,
+                "notes": notes,
+                "node_env": {backend.ids[i]: e for i, e in sc.node_env.items()},
+            }
+        )
         steps = plan(list(sc.kinds), rng, sc.hold, sc.gap, backend.supported, sc.shuffle)
         skipped = [k for k in sc.kinds if k not in backend.supported]
         if skipped:
             notes.append(f"faults the back-end cannot do, left out: {', '.join(skipped)}")
         bound = sc.max_run_s + sc.min_run_s + 120
         tracker = Tracker(backend.urls, hist, max_seconds=bound)
-        wl = Workload(backend.urls, backend.ids, hist, sc.workload, seed, max_seconds=bound,
-                      on_write=tracker.on_write)
+        wl = Workload(
+            backend.urls,
+            backend.ids,
+            hist,
+            sc.workload,
+            seed,
+            max_seconds=bound,
+            on_write=tracker.on_write,
+        )
         run_start = time.monotonic()
         end_by = run_start + sc.min_run_s - sc.tail_s if sc.min_run_s else None
         nem = Nemesis(backend, hist, steps, rng, end_by=end_by)
@@ -223,15 +294,24 @@ def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
         hist.flush()
         records = history.read(hist.path)
         keys, counts = keys_to_poll(records, sc.sample, rng)
-        written = list(dict.fromkeys(op["key"] for op in records if op.get("type") == "op"
-                                     and op["op"] in ("write", "delete")))
+        written = list(
+            dict.fromkeys(
+                op["key"]
+                for op in records
+                if op.get("type") == "op" and op["op"] in ("write", "delete")
+            )
+        )
         apart = counts["pending_at_poll"]
-        _say(f"workload stopped ({tracker.polls} convergence polls during the run); polling "
-             f"{apart} keys still apart and {len(keys) - apart} sampled keys")
+        _say(
+            f"workload stopped ({tracker.polls} convergence polls during the run); polling "
+            f"{apart} keys still apart and {len(keys) - apart} sampled keys"
+        )
         deadline = 2 * sync + checker.Targets().convergence_extra_s
         pending = poll_convergence(backend.urls, keys, hist, heal_t, deadline, rng, counts)
-        _say(f"convergence polling done ({len(pending)} keys not in agreement); final r=all "
-             f"reads of {len(written)} keys")
+        _say(
+            f"convergence polling done ({len(pending)} keys not in agreement); final r=all "
+            f"reads of {len(written)} keys"
+        )
         final_reads(backend.urls, backend.ids, written, hist, rng)
         notes.extend(getattr(backend, "notes", []))
         hist.write({"type": "end", "t": hist.now(), "notes": notes})
@@ -249,11 +329,11 @@ def run(sc: Scenario, out_dir: str, seed: int, use_netns: bool = True,
                 _say(problem)
 
 
-def _judge(records: list[dict], out_dir: str, sc: Scenario | None,
-           notes: list[str] | None = None) -> tuple[dict, int]:
+def _judge(
+    records: list[dict], out_dir: str, sc: Scenario | None, notes: list[str] | None = None
+) -> tuple[dict, int]:
     result = checker.check(records)
-    result["notes"] = notes or next((r.get("notes") for r in records
-                                     if r.get("type") == "end"), [])
+    result["notes"] = notes or next((r.get("notes") for r in records if r.get("type") == "end"), [])
     name = result.get("scenario") or (sc.name if sc else "?")
     negative = sc.negative if sc else NEGATIVES.get(name, "")
     title = f"kvraft chaos: {name} ({os.path.basename(out_dir)})"
@@ -261,8 +341,9 @@ def _judge(records: list[dict], out_dir: str, sc: Scenario | None,
     if negative:
         caught, what = _caught(result, negative)
         result["negative_caught"] = caught
-        text += (f"\nNegative control: the checker {'caught' if caught else 'DID NOT catch'} "
-                 f"{what}.\n")
+        text += (
+            f"\nNegative control: the checker {'caught' if caught else 'DID NOT catch'} {what}.\n"
+        )
     if result["notes"]:
         text += "\nNotes:\n" + "".join(f"- {n}\n" for n in result["notes"])
     png = report.plot(result, checker.timeline(records), os.path.join(out_dir, "plot.png"), title)
@@ -271,8 +352,11 @@ def _judge(records: list[dict], out_dir: str, sc: Scenario | None,
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(text)
     print(text, flush=True)
-    print(f"history {out_dir}/history.jsonl\nreport  {out_dir}/report.md\n"
-          f"plot    {png or '(matplotlib not installed: no plot)'}", flush=True)
+    print(
+        f"history {out_dir}/history.jsonl\nreport  {out_dir}/report.md\n"
+        f"plot    {png or '(matplotlib not installed: no plot)'}",
+        flush=True,
+    )
     if negative:
         return result, EXIT_OK if result["negative_caught"] else EXIT_SAFETY
     if not result["safety_ok"]:
@@ -290,11 +374,14 @@ def _caught(result: dict, negative: str) -> tuple[bool, str]:
     if negative == "register":
         reg = result["register"]
         n = len(reg["lost"]) + len(reg["undone"])
-        return n > 0, (f"the acknowledgements of writes a replica did not keep "
-                       f"({len(reg['lost'])} overwrites lost, {len(reg['undone'])} deletes "
-                       f"undone)")
-    return bool(result["lost"]), (f"the node that acknowledges without writing "
-                                  f"({len(result['lost'])} lost)")
+        return n > 0, (
+            f"the acknowledgements of writes a replica did not keep "
+            f"({len(reg['lost'])} overwrites lost, {len(reg['undone'])} deletes "
+            f"undone)"
+        )
+    return bool(result["lost"]), (
+        f"the node that acknowledges without writing ({len(result['lost'])} lost)"
+    )
 
 
 def _on_signal(signum, _frame):
@@ -304,19 +391,28 @@ def _on_signal(signum, _frame):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__.splitlines()[0])
     p.add_argument("scenario", choices=[*SCENARIOS, "check", "cleanup"])
-    p.add_argument("path", nargs="?",
-                   help="check: a history.jsonl; cleanup: a run's output directory "
-                        "(default: every run under chaos/out)")
+    p.add_argument(
+        "path",
+        nargs="?",
+        help="check: a history.jsonl; cleanup: a run's output directory "
+        "(default: every run under chaos/out)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", default=None, help="output directory (default chaos/out/<run>)")
     p.add_argument("--nodes", type=int, default=None)
-    p.add_argument("--no-netns", action="store_true",
-                   help="run on loopback without namespaces (no partitions or loss)")
+    p.add_argument(
+        "--no-netns",
+        action="store_true",
+        help="run on loopback without namespaces (no partitions or loss)",
+    )
     p.add_argument("--min-run", type=float, default=None, help="workload seconds at least")
     p.add_argument("--backend", choices=("local", "compose"), default="local")
-    p.add_argument("--compose-attach", action="store_true",
-                   help="compose back-end: use the running project in --compose-dir (default: "
-                        "build the image, start a project of this run's own, remove it after)")
+    p.add_argument(
+        "--compose-attach",
+        action="store_true",
+        help="compose back-end: use the running project in --compose-dir (default: "
+        "build the image, start a project of this run's own, remove it after)",
+    )
     p.add_argument("--compose-dir", default=".", help="compose back-end: project directory")
     p.add_argument("--compose-services", default=",".join(COMPOSE_SERVICES))
     p.add_argument("--compose-urls", default=",".join(COMPOSE_URLS))
@@ -324,8 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks of a run that seems stuck
     if args.scenario == "cleanup":
-        states = ([os.path.join(args.path, "lab.json")] if args.path
-                  else glob.glob(os.path.join(OUT, "*", "lab.json")))
+        states = (
+            [os.path.join(args.path, "lab.json")]
+            if args.path
+            else glob.glob(os.path.join(OUT, "*", "lab.json"))
+        )
         for line in netns.cleanup_stale(states) or ["nothing to clean"]:
             print(line)
         return EXIT_OK
@@ -343,11 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or os.path.join(OUT, f"{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     compose = None
     if args.backend == "compose":
-        compose = {"attach": args.compose_attach, "dir": args.compose_dir,
-                   "services": args.compose_services.split(","),
-                   "urls": args.compose_urls.split(",")}
-    _say(f"scenario {sc.name}, seed {seed}, output {out}; fault kinds: "
-         f"{', '.join(k for k in KINDS if k in sc.kinds) or 'none'}")
+        compose = {
+            "attach": args.compose_attach,
+            "dir": args.compose_dir,
+            "services": args.compose_services.split(","),
+            "urls": args.compose_urls.split(","),
+        }
+    _say(
+        f"scenario {sc.name}, seed {seed}, output {out}; fault kinds: "
+        f"{', '.join(k for k in KINDS if k in sc.kinds) or 'none'}"
+    )
     try:
         _, code = run(sc, out, seed, use_netns=not args.no_netns, compose=compose)
     except Exception:

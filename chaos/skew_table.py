@@ -41,8 +41,10 @@ class Row:
 def measure(skew_ms: int, max_offset_s: float, fault: str = "") -> Row:
     row = Row(skew_ms, max_offset_s)
     env = {"KVRAFT_MAX_CLOCK_OFFSET": str(max_offset_s), "KVRAFT_TEST_FAULT": fault}
-    with tempfile.TemporaryDirectory(prefix="kvraft-skew-") as root, \
-            ChaosCluster(root, env=env) as c:
+    with (
+        tempfile.TemporaryDirectory(prefix="kvraft-skew-") as root,
+        ChaosCluster(root, env=env) as c,
+    ):
         leader = c.leader()
         skewed, other = (i for i in range(c.n) if i != leader)
         c.stop(skewed)
@@ -50,8 +52,11 @@ def measure(skew_ms: int, max_offset_s: float, fault: str = "") -> Row:
         if skew_ms < max_offset_s * 1000:
             c.wait_ready()
         else:  # never ready: wait until it has judged its clock against both peers
-            wait_for(lambda: len(c.cluster_view(skewed)["clock"]["offsets_ms"]) == 2, 30,
-                     "the skewed node to measure its peers' clocks")
+            wait_for(
+                lambda: len(c.cluster_view(skewed)["clock"]["offsets_ms"]) == 2,
+                30,
+                "the skewed node to measure its peers' clocks",
+            )
 
         def acked(resp) -> bool:
             if resp.status_code == 503 and "clock_offset" in resp.text:
@@ -74,20 +79,28 @@ def measure(skew_ms: int, max_offset_s: float, fault: str = "") -> Row:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--control", action="store_true",
-                    help="run the negative control (plain last-writer-wins acks)")
+    ap.add_argument(
+        "--control",
+        action="store_true",
+        help="run the negative control (plain last-writer-wins acks)",
+    )
     args = ap.parse_args(argv)
     fault = "lww_ack" if args.control else ""
     cells = [(20, 0.5), (200, 0.5), (30_000, 0.5), (30_000, 60.0)]
-    print(f"| skew | max_clock_offset | acknowledged overwrites lost | acknowledged deletes "
-          f"undone | writes refused by the clock guard |{' (control: lww_ack)' if fault else ''}")
+    print(
+        f"| skew | max_clock_offset | acknowledged overwrites lost | acknowledged deletes "
+        f"undone | writes refused by the clock guard |{' (control: lww_ack)' if fault else ''}"
+    )
     print("|---|---|---|---|---|")
     total = 0
     for skew, max_s in cells:
         r = measure(skew, max_s, fault)
         total += r.lost + r.undone
-        print(f"| {skew} ms | {max_s:g} s | {r.lost} of {r.overwrites} | {r.undone} of "
-              f"{r.deletes} | {r.refused} |", flush=True)
+        print(
+            f"| {skew} ms | {max_s:g} s | {r.lost} of {r.overwrites} | {r.undone} of "
+            f"{r.deletes} | {r.refused} |",
+            flush=True,
+        )
     if args.control:
         return 0 if total else 1
     return 1 if total else 0

@@ -32,8 +32,9 @@ from .history import History
 from .workload import read_key
 
 
-def keys_to_poll(records: list[dict], sample: int, rng: random.Random
-                 ) -> tuple[list[str], dict[str, int]]:
+def keys_to_poll(
+    records: list[dict], sample: int, rng: random.Random
+) -> tuple[list[str], dict[str, int]]:
     """Keys to poll after the final heal: dirty keys not yet seen in agreement and every key of
     the register workload (written until the end: none is known to agree) first, then a sample
     of the dirty keys already seen in agreement and a sample of the clean keys (``sample`` of
@@ -55,15 +56,21 @@ def keys_to_poll(records: list[dict], sample: int, rng: random.Random
     clean = [k for k in written if k not in dirty]
     s1 = rng.sample(settled, min(sample, len(settled)))
     s2 = rng.sample(clean, min(sample, len(clean)))
-    return pending + s1 + s2, {"dirty": len(dirty), "pending_at_poll": len(pending),
-                               "settled_sampled": len(s1), "settled_total": len(settled),
-                               "clean_sampled": len(s2), "clean_total": len(clean)}
+    return pending + s1 + s2, {
+        "dirty": len(dirty),
+        "pending_at_poll": len(pending),
+        "settled_sampled": len(s1),
+        "settled_total": len(settled),
+        "clean_sampled": len(s2),
+        "clean_total": len(clean),
+    }
 
 
 def explain_agrees(session: requests.Session, url: str, key: str, timeout: float = 5) -> bool:
     try:
-        resp = session.get(f"{url}/kv/{quote(key, safe='')}", params={"explain": "1"},
-                           timeout=timeout)
+        resp = session.get(
+            f"{url}/kv/{quote(key, safe='')}", params={"explain": "1"}, timeout=timeout
+        )
         return resp.status_code == 200 and bool(resp.json().get("agree"))
     except (requests.RequestException, ValueError):
         return False
@@ -73,8 +80,15 @@ class Tracker(threading.Thread):
     """Polls dirty keys during the run until each agrees (at most ``rate`` polls a second,
     each key again ``retry_s`` after a miss). ``add`` is thread-safe; ``stop`` ends it."""
 
-    def __init__(self, urls: list[str], history: History, rate: float = 25.0,
-                 first_s: float = 1.0, retry_s: float = 2.0, max_seconds: float = 3600) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        history: History,
+        rate: float = 25.0,
+        first_s: float = 1.0,
+        retry_s: float = 2.0,
+        max_seconds: float = 3600,
+    ) -> None:
         super().__init__(name="tracker", daemon=True)
         self.urls, self.history = urls, history
         self.rate, self.first_s, self.retry_s = rate, first_s, retry_s
@@ -109,8 +123,9 @@ class Tracker(threading.Thread):
                     continue
                 self.polls += 1
                 if explain_agrees(session, rng.choice(self.urls), key, timeout=2):
-                    self.history.write({"type": "agree", "key": key, "t": self.history.now(),
-                                        "phase": "run"})
+                    self.history.write(
+                        {"type": "agree", "key": key, "t": self.history.now(), "phase": "run"}
+                    )
                 else:
                     with self._lock:
                         heapq.heappush(self._heap, (time.monotonic() + self.retry_s, key))
@@ -124,16 +139,24 @@ def _local(session_per_thread: dict, name: str) -> requests.Session:
     return session_per_thread[key]
 
 
-def poll_convergence(urls: list[str], keys: list[str], history: History, heal_t: float,
-                     deadline_s: float, rng: random.Random, counts: dict,
-                     workers: int = 8, extra_s: float = 20.0) -> list[str]:
+def poll_convergence(
+    urls: list[str],
+    keys: list[str],
+    history: History,
+    heal_t: float,
+    deadline_s: float,
+    rng: random.Random,
+    counts: dict,
+    workers: int = 8,
+    extra_s: float = 20.0,
+) -> list[str]:
     """Sweep ``keys`` with ``explain`` until each agrees, or until ``heal_t + deadline_s +
     extra_s`` (history time; polling goes on past the target to measure a late convergence,
     within a bound, and at least one sweep is made). Records an ``agree`` per key, and one
     ``converge`` with the keys that were in agreement before and are apart at their first poll
     (``regressed``). Returns the keys that never agreed."""
     sessions: dict = {}
-    before = set(keys[counts.get("pending_at_poll", 0):])  # samples of keys believed settled
+    before = set(keys[counts.get("pending_at_poll", 0) :])  # samples of keys believed settled
     pending = list(keys)
     regressed: list[str] = []
     start = history.now()
@@ -149,8 +172,9 @@ def poll_convergence(urls: list[str], keys: list[str], history: History, heal_t:
             still = []
             for key, ok in zip(pending, pool.map(agrees, pending), strict=True):
                 if ok:
-                    history.write({"type": "agree", "key": key, "t": history.now(),
-                                   "phase": "final"})
+                    history.write(
+                        {"type": "agree", "key": key, "t": history.now(), "phase": "final"}
+                    )
                 else:
                     if sweeps == 1 and key in before:
                         regressed.append(key)
@@ -160,15 +184,33 @@ def poll_convergence(urls: list[str], keys: list[str], history: History, heal_t:
                 time.sleep(0.5)
     for s in sessions.values():
         s.close()
-    history.write({"type": "converge", "start": start, "end": history.now(), "heal": heal_t,
-                   "checked": len(keys), "sweeps": sweeps, "pending": pending[:1000],
-                   "pending_count": len(pending), "regressed": regressed[:1000],
-                   "regressed_count": len(regressed), **counts})
+    history.write(
+        {
+            "type": "converge",
+            "start": start,
+            "end": history.now(),
+            "heal": heal_t,
+            "checked": len(keys),
+            "sweeps": sweeps,
+            "pending": pending[:1000],
+            "pending_count": len(pending),
+            "regressed": regressed[:1000],
+            "regressed_count": len(regressed),
+            **counts,
+        }
+    )
     return pending
 
 
-def final_reads(urls: list[str], ids: list[str], keys: list[str], history: History,
-                rng: random.Random, workers: int = 8, attempts: int = 3) -> None:
+def final_reads(
+    urls: list[str],
+    ids: list[str],
+    keys: list[str],
+    history: History,
+    rng: random.Random,
+    workers: int = 8,
+    attempts: int = 3,
+) -> None:
     """Read each key with ``r=all`` through a random node (retrying a failed read on another
     node, ``attempts`` at most) and record each read as a ``final`` op."""
     sessions: dict = {}
@@ -180,9 +222,21 @@ def final_reads(urls: list[str], ids: list[str], keys: list[str], history: Histo
             got = read_key(_local(sessions, "final"), urls[i], key, "all", 10)
             got.pop("served")
             outcome = got["outcome"]
-            history.write({"type": "op", "phase": "final", "client": -1, "sticky": False,
-                           "op": "read", "key": key, "node": ids[i], "level": "all", "t0": t0,
-                           "t1": history.now(), **got})
+            history.write(
+                {
+                    "type": "op",
+                    "phase": "final",
+                    "client": -1,
+                    "sticky": False,
+                    "op": "read",
+                    "key": key,
+                    "node": ids[i],
+                    "level": "all",
+                    "t0": t0,
+                    "t1": history.now(),
+                    **got,
+                }
+            )
             if outcome == "ok":
                 return
 

@@ -119,14 +119,14 @@ def served_by(resp: requests.Response) -> str | None:
     return f"{via}>{node}" if via and node else node
 
 
-def read_key(session: requests.Session, base_url: str, key: str, level: str,
-             timeout) -> dict:
+def read_key(session: requests.Session, base_url: str, key: str, level: str, timeout) -> dict:
     """GET ``key`` at ``level`` through ``base_url``: the fields of a read in the history
     (outcome, status, value, found, error, served). Never raises for a request error."""
     status, error, value, served = None, None, None, None
     try:
-        resp = session.get(f"{base_url}/kv/{quote(key, safe='')}", params={"r": level},
-                           timeout=timeout)
+        resp = session.get(
+            f"{base_url}/kv/{quote(key, safe='')}", params={"r": level}, timeout=timeout
+        )
         status, served = resp.status_code, served_by(resp)
         outcome = read_outcome(status)
         if status == 200:
@@ -135,8 +135,14 @@ def read_key(session: requests.Session, base_url: str, key: str, level: str,
             error = resp.text[:200]
     except requests.RequestException as exc:
         outcome, error = classify(exc), f"{type(exc).__name__}: {str(exc)[:160]}"
-    return {"outcome": outcome, "status": status, "value": value, "found": status == 200,
-            "error": error, "served": served}
+    return {
+        "outcome": outcome,
+        "status": status,
+        "value": value,
+        "found": status == 200,
+        "error": error,
+        "served": served,
+    }
 
 
 class Client(threading.Thread):
@@ -181,8 +187,13 @@ class Client(threading.Thread):
             self.session.close()
 
     def _record(self, **fields) -> dict:
-        rec = {"type": "op", "client": self.index, "sticky": self.sticky_node is not None,
-               "phase": "run", **fields}
+        rec = {
+            "type": "op",
+            "client": self.index,
+            "sticky": self.sticky_node is not None,
+            "phase": "run",
+            **fields,
+        }
         self.wl.history.write(rec)
         return rec
 
@@ -205,9 +216,20 @@ class Client(threading.Thread):
         except (requests.RequestException, ValueError) as exc:
             outcome, error = classify(exc), f"{type(exc).__name__}: {str(exc)[:160]}"
         t1 = self.wl.history.now()
-        rec = self._record(op="write", key=key, value=value, node=self.wl.ids[node],
-                           level="quorum", t0=t0, t1=t1, outcome=outcome, status=status,
-                           error=error, hinted=hinted, served=served)
+        rec = self._record(
+            op="write",
+            key=key,
+            value=value,
+            node=self.wl.ids[node],
+            level="quorum",
+            t0=t0,
+            t1=t1,
+            outcome=outcome,
+            status=status,
+            error=error,
+            hinted=hinted,
+            served=served,
+        )
         if outcome == "ok":
             self.wl.add_acked(key)
         if self.wl.on_write is not None:
@@ -220,8 +242,16 @@ class Client(threading.Thread):
         t0 = self.wl.history.now()
         got = read_key(self.session, self.wl.urls[node], key, level, self.wl.timeouts)
         t1 = self.wl.history.now()
-        self._record(op="read", key=key, node=self.wl.ids[node], level=level, t0=t0, t1=t1,
-                     purpose=purpose, **got)
+        self._record(
+            op="read",
+            key=key,
+            node=self.wl.ids[node],
+            level=level,
+            t0=t0,
+            t1=t1,
+            purpose=purpose,
+            **got,
+        )
 
 
 REGISTER_CLIENT_BASE = 100  # register clients are numbered 100, 101, ... in the history
@@ -253,8 +283,9 @@ class RegisterClient(threading.Thread):
                 if self.wl.stopping.is_set():
                     break
                 next_at = max(next_at + 1.0 / cfg.rate, time.monotonic())
-                key = register_key(self.wl.history.now(), cfg.rotate_s,
-                                   self.rng.randrange(cfg.keys))
+                key = register_key(
+                    self.wl.history.now(), cfg.rotate_s, self.rng.randrange(cfg.keys)
+                )
                 node = self.rng.randrange(len(self.wl.urls))
                 x = self.rng.random()
                 if x < cfg.read_share:
@@ -263,15 +294,22 @@ class RegisterClient(threading.Thread):
                     self.mutate(key, node, None)
                 else:
                     self.seq += 1
-                    self.mutate(key, node, f"{key}={self.client}.{self.seq}."
-                                           f"{secrets.token_hex(3)}")
+                    self.mutate(key, node, f"{key}={self.client}.{self.seq}.{secrets.token_hex(3)}")
                 self.wl.stopping.wait(max(0.0, next_at - time.monotonic()))
         finally:
             self.session.close()
 
     def _record(self, **fields) -> None:
-        self.wl.history.write({"type": "op", "workload": "register", "client": self.client,
-                               "sticky": False, "phase": "run", **fields})
+        self.wl.history.write(
+            {
+                "type": "op",
+                "workload": "register",
+                "client": self.client,
+                "sticky": False,
+                "phase": "run",
+                **fields,
+            }
+        )
 
     def mutate(self, key: str, node: int, value: str | None) -> None:
         """PUT ``value``, or DELETE when ``value`` is None. A DELETE answered 404 is ``ok``
@@ -296,17 +334,34 @@ class RegisterClient(threading.Thread):
                 error = resp.text[:200]
         except (requests.RequestException, ValueError) as exc:
             outcome, error = classify(exc), f"{type(exc).__name__}: {str(exc)[:160]}"
-        self._record(op="write" if value is not None else "delete", key=key, value=value,
-                     node=self.wl.ids[node], level="quorum", t0=t0, t1=self.wl.history.now(),
-                     outcome=outcome, status=status, error=error, hinted=hinted,
-                     served=served, found=found)
+        self._record(
+            op="write" if value is not None else "delete",
+            key=key,
+            value=value,
+            node=self.wl.ids[node],
+            level="quorum",
+            t0=t0,
+            t1=self.wl.history.now(),
+            outcome=outcome,
+            status=status,
+            error=error,
+            hinted=hinted,
+            served=served,
+            found=found,
+        )
 
     def read(self, key: str, node: int) -> None:
         t0 = self.wl.history.now()
-        got = read_key(self.session, self.wl.urls[node], key, self.cfg.read_level,
-                       self.wl.timeouts)
-        self._record(op="read", key=key, node=self.wl.ids[node], level=self.cfg.read_level,
-                     t0=t0, t1=self.wl.history.now(), **got)
+        got = read_key(self.session, self.wl.urls[node], key, self.cfg.read_level, self.wl.timeouts)
+        self._record(
+            op="read",
+            key=key,
+            node=self.wl.ids[node],
+            level=self.cfg.read_level,
+            t0=t0,
+            t1=self.wl.history.now(),
+            **got,
+        )
 
 
 class Monitor(threading.Thread):
@@ -329,8 +384,11 @@ class Monitor(threading.Thread):
                 rec = {"type": "view", "node": self.wl.ids[self.node], "t": t, "ok": False}
                 try:
                     view = session.get(self.wl.urls[self.node] + "/cluster", timeout=0.5).json()
-                    rec.update(ok=True, leader=view.get("leader"),
-                               term=(view.get("raft") or {}).get("term"))
+                    rec.update(
+                        ok=True,
+                        leader=view.get("leader"),
+                        term=(view.get("raft") or {}).get("term"),
+                    )
                 except (requests.RequestException, ValueError):
                     pass
                 self.wl.history.write(rec)
@@ -341,9 +399,16 @@ class Monitor(threading.Thread):
 class Workload:
     """Clients and monitors over ``urls`` (one per node, ``ids`` their node ids)."""
 
-    def __init__(self, urls: list[str], ids: list[str], history: History,
-                 cfg: WorkloadConfig | None = None, seed: int = 1,
-                 max_seconds: float = 3600, on_write=None) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        ids: list[str],
+        history: History,
+        cfg: WorkloadConfig | None = None,
+        seed: int = 1,
+        max_seconds: float = 3600,
+        on_write=None,
+    ) -> None:
         self.urls, self.ids, self.history = urls, ids, history
         self.cfg = cfg or WorkloadConfig()
         self.seed = seed

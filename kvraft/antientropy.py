@@ -44,7 +44,7 @@ def xor_all(values: Iterable[int]) -> int:
 
 
 def group_hashes(leaves: Sequence[int]) -> list[int]:
-    return [xor_all(leaves[g * FANOUT:(g + 1) * FANOUT]) for g in range(GROUPS)]
+    return [xor_all(leaves[g * FANOUT : (g + 1) * FANOUT]) for g in range(GROUPS)]
 
 
 def root_hash(leaves: Sequence[int]) -> int:
@@ -60,8 +60,9 @@ def leaves_in_group(group: int) -> range:
     return range(group * FANOUT, (group + 1) * FANOUT)
 
 
-def plan_exchange(local: Mapping[str, Entry],
-                  remote: Mapping[str, Entry]) -> tuple[list[str], list[str]]:
+def plan_exchange(
+    local: Mapping[str, Entry], remote: Mapping[str, Entry]
+) -> tuple[list[str], list[str]]:
     """Keys to push (this side is newer or the other lacks it) and to pull (the other is newer).
 
     Last writer wins on (HLC timestamp, node id); tombstones are versions like any other.
@@ -90,8 +91,11 @@ def tree_diff(local: Mapping[str, Entry], remote: Mapping[str, Entry]) -> set[st
     for g in differing(group_hashes(lh), group_hashes(rh)):
         for leaf in leaves_in_group(g):
             if lh[leaf] != rh[leaf]:
-                found |= {k for k in (*local, *remote) if leaf_of(k) == leaf
-                          and local.get(k) != remote.get(k)}
+                found |= {
+                    k
+                    for k in (*local, *remote)
+                    if leaf_of(k) == leaf and local.get(k) != remote.get(k)
+                }
     return found
 
 

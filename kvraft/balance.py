@@ -29,8 +29,12 @@ class Balancer:
         self._inflight: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def choose(self, active: Sequence[str], exclude: Sequence[str] = (),
-               reported: Mapping[str, int] | None = None) -> str | None:
+    def choose(
+        self,
+        active: Sequence[str],
+        exclude: Sequence[str] = (),
+        reported: Mapping[str, int] | None = None,
+    ) -> str | None:
         """A node from ``active`` not in ``exclude``; None when there is none. Marks it busy:
         call :meth:`done` when its request finishes. ``reported``: the requests each other node
         said it was serving (``least-loaded`` adds them to the ones sent from here)."""
@@ -39,8 +43,7 @@ class Balancer:
             return None
         with self._lock:
             self._turn += 1
-            node = pick(self.policy, options, self._inflight, self._turn, self._rng,
-                        reported)
+            node = pick(self.policy, options, self._inflight, self._turn, self._rng, reported)
             self._inflight[node] = self._inflight.get(node, 0) + 1
             return node
 
@@ -53,8 +56,14 @@ class Balancer:
             return dict(self._inflight)
 
 
-def pick(policy: str, options: Sequence[str], inflight: Mapping[str, int], turn: int,
-         rng: random.Random, reported: Mapping[str, int] | None = None) -> str:
+def pick(
+    policy: str,
+    options: Sequence[str],
+    inflight: Mapping[str, int],
+    turn: int,
+    rng: random.Random,
+    reported: Mapping[str, int] | None = None,
+) -> str:
     if policy == "random":
         return rng.choice(list(options))
     if policy == "round-robin":

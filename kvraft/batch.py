@@ -72,8 +72,15 @@ class Ticket:
 
 
 class PeerBatcher:
-    def __init__(self, start: Start, finish: Finish, lanes: int = 2, max_records: int = 256,
-                 max_bytes: int = 4 << 20, wait_limit: float = 30.0) -> None:
+    def __init__(
+        self,
+        start: Start,
+        finish: Finish,
+        lanes: int = 2,
+        max_records: int = 256,
+        max_bytes: int = 4 << 20,
+        wait_limit: float = 30.0,
+    ) -> None:
         self._start, self._finish = start, finish
         self.lanes, self.max_records, self.max_bytes = lanes, max_records, max_bytes
         self.wait_limit = wait_limit  # bound on the wait in the queue (see result())
@@ -117,8 +124,9 @@ class PeerBatcher:
             try:
                 results = self._finish(batch.sent)
                 if len(results) != len(batch.tickets):
-                    raise PeerError(f"peer answered {len(results)} results for "
-                                    f"{len(batch.tickets)} records")
+                    raise PeerError(
+                        f"peer answered {len(results)} results for {len(batch.tickets)} records"
+                    )
                 error = None
             except Exception as exc:  # noqa: BLE001 - every record of the batch gets it
                 results, error = [None] * len(batch.tickets), exc

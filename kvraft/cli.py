@@ -86,15 +86,15 @@ def cmd_up(args) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
     secret = _secret_file(os.path.join(args.data_dir, "secret"), "KVRAFT_SECRET")
     admin_token = _secret_file(os.path.join(args.data_dir, "admin-token"), "KVRAFT_ADMIN_TOKEN")
-    ftp_password = _secret_file(os.path.join(args.data_dir, "ftp-password"),
-                                "KVRAFT_FTP_PASSWORD")
+    ftp_password = _secret_file(os.path.join(args.data_dir, "ftp-password"), "KVRAFT_FTP_PASSWORD")
     ftp_addr = f"{host}:{args.ftp_port}"
     ftp_server = None
     try:
         from .ftp import FtpServer
 
-        ftp_server = FtpServer(host, args.ftp_port, "kvraft", ftp_password,
-                               os.path.join(args.data_dir, "ftp"))
+        ftp_server = FtpServer(
+            host, args.ftp_port, "kvraft", ftp_password, os.path.join(args.data_dir, "ftp")
+        )
         ftp_server.start()
     except ImportError:
         print("kvraft up: FTP server module missing; reports and exports are off", file=sys.stderr)
@@ -106,19 +106,42 @@ def cmd_up(args) -> int:
     urls = []
     for i in range(n):
         node_id, http = f"n{i + 1}", f"{host}:{args.http_base + i}"
-        env = dict(os.environ, KVRAFT_SECRET=secret, KVRAFT_ADMIN_TOKEN=admin_token,
-                   KVRAFT_FTP=ftp_addr,
-                   KVRAFT_FTP_PASSWORD=ftp_password, KVRAFT_FTP_USER="kvraft")
-        cmd = [sys.executable, "-m", "kvraft", "serve", "--id", node_id, "--http", http,
-               "--raft", raft[i], "--peers", ",".join(r for r in raft if r != raft[i]),
-               "--data-dir", os.path.join(args.data_dir, node_id),
-               "--replication-factor", str(min(args.replication_factor, n))]
+        env = dict(
+            os.environ,
+            KVRAFT_SECRET=secret,
+            KVRAFT_ADMIN_TOKEN=admin_token,
+            KVRAFT_FTP=ftp_addr,
+            KVRAFT_FTP_PASSWORD=ftp_password,
+            KVRAFT_FTP_USER="kvraft",
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "kvraft",
+            "serve",
+            "--id",
+            node_id,
+            "--http",
+            http,
+            "--raft",
+            raft[i],
+            "--peers",
+            ",".join(r for r in raft if r != raft[i]),
+            "--data-dir",
+            os.path.join(args.data_dir, node_id),
+            "--replication-factor",
+            str(min(args.replication_factor, n)),
+        ]
         procs.append(subprocess.Popen(cmd, env=env))
         urls.append(f"http://{http}")
-        print(f"{node_id}  http://{http}  raft {raft[i]}  data {args.data_dir}/{node_id}  "
-              f"pid {procs[-1].pid}", flush=True)
-    print(f"ftp  ftp://{ftp_addr}  user kvraft  password in {args.data_dir}/ftp-password",
-          flush=True)
+        print(
+            f"{node_id}  http://{http}  raft {raft[i]}  data {args.data_dir}/{node_id}  "
+            f"pid {procs[-1].pid}",
+            flush=True,
+        )
+    print(
+        f"ftp  ftp://{ftp_addr}  user kvraft  password in {args.data_dir}/ftp-password", flush=True
+    )
     print(f"admin token (export, import, membership) in {args.data_dir}/admin-token", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,8 +150,11 @@ def cmd_up(args) -> int:
     if leader is None and not stop.is_set():
         print("kvraft up: cluster not ready in time; still trying (Ctrl-C stops)", flush=True)
     elif not stop.is_set():
-        print(f"ready: {n} nodes, leader {leader}, try: curl -X PUT --data-binary hello "
-              f"{urls[0]}/kv/a", flush=True)
+        print(
+            f"ready: {n} nodes, leader {leader}, try: curl -X PUT --data-binary hello "
+            f"{urls[0]}/kv/a",
+            flush=True,
+        )
     while not stop.wait(0.5):
         for i, p in enumerate(procs):
             if p.returncode is None and p.poll() is not None:
@@ -157,18 +183,25 @@ def cmd_ftp(args) -> int:
     if len(password) < 8:
         print("kvraft ftp: set KVRAFT_FTP_PASSWORD (8+ characters)", file=sys.stderr)
         return EXIT_USAGE
-    host, _, port = (args.listen or os.environ.get("KVRAFT_FTP_LISTEN", "0.0.0.0:2121")
-                     ).rpartition(":")
+    host, _, port = (args.listen or os.environ.get("KVRAFT_FTP_LISTEN", "0.0.0.0:2121")).rpartition(
+        ":"
+    )
     passive_text = args.passive_ports or os.environ.get("KVRAFT_FTP_PASSIVE_PORTS", "")
     try:
         passive = parse_port_range(passive_text) if passive_text else None
     except ValueError as exc:
         print(f"kvraft ftp: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    run_ftp_server(host, int(port), os.environ.get("KVRAFT_FTP_USER", "kvraft"), password,
-                   args.root or os.environ.get("KVRAFT_FTP_ROOT", "data/ftp"),
-                   os.environ.get("KVRAFT_FTP_TLS_CERT"), os.environ.get("KVRAFT_FTP_TLS_KEY"),
-                   passive)
+    run_ftp_server(
+        host,
+        int(port),
+        os.environ.get("KVRAFT_FTP_USER", "kvraft"),
+        password,
+        args.root or os.environ.get("KVRAFT_FTP_ROOT", "data/ftp"),
+        os.environ.get("KVRAFT_FTP_TLS_CERT"),
+        os.environ.get("KVRAFT_FTP_TLS_KEY"),
+        passive,
+    )
     return 0
 
 
@@ -183,15 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--raft-base", type=int, default=int(os.environ.get("KVRAFT_RAFT_BASE", 9001)))
     up.add_argument("--ftp-port", type=int, default=int(os.environ.get("KVRAFT_FTP_PORT", 2121)))
     up.add_argument("--data-dir", default=os.environ.get("KVRAFT_DATA_DIR", "data"))
-    up.add_argument("--replication-factor", type=int,
-                    default=int(os.environ.get("KVRAFT_REPLICATION_FACTOR", 2)))
+    up.add_argument(
+        "--replication-factor",
+        type=int,
+        default=int(os.environ.get("KVRAFT_REPLICATION_FACTOR", 2)),
+    )
     up.add_argument("--ready-timeout", type=float, default=30.0)
     up.set_defaults(func=cmd_up)
     ftp = sub.add_parser("ftp", help="run the FTP server alone (KVRAFT_FTP_* environment)")
     ftp.add_argument("--listen", default=None, help="HOST:PORT, default 0.0.0.0:2121")
     ftp.add_argument("--root", default=None, help="directory served, default data/ftp")
-    ftp.add_argument("--passive-ports", default=None, metavar="LOW-HIGH",
-                     help="data ports for passive mode (KVRAFT_FTP_PASSIVE_PORTS), default any")
+    ftp.add_argument(
+        "--passive-ports",
+        default=None,
+        metavar="LOW-HIGH",
+        help="data ports for passive mode (KVRAFT_FTP_PASSIVE_PORTS), default any",
+    )
     ftp.set_defaults(func=cmd_ftp)
     try:
         from .clientcli import add_client_commands

@@ -43,8 +43,9 @@ class KvClientError(Exception):
     ``code`` the server's error code (``not_found``, ``bad_request``, ...), ``node`` the URL of
     the node that answered (None when none did)."""
 
-    def __init__(self, message: str, status: int | None = None, code: str = "error",
-                 node: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, code: str = "error", node: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -73,8 +74,13 @@ class Unavailable(KvClientError):
 
     For a write this means the outcome is unknown: it may or may not become visible later."""
 
-    def __init__(self, message: str, errors: Sequence[tuple[str, str]] = (),
-                 status: int | None = None, node: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        errors: Sequence[tuple[str, str]] = (),
+        status: int | None = None,
+        node: str | None = None,
+    ) -> None:
         super().__init__(message, status, "unavailable", node)
         self.errors = list(errors)
 
@@ -96,9 +102,15 @@ class WriteResult:
     node: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "version": self.version, "replicas": list(self.replicas),
-                "acks": self.acks, "created": self.created, "hinted": list(self.hinted),
-                "node": self.node}
+        return {
+            "key": self.key,
+            "version": self.version,
+            "replicas": list(self.replicas),
+            "acks": self.acks,
+            "created": self.created,
+            "hinted": list(self.hinted),
+            "node": self.node,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +168,9 @@ def quote_key(key: str) -> str:
 
 def _check_level(value: str | None, name: str) -> str | None:
     if value is not None and value not in LEVELS:
-        raise BadRequest(f"{name} must be one of {', '.join(LEVELS)}, got {value!r}",
-                         code="bad_request")
+        raise BadRequest(
+            f"{name} must be one of {', '.join(LEVELS)}, got {value!r}", code="bad_request"
+        )
     return value
 
 
@@ -187,8 +200,14 @@ def _reason(exc: requests.RequestException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-CODE_STATUS = {"not_found": 404, "bad_request": 400, "too_large": 413, "unauthorized": 401,
-               "forbidden": 403, "unavailable": 503}
+CODE_STATUS = {
+    "not_found": 404,
+    "bad_request": 400,
+    "too_large": 413,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "unavailable": 503,
+}
 
 
 def error_from_status(status: int, code: str, message: str, node: str | None) -> KvClientError:
@@ -258,10 +277,16 @@ class Client:
     :class:`Unavailable` when no node could serve the request.
     """
 
-    def __init__(self, nodes: Sequence[str] | None = None, token: str | None = None,
-                 timeout: float = 10.0, retries: int = 2, backoff: float = 0.2,
-                 sleep: Callable[[float], None] = time.sleep,
-                 admin_token: str | None = None) -> None:
+    def __init__(
+        self,
+        nodes: Sequence[str] | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 2,
+        backoff: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+        admin_token: str | None = None,
+    ) -> None:
         urls = [normalize_node(n) for n in nodes] if nodes else nodes_from_env()
         self.nodes: list[str] = list(dict.fromkeys(urls))  # de-duplicated, order kept
         self.token = token if token is not None else (os.environ.get("KVRAFT_TOKEN") or None)
@@ -298,10 +323,18 @@ class Client:
         n = len(self.nodes)
         return [(self._preferred + i) % n for i in range(n)]
 
-    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                 data: bytes | None = None, json_body: Any = None, retry: bool = True,
-                 ok: Sequence[int] = (200, 201), stream: bool = False
-                 ) -> tuple[requests.Response, str]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        data: bytes | None = None,
+        json_body: Any = None,
+        retry: bool = True,
+        ok: Sequence[int] = (200, 201),
+        stream: bool = False,
+    ) -> tuple[requests.Response, str]:
         """Send one request, failing over between nodes; return (response, node URL).
 
         ``retry=False`` (non-idempotent requests): another node is tried only when the
@@ -324,7 +357,10 @@ class Client:
                         continue
                     raise Unavailable(
                         f"{method} {path} on {node} failed after it may have been sent; it may or "
-                        f"may not have taken effect: {exc}", errors, node=node) from exc
+                        f"may not have taken effect: {exc}",
+                        errors,
+                        node=node,
+                    ) from exc
                 if resp.status_code in ok:
                     self._preferred = i
                     return resp, node
@@ -336,40 +372,49 @@ class Client:
                     raise Unavailable(f"{node}: {err.message}", errors, resp.status_code, node)
                 self._preferred = i  # the node answered; the answer is the answer
                 raise err
-        tried = "; ".join(f"{n}: {why}" for n, why in errors[-len(self.nodes):])
+        tried = "; ".join(f"{n}: {why}" for n, why in errors[-len(self.nodes) :])
         raise Unavailable(f"no node could serve {method} {path} ({tried})", errors)
 
-    def _send(self, method: str, url: str, data: bytes | None, json_body: Any,
-              stream: bool = False) -> requests.Response:
+    def _send(
+        self, method: str, url: str, data: bytes | None, json_body: Any, stream: bool = False
+    ) -> requests.Response:
         """One HTTP exchange with ``url`` sent exactly as given (requests would otherwise
         decode ``%2E`` and drop dot segments, changing the key)."""
         headers = {}
         if self.admin_token and urlsplit(url).path in ADMIN_PATHS:
             headers["Authorization"] = f"Bearer {self.admin_token}"
         prep = self.session.prepare_request(
-            requests.Request(method, url, data=data, json=json_body, headers=headers))
+            requests.Request(method, url, data=data, json=json_body, headers=headers)
+        )
         prep.url = url
         settings = self.session.merge_environment_settings(url, {}, None, None, None)
         settings["stream"] = stream
-        return self.session.send(prep, timeout=(min(3.0, self.timeout), self.timeout),
-                                 **settings)
+        return self.session.send(prep, timeout=(min(3.0, self.timeout), self.timeout), **settings)
 
     def _json(self, method: str, path: str, **kw: Any) -> tuple[dict, requests.Response]:
         resp, node = self._request(method, path, **kw)
         try:
             body = resp.json()
         except ValueError:
-            raise ServerError(f"{node} answered {path} with a body that is not JSON",
-                              resp.status_code, "bad_response", node) from None
+            raise ServerError(
+                f"{node} answered {path} with a body that is not JSON",
+                resp.status_code,
+                "bad_response",
+                node,
+            ) from None
         return body, resp
 
     @staticmethod
     def _write_result(body: dict, resp: requests.Response) -> WriteResult:
         return WriteResult(
-            key=str(body["key"]), version=str(body.get("version", "")),
-            replicas=tuple(body.get("replicas") or ()), acks=int(body.get("acks") or 0),
-            created=resp.status_code == 201, hinted=tuple(body.get("hinted") or ()),
-            node=resp.headers.get("X-Kvraft-Node", ""))
+            key=str(body["key"]),
+            version=str(body.get("version", "")),
+            replicas=tuple(body.get("replicas") or ()),
+            acks=int(body.get("acks") or 0),
+            created=resp.status_code == 201,
+            hinted=tuple(body.get("hinted") or ()),
+            node=resp.headers.get("X-Kvraft-Node", ""),
+        )
 
     # -- key-value operations --------------------------------------------------------------------
 
@@ -379,14 +424,16 @@ class Client:
         Retried on another node when one is down; a repeat only writes a newer version.
         ``created`` tells a new key (201) from a replaced one (200) as the answering node saw it
         (after a failover the retry may report a replacement of its own first attempt)."""
-        body, resp = self._json("PUT", "/kv/" + quote_key(key), data=bytes(value),
-                                params={"w": _check_level(w, "w")})
+        body, resp = self._json(
+            "PUT", "/kv/" + quote_key(key), data=bytes(value), params={"w": _check_level(w, "w")}
+        )
         return self._write_result(body, resp)
 
     def get(self, key: str, r: str | None = None) -> Value:
         """The value of ``key`` (``r`` is one/quorum/all); raises :class:`NotFound`."""
-        resp, node = self._request("GET", "/kv/" + quote_key(key),
-                                   params={"r": _check_level(r, "r")}, ok=(200,))
+        resp, node = self._request(
+            "GET", "/kv/" + quote_key(key), params={"r": _check_level(r, "r")}, ok=(200,)
+        )
         version = resp.headers.get("X-Kvraft-Version") or resp.headers.get("ETag", "").strip('"')
         return Value(resp.content, version, resp.headers.get("X-Kvraft-Node", node))
 
@@ -395,8 +442,9 @@ class Client:
 
         Retried on another node when one is down. Caveat: when the first attempt was applied
         but its answer lost, the retry finds the key gone and raises :class:`NotFound`."""
-        body, resp = self._json("DELETE", "/kv/" + quote_key(key),
-                                params={"w": _check_level(w, "w")}, ok=(200,))
+        body, resp = self._json(
+            "DELETE", "/kv/" + quote_key(key), params={"w": _check_level(w, "w")}, ok=(200,)
+        )
         return self._write_result(body, resp)
 
     def create(self, value: str, w: str | None = None) -> WriteResult:
@@ -404,19 +452,30 @@ class Client:
 
         Not repeated once the request may have been sent: a retry could create a second key.
         :class:`Unavailable` then means the outcome is unknown."""
-        body, resp = self._json("POST", "/kv", json_body={"value": value},
-                                params={"w": _check_level(w, "w")}, retry=False, ok=(201, 200))
+        body, resp = self._json(
+            "POST",
+            "/kv",
+            json_body={"value": value},
+            params={"w": _check_level(w, "w")},
+            retry=False,
+            ok=(201, 200),
+        )
         return self._write_result(body, resp)
 
     def list(self, prefix: str = "", limit: int = 100, after: str | None = None) -> Page:
         """One page of at most ``limit`` (1-1000) sorted live keys under ``prefix`` after
         ``after``; pass ``page.next`` as ``after`` for the next page."""
-        body, _ = self._json("GET", "/kv", params={"prefix": prefix or None, "limit": limit,
-                                                    "after": after}, ok=(200,))
+        body, _ = self._json(
+            "GET",
+            "/kv",
+            params={"prefix": prefix or None, "limit": limit, "after": after},
+            ok=(200,),
+        )
         return Page(list(body.get("keys") or []), body.get("next"))
 
-    def iter_pages(self, prefix: str = "", page_size: int = MAX_PAGE,
-                   after: str | None = None) -> Iterator[Page]:
+    def iter_pages(
+        self, prefix: str = "", page_size: int = MAX_PAGE, after: str | None = None
+    ) -> Iterator[Page]:
         """Every page under ``prefix``, lazily (one request per page). Stops when ``next`` is
         None or does not advance (a defence against a server that repeats itself)."""
         while True:
@@ -459,22 +518,38 @@ class Client:
         sent (each call makes a new snapshot); :class:`Unavailable` then means "unknown"."""
         return self._job("/export", None, {}, progress, retry=False)
 
-    def import_(self, name: str, w: str | None = None,
-                progress: ProgressCallback | None = None) -> dict:
+    def import_(
+        self, name: str, w: str | None = None, progress: ProgressCallback | None = None
+    ) -> dict:
         """``POST /import {"name"}``: write every record of export ``name`` back (``w`` per
         write); returns ``{name, keys, bytes}``. ``progress`` as for :meth:`export`, with
         ``{"keys", "total"}``. Retried on another node when one is down (importing again
         rewrites the same values). :class:`NotFound` when there is no such export."""
-        return self._job("/import", {"name": name}, {"w": _check_level(w, "w")}, progress,
-                         retry=True)
+        return self._job(
+            "/import", {"name": name}, {"w": _check_level(w, "w")}, progress, retry=True
+        )
 
-    def _job(self, path: str, body: Any, params: dict[str, Any],
-             progress: ProgressCallback | None, retry: bool) -> dict:
+    def _job(
+        self,
+        path: str,
+        body: Any,
+        params: dict[str, Any],
+        progress: ProgressCallback | None,
+        retry: bool,
+    ) -> dict:
         if progress is None:
-            return self._json("POST", path, json_body=body, params=params, retry=retry,
-                              ok=(200, 201))[0]
-        resp, node = self._request("POST", path, json_body=body, retry=retry, ok=(200, 201),
-                                   params=dict(params, progress=1), stream=True)
+            return self._json(
+                "POST", path, json_body=body, params=params, retry=retry, ok=(200, 201)
+            )[0]
+        resp, node = self._request(
+            "POST",
+            path,
+            json_body=body,
+            retry=retry,
+            ok=(200, 201),
+            params=dict(params, progress=1),
+            stream=True,
+        )
         with resp:
             if "ndjson" not in resp.headers.get("Content-Type", ""):
                 return resp.json()  # a node without streamed progress: the plain answer
@@ -489,13 +564,18 @@ class Client:
                     elif kind == "done":
                         return msg
                     elif kind == "error":
-                        raise error_from_code(str(msg.get("error")), str(msg.get("message")),
-                                              node)
+                        raise error_from_code(str(msg.get("error")), str(msg.get("message")), node)
             except (requests.RequestException, ValueError) as exc:
-                raise Unavailable(f"{node}: the {path} stream broke ({exc}); the outcome is "
-                                  "unknown", [(node, str(exc))], node=node) from exc
-        raise Unavailable(f"{node}: the {path} stream ended without a result; the outcome is "
-                          "unknown", [(node, "no result line")], node=node)
+                raise Unavailable(
+                    f"{node}: the {path} stream broke ({exc}); the outcome is unknown",
+                    [(node, str(exc))],
+                    node=node,
+                ) from exc
+        raise Unavailable(
+            f"{node}: the {path} stream ended without a result; the outcome is unknown",
+            [(node, "no result line")],
+            node=node,
+        )
 
     def report_text(self, prefix: str = "") -> str:
         """The text of a report from WebSocket ``/report`` (JSON: time, node, cluster view,
@@ -505,10 +585,10 @@ class Client:
         try:
             import websocket  # websocket-client
         except ImportError:
-            raise KvClientError("reports need the websocket-client package "
-                                "(pip install websocket-client)") from None
-        message = json.dumps({"type": "report", "prefix": prefix} if prefix else
-                             {"type": "report"})
+            raise KvClientError(
+                "reports need the websocket-client package (pip install websocket-client)"
+            ) from None
+        message = json.dumps({"type": "report", "prefix": prefix} if prefix else {"type": "report"})
         headers = [f"Authorization: Bearer {self.token}"] if self.token else []
         errors: list[tuple[str, str]] = []
         for attempt in range(self.retries + 1):
@@ -516,18 +596,22 @@ class Client:
                 self._sleep(self.backoff * 2 ** (attempt - 1))
             for i in self._order():
                 node = self.nodes[i]
-                ws_url = "ws" + node[len("http"):] + "/report"
+                ws_url = "ws" + node[len("http") :] + "/report"
                 try:
-                    sock = websocket.create_connection(ws_url, timeout=self.timeout,
-                                                       header=headers, suppress_origin=True)
+                    sock = websocket.create_connection(
+                        ws_url, timeout=self.timeout, header=headers, suppress_origin=True
+                    )
                 except websocket.WebSocketBadStatusException as exc:
                     status = exc.status_code
                     if status in RETRY_STATUSES:
                         errors.append((node, f"HTTP {status}"))
                         continue
-                    raise error_from_status(status, "websocket",
-                                            f"{node} refused the report socket: HTTP {status}",
-                                            node) from None
+                    raise error_from_status(
+                        status,
+                        "websocket",
+                        f"{node} refused the report socket: HTTP {status}",
+                        node,
+                    ) from None
                 except (OSError, websocket.WebSocketException) as exc:
                     errors.append((node, f"{type(exc).__name__}: {exc}"))
                     continue
@@ -544,7 +628,7 @@ class Client:
                     text = text.decode("utf-8", "replace")
                 self._check_report(text, node)
                 return text
-        tried = "; ".join(f"{n}: {why}" for n, why in errors[-len(self.nodes):])
+        tried = "; ".join(f"{n}: {why}" for n, why in errors[-len(self.nodes) :])
         raise Unavailable(f"no node could serve a report ({tried})", errors)
 
     @staticmethod
@@ -553,11 +637,13 @@ class Client:
         try:
             body = json.loads(text)
         except ValueError:
-            raise ServerError(f"{node} sent a report that is not JSON", None, "bad_response",
-                              node) from None
+            raise ServerError(
+                f"{node} sent a report that is not JSON", None, "bad_response", node
+            ) from None
         if not isinstance(body, dict):
-            raise ServerError(f"{node} sent a report that is not a JSON object", None,
-                              "bad_response", node)
+            raise ServerError(
+                f"{node} sent a report that is not a JSON object", None, "bad_response", node
+            )
         if body.get("type") == "error":
             raise error_from_code(str(body.get("error")), str(body.get("message")), node)
 

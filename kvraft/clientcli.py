@@ -61,8 +61,9 @@ def human_bytes(n: int | float | None) -> str:
     raise AssertionError("unreachable")
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
-                 right: Iterable[int] = ()) -> str:
+def format_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()
+) -> str:
     """Columns padded to their widest cell, separated by two spaces; columns in ``right`` are
     right-aligned. No trailing spaces."""
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
@@ -70,8 +71,10 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
     right = set(right)
     lines = []
     for row in cells:
-        parts = [c.rjust(w) if i in right else c.ljust(w)
-                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 
@@ -90,8 +93,13 @@ def format_columns(items: Sequence[str], width: int = 80) -> str:
     return "\n".join(lines)
 
 
-def render_bar(label: str, done: int | None, total: int | None = None, width: int = 30,
-               elapsed: float | None = None) -> str:
+def render_bar(
+    label: str,
+    done: int | None,
+    total: int | None = None,
+    width: int = 30,
+    elapsed: float | None = None,
+) -> str:
     """One line of progress: ``label [#####.....]  50%  5/10`` when the total is known, else a
     count (``label  5``), or just the label when ``done`` is None. ``elapsed`` seconds are
     appended when given. A count past an (estimated) total shows a full bar."""
@@ -119,16 +127,27 @@ def degraded_partitions(cluster: dict) -> int:
     """Partitions with fewer live replicas than the replication factor."""
     alive = {n["id"] for n in cluster.get("nodes", []) if n.get("alive")}
     rf = cluster.get("replication_factor") or 0
-    return sum(1 for reps in (cluster.get("partitions") or {}).values()
-               if len([r for r in reps if r in alive]) < max(rf, len(reps)))
+    return sum(
+        1
+        for reps in (cluster.get("partitions") or {}).values()
+        if len([r for r in reps if r in alive]) < max(rf, len(reps))
+    )
 
 
 def format_status(cluster: dict, width: int = 20) -> str:
     """The ``kvraft status`` text: a node table, a summary line and the partition balance."""
     rows = []
     for n in cluster.get("nodes", []):
-        rows.append((n.get("id"), n.get("http"), "yes" if n.get("alive") else "DOWN",
-                     "*" if n.get("is_leader") else "", n.get("keys"), human_bytes(n.get("bytes"))))
+        rows.append(
+            (
+                n.get("id"),
+                n.get("http"),
+                "yes" if n.get("alive") else "DOWN",
+                "*" if n.get("is_leader") else "",
+                n.get("keys"),
+                human_bytes(n.get("bytes")),
+            )
+        )
     out = [format_table(("NODE", "HTTP", "ALIVE", "LEADER", "KEYS", "BYTES"), rows, right=(4, 5))]
     raft = cluster.get("raft") or {}
     summary = [f"leader {cluster.get('leader') or 'none'}"]
@@ -145,16 +164,20 @@ def format_status(cluster: dict, width: int = 20) -> str:
         return "\n".join(out)
     held = sum(balance.values())
     ideal = held / len(balance) if balance else 0.0
-    out.append(f"partitions: {len(parts)}, {held} replicas on {len(balance)} nodes "
-               f"(ideal {ideal:.1f} per node)")
+    out.append(
+        f"partitions: {len(parts)}, {held} replicas on {len(balance)} nodes "
+        f"(ideal {ideal:.1f} per node)"
+    )
     top = max(balance.values()) if balance else 0
     for node_id, count in balance.items():
         bar = "#" * (round(count / top * width) if top else 0)
         out.append(f"  {node_id:<{max(len(k) for k in balance)}}  {count:>4}  {bar}")
     spread = top - min(balance.values()) if balance else 0
     degraded = degraded_partitions(cluster)
-    out.append(f"balance: spread {spread} (max {top}, min {top - spread})"
-               + (f"; {degraded} partition(s) missing a live replica" if degraded else ""))
+    out.append(
+        f"balance: spread {spread} (max {top}, min {top - spread})"
+        + (f"; {degraded} partition(s) missing a live replica" if degraded else "")
+    )
     return "\n".join(out)
 
 
@@ -219,9 +242,14 @@ class Progress:
     """A one-line progress bar redrawn on ``stream``, only when it is a terminal (or
     ``enabled=True``). ``update`` is throttled to 10 redraws a second; ``close`` clears it."""
 
-    def __init__(self, label: str, total: int | None = None, stream: IO[str] | None = None,
-                 enabled: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        stream: IO[str] | None = None,
+        enabled: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = _isatty(self.stream) if enabled is None else enabled
         self.label, self.total, self._clock = label, total, clock
@@ -298,8 +326,13 @@ def _isatty(stream: Any) -> bool:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(split_nodes(args.node), token=args.token, timeout=args.timeout,
-                  retries=args.retries, admin_token=getattr(args, "admin_token", None))
+    return Client(
+        split_nodes(args.node),
+        token=args.token,
+        timeout=args.timeout,
+        retries=args.retries,
+        admin_token=getattr(args, "admin_token", None),
+    )
 
 
 def _print_json(doc: Any) -> None:
@@ -327,11 +360,18 @@ def cmd_get(args: argparse.Namespace) -> int:
         with open(args.out, "wb") as f:
             f.write(val.value)
         if args.json:
-            _print_json(dict(value_json(args.key, None, val.version, val.node),
-                             size=len(val.value), out=args.out))
+            _print_json(
+                dict(
+                    value_json(args.key, None, val.version, val.node),
+                    size=len(val.value),
+                    out=args.out,
+                )
+            )
         else:
-            print(f"wrote {len(val.value)} bytes to {args.out} (version {val.version})",
-                  file=sys.stderr)
+            print(
+                f"wrote {len(val.value)} bytes to {args.out} (version {val.version})",
+                file=sys.stderr,
+            )
     elif args.json:
         _print_json(value_json(args.key, val.value, val.version, val.node))
     else:
@@ -398,8 +438,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
         width = shutil.get_terminal_size().columns or 80
         if keys:
             print(format_columns(keys, width))
-        print(f"{len(keys)} key(s)" + (f"; more after {nxt!r}: use --all or --after"
-                                       if nxt is not None else ""))
+        print(
+            f"{len(keys)} key(s)"
+            + (f"; more after {nxt!r}: use --all or --after" if nxt is not None else "")
+        )
     else:
         for k in keys:
             sys.stdout.write(k + "\n")
@@ -441,8 +483,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"out": args.out, "bytes": len(text.encode()), "keys": keys})
     else:
-        print(f"report written to {args.out} ({human_bytes(len(text.encode()))}"
-              + (f", {keys} keys)" if keys is not None else ")"))
+        print(
+            f"report written to {args.out} ({human_bytes(len(text.encode()))}"
+            + (f", {keys} keys)" if keys is not None else ")")
+        )
     return EXIT_OK
 
 
@@ -453,8 +497,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
     else:
-        print(f"exported {doc.get('keys', '?')} keys ({human_bytes(doc.get('bytes'))}) "
-              f"as {doc.get('name')}; load it with: kvraft import {doc.get('name')}")
+        print(
+            f"exported {doc.get('keys', '?')} keys ({human_bytes(doc.get('bytes'))}) "
+            f"as {doc.get('name')}; load it with: kvraft import {doc.get('name')}"
+        )
     return EXIT_OK
 
 
@@ -463,8 +509,12 @@ def _route_missing(call: Callable[[], Any], route: str) -> Any:
     try:
         return call()
     except NotFound as exc:
-        raise NotFound(f"{exc.node or 'the node'} has no {route} (HTTP 404: {exc.message})",
-                       exc.status, exc.code, exc.node) from None
+        raise NotFound(
+            f"{exc.node or 'the node'} has no {route} (HTTP 404: {exc.message})",
+            exc.status,
+            exc.code,
+            exc.node,
+        ) from None
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -489,9 +539,13 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
         if isinstance(exc, BrokenPipeError):  # `kvraft ls | head`
             _silence_stdout()
             return EXIT_OK
-        kind = ("not found" if isinstance(exc, NotFound)
-                else "unavailable" if isinstance(exc, Unavailable)
-                else "error")
+        kind = (
+            "not found"
+            if isinstance(exc, NotFound)
+            else "unavailable"
+            if isinstance(exc, Unavailable)
+            else "error"
+        )
         print(f"kvraft {args.command}: {kind}: {exc}", file=sys.stderr)
         return exit_code_for(exc) if not isinstance(exc, OSError) else EXIT_USAGE
 
@@ -516,17 +570,29 @@ def _wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("connection")
-    g.add_argument("--node", action="append", metavar="URL",
-                   help="a node to talk to (repeatable or comma-separated; default KVRAFT_NODES "
-                        "or http://127.0.0.1:8001-8003); others are tried when one is down")
+    g.add_argument(
+        "--node",
+        action="append",
+        metavar="URL",
+        help="a node to talk to (repeatable or comma-separated; default KVRAFT_NODES "
+        "or http://127.0.0.1:8001-8003); others are tried when one is down",
+    )
     g.add_argument("--token", default=None, help="bearer token (default KVRAFT_TOKEN)")
-    g.add_argument("--admin-token", default=None,
-                   help="admin token for export/import (default KVRAFT_ADMIN_TOKEN, else "
-                        "data/admin-token)")
-    g.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="per request (default 10)")
-    g.add_argument("--retries", type=int, default=2, metavar="N",
-                   help="extra passes over the node list when all failed (default 2)")
+    g.add_argument(
+        "--admin-token",
+        default=None,
+        help="admin token for export/import (default KVRAFT_ADMIN_TOKEN, else data/admin-token)",
+    )
+    g.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default 10)"
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="extra passes over the node list when all failed (default 2)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     return p
 
@@ -536,35 +602,56 @@ def add_client_commands(sub: Any) -> None:
     ``func(args) -> exit code``."""
     common = _common()
 
-    p = sub.add_parser("put", parents=[common], help="store a value",
-                       description="Store VALUE (or --file, or stdin) under KEY.")
+    p = sub.add_parser(
+        "put",
+        parents=[common],
+        help="store a value",
+        description="Store VALUE (or --file, or stdin) under KEY.",
+    )
     p.add_argument("key", metavar="KEY")
-    p.add_argument("value", metavar="VALUE", nargs="?", default=None,
-                   help="the value; omitted or '-' reads stdin")
+    p.add_argument(
+        "value",
+        metavar="VALUE",
+        nargs="?",
+        default=None,
+        help="the value; omitted or '-' reads stdin",
+    )
     p.add_argument("--file", "-f", metavar="FILE", default=None, help="read the value from FILE")
     p.add_argument("--w", choices=LEVELS, default=None, help="write level (default quorum)")
     p.set_defaults(func=_wrap(cmd_put))
 
-    p = sub.add_parser("get", parents=[common], help="print a value (raw bytes)",
-                       description="Write the value of KEY to stdout (raw bytes) or --out FILE. "
-                                   "Exit 1 when the key does not exist.")
+    p = sub.add_parser(
+        "get",
+        parents=[common],
+        help="print a value (raw bytes)",
+        description="Write the value of KEY to stdout (raw bytes) or --out FILE. "
+        "Exit 1 when the key does not exist.",
+    )
     p.add_argument("key", metavar="KEY")
     p.add_argument("--out", "-o", metavar="FILE", default=None)
     p.add_argument("--r", choices=LEVELS, default=None, help="read level (default one)")
     p.set_defaults(func=_wrap(cmd_get))
 
-    p = sub.add_parser("delete", parents=[common], help="delete a key",
-                       description="Delete KEY. Exit 1 when it does not exist.")
+    p = sub.add_parser(
+        "delete",
+        parents=[common],
+        help="delete a key",
+        description="Delete KEY. Exit 1 when it does not exist.",
+    )
     p.add_argument("key", metavar="KEY")
     p.add_argument("--w", choices=LEVELS, default=None, help="write level (default quorum)")
     p.set_defaults(func=_wrap(cmd_delete))
 
-    p = sub.add_parser("ls", parents=[common], help="list keys",
-                       description="List keys in order: columns on a terminal, one per line "
-                                   "otherwise.")
+    p = sub.add_parser(
+        "ls",
+        parents=[common],
+        help="list keys",
+        description="List keys in order: columns on a terminal, one per line otherwise.",
+    )
     p.add_argument("--prefix", "-p", default="", metavar="P")
-    p.add_argument("--limit", "-n", type=int, default=100, metavar="N",
-                   help="at most N keys (default 100)")
+    p.add_argument(
+        "--limit", "-n", type=int, default=100, metavar="N", help="at most N keys (default 100)"
+    )
     p.add_argument("--after", default=None, metavar="KEY", help="start after KEY")
     p.add_argument("--all", "-a", action="store_true", help="every key (follows all pages)")
     p.add_argument("-1", dest="one", action="store_true", help="one key per line")
@@ -573,9 +660,13 @@ def add_client_commands(sub: Any) -> None:
     p = sub.add_parser("status", parents=[common], help="nodes, leader and partition balance")
     p.set_defaults(func=_wrap(cmd_status))
 
-    p = sub.add_parser("report", parents=[common], help="a report of every key (via /report)",
-                       description="Ask a node for a report (JSON: cluster view and every live "
-                                   "key with its value and version) and print it or save it.")
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="a report of every key (via /report)",
+        description="Ask a node for a report (JSON: cluster view and every live "
+        "key with its value and version) and print it or save it.",
+    )
     p.add_argument("--out", "-o", metavar="FILE", default=None)
     p.add_argument("--prefix", "-p", default="", metavar="P", help="only keys under P")
     p.set_defaults(func=_wrap(cmd_report))

@@ -53,11 +53,15 @@ class Verdict:
         if not self.off:
             return "clock within bounds"
         if self.ok:
-            return (f"clock within bounds; out of bounds from here: {peers} (relative to this "
-                    f"node; max_clock_offset is {self.max_offset_ms:.0f} ms)")
-        return (f"this node's clock is off from {len(self.off)} of {len(self.offsets_ms)} "
-                f"peers ({peers} relative to this node); max_clock_offset is "
-                f"{self.max_offset_ms:.0f} ms")
+            return (
+                f"clock within bounds; out of bounds from here: {peers} (relative to this "
+                f"node; max_clock_offset is {self.max_offset_ms:.0f} ms)"
+            )
+        return (
+            f"this node's clock is off from {len(self.off)} of {len(self.offsets_ms)} "
+            f"peers ({peers} relative to this node); max_clock_offset is "
+            f"{self.max_offset_ms:.0f} ms"
+        )
 
 
 class ClockGuard:

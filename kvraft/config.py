@@ -26,8 +26,7 @@ class ConfigError(ValueError):
 def parse_hostport(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     # isascii: str.isdigit() is also true of digits int() cannot read (superscripts)
-    if (not sep or not host or not port.isascii() or not port.isdigit()
-            or not 0 < int(port) < 65536):
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
     return host, int(port)
 
@@ -129,8 +128,14 @@ class Config:
         for origin in self.allowed_origins:
             if origin != "*" and not re.match(r"^https?://[^/?#\s]+$", origin):
                 raise ConfigError(f"allowed_origins: scheme://host[:port], got {origin!r}")
-        for name in ("peer_timeout", "sync_interval", "dead_after", "head_timeout",
-                     "body_timeout", "idle_timeout"):
+        for name in (
+            "peer_timeout",
+            "sync_interval",
+            "dead_after",
+            "head_timeout",
+            "body_timeout",
+            "idle_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
         parse_hostport(self.ftp, "ftp")

@@ -211,8 +211,9 @@ def run_ftp_server(
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly (``kvraft ftp``). Main thread only."""
     stopping = threading.Event()
-    server = FtpServer(host, port, user, password, root, tls_cert, tls_key,
-                       passive_ports=passive_ports)
+    server = FtpServer(
+        host, port, user, password, root, tls_cert, tls_key, passive_ports=passive_ports
+    )
     previous = {
         sig: signal.signal(sig, lambda *_: stopping.set())
         for sig in (signal.SIGINT, signal.SIGTERM)
@@ -220,8 +221,9 @@ def run_ftp_server(
     try:
         server.start()
         bound_host, bound_port = server.address
-        passive = (f" passive={passive_ports.start}-{passive_ports.stop - 1}"
-                   if passive_ports else "")
+        passive = (
+            f" passive={passive_ports.start}-{passive_ports.stop - 1}" if passive_ports else ""
+        )
         print(
             f"ftp server on ftp://{bound_host}:{bound_port} root={server.root} user={user}"
             f"{passive}",

@@ -57,8 +57,12 @@ class HLC:
     the future. The same bound applies to ``last`` (the newest timestamp in the local store).
     """
 
-    def __init__(self, physical_ms: Callable[[], int] | None = None, last: int = 0,
-                 max_ahead_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        physical_ms: Callable[[], int] | None = None,
+        last: int = 0,
+        max_ahead_ms: int | None = None,
+    ) -> None:
         self._physical = physical_ms or wall_clock_ms()
         self._max_ahead = max_ahead_ms
         self._lock = threading.Lock()

@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 
 # A new member's HOST:PORT: a host name, IPv4 or [IPv6] address, and a port of 1 to 65535. The
 # OpenAPI document states the same pattern (api/openapi.py imports it).
-PORT = (r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
-        r"|6553[0-5])")
+PORT = (
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
+    r"|6553[0-5])"
+)
 MEMBER_ADDRESS = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):" + PORT + "$")
 
 
@@ -100,8 +102,9 @@ class Leader:
         another member holds; adding a member already added is a no-op."""
         check_new_member(node_id, http, raft)
         if not self.meta.is_leader():
-            return self._to_leader("/peer/members", {"op": "add", "id": node_id, "http": http,
-                                                     "raft": raft})
+            return self._to_leader(
+                "/peer/members", {"op": "add", "id": node_id, "http": http, "raft": raft}
+            )
         members = self.meta.members()
         known = members.get(node_id)
         if known is not None and known.raft != raft:
@@ -122,11 +125,15 @@ class Leader:
             raise NotFound(f"no member {node_id!r}")
         remaining = len(members) - len(set(self.meta.removing()) | {node_id})
         if remaining < self.node.rf:
-            raise Conflict(f"removing {node_id} would leave {remaining} nodes for replication "
-                             f"factor {self.node.rf}")
+            raise Conflict(
+                f"removing {node_id} would leave {remaining} nodes for replication "
+                f"factor {self.node.rf}"
+            )
         if node_id == self.node.id:
-            raise Conflict("the Raft leader cannot remove itself; ask it to another node "
-                             "after a leader change, or stop it and let re-replication act")
+            raise Conflict(
+                "the Raft leader cannot remove itself; ask it to another node "
+                "after a leader change, or stop it and let re-replication act"
+            )
         self.meta.set_removing(tuple(sorted(set(self.meta.removing()) | {node_id})))
         return {"removing": node_id}
 
@@ -135,8 +142,9 @@ class Leader:
         if leader is None or leader == self.node.id:
             raise Unavailable("no Raft leader to make the membership change; retry")
         try:
-            resp = self.node.peers.request(self.node._addr(leader), "POST", path,
-                                           json.dumps(body).encode())
+            resp = self.node.peers.request(
+                self.node._addr(leader), "POST", path, json.dumps(body).encode()
+            )
         except PeerError as exc:  # maybe applied: the client retries (adding twice is a no-op)
             raise Unavailable(f"the Raft leader {leader} did not answer: {exc}; retry") from None
         data = json.loads(resp.body or b"{}")

@@ -84,9 +84,13 @@ class MetaState(SyncObjConsumer):
         return True
 
     @replicated
-    def set_partitions(self, expected_epoch: int, partitions: PartitionMap,
-                       filling: dict[int, tuple[str, ...]],
-                       leaving: dict[int, tuple[str, ...]]) -> bool:
+    def set_partitions(
+        self,
+        expected_epoch: int,
+        partitions: PartitionMap,
+        filling: dict[int, tuple[str, ...]],
+        leaving: dict[int, tuple[str, ...]],
+    ) -> bool:
         """Compare-and-set: applied only if nobody changed the map since ``expected_epoch``."""
         if expected_epoch != self.map_epoch:
             return False
@@ -106,8 +110,9 @@ class MetaState(SyncObjConsumer):
         return True
 
     @replicated
-    def start_round(self, round_id: int, started_ts: int, started_at: float,
-                    hints_clear: bool) -> bool:
+    def start_round(
+        self, round_id: int, started_ts: int, started_at: float, hints_clear: bool
+    ) -> bool:
         """Open sync round ``round_id``. Partitions fully synced in the previous round, which
         began with no hints pending anywhere, may purge tombstones older than its start."""
         if round_id != self.round[0] + 1:
@@ -259,20 +264,43 @@ class Meta:
         self._call(self.state.register, node_id, http, self.self_raft, timeout=timeout)
 
     def set_partitions(self, expected_epoch: int, new: MapState, timeout: float = 3.0) -> bool:
-        return bool(self._call(self.state.set_partitions, expected_epoch, new.partitions,
-                               new.filling, new.leaving, timeout=timeout))
+        return bool(
+            self._call(
+                self.state.set_partitions,
+                expected_epoch,
+                new.partitions,
+                new.filling,
+                new.leaving,
+                timeout=timeout,
+            )
+        )
 
     def report_stats(self, node_id: str, keys: int, nbytes: int, hints: int) -> None:
         """Fire and forget: the next report corrects a lost one."""
         self.state.report_stats(node_id, keys, nbytes, hints, callback=lambda _r, _e: None)
 
-    def start_round(self, round_id: int, started_ts: int, started_at: float, hints_clear: bool,
-                    timeout: float = 3.0) -> bool:
-        return bool(self._call(self.state.start_round, round_id, started_ts, started_at,
-                               hints_clear, timeout=timeout))
+    def start_round(
+        self,
+        round_id: int,
+        started_ts: int,
+        started_at: float,
+        hints_clear: bool,
+        timeout: float = 3.0,
+    ) -> bool:
+        return bool(
+            self._call(
+                self.state.start_round,
+                round_id,
+                started_ts,
+                started_at,
+                hints_clear,
+                timeout=timeout,
+            )
+        )
 
-    def complete_sync(self, round_id: int, done: dict[int, tuple[str, ...]],
-                      timeout: float = 3.0) -> None:
+    def complete_sync(
+        self, round_id: int, done: dict[int, tuple[str, ...]], timeout: float = 3.0
+    ) -> None:
         self._call(self.state.complete_sync, round_id, done, timeout=timeout)
 
     def set_removing(self, nodes: tuple[str, ...], timeout: float = 3.0) -> None:

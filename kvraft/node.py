@@ -65,8 +65,13 @@ class WriteResult:
     hinted: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        return {"key": self.key, "version": self.version.encode(), "replicas": list(self.replicas),
-                "acks": self.acks, "hinted": list(self.hinted)}
+        return {
+            "key": self.key,
+            "version": self.version.encode(),
+            "replicas": list(self.replicas),
+            "acks": self.acks,
+            "hinted": list(self.hinted),
+        }
 
 
 class Node:
@@ -79,8 +84,11 @@ class Node:
         os.makedirs(config.data_dir, exist_ok=True)
         self.storage = Storage(os.path.join(config.data_dir, "store.db"), fsync=config.fsync)
         max_offset_ms = int(config.max_clock_offset * 1000)
-        self.hlc = HLC(wall_clock_ms(config.clock_offset_ms), last=self.storage.max_ts,
-                       max_ahead_ms=max_offset_ms)
+        self.hlc = HLC(
+            wall_clock_ms(config.clock_offset_ms),
+            last=self.storage.max_ts,
+            max_ahead_ms=max_offset_ms,
+        )
         self._clock = ClockGuard(max_offset_ms)  # guarded by _counter_lock
         # the last verdict: what writes go by, and what a change is logged against
         self._clock_last = Verdict(True, {}, (), max_offset_ms)
@@ -198,11 +206,12 @@ class Node:
             verdict = self._clock.verdict(peers, time.monotonic())
             changed, self._clock_last = verdict.ok != self._clock_last.ok, verdict
         if changed and not verdict.ok:
-            log.warning("clock offset guard: %s; refusing to coordinate writes",
-                        verdict.describe())
+            log.warning("clock offset guard: %s; refusing to coordinate writes", verdict.describe())
         elif changed:
-            log.warning("clock offset guard: back within bounds (%s)",
-                        ", ".join(f"{p} {o:+.0f} ms" for p, o in verdict.offsets_ms.items()))
+            log.warning(
+                "clock offset guard: back within bounds (%s)",
+                ", ".join(f"{p} {o:+.0f} ms" for p, o in verdict.offsets_ms.items()),
+            )
         return verdict
 
     def clock_checked(self) -> bool:
@@ -224,12 +233,16 @@ class Node:
         verdict = self._clock_last
         if not verdict.ok:
             self.count("writes_clock_refused")
-            raise ClockOffset(verdict.describe() + ": this node refuses to coordinate writes "
-                              "until its clock is back within bounds; write through another node")
+            raise ClockOffset(
+                verdict.describe() + ": this node refuses to coordinate writes "
+                "until its clock is back within bounds; write through another node"
+            )
         if not self._clock_checked:
             self.count("writes_clock_refused")
-            raise Unavailable("this node has not measured its clock offset to its peers yet "
-                              "(at least half of them must answer a ping); retry shortly")
+            raise Unavailable(
+                "this node has not measured its clock offset to its peers yet "
+                "(at least half of them must answer a ping); retry shortly"
+            )
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
         _epoch, pmap = self.meta.partitions()
@@ -252,8 +265,9 @@ class Node:
 
     # -- peer calls ------------------------------------------------------------------------------
 
-    def _peer(self, node_id: str, method: str, path: str, body: bytes = b"",
-              timeout: float | None = None) -> bytes:
+    def _peer(
+        self, node_id: str, method: str, path: str, body: bytes = b"", timeout: float | None = None
+    ) -> bytes:
         """One request to a peer; marks its liveness; raises PeerError unless the answer is 2xx."""
         try:
             resp = self.peers.request(self._addr(node_id), method, path, body, timeout=timeout)
@@ -274,8 +288,10 @@ class Node:
                 if b is None:  # one lane: the peer's stream carries one batch at a time
                     b = self._batchers[(node_id, kind)] = PeerBatcher(
                         lambda items: self._stream_send(node_id, kind, items),
-                        lambda sent: self._stream_answer(node_id, kind, *sent), lanes=1,
-                        max_records=256 if kind == stream.APPLY else self._read_batch_keys)
+                        lambda sent: self._stream_answer(node_id, kind, *sent),
+                        lanes=1,
+                        max_records=256 if kind == stream.APPLY else self._read_batch_keys,
+                    )
         return b
 
     @property
@@ -294,13 +310,17 @@ class Node:
             if peer is None or peer.addr != addr:
                 if peer is not None:
                     peer.close()
-                answer_limit = (64 << 20 if kind == stream.APPLY  # results: 12 bytes and an id
-                                else self._read_batch_keys * (self.config.max_value_bytes
-                                                              + (64 << 10)))
+                answer_limit = (
+                    64 << 20
+                    if kind == stream.APPLY  # results: 12 bytes and an id
+                    else self._read_batch_keys * (self.config.max_value_bytes + (64 << 10))
+                )
                 peer = self._streams[(node_id, kind)] = PeerStream(
-                    addr, self.config.secret, self.config.peer_timeout, answer_limit)
-            peer.send(encode_records(items) if kind == stream.APPLY else stream.encode_keys(items),
-                      kind)
+                    addr, self.config.secret, self.config.peer_timeout, answer_limit
+                )
+            peer.send(
+                encode_records(items) if kind == stream.APPLY else stream.encode_keys(items), kind
+            )
         except PeerError:
             self._mark(node_id, False)
             raise
@@ -336,8 +356,9 @@ class Node:
         the key the holder has (None from a holder that does not say)."""
         if holder == self.id:
             return self.storage.add_hint(target, record)
-        body = self._peer(holder, "POST", "/peer/hint?" + urlencode({"target": target}),
-                          encode_records([record]))
+        body = self._peer(
+            holder, "POST", "/peer/hint?" + urlencode({"target": target}), encode_records([record])
+        )
         try:
             newest = json.loads(body).get("newest")
             return Version.decode(newest) if isinstance(newest, str) else None
@@ -365,8 +386,11 @@ class Node:
         """Fold a version seen elsewhere into the HLC, unless it is too far ahead to trust."""
         if not self.hlc.observe(version.ts):
             self.count("clock_refused")
-            log.info("not folding in %s from %s: more than max_clock_offset ahead of this "
-                     "node's clock", version.encode(), version.node)
+            log.info(
+                "not folding in %s from %s: more than max_clock_offset ahead of this node's clock",
+                version.encode(),
+                version.node,
+            )
 
     def hint_local(self, target: str, records: list[Record]) -> Version | None:
         """Store hints for ``target``; return the newest version held of the last one's key."""
@@ -392,8 +416,11 @@ class Node:
         answers = self._gather(list(self.readable(part)), key)  # newest any replica has
         if not answers:
             raise Unavailable(f"no replica of {key!r} answered")
-        current = max((a for a in answers.values() if a is not None),
-                      key=lambda rec: rec.version, default=None)
+        current = max(
+            (a for a in answers.values() if a is not None),
+            key=lambda rec: rec.version,
+            default=None,
+        )
         if current is None or current.tomb:
             raise NotFound(f"key {key!r} not found")
         self._check_clock()
@@ -402,8 +429,9 @@ class Node:
         self._observe(current.version)
         return self._write(key, b"", True, w, floor=current.version)  # stamped above it
 
-    def _write(self, key: str, value: bytes, tomb: bool, w: str,
-               floor: Version | None = None) -> WriteResult:
+    def _write(
+        self, key: str, value: bytes, tomb: bool, w: str, floor: Version | None = None
+    ) -> WriteResult:
         """Stamp, send, tally; stamp again above what a replica kept (forward-only versions).
 
         A replica answer counts as an ack only when the replica now holds this write's version
@@ -428,8 +456,9 @@ class Node:
             verdict = versionrule.judge(record.version, results, lww_ack)
             below_watermark = verdict.below_watermark
             if below_watermark:  # this clock is behind the partition's purge watermark
-                floor = max(floor or record.version,
-                            Version(self.meta.watermarks().get(part, 0), ""))
+                floor = max(
+                    floor or record.version, Version(self.meta.watermarks().get(part, 0), "")
+                )
                 self.count("writes_restamped")
                 continue
             if verdict.newer is not None:  # a replica holds a newer version: write above it
@@ -448,11 +477,14 @@ class Node:
         else:
             self.count("writes_unavailable")
             if below_watermark:
-                raise Unavailable("this node's clock is behind the cluster's purge watermark; "
-                                  "retry (the write may or may not be visible later)")
+                raise Unavailable(
+                    "this node's clock is behind the cluster's purge watermark; "
+                    "retry (the write may or may not be visible later)"
+                )
             raise Unavailable(
                 f"replicas of {key!r} kept newer versions through {versionrule.ATTEMPTS} "
-                f"stampings (concurrent writers): the write may or may not be visible later")
+                f"stampings (concurrent writers): the write may or may not be visible later"
+            )
         acks = verdict.acks
         if self.config.test_fault == "drop_replication":
             acks = len(replicas)
@@ -469,8 +501,9 @@ class Node:
         created = versionrule.created(seen, own)
         return WriteResult(key, record.version, replicas, effective, created, tuple(hinted))
 
-    def _send_write(self, record: Record,
-                    replicas: tuple[str, ...]) -> tuple[list[ApplyResult], list[str]]:
+    def _send_write(
+        self, record: Record, replicas: tuple[str, ...]
+    ) -> tuple[list[ApplyResult], list[str]]:
         """Send ``record`` to its replicas: the remote ones first (batched with other writes to
         the same peer), the local copy committed while they work. Returns the answers and the
         replicas that failed (down, or the request failed: maybe applied)."""
@@ -506,14 +539,16 @@ class Node:
             raise error
         return results, failed
 
-    def _hint(self, part: int, replicas: tuple[str, ...], failed: list[str],
-              record: Record) -> tuple[list[str], Version | None]:
+    def _hint(
+        self, part: int, replicas: tuple[str, ...], failed: list[str], record: Record
+    ) -> tuple[list[str], Version | None]:
         """Store ``record`` as a hint for each failed replica on a live stand-in; return the
         holders and the newest version of the key any of them holds."""
         holders: list[str] = []
         newest: Version | None = None
-        candidates = [s for s in placement.stand_ins(part, replicas, self.members())
-                      if self.is_alive(s)]
+        candidates = [
+            s for s in placement.stand_ins(part, replicas, self.members()) if self.is_alive(s)
+        ]
         for target in failed:
             while candidates:
                 holder = candidates.pop(0)
@@ -555,17 +590,24 @@ class Node:
                 if found is None and i + 1 < len(order):
                     # a miss may be a replica whose copy still waits as a hint elsewhere (it was
                     # down for the write): ask the others before answering "not found"
-                    others = self._gather(order[i + 1:], key)
-                    found = max((a for a in others.values() if a is not None),
-                                key=lambda rec: rec.version, default=None)
+                    others = self._gather(order[i + 1 :], key)
+                    found = max(
+                        (a for a in others.values() if a is not None),
+                        key=lambda rec: rec.version,
+                        default=None,
+                    )
                 return found
             raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
         answers = self._gather(order, key)
         if len(answers) < need:
-            raise Unavailable(f"r={level} needs {need} replicas of {key!r}, "
-                              f"{len(answers)} answered")
-        newest = max((a for a in answers.values() if a is not None),
-                     key=lambda rec: rec.version, default=None)
+            raise Unavailable(
+                f"r={level} needs {need} replicas of {key!r}, {len(answers)} answered"
+            )
+        newest = max(
+            (a for a in answers.values() if a is not None),
+            key=lambda rec: rec.version,
+            default=None,
+        )
         if newest is not None:
             stale = [n for n, a in answers.items() if a is None or a.version < newest.version]
             for n in stale:
@@ -592,8 +634,9 @@ class Node:
         except PeerError:
             pass  # anti-entropy and hints cover it later
 
-    def list_keys(self, prefix: str = "", after: str | None = None,
-                  limit: int = 100) -> tuple[list[str], str | None]:
+    def list_keys(
+        self, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> tuple[list[str], str | None]:
         """Sorted live keys under ``prefix`` after ``after``, merged over every reachable node."""
         if not 1 <= limit <= 1000:
             raise BadRequest("limit must be 1 to 1000")
@@ -619,8 +662,9 @@ class Node:
                 cutoff = recs[-1].key
         if not answered:
             raise Unavailable("no node answered the listing")
-        keys = sorted(k for k, rec in newest.items() if not rec.tomb
-                      and (cutoff is None or k <= cutoff))
+        keys = sorted(
+            k for k, rec in newest.items() if not rec.tomb and (cutoff is None or k <= cutoff)
+        )
         more = cutoff is not None or len(keys) > limit
         keys = keys[:limit]
         nxt = (keys[-1] if keys else cutoff) if more else None
@@ -664,10 +708,17 @@ class Node:
                 self._joined = True
                 return
             try:
-                body = json.dumps({"op": "add", "id": self.id, "raft": self.config.raft,
-                                   "http": self.config.advertise or self.config.http})
-                self.peers.request(self.config.join, "POST", "/peer/members", body.encode(),
-                                   timeout=15)
+                body = json.dumps(
+                    {
+                        "op": "add",
+                        "id": self.id,
+                        "raft": self.config.raft,
+                        "http": self.config.advertise or self.config.http,
+                    }
+                )
+                self.peers.request(
+                    self.config.join, "POST", "/peer/members", body.encode(), timeout=15
+                )
             except PeerError as exc:
                 log.info("join pending: %s", exc)
             return
@@ -691,16 +742,18 @@ class Node:
         """Ping a peer: its liveness, readiness and load, and a sample of its clock's offset."""
         try:
             t0 = self.hlc.physical()
-            body = self._peer(node_id, "GET", "/peer/ping",
-                              timeout=min(1.0, self.config.peer_timeout))
+            body = self._peer(
+                node_id, "GET", "/peer/ping", timeout=min(1.0, self.config.peer_timeout)
+            )
             t1 = self.hlc.physical()
             answer = json.loads(body)
             self._peer_ready[node_id] = bool(answer.get("ready", True))
             self._peer_load[node_id] = max(0, int(answer.get("load", 0)))
             if isinstance(answer.get("clock_ms"), int):
                 with self._counter_lock:
-                    self._clock.add(node_id, clock_sample(t0, t1, answer["clock_ms"],
-                                                          time.monotonic()))
+                    self._clock.add(
+                        node_id, clock_sample(t0, t1, answer["clock_ms"], time.monotonic())
+                    )
                 self.clock_verdict()
         except (PeerError, ValueError, TypeError, AttributeError):
             self._peer_ready[node_id] = False
@@ -714,8 +767,9 @@ class Node:
 
     def serving(self, node_id: str) -> bool:
         """Alive and ready to serve (last ping): what the leader balances requests over."""
-        return node_id == self.id or (self.is_alive(node_id)
-                                      and self._peer_ready.get(node_id, True))
+        return node_id == self.id or (
+            self.is_alive(node_id) and self._peer_ready.get(node_id, True)
+        )
 
     def _deliver_hints_once(self) -> None:
         """Deliver hints to their targets when alive. A hint whose target no longer holds the
@@ -743,9 +797,14 @@ class Node:
                 results = self._send_records(target, [h.record for h in direct])
                 done += direct
                 # the target kept a newer copy: an acknowledged write ordered below it
-                self.count("hints_superseded", sum(1 for h, res in zip(direct, results, strict=True)
-                                                   if not res.applied
-                                                   and res.prev != h.record.version))
+                self.count(
+                    "hints_superseded",
+                    sum(
+                        1
+                        for h, res in zip(direct, results, strict=True)
+                        if not res.applied and res.prev != h.record.version
+                    ),
+                )
             except (PeerError, ValueError):
                 pass
         for h in moved:
@@ -774,12 +833,15 @@ class Node:
         if s is None or (s.keys, s.bytes, s.hints) != (keys, nbytes, hints):
             self.meta.report_stats(self.id, keys, nbytes, hints)
 
+
 def _result_from_json(x: dict) -> ApplyResult:
     prev = Version.decode(x["prev"]) if x.get("prev") else None
     return ApplyResult(bool(x["applied"]), prev, bool(x["prev_live"]))
 
 
 def result_to_json(res: ApplyResult) -> dict:
-    return {"applied": res.applied, "prev": res.prev.encode() if res.prev else None,
-            "prev_live": res.prev_live}
-
+    return {
+        "applied": res.applied,
+        "prev": res.prev.encode() if res.prev else None,
+        "prev_live": res.prev_live,
+    }

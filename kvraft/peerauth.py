@@ -38,8 +38,9 @@ _EMPTY = hashlib.sha256(b"").digest()
 
 def derive(secret: str, label: bytes) -> bytes:
     """The 32-byte key for ``label`` (HKDF-SHA256 of the secret, fixed salt)."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"kvraft/v1",
-                info=label).derive(secret.encode("utf-8"))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"kvraft/v1", info=label).derive(
+        secret.encode("utf-8")
+    )
 
 
 def raft_password(secret: str) -> str:
@@ -48,13 +49,21 @@ def raft_password(secret: str) -> str:
 
 
 def _mac(key: bytes, method: str, target: str, ts: str, nonce: str, body_digest: bytes) -> str:
-    msg = b"\n".join((method.encode("latin-1"), target.encode("latin-1", "replace"),
-                      ts.encode(), nonce.encode(), body_digest))
+    msg = b"\n".join(
+        (
+            method.encode("latin-1"),
+            target.encode("latin-1", "replace"),
+            ts.encode(),
+            nonce.encode(),
+            body_digest,
+        )
+    )
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
-def sign(key: bytes, method: str, target: str, body: bytes = b"",
-         now: Callable[[], float] = time.time) -> str:
+def sign(
+    key: bytes, method: str, target: str, body: bytes = b"", now: Callable[[], float] = time.time
+) -> str:
     """The ``X-Kvraft-Auth`` value for one request (``target``: path and query as sent)."""
     ts = str(int(now() * 1000))
     nonce = os.urandom(12).hex()
@@ -65,14 +74,15 @@ def sign(key: bytes, method: str, target: str, body: bytes = b"",
 class Verifier:
     """Checks ``X-Kvraft-Auth`` values; thread-safe. ``now`` is injected (seconds)."""
 
-    def __init__(self, key: bytes, now: Callable[[], float] = time.time,
-                 window: float = WINDOW_S) -> None:
+    def __init__(
+        self, key: bytes, now: Callable[[], float] = time.time, window: float = WINDOW_S
+    ) -> None:
         self.key, self.now, self.window = key, now, window
         self._seen: OrderedDict[str, float] = OrderedDict()  # nonce -> expiry, oldest first
         self._lock = threading.Lock()
 
     def check(self, value: str | None, method: str, target: str, body: bytes = b"") -> str:
-        """"" when ``value`` proves a peer sent exactly this request, now and for the first
+        """ "" when ``value`` proves a peer sent exactly this request, now and for the first
         time; otherwise the reason it does not (for the 403 message; says nothing secret)."""
         if not value:
             return "peer endpoints need a request signed with the cluster key (X-Kvraft-Auth)"
@@ -83,8 +93,10 @@ class Verifier:
         if not 8 <= len(nonce) <= 64:
             return "malformed X-Kvraft-Auth"
         digest = hashlib.sha256(body).digest() if body else _EMPTY
-        if not hmac.compare_digest(given.encode("latin-1", "replace"),
-                                   _mac(self.key, method, target, ts, nonce, digest).encode()):
+        if not hmac.compare_digest(
+            given.encode("latin-1", "replace"),
+            _mac(self.key, method, target, ts, nonce, digest).encode(),
+        ):
             return "wrong signature (not the cluster key, or the request was changed)"
         now = self.now()
         if abs(now - int(ts) / 1000) > self.window:

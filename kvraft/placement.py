@@ -92,9 +92,15 @@ class MapState:
     leaving: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
-def plan(state: MapState, live: Sequence[str], dead: Sequence[str], removing: Sequence[str],
-         stored_bytes: Mapping[str, int], replication_factor: int,
-         max_moves: int = 16) -> MapState | None:
+def plan(
+    state: MapState,
+    live: Sequence[str],
+    dead: Sequence[str],
+    removing: Sequence[str],
+    stored_bytes: Mapping[str, int],
+    replication_factor: int,
+    max_moves: int = 16,
+) -> MapState | None:
     """The next step toward a healthy, balanced map, or None when there is nothing to do.
 
     In order: finish moves whose fill completed (drop the leaving replica); replace dead
@@ -168,8 +174,11 @@ def plan(state: MapState, live: Sequence[str], dead: Sequence[str], removing: Se
         dst = min(eligible, key=lambda n: load(n, c))
         if c[src] - c[dst] <= 1:
             break
-        candidates = [p for p in range(len(parts)) if src in parts[p] and dst not in parts[p]
-                      and p not in leaving and not filling.get(p)]
+        candidates = [
+            p
+            for p in range(len(parts))
+            if src in parts[p] and dst not in parts[p] and p not in leaving and not filling.get(p)
+        ]
         if not candidates:
             break
         p = candidates[0]
@@ -181,6 +190,8 @@ def plan(state: MapState, live: Sequence[str], dead: Sequence[str], removing: Se
 
     if not changed:
         return None
-    return MapState(tuple(tuple(sorted(r)) for r in parts),
-                    {p: tuple(f) for p, f in filling.items() if f},
-                    {p: tuple(f) for p, f in leaving.items() if f})
+    return MapState(
+        tuple(tuple(sorted(r)) for r in parts),
+        {p: tuple(f) for p, f in filling.items() if f},
+        {p: tuple(f) for p, f in leaving.items() if f},
+    )

@@ -138,9 +138,19 @@ def write_report(out: TextIO, head: dict, entries: Iterable[Entry]) -> int:
 
 
 def export_header(node_id: str, generated_at: str, keys: int, value_bytes: int) -> bytes:
-    return (_dumps({"format": FORMAT, "version": FORMAT_VERSION, "node": node_id,
-                    "generated_at": generated_at, "keys": keys,
-                    "value_bytes": value_bytes}) + "\n").encode()
+    return (
+        _dumps(
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "node": node_id,
+                "generated_at": generated_at,
+                "keys": keys,
+                "value_bytes": value_bytes,
+            }
+        )
+        + "\n"
+    ).encode()
 
 
 def export_line(e: Entry) -> bytes:
@@ -148,8 +158,12 @@ def export_line(e: Entry) -> bytes:
     return (_dumps({"key": e.key, "value": value, "version": e.version.encode()}) + "\n").encode()
 
 
-def write_export_body(out: BinaryIO, entries: Iterable[Entry],
-                      progress: Progress | None = None, every: int = PAGE_KEYS) -> tuple[int, int]:
+def write_export_body(
+    out: BinaryIO,
+    entries: Iterable[Entry],
+    progress: Progress | None = None,
+    every: int = PAGE_KEYS,
+) -> tuple[int, int]:
     """Write one export line per entry; return ``(keys, value bytes)``.
 
     ``progress({"keys", "value_bytes"})`` is called every ``every`` keys.
@@ -212,8 +226,9 @@ def read_export(src: BinaryIO, name: str, max_value_bytes: int) -> Iterator[tupl
         raise bad(count + 2, f"the header promises {expected} keys, the file holds {count}")
 
 
-def _parse_export_line(line: bytes, lineno: int, max_value_bytes: int,
-                       bad: Callable[[int, str], BadExport]) -> tuple[str, bytes]:
+def _parse_export_line(
+    line: bytes, lineno: int, max_value_bytes: int, bad: Callable[[int, str], BadExport]
+) -> tuple[str, bytes]:
     try:
         rec = json.loads(line)
         key, text = rec["key"], rec["value"]
@@ -277,8 +292,9 @@ class ChainReader(io.RawIOBase):
 # -- reading the cluster ---------------------------------------------------------------------
 
 
-def local_records(get: Callable[[str], Record | None], keys: Iterable[str],
-                  max_bytes: int = FETCH_BYTES) -> tuple[list[Record], int]:
+def local_records(
+    get: Callable[[str], Record | None], keys: Iterable[str], max_bytes: int = FETCH_BYTES
+) -> tuple[list[Record], int]:
     """Stored records (tombstones included) for ``keys`` in order, stopping once their values
     pass ``max_bytes``; returns ``(records, keys handled)``. Keys not stored are skipped."""
     records: list[Record] = []
@@ -340,8 +356,9 @@ def fetch_entries(node: Node, keys: list[str]) -> list[Entry]:
         pending = [k for k in pending if k not in best or best[k].tomb]
     if pending and errors:
         raise Unavailable(f"could not read {len(pending)} key(s) from any replica: {errors[0]}")
-    return [Entry(k, best[k].value, best[k].version) for k in keys
-            if k in best and not best[k].tomb]
+    return [
+        Entry(k, best[k].value, best[k].version) for k in keys if k in best and not best[k].tomb
+    ]
 
 
 def _next_source(node: Node, key: str, tried: set[str]) -> str | None:
@@ -350,8 +367,7 @@ def _next_source(node: Node, key: str, tried: set[str]) -> str | None:
     return next((n for n in order if n not in tried), None)
 
 
-def _fetch_groups(node: Node, groups: dict[str, list[str]], errors: list[str]
-                  ) -> Iterator[Record]:
+def _fetch_groups(node: Node, groups: dict[str, list[str]], errors: list[str]) -> Iterator[Record]:
     futures: dict[Future, str] = {
         node.pool.submit(_fetch_all, node, src, keys): src for src, keys in groups.items()
     }
@@ -370,7 +386,7 @@ def _fetch_all(node: Node, src: str, keys: list[str]) -> list[Record]:
     while keys:
         records, done = _fetch_some(node, src, keys)
         out += records
-        keys = keys[max(1, done):]
+        keys = keys[max(1, done) :]
     return out
 
 
@@ -381,8 +397,13 @@ def _fetch_some(node: Node, src: str, keys: list[str]) -> tuple[list[Record], in
     if addr is None:
         raise PeerError(f"{src} is not a member")
     body = json.dumps({"keys": keys}).encode()
-    resp = node.peers.request(addr, "POST", f"/peer/records?max_bytes={FETCH_BYTES}", body,
-                              headers={"Content-Type": "application/json"})
+    resp = node.peers.request(
+        addr,
+        "POST",
+        f"/peer/records?max_bytes={FETCH_BYTES}",
+        body,
+        headers={"Content-Type": "application/json"},
+    )
     if resp.status != 200:
         raise PeerError(f"{src}: HTTP {resp.status}: {resp.body[:200]!r}")
     return list(decode_records(resp.body)), int(resp.headers.get("x-kvraft-done", len(keys)))
@@ -394,11 +415,14 @@ def _fetch_some(node: Node, src: str, keys: list[str]) -> tuple[list[Record], in
 def ftp_client(config: Config) -> FtpClient:
     """The node's FTP client; FtpUnavailable when no FTP password is configured."""
     if not config.ftp_password:
-        raise FtpUnavailable("FTP is not configured on this node: set KVRAFT_FTP_PASSWORD "
-                             "(and KVRAFT_FTP, KVRAFT_FTP_USER)")
+        raise FtpUnavailable(
+            "FTP is not configured on this node: set KVRAFT_FTP_PASSWORD "
+            "(and KVRAFT_FTP, KVRAFT_FTP_USER)"
+        )
     host, port = parse_hostport(config.ftp, "ftp")
-    return FtpClient(host, port, config.ftp_user, config.ftp_password, tls=config.ftp_tls,
-                     timeout=FTP_TIMEOUT)
+    return FtpClient(
+        host, port, config.ftp_user, config.ftp_password, tls=config.ftp_tls, timeout=FTP_TIMEOUT
+    )
 
 
 @contextlib.contextmanager
@@ -431,8 +455,7 @@ class Reports:
     for tests; by default the client comes from the node's config.
     """
 
-    def __init__(self, node: Node, ftp: Any = None, clock: Callable[[], float] = time.time
-                 ) -> None:
+    def __init__(self, node: Node, ftp: Any = None, clock: Callable[[], float] = time.time) -> None:
         self.node = node
         self._ftp = ftp
         self._clock = clock
@@ -454,10 +477,17 @@ class Reports:
         ftp = self._client()
         now = self._clock()
         name = new_remote_name("report", _file_node_id(self.node.id), now=now)
-        with self._slots, io.TextIOWrapper(self._tempfile(), encoding="utf-8",
-                                           newline="\n") as text:
-            head = {"generated_at": _iso(now), "node": self.node.id, "file": name,
-                    "prefix": prefix, "cluster": self.node.cluster()}
+        with (
+            self._slots,
+            io.TextIOWrapper(self._tempfile(), encoding="utf-8", newline="\n") as text,
+        ):
+            head = {
+                "generated_at": _iso(now),
+                "node": self.node.id,
+                "file": name,
+                "prefix": prefix,
+                "cluster": self.node.cluster(),
+            }
             write_report(text, head, live_entries(self.node, prefix))
             text.flush()
             text.buffer.seek(0)
@@ -504,8 +534,9 @@ class Reports:
             written = self._put_all(read_export(src, name, limit), w, total, progress)
         return {"name": name, "keys": written, "bytes": size}
 
-    def _put_all(self, records: Iterable[tuple[str, bytes]], w: str, total: int,
-                 progress: Progress | None) -> int:
+    def _put_all(
+        self, records: Iterable[tuple[str, bytes]], w: str, total: int, progress: Progress | None
+    ) -> int:
         written, next_progress = 0, PAGE_KEYS
         failure: KvError | None = None
         with ThreadPoolExecutor(IMPORT_THREADS, thread_name_prefix="import") as pool:
@@ -524,13 +555,13 @@ class Reports:
                 ok, failure, inflight = _settle(inflight, failure)
                 written += ok
         if failure is not None:
-            raise Unavailable(f"import stopped after {written} of {total} keys: "
-                              f"{failure.message}")
+            raise Unavailable(f"import stopped after {written} of {total} keys: {failure.message}")
         return written
 
 
-def _settle(inflight: set[Future], failure: KvError | None
-            ) -> tuple[int, KvError | None, set[Future]]:
+def _settle(
+    inflight: set[Future], failure: KvError | None
+) -> tuple[int, KvError | None, set[Future]]:
     done, rest = wait(inflight, return_when=FIRST_COMPLETED)
     ok = 0
     for fut in done:

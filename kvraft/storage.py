@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS records (
     tomb  INTEGER NOT NULL,
     value BLOB NOT NULL
 ) WITHOUT ROWID"""
-SCHEMA = RECORDS_TABLE + """;
+SCHEMA = (
+    RECORDS_TABLE
+    + """;
 CREATE INDEX IF NOT EXISTS records_leaf ON records(part, leaf);
 CREATE INDEX IF NOT EXISTS records_tombs ON records(part, ts) WHERE tomb = 1;
 CREATE TABLE IF NOT EXISTS hints (
@@ -55,6 +57,7 @@ CREATE TABLE IF NOT EXISTS hints (
 CREATE INDEX IF NOT EXISTS hints_target ON hints(target, id);
 CREATE INDEX IF NOT EXISTS hints_key ON hints(key, ts);
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +87,15 @@ class Hint:
     record: Record
 
 
-_REPLACE = ("INSERT OR REPLACE INTO records(key, part, leaf, ts, node, tomb, value) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)")
-_UPSERT = ("INSERT INTO records(key, part, leaf, ts, node, tomb, value) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-           "ts = excluded.ts, node = excluded.node, tomb = excluded.tomb, value = excluded.value")
+_REPLACE = (
+    "INSERT OR REPLACE INTO records(key, part, leaf, ts, node, tomb, value) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT = (
+    "INSERT INTO records(key, part, leaf, ts, node, tomb, value) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+    "ts = excluded.ts, node = excluded.node, tomb = excluded.tomb, value = excluded.value"
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PERIOD = 0.25  # seconds between WAL checkpoints (only after commits)
@@ -105,16 +112,19 @@ def _migrate(conn: sqlite3.Connection) -> None:
     write changed three b-trees. It is now ``WITHOUT ROWID`` (clustered on the key: two), which
     cut the bytes SQLite writes per commit by about 40%. The rows are copied as they are.
     """
-    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'"
-                       ).fetchone()
+    row = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+    ).fetchone()
     if row is None or "WITHOUT ROWID" in row[0].upper():
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("DROP TABLE IF EXISTS records_v2")
         conn.execute(RECORDS_TABLE.replace("IF NOT EXISTS records", "records_v2"))
-        conn.execute("INSERT INTO records_v2(key, part, leaf, ts, node, tomb, value) "
-                     "SELECT key, part, leaf, ts, node, tomb, value FROM records")
+        conn.execute(
+            "INSERT INTO records_v2(key, part, leaf, ts, node, tomb, value) "
+            "SELECT key, part, leaf, ts, node, tomb, value FROM records"
+        )
         conn.execute("DROP TABLE records")  # its indexes go with it; SCHEMA makes them again
         conn.execute("ALTER TABLE records_v2 RENAME TO records")
         conn.execute("COMMIT")
@@ -148,14 +158,16 @@ class Storage:
         self._part_rows: dict[int, int] = {}  # partition -> rows held (tombstones included)
         self.watermarks: dict[int, int] = {}  # partition -> purge watermark (HLC ts)
         for key, part, leaf, ts, node, tomb in wconn.execute(
-                "SELECT key, part, leaf, ts, node, tomb FROM records"):
+            "SELECT key, part, leaf, ts, node, tomb FROM records"
+        ):
             self._tree(part, leaf, record_hash(key, Version(ts, node), bool(tomb)), 1)
         self._wconn = wconn
         self._wlock = threading.Lock()  # held by the thread committing a group
         self._commits = 0  # transactions committed, for the checkpointer
         self._stop = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
-                                              name="sqlite-checkpoint")
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, daemon=True, name="sqlite-checkpoint"
+        )
         self._checkpointer.start()
 
     # -- connections -------------------------------------------------------------------------
@@ -292,8 +304,8 @@ class Storage:
         if op == "apply":
             rec: Record = item
             row = conn.execute(
-                "SELECT ts, node, tomb, LENGTH(value), part FROM records WHERE key = ?",
-                (rec.key,)).fetchone()
+                "SELECT ts, node, tomb, LENGTH(value), part FROM records WHERE key = ?", (rec.key,)
+            ).fetchone()
             prev = Version(row[0], row[1]) if row else None
             prev_live = bool(row) and not row[2]
             if prev is not None and prev >= rec.version:
@@ -301,8 +313,15 @@ class Storage:
             if prev is None and rec.version.ts < self.watermarks.get(rec.part, 0):
                 return ApplyResult(False, None, False)  # deleted and purged since
             leaf = leaf_of(rec.key)
-            values = (rec.key, rec.part, leaf, rec.version.ts, rec.version.node, int(rec.tomb),
-                      rec.value)
+            values = (
+                rec.key,
+                rec.part,
+                leaf,
+                rec.version.ts,
+                rec.version.node,
+                int(rec.tomb),
+                rec.value,
+            )
             # an upsert leaves (part, leaf) and so their index untouched: one page written
             # per record instead of two (a key's partition never changes; if it did, REPLACE)
             conn.execute(_UPSERT if row is None or row[4] == rec.part else _REPLACE, values)
@@ -318,16 +337,24 @@ class Storage:
             conn.execute(
                 "INSERT INTO hints(target, key, part, ts, node, tomb, value) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (target, rec.key, rec.part, rec.version.ts, rec.version.node, int(rec.tomb),
-                 rec.value),
+                (
+                    target,
+                    rec.key,
+                    rec.part,
+                    rec.version.ts,
+                    rec.version.node,
+                    int(rec.tomb),
+                    rec.value,
+                ),
             )
             deltas[2] += 1
             # the newest version this node holds of the key, as a hint or a record: the
             # coordinator must not acknowledge a write below it (forward-only versions)
-            row = conn.execute("SELECT ts, node FROM hints WHERE key = ? ORDER BY ts DESC, "
-                               "node DESC LIMIT 1", (rec.key,)).fetchone()
-            own = conn.execute("SELECT ts, node FROM records WHERE key = ?",
-                               (rec.key,)).fetchone()
+            row = conn.execute(
+                "SELECT ts, node FROM hints WHERE key = ? ORDER BY ts DESC, node DESC LIMIT 1",
+                (rec.key,),
+            ).fetchone()
+            own = conn.execute("SELECT ts, node FROM records WHERE key = ?", (rec.key,)).fetchone()
             return max(Version(*r) for r in (row, own) if r is not None)
         if op == "drop_hints":
             cur = conn.execute("DELETE FROM hints WHERE id = ?", (item,))
@@ -335,14 +362,15 @@ class Storage:
             return None
         if op == "forget":  # (partition, key, below): drop the key's record if older than below
             part, key, below = item
-            row = conn.execute("SELECT ts, node, tomb, LENGTH(value), leaf FROM records "
-                               "WHERE key = ? AND part = ? AND ts < ?",
-                               (key, part, below)).fetchone()
+            row = conn.execute(
+                "SELECT ts, node, tomb, LENGTH(value), leaf FROM records "
+                "WHERE key = ? AND part = ? AND ts < ?",
+                (key, part, below),
+            ).fetchone()
             if row is None:
                 return 0
             conn.execute("DELETE FROM records WHERE key = ?", (key,))
-            self._change(part, row[4], record_hash(key, Version(row[0], row[1]), bool(row[2])),
-                         -1)
+            self._change(part, row[4], record_hash(key, Version(row[0], row[1]), bool(row[2])), -1)
             if not row[2]:
                 deltas[0] -= 1
                 deltas[1] -= row[3]
@@ -352,8 +380,8 @@ class Storage:
             where = "part = ? AND tomb = 1 AND ts < ?" if below is not None else "part = ?"
             args = (part, below) if below is not None else (part,)
             rows = conn.execute(
-                f"SELECT key, ts, node, tomb, LENGTH(value), leaf FROM records WHERE {where}",
-                args).fetchall()
+                f"SELECT key, ts, node, tomb, LENGTH(value), leaf FROM records WHERE {where}", args
+            ).fetchall()
             conn.execute(f"DELETE FROM records WHERE {where}", args)
             for key, ts, node, tomb, size, leaf in rows:
                 self._change(part, leaf, record_hash(key, Version(ts, node), bool(tomb)), -1)
@@ -409,7 +437,7 @@ class Storage:
         conn = self._reader()
         leaves = list(leaves)
         for i in range(0, len(leaves), 500):
-            chunk = leaves[i:i + 500]
+            chunk = leaves[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for key, ts, node, tomb in conn.execute(
                 f"SELECT key, ts, node, tomb FROM records WHERE part = ? AND leaf IN ({marks})",
@@ -422,7 +450,7 @@ class Storage:
         conn = self._reader()
         out = []
         for i in range(0, len(keys), 500):
-            chunk = list(keys[i:i + 500])
+            chunk = list(keys[i : i + 500])
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
                 f"SELECT key, part, ts, node, tomb, value FROM records WHERE key IN ({marks})",
@@ -432,37 +460,53 @@ class Storage:
         return out
 
     def scan_partition(self, part: int, after: str = "", limit: int = 500) -> list[Record]:
-        rows = self._reader().execute(
-            "SELECT key, part, ts, node, tomb, value FROM records WHERE part = ? AND key > ? "
-            "ORDER BY key LIMIT ?", (part, after, limit)).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT key, part, ts, node, tomb, value FROM records WHERE part = ? AND key > ? "
+                "ORDER BY key LIMIT ?",
+                (part, after, limit),
+            )
+            .fetchall()
+        )
         return [_record(r) for r in rows]
 
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, key: str) -> Record | None:
         """The stored record for ``key`` (a tombstone included), or None."""
-        row = self._reader().execute(
-            "SELECT key, part, ts, node, tomb, value FROM records WHERE key = ?", (key,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT key, part, ts, node, tomb, value FROM records WHERE key = ?", (key,))
+            .fetchone()
+        )
         return _record(row) if row else None
 
     def scan(self, prefix: str = "", after: str | None = None, limit: int = 1000) -> list[Record]:
         """Records (tombstones included, values omitted) under ``prefix`` after ``after``."""
         low = max(prefix, after) if after is not None else prefix
         op = ">" if after is not None and after >= prefix else ">="
-        rows = self._reader().execute(
-            f"SELECT key, part, ts, node, tomb FROM records WHERE key {op} ? AND key < ? "
-            "AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
-            (low, prefix + "\U0010ffff", len(prefix), prefix, limit),
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT key, part, ts, node, tomb FROM records WHERE key {op} ? AND key < ? "
+                "AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?",
+                (low, prefix + "\U0010ffff", len(prefix), prefix, limit),
+            )
+            .fetchall()
+        )
         return [Record(r[0], r[1], Version(r[2], r[3]), bool(r[4])) for r in rows]
 
     def hints_for(self, target: str, limit: int = 256) -> list[Hint]:
-        rows = self._reader().execute(
-            "SELECT id, target, key, part, ts, node, tomb, value FROM hints WHERE target = ? "
-            "ORDER BY id LIMIT ?",
-            (target, limit),
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT id, target, key, part, ts, node, tomb, value FROM hints WHERE target = ? "
+                "ORDER BY id LIMIT ?",
+                (target, limit),
+            )
+            .fetchall()
+        )
         return [Hint(r[0], r[1], _record(r[2:])) for r in rows]
 
     def hint_targets(self) -> dict[str, int]:
@@ -483,7 +527,6 @@ class Storage:
             except sqlite3.Error:
                 log.debug("final checkpoint failed", exc_info=True)
             self._wconn.close()
-
 
 
 def _record(row: Sequence) -> Record:

@@ -68,8 +68,11 @@ def encode_results(results: Sequence[ApplyResult]) -> bytes:
     parts = []
     for r in results:
         node = r.prev.node.encode() if r.prev is not None else b""
-        flags = ((_APPLIED if r.applied else 0) | (_PREV if r.prev is not None else 0)
-                 | (_PREV_LIVE if r.prev_live else 0))
+        flags = (
+            (_APPLIED if r.applied else 0)
+            | (_PREV if r.prev is not None else 0)
+            | (_PREV_LIVE if r.prev_live else 0)
+        )
         parts += (_RESULT.pack(flags, r.prev.ts if r.prev is not None else 0, len(node)), node)
     return b"".join(parts)
 
@@ -83,7 +86,7 @@ def decode_results(data: bytes) -> list[ApplyResult]:
         pos += size
         if pos + n > len(data):
             raise StreamError("truncated result")
-        prev = Version(ts, data[pos:pos + n].decode()) if flags & _PREV else None
+        prev = Version(ts, data[pos : pos + n].decode()) if flags & _PREV else None
         pos += n
         out.append(ApplyResult(bool(flags & _APPLIED), prev, bool(flags & _PREV_LIVE)))
     return out
@@ -105,7 +108,7 @@ def decode_keys(data: bytes) -> list[str]:
         (n,) = _LEN.unpack_from(data, pos)
         if pos + 4 + n > len(data):
             raise StreamError("truncated key")
-        out.append(data[pos + 4:pos + 4 + n].decode("utf-8", "surrogateescape"))
+        out.append(data[pos + 4 : pos + 4 + n].decode("utf-8", "surrogateescape"))
         pos += 4 + n
     return out
 
@@ -226,9 +229,17 @@ class PeerStream:
         conn = Connection(self._host, self._port, self.timeout)
         try:
             auth = peerauth.sign(self._key, "POST", PATH)
-            conn.request("POST", PATH, b"", {peerauth.HEADER: auth,
-                                             "Connection": "Upgrade", "Upgrade": PROTOCOL,
-                                             "Content-Length": "0"})
+            conn.request(
+                "POST",
+                PATH,
+                b"",
+                {
+                    peerauth.HEADER: auth,
+                    "Connection": "Upgrade",
+                    "Upgrade": PROTOCOL,
+                    "Content-Length": "0",
+                },
+            )
             resp = conn.response()
             if resp.status != 101 or resp.headers.get("upgrade", "").lower() != PROTOCOL:
                 raise ProtocolError(f"upgrade refused: HTTP {resp.status}: {resp.body[:200]!r}")
@@ -258,16 +269,26 @@ def upgrade(environ: dict, handlers: Handlers, limit: int) -> str:
         return f"{PATH} takes no request body"
     if conn is None:
         return "this server cannot hand a connection over"
-    conn.sock.sendall(f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
-                      f"Upgrade: {PROTOCOL}\r\n\r\n".encode())
+    conn.sock.sendall(
+        f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+        f"Upgrade: {PROTOCOL}\r\n\r\n".encode()
+    )
     server = conn.server
-    serve(conn.sock, conn.rfile, handlers, limit, conn.idle, server.idle_timeout,
-          server.read_timeout)
+    serve(
+        conn.sock, conn.rfile, handlers, limit, conn.idle, server.idle_timeout, server.read_timeout
+    )
     raise StopIteration
 
 
-def serve(sock: socket.socket, rfile, handlers: Handlers, limit: int,
-          idle: Callable[[bool], None], idle_timeout: float, read_timeout: float) -> None:
+def serve(
+    sock: socket.socket,
+    rfile,
+    handlers: Handlers,
+    limit: int,
+    idle: Callable[[bool], None],
+    idle_timeout: float,
+    read_timeout: float,
+) -> None:
     """Answer request frames on an upgraded connection until the peer closes it (or an error,
     which is answered and ends the stream). ``handlers[kind](payload) -> answer payload``
     raises ValueError for a bad request and any exception for a failure; ``idle(True)`` is
@@ -303,4 +324,3 @@ def serve(sock: socket.socket, rfile, handlers: Handlers, limit: int,
             sock.sendall(answer)
         except OSError:
             return
-

@@ -52,6 +52,7 @@ class RoundStats:
 
 # -- peer side (reads of the local store) --------------------------------------------------------
 
+
 def answer_tree(storage: Storage, req: Mapping) -> dict:
     """``{"roots": [p], "groups": [p], "leaves": {p: [g]}}`` -> the hashes asked for."""
     out: dict = {"roots": {}, "groups": {}, "leaves": {}}
@@ -61,8 +62,9 @@ def answer_tree(storage: Storage, req: Mapping) -> dict:
         out["groups"][str(p)] = ae.group_hashes(storage.leaf_hashes(int(p)))
     for p, groups in req.get("leaves", {}).items():
         leaves = storage.leaf_hashes(int(p))
-        out["leaves"][str(p)] = {str(g): [leaves[i] for i in ae.leaves_in_group(int(g))]
-                                 for g in groups}
+        out["leaves"][str(p)] = {
+            str(g): [leaves[i] for i in ae.leaves_in_group(int(g))] for g in groups
+        }
     return out
 
 
@@ -84,14 +86,21 @@ def answer_fetch(storage: Storage, req: Mapping) -> bytes:
 
 # -- primary side ----------------------------------------------------------------------------------
 
+
 class Syncer:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.last_round = 0
         self.last = RoundStats()
         self._purged: dict[int, int] = {}  # partition -> watermark it was last purged below
-        self.totals = {"sync_rounds": 0, "sync_records": 0, "sync_bytes": 0,
-                       "sync_keys_repaired": 0, "tombstones_purged": 0, "records_handed_off": 0}
+        self.totals = {
+            "sync_rounds": 0,
+            "sync_records": 0,
+            "sync_bytes": 0,
+            "sync_keys_repaired": 0,
+            "tombstones_purged": 0,
+            "records_handed_off": 0,
+        }
 
     def _json(self, node_id: str, path: str, body: dict) -> tuple[dict, int]:
         data = json.dumps(body, separators=(",", ":")).encode()
@@ -137,8 +146,7 @@ class Syncer:
                 continue
             for p in parts:
                 ok_with[p].add(other)
-        done = {p: tuple(sorted(n)) for p, n in ok_with.items()
-                if set(state.partitions[p]) <= n}
+        done = {p: tuple(sorted(n)) for p, n in ok_with.items() if set(state.partitions[p]) <= n}
         stats.synced = len(done)
         if done:
             try:
@@ -148,15 +156,20 @@ class Syncer:
         self._collect(state, stats)
         stats.seconds = time.monotonic() - t0
         self.last = stats
-        for name, value in (("sync_rounds", 1), ("sync_records", stats.records),
-                            ("sync_bytes", stats.bytes), ("sync_keys_repaired", stats.repaired),
-                            ("tombstones_purged", stats.purged),
-                            ("records_handed_off", stats.handed_off)):
+        for name, value in (
+            ("sync_rounds", 1),
+            ("sync_records", stats.records),
+            ("sync_bytes", stats.bytes),
+            ("sync_keys_repaired", stats.repaired),
+            ("tombstones_purged", stats.purged),
+            ("records_handed_off", stats.handed_off),
+        ):
             self.totals[name] += value
         return stats
 
-    def _sync_with(self, other: str, parts: list[int], stats: RoundStats,
-                   filling: set[int]) -> None:
+    def _sync_with(
+        self, other: str, parts: list[int], stats: RoundStats, filling: set[int]
+    ) -> None:
         """Sync ``parts`` with replica ``other``; ``filling``: the parts ``other`` is still
         being filled for (it lacks records because it never had them, not because they were
         deleted, so nothing it lacks is taken for a purged key)."""
@@ -164,8 +177,9 @@ class Syncer:
         local_leaves = {p: storage.leaf_hashes(p) for p in parts}
         resp, n = self._json(other, "/peer/tree", {"roots": parts})
         stats.bytes += n
-        diff_parts = [p for p in parts
-                      if int(resp["roots"][str(p)]) != ae.root_hash(local_leaves[p])]
+        diff_parts = [
+            p for p in parts if int(resp["roots"][str(p)]) != ae.root_hash(local_leaves[p])
+        ]
         if not diff_parts:
             return
         resp, n = self._json(other, "/peer/tree", {"groups": diff_parts})
@@ -199,11 +213,15 @@ class Syncer:
             # tombstone purged: the side still holding it forgets it instead of spreading it
             mark = storage.watermarks.get(p, 0)
             doomed_there = [k for k in pull if k not in ours and theirs[k][0].ts < mark]
-            doomed_here = [] if p in filling else [k for k in push if k not in theirs
-                                                   and ours[k][0].ts < mark]
+            doomed_here = (
+                []
+                if p in filling
+                else [k for k in push if k not in theirs and ours[k][0].ts < mark]
+            )
             if doomed_there:
-                _resp, n = self._json(other, "/peer/forget",
-                                      {"part": p, "keys": doomed_there, "below": mark})
+                _resp, n = self._json(
+                    other, "/peer/forget", {"part": p, "keys": doomed_there, "below": mark}
+                )
                 stats.bytes += n
                 stats.purged += len(doomed_there)
             stats.purged += storage.forget(p, doomed_here, mark)
@@ -233,9 +251,12 @@ class Syncer:
         # deleted) holds only where this node is a filled replica: one still being filled lacks
         # records because it never had them
         storage.watermarks = {
-            p: mark for p, mark in marks.items()
-            if p < len(state.partitions) and node.id in state.partitions[p]
-            and node.id not in state.filling.get(p, ())}
+            p: mark
+            for p, mark in marks.items()
+            if p < len(state.partitions)
+            and node.id in state.partitions[p]
+            and node.id not in state.filling.get(p, ())
+        }
         held = storage.partitions_held()
         for p in sorted(held):
             if p >= len(state.partitions):

@@ -105,8 +105,9 @@ class Connection:
             headers[name.strip().lower()] = value.strip()
         else:
             raise ProtocolError("too many headers")
-        self.will_close = ("close" in headers.get("connection", "").lower()
-                           or parts[0] == b"HTTP/1.0")
+        self.will_close = (
+            "close" in headers.get("connection", "").lower() or parts[0] == b"HTTP/1.0"
+        )
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = self._chunked()
         elif "content-length" in headers:
@@ -154,8 +155,9 @@ class PeerResponse:
 class Pending:
     """A request sent on a pooled connection, its answer not read yet."""
 
-    def __init__(self, client: PeerClient, addr: str, req: tuple, timeout: float,
-                 idempotent: bool) -> None:
+    def __init__(
+        self, client: PeerClient, addr: str, req: tuple, timeout: float, idempotent: bool
+    ) -> None:
         self.client, self.addr, self.req = client, addr, req
         self.timeout, self.idempotent = timeout, idempotent
         self.conn: Connection | None = None

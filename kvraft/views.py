@@ -35,8 +35,11 @@ def explain(node: Node, key: str) -> dict:
         "partition": part,
         "replicas": list(replicas),
         "versions": {n: versions[n] for n in replicas if n in versions},
-        "holders": sorted(n for n, v in versions.items()
-                          if v not in (None, "unreachable") and not v.startswith("tombstone")),
+        "holders": sorted(
+            n
+            for n, v in versions.items()
+            if v not in (None, "unreachable") and not v.startswith("tombstone")
+        ),
         "others": {n: v for n, v in versions.items() if n not in replicas},
         "agree": len(held) == 1 and "unreachable" not in held,
         "hints_pending": node.storage.hints_pending,
@@ -46,6 +49,7 @@ def explain(node: Node, key: str) -> dict:
             f"(now: " + ", ".join(f"{n}={s.bytes}B" for n, s in sorted(stats.items())) + ")"
         ),
     }
+
 
 def cluster(node: Node) -> dict:
     members = node.meta.members()
@@ -63,15 +67,23 @@ def cluster(node: Node) -> dict:
             keys, nbytes = node.storage.live_keys, node.storage.live_bytes
         else:
             keys, nbytes = (s.keys, s.bytes) if s else (None, None)
-        nodes.append({
-            "id": node_id, "http": m.http, "raft": m.raft, "alive": node.is_alive(node_id),
-            "is_leader": node_id == leader, "serving": node.serving(node_id),
-            "load": node.activity.value if node_id == node.id else peer_loads.get(node_id),
-            "keys": keys, "bytes": nbytes,
-            "member": m.raft in raft,
-            "clock_offset_ms": (0.0 if node_id == node.id
-                                else _round(clock.offsets_ms.get(node_id))),
-        })
+        nodes.append(
+            {
+                "id": node_id,
+                "http": m.http,
+                "raft": m.raft,
+                "alive": node.is_alive(node_id),
+                "is_leader": node_id == leader,
+                "serving": node.serving(node_id),
+                "load": node.activity.value if node_id == node.id else peer_loads.get(node_id),
+                "keys": keys,
+                "bytes": nbytes,
+                "member": m.raft in raft,
+                "clock_offset_ms": (
+                    0.0 if node_id == node.id else _round(clock.offsets_ms.get(node_id))
+                ),
+            }
+        )
     return {
         "node": node.id,
         "leader": leader,
@@ -88,14 +100,19 @@ def cluster(node: Node) -> dict:
         "removing": list(node.meta.removing()),
         "rebalances": node.meta.rebalances(),
         "sync": sync_view(node),
-        "clock": {"ok": clock.ok, "max_offset_ms": clock.max_offset_ms,
-                  "offsets_ms": {p: _round(o) for p, o in clock.offsets_ms.items()},
-                  "out_of_bounds": list(clock.off), "message": clock.describe()},
+        "clock": {
+            "ok": clock.ok,
+            "max_offset_ms": clock.max_offset_ms,
+            "offsets_ms": {p: _round(o) for p, o in clock.offsets_ms.items()},
+            "out_of_bounds": list(clock.off),
+            "message": clock.describe(),
+        },
     }
 
 
 def _round(ms: float | None) -> float | None:
     return None if ms is None else round(ms, 1)
+
 
 def under_replicated(node: Node, state: placement.MapState | None = None) -> int:
     """Partitions with fewer than ``replication_factor`` filled, live replicas."""
@@ -106,43 +123,62 @@ def under_replicated(node: Node, state: placement.MapState | None = None) -> int
         count += len(filled) < node.rf
     return count
 
+
 def sync_view(node: Node) -> dict:
     rnd = node.meta.sync_round()
     last = node.syncer.last
     return {
-        "round": rnd.id, "interval": node.config.sync_interval,
-        "last_local_round": {"id": last.round_id, "seconds": round(last.seconds, 4),
-                             "partitions": last.partitions, "synced": last.synced,
-                             "records": last.records, "bytes": last.bytes,
-                             "repaired": last.repaired, "purged": last.purged,
-                             "handed_off": last.handed_off, "errors": last.errors[:5]},
+        "round": rnd.id,
+        "interval": node.config.sync_interval,
+        "last_local_round": {
+            "id": last.round_id,
+            "seconds": round(last.seconds, 4),
+            "partitions": last.partitions,
+            "synced": last.synced,
+            "records": last.records,
+            "bytes": last.bytes,
+            "repaired": last.repaired,
+            "purged": last.purged,
+            "handed_off": last.handed_off,
+            "errors": last.errors[:5],
+        },
         "totals": dict(node.syncer.totals),
-        "partitions_synced_last_round": sum(1 for r in node.meta.synced().values()
-                                            if r >= rnd.id - 1),
+        "partitions_synced_last_round": sum(
+            1 for r in node.meta.synced().values() if r >= rnd.id - 1
+        ),
     }
 
+
 # -- background duties ---------------------------------------------------------------------
+
 
 def metrics(node: Node) -> dict[str, float]:
     with node._counter_lock:
         out = {k: float(v) for k, v in node.counters.items()}
     st = node.meta.status()
-    out.update({
-        "keys": node.storage.live_keys, "bytes": node.storage.live_bytes,
-        "hints_pending": node.storage.hints_pending, "raft_term": st["term"],
-        "raft_commit_index": st["commit_index"], "raft_is_leader": float(node.meta.is_leader()),
-        "nodes_alive": float(sum(node.is_alive(n) for n in node.members())),
-        "partitions_under_replicated": float(under_replicated(node)),
-        "rebalances": float(node.meta.rebalances()),
-        "sync_round": float(node.meta.sync_round().id),
-        "sync_last_seconds": node.syncer.last.seconds,
-        "sync_last_records": float(node.syncer.last.records),
-        "sync_last_bytes": float(node.syncer.last.bytes),
-    })
+    out.update(
+        {
+            "keys": node.storage.live_keys,
+            "bytes": node.storage.live_bytes,
+            "hints_pending": node.storage.hints_pending,
+            "raft_term": st["term"],
+            "raft_commit_index": st["commit_index"],
+            "raft_is_leader": float(node.meta.is_leader()),
+            "nodes_alive": float(sum(node.is_alive(n) for n in node.members())),
+            "partitions_under_replicated": float(under_replicated(node)),
+            "rebalances": float(node.meta.rebalances()),
+            "sync_round": float(node.meta.sync_round().id),
+            "sync_last_seconds": node.syncer.last.seconds,
+            "sync_last_records": float(node.syncer.last.records),
+            "sync_last_bytes": float(node.syncer.last.bytes),
+        }
+    )
     out.update({k: float(v) for k, v in node.syncer.totals.items()})
     batchers = list(node._batchers.items())
-    for kind, batches, items in ((stream.APPLY, "replica_batches", "replica_batched_records"),
-                                 (stream.GET, "read_batches", "read_batched_keys")):
+    for kind, batches, items in (
+        (stream.APPLY, "replica_batches", "replica_batched_records"),
+        (stream.GET, "read_batches", "read_batched_keys"),
+    ):
         out[batches] = float(sum(b.requests for (_n, k), b in batchers if k == kind))
         out[items] = float(sum(b.records for (_n, k), b in batchers if k == kind))
     return out

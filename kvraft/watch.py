@@ -132,8 +132,9 @@ class PeerSubscriptions:
     one costs little until it expires.
     """
 
-    def __init__(self, hub: ChangeHub, ttl: float = SUB_TTL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, hub: ChangeHub, ttl: float = SUB_TTL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._hub = hub
         self._ttl = ttl
         self._clock = clock
@@ -150,8 +151,9 @@ class PeerSubscriptions:
         with self._lock:
             self._subs[sid] = _Held(self._hub.subscribe(prefix, values=False), self._clock())
             if self._reaper is None or not self._reaper.is_alive():
-                self._reaper = threading.Thread(target=self._reap_loop, name="watch-reaper",
-                                                daemon=True)
+                self._reaper = threading.Thread(
+                    target=self._reap_loop, name="watch-reaper", daemon=True
+                )
                 self._reaper.start()
         return sid
 
@@ -164,8 +166,9 @@ class PeerSubscriptions:
                     self._reaper = None
                     return
 
-    def poll(self, sid: str, after: int, wait: float, limit: int = POLL_LIMIT
-             ) -> tuple[int, list[Record]] | None:
+    def poll(
+        self, sid: str, after: int, wait: float, limit: int = POLL_LIMIT
+    ) -> tuple[int, list[Record]] | None:
         """``(seq, records)``: the batch after batch ``after`` (values stripped; empty if nothing
         changed within ``wait``), or None if ``sid`` is unknown, expired or overflowed, or
         ``after`` is not a batch it handed out (open a new one; changes may have been missed)."""
@@ -183,8 +186,9 @@ class PeerSubscriptions:
                 held.seen = self._clock()
                 held.busy -= 1
 
-    def _next_batch(self, sid: str, held: _Held, after: int, wait: float, limit: int
-                    ) -> tuple[int, list[Record]] | None:
+    def _next_batch(
+        self, sid: str, held: _Held, after: int, wait: float, limit: int
+    ) -> tuple[int, list[Record]] | None:
         if after == held.seq - 1:
             return held.seq, held.batch  # the last answer was lost: send it again
         if after != held.seq or held.sub.dropped:
@@ -221,8 +225,9 @@ class PeerFeed(Protocol):
 
     def open(self, node_id: str, prefix: str) -> str: ...
 
-    def poll(self, node_id: str, sid: str, after: int, wait: float
-             ) -> tuple[int, list[Record]] | None: ...
+    def poll(
+        self, node_id: str, sid: str, after: int, wait: float
+    ) -> tuple[int, list[Record]] | None: ...
 
     def close(self, node_id: str, sid: str) -> None: ...
 
@@ -234,19 +239,25 @@ class HttpPeerFeed:
     node are left alone: a long-poll is not a health probe.
     """
 
-    def __init__(self, client: PeerClient, address: Callable[[str], str | None],
-                 timeout: float) -> None:
+    def __init__(
+        self, client: PeerClient, address: Callable[[str], str | None], timeout: float
+    ) -> None:
         self._client = client
         self._address = address
         self._timeout = timeout
 
-    def _call(self, node_id: str, method: str, path: str, params: dict,
-              timeout: float | None = None) -> PeerResponse:
+    def _call(
+        self, node_id: str, method: str, path: str, params: dict, timeout: float | None = None
+    ) -> PeerResponse:
         addr = self._address(node_id)
         if addr is None:
             raise PeerError(f"{node_id} is not a member")
-        return self._client.request(addr, method, f"{path}?{urlencode(params)}",
-                                    timeout=self._timeout if timeout is None else timeout)
+        return self._client.request(
+            addr,
+            method,
+            f"{path}?{urlencode(params)}",
+            timeout=self._timeout if timeout is None else timeout,
+        )
 
     def open(self, node_id: str, prefix: str) -> str:
         resp = self._call(node_id, "POST", "/peer/changes/open", {"prefix": prefix})
@@ -254,11 +265,16 @@ class HttpPeerFeed:
             raise PeerError(f"{node_id}: HTTP {resp.status} opening a change feed")
         return str(json.loads(resp.body)["sid"])
 
-    def poll(self, node_id: str, sid: str, after: int, wait: float
-             ) -> tuple[int, list[Record]] | None:
-        resp = self._call(node_id, "GET", "/peer/changes/poll",
-                          {"sid": sid, "after": after, "wait": wait},
-                          timeout=wait + self._timeout)
+    def poll(
+        self, node_id: str, sid: str, after: int, wait: float
+    ) -> tuple[int, list[Record]] | None:
+        resp = self._call(
+            node_id,
+            "GET",
+            "/peer/changes/poll",
+            {"sid": sid, "after": after, "wait": wait},
+            timeout=wait + self._timeout,
+        )
         if resp.status == 410:
             return None
         if resp.status != 200:
@@ -282,8 +298,7 @@ class Event:
 
     @classmethod
     def of(cls, rec: Record) -> Event:
-        return cls("delete" if rec.tomb else "put", rec.key, rec.version.encode(),
-                   rec.version.node)
+        return cls("delete" if rec.tomb else "put", rec.key, rec.version.encode(), rec.version.node)
 
     def to_json(self) -> dict:
         if self.type == "gap":
@@ -329,11 +344,19 @@ class ClusterFeed:
     :meth:`wait_connected`). Background threads run only while someone watches.
     """
 
-    def __init__(self, node_id: str, hub: ChangeHub, peers: PeerFeed,
-                 members: Callable[[], Iterable[str]],
-                 alive: Callable[[str], bool] = lambda _n: True, *,
-                 poll_wait: float = POLL_WAIT, retry: float = RETRY,
-                 remember: int = REMEMBER_KEYS, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        hub: ChangeHub,
+        peers: PeerFeed,
+        members: Callable[[], Iterable[str]],
+        alive: Callable[[str], bool] = lambda _n: True,
+        *,
+        poll_wait: float = POLL_WAIT,
+        retry: float = RETRY,
+        remember: int = REMEMBER_KEYS,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
         self.node_id = node_id
         self._hub = hub
         self._peers = peers
@@ -377,8 +400,7 @@ class ClusterFeed:
         with self._cond:
             while True:
                 run = self._run
-                missing = [n for n in self.peers()
-                           if run is None or n not in run.connected]
+                missing = [n for n in self.peers() if run is None or n not in run.connected]
                 waiting = [n for n in missing if self._alive(n)]
                 left = deadline - time.monotonic()
                 if not waiting or left <= 0:
@@ -394,8 +416,9 @@ class ClusterFeed:
     def _start(self) -> None:
         run = _Run(self._hub.subscribe("", values=False))  # now: no local change is missed
         self._run = run
-        threading.Thread(target=self._local_loop, args=(run,), name="watch-local",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._local_loop, args=(run,), name="watch-local", daemon=True
+        ).start()
 
     def _local_loop(self, run: _Run) -> None:
         next_check = 0.0
@@ -417,8 +440,9 @@ class ClusterFeed:
         for peer in self.peers():
             t = run.pollers.get(peer)
             if t is None or not t.is_alive():
-                t = threading.Thread(target=self._poll_loop, args=(run, peer),
-                                     name=f"watch-{peer}", daemon=True)
+                t = threading.Thread(
+                    target=self._poll_loop, args=(run, peer), name=f"watch-{peer}", daemon=True
+                )
                 run.pollers[peer] = t
                 t.start()
 
@@ -432,8 +456,12 @@ class ClusterFeed:
                     if sid is None:
                         sid, seq = self._peers.open(peer, ""), 0
                         if had:
-                            self._gap(run, peer, f"changes on {peer} may have been missed "
-                                                 "while it was unreachable or restarting")
+                            self._gap(
+                                run,
+                                peer,
+                                f"changes on {peer} may have been missed "
+                                "while it was unreachable or restarting",
+                            )
                         had = True
                         self._set_connected(run, peer, True)
                     answer = self._peers.poll(peer, sid, seq, self.poll_wait)

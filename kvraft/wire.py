@@ -35,8 +35,15 @@ def encode_records(records: Iterable[Record]) -> bytes:
         key = r.key.encode("utf-8", "surrogatepass")
         node = r.version.node.encode("utf-8", "surrogatepass")
         try:
-            head = pack(WIRE_VERSION, _TOMB if r.tomb else 0, len(key), r.part, r.version.ts,
-                        len(node), len(r.value))
+            head = pack(
+                WIRE_VERSION,
+                _TOMB if r.tomb else 0,
+                len(key),
+                r.part,
+                r.version.ts,
+                len(node),
+                len(r.value),
+            )
         except struct.error as exc:
             raise WireError(f"record {r.key!r} does not fit the wire format: {exc}") from None
         parts += (head, key, node, r.value)

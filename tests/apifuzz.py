@@ -60,7 +60,7 @@ class Run:
     def summary(self) -> str:
         """The lines from schemathesis' SUMMARY on."""
         at = self.output.find("SUMMARY")
-        return self.output[self.output.rfind("\n", 0, at) + 1:] if at >= 0 else self.output
+        return self.output[self.output.rfind("\n", 0, at) + 1 :] if at >= 0 else self.output
 
     @property
     def generated(self) -> int:
@@ -77,21 +77,27 @@ class Run:
         """Exit status 0 and no failure nor error in the closing line (a warning is allowed:
         the negative-only run of removeMember can see only 401s, which is right)."""
         last = self.output.strip().splitlines()[-1] if self.output.strip() else ""
-        return (self.returncode == 0 and " in " in last
-                and not re.search(r"\d+ (failure|error)", last))
+        return (
+            self.returncode == 0 and " in " in last and not re.search(r"\d+ (failure|error)", last)
+        )
 
 
 @contextmanager
 def fuzz_cluster(root: str):
     """A 3-node cluster (token set) and its FTP server; both stopped on exit."""
-    ftp = FtpServer("127.0.0.1", 0, FTP_USER, FTP_PASSWORD, os.path.join(root, "ftp"),
-                    auth_failed_delay=0)
+    ftp = FtpServer(
+        "127.0.0.1", 0, FTP_USER, FTP_PASSWORD, os.path.join(root, "ftp"), auth_failed_delay=0
+    )
     os.makedirs(os.path.join(root, "ftp"), exist_ok=True)
     ftp.start()
     try:
-        env = {"KVRAFT_FTP": f"127.0.0.1:{ftp.address[1]}", "KVRAFT_FTP_USER": FTP_USER,
-               "KVRAFT_FTP_PASSWORD": FTP_PASSWORD, "KVRAFT_TOKEN": TOKEN,
-               "KVRAFT_ADMIN_TOKEN": TOKEN}
+        env = {
+            "KVRAFT_FTP": f"127.0.0.1:{ftp.address[1]}",
+            "KVRAFT_FTP_USER": FTP_USER,
+            "KVRAFT_FTP_PASSWORD": FTP_PASSWORD,
+            "KVRAFT_TOKEN": TOKEN,
+            "KVRAFT_ADMIN_TOKEN": TOKEN,
+        }
         c = Cluster(os.path.join(root, "cluster"), env=env)
         c.http.headers.update(AUTH)
         with c:
@@ -101,10 +107,28 @@ def fuzz_cluster(root: str):
 
 
 def command(url: str, seed: int, examples: int, *, membership: bool) -> list[str]:
-    cmd = [SCHEMATHESIS, "--config-file", CONFIG, "--no-color", "run", f"{url}/openapi.json",
-           "--checks", "all", "--seed", str(seed), "--max-examples", str(examples),
-           "--workers", "1", "--request-timeout", "30", "--generation-database", "none",
-           "-H", f"Authorization: Bearer {TOKEN}"]
+    cmd = [
+        SCHEMATHESIS,
+        "--config-file",
+        CONFIG,
+        "--no-color",
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--seed",
+        str(seed),
+        "--max-examples",
+        str(examples),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--generation-database",
+        "none",
+        "-H",
+        f"Authorization: Bearer {TOKEN}",
+    ]
     if membership:
         cmd += ["--mode", "negative", "--phases", "coverage,fuzzing"]
         for op in MEMBERSHIP:
@@ -118,22 +142,29 @@ def command(url: str, seed: int, examples: int, *, membership: bool) -> list[str
     return cmd
 
 
-def run(url: str, seed: int, examples: int, *, membership: bool, timeout: float,
-        workdir: str) -> Run:
+def run(
+    url: str, seed: int, examples: int, *, membership: bool, timeout: float, workdir: str
+) -> Run:
     """One schemathesis run, in ``workdir`` (where it keeps its crash cache, .schemathesis/)."""
     cmd = command(url, seed, examples, membership=membership)
-    env = dict(os.environ, SCHEMATHESIS_HOOKS="schemathesis_hooks",
-               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT]))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=workdir)
+    env = dict(
+        os.environ,
+        SCHEMATHESIS_HOOKS="schemathesis_hooks",
+        PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT]),
+    )
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
+    )
     return Run(cmd, proc.returncode, proc.stdout + proc.stderr)
 
 
 def members_intact(c: Cluster) -> bool:
     """The three members are all there and nothing is being removed."""
     view = requests.get(c.url(0) + "/cluster", headers=AUTH, timeout=10).json()
-    return (sorted(n["id"] for n in view["nodes"] if n["member"]) == ["n1", "n2", "n3"]
-            and not view["removing"])
+    return (
+        sorted(n["id"] for n in view["nodes"] if n["member"]) == ["n1", "n2", "n3"]
+        and not view["removing"]
+    )
 
 
 def fuzz(root: str, seed: int, examples: int, timeout: float = 3600) -> list[Run]:
@@ -141,8 +172,10 @@ def fuzz(root: str, seed: int, examples: int, timeout: float = 3600) -> list[Run
     with fuzz_cluster(root) as c:
         leader = c.leader()
         url = c.url(leader if leader is not None else 0)
-        runs = [run(url, seed, examples, membership=False, timeout=timeout, workdir=root),
-                run(url, seed, examples, membership=True, timeout=timeout, workdir=root)]
+        runs = [
+            run(url, seed, examples, membership=False, timeout=timeout, workdir=root),
+            run(url, seed, examples, membership=True, timeout=timeout, workdir=root),
+        ]
         if not members_intact(c):
             raise AssertionError(f"the fuzz changed the cluster's members: {c.cluster_view(0)}")
     return runs
@@ -160,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         print("$", " ".join(r.command))
         print(r.output if not r.clean else r.summary)
     ok = all(r.clean for r in runs)
-    print(f"api-fuzz: seed {seed}, {args.max_examples} examples per operation, "
-          f"{sum(r.generated for r in runs)} cases generated, "
-          f"{'no failures' if ok else 'FAILURES (see above)'}")
+    print(
+        f"api-fuzz: seed {seed}, {args.max_examples} examples per operation, "
+        f"{sum(r.generated for r in runs)} cases generated, "
+        f"{'no failures' if ok else 'FAILURES (see above)'}"
+    )
     return 0 if ok else 1
 
 

@@ -79,9 +79,14 @@ class Cluster:
         ports = free_ports(2 * self.n)
         for i in range(self.n):
             node_id = f"n{i + 1}"
-            self.nodes.append(NodeProc(
-                node_id, f"127.0.0.1:{ports[i]}", f"127.0.0.1:{ports[self.n + i]}",
-                os.path.join(self.root, node_id)))
+            self.nodes.append(
+                NodeProc(
+                    node_id,
+                    f"127.0.0.1:{ports[i]}",
+                    f"127.0.0.1:{ports[self.n + i]}",
+                    os.path.join(self.root, node_id),
+                )
+            )
         self.http = requests.Session()
 
     # -- processes -----------------------------------------------------------------------------
@@ -90,9 +95,15 @@ class Cluster:
         """Start one more node that joins the running cluster through node ``join_via``."""
         http, raft = free_ports(2)
         node_id = f"n{len(self.nodes) + 1}"
-        self.nodes.append(NodeProc(node_id, f"127.0.0.1:{http}", f"127.0.0.1:{raft}",
-                                   os.path.join(self.root, node_id),
-                                   join=self.nodes[join_via].http))
+        self.nodes.append(
+            NodeProc(
+                node_id,
+                f"127.0.0.1:{http}",
+                f"127.0.0.1:{raft}",
+                os.path.join(self.root, node_id),
+                join=self.nodes[join_via].http,
+            )
+        )
         self.n += 1
         self.start(self.n - 1)
         return self.n - 1
@@ -104,21 +115,49 @@ class Cluster:
             if node.proc is not None and node.proc.poll() is None:
                 continue
             os.makedirs(node.data_dir, exist_ok=True)
-            env = {**os.environ, "KVRAFT_SECRET": SECRET, "KVRAFT_ADMIN_TOKEN": ADMIN_TOKEN,
-                   **self.env, **self._node_env(idx), **(extra_env or {})}
-            cmd = [*self._prefix(idx), sys.executable, "-m", "kvraft", "serve", "--id", node.id,
-                   "--http", node.http, "--raft", node.raft, "--data-dir", node.data_dir,
-                   "--replication-factor", str(self.replication_factor)]
+            env = {
+                **os.environ,
+                "KVRAFT_SECRET": SECRET,
+                "KVRAFT_ADMIN_TOKEN": ADMIN_TOKEN,
+                **self.env,
+                **self._node_env(idx),
+                **(extra_env or {}),
+            }
+            cmd = [
+                *self._prefix(idx),
+                sys.executable,
+                "-m",
+                "kvraft",
+                "serve",
+                "--id",
+                node.id,
+                "--http",
+                node.http,
+                "--raft",
+                node.raft,
+                "--data-dir",
+                node.data_dir,
+                "--replication-factor",
+                str(self.replication_factor),
+            ]
             if node.join:
                 cmd += ["--join", node.join]
             else:
-                cmd += ["--peers", ",".join(n.raft for n in self.nodes[:self.initial]
-                                            if n is not node)]
+                cmd += [
+                    "--peers",
+                    ",".join(n.raft for n in self.nodes[: self.initial] if n is not node),
+                ]
             node.log_path = os.path.join(self.root, f"{node.id}.log")
             with open(node.log_path, "ab") as log:
-                node.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log,
-                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                             cwd=ROOT)
+                node.proc = subprocess.Popen(
+                    cmd,
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=ROOT,
+                )
             self._started(idx)
 
     # hooks for launchers that place nodes elsewhere (chaos/launcher.py: network namespaces)
@@ -183,8 +222,11 @@ class Cluster:
 
     def wait_ready(self, timeout: float = 30, nodes: list[int] | None = None) -> None:
         for i in self.running() if nodes is None else nodes:
-            wait_for(lambda i=i: self.http.get(self.url(i) + "/ready", timeout=1).ok, timeout,
-                     f"{self.nodes[i].id} ready (log: {self.nodes[i].log_path})")
+            wait_for(
+                lambda i=i: self.http.get(self.url(i) + "/ready", timeout=1).ok,
+                timeout,
+                f"{self.nodes[i].id} ready (log: {self.nodes[i].log_path})",
+            )
 
     def cluster_view(self, i: int = 0) -> dict:
         return self.http.get(self.url(i) + "/cluster", timeout=5).json()
@@ -217,8 +259,9 @@ class Cluster:
         return sum(self.cluster_view(i)["hints_pending"] for i in self.running())
 
     def put(self, i: int, key: str, value: bytes, **params) -> requests.Response:
-        return self.http.put(f"{self.url(i)}/kv/{quote_key(key)}", data=value, params=params,
-                             timeout=10)
+        return self.http.put(
+            f"{self.url(i)}/kv/{quote_key(key)}", data=value, params=params, timeout=10
+        )
 
     def get(self, i: int, key: str, **params) -> requests.Response:
         return self.http.get(f"{self.url(i)}/kv/{quote_key(key)}", params=params, timeout=10)

@@ -51,8 +51,10 @@ import yaml
 
 LOCAL_HOSTS = ("0.0.0.0", "localhost", "127.0.0.1", "[::]")
 NETWORKS = ("auto", "netns", "loopback")
-_HOSTPORT = re.compile(r"(?<![\w.\-])(?P<host>\[[0-9A-Fa-f:]*\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})"
-                       r"(?![\w.])")
+_HOSTPORT = re.compile(
+    r"(?<![\w.\-])(?P<host>\[[0-9A-Fa-f:]*\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})"
+    r"(?![\w.])"
+)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_]\w*))")
@@ -237,8 +239,14 @@ def compose_config(path: str | os.PathLike, environ: Mapping[str, str] | None = 
         raise ComposeError("docker-compose not found (scripts/install-test-deps.sh installs it)")
     path = Path(path).resolve()
     env = dict(os.environ if environ is None else environ)
-    result = subprocess.run([*cli, "-f", str(path), "config"], cwd=path.parent, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*cli, "-f", str(path), "config"],
+        cwd=path.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if result.returncode != 0:
         raise ComposeError(f"docker-compose config rejected {path}:\n{result.stderr.strip()}")
     return yaml.safe_load(result.stdout)
@@ -257,13 +265,13 @@ def interpolate(value: str, environ: Mapping[str, str]) -> str:
         name_m = re.match(r"[A-Za-z_]\w*", body)
         if not name_m:
             raise ComposeError(f"bad interpolation ${{{body}}}")
-        name, op = name_m.group(0), body[name_m.end():]
+        name, op = name_m.group(0), body[name_m.end() :]
         have = environ.get(name)
         if op == "":
             return have or ""
         for sep, empty_counts in ((":-", True), ("-", False), (":?", True), ("?", False)):
             if op.startswith(sep):
-                arg = op[len(sep):]
+                arg = op[len(sep) :]
                 missing = have is None or (empty_counts and have == "")
                 if "?" in sep:
                     if missing:
@@ -285,8 +293,7 @@ def _interpolate_tree(node, environ: Mapping[str, str]):
     return node
 
 
-def parse_compose_file(path: str | os.PathLike,
-                       environ: Mapping[str, str] | None = None) -> dict:
+def parse_compose_file(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> dict:
     """The compose file read with PyYAML and interpolated, without docker-compose.
 
     Only what :class:`LocalCompose` uses is normalized: ``environment`` lists become mappings
@@ -311,8 +318,9 @@ def parse_compose_file(path: str | os.PathLike,
     return config
 
 
-def load_compose(path: str | os.PathLike, environ: Mapping[str, str] | None = None,
-                 use_cli: bool | None = None) -> dict:
+def load_compose(
+    path: str | os.PathLike, environ: Mapping[str, str] | None = None, use_cli: bool | None = None
+) -> dict:
     """The normalized compose file: through docker-compose when ``use_cli`` (default: when it
     is installed), else :func:`parse_compose_file`."""
     if use_cli is None:
@@ -399,8 +407,18 @@ class NetnsNetwork:
             _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
             _ip("-n", self.hub, "link", "set", "br0", "up")
             # this namespace's end; deleting the hub namespace deletes the pair
-            _ip("link", "add", self.tag + "r", "type", "veth", "peer", "name", "up0",
-                "netns", self.hub)
+            _ip(
+                "link",
+                "add",
+                self.tag + "r",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "up0",
+                "netns",
+                self.hub,
+            )
             _ip("-n", self.hub, "link", "set", "up0", "master", "br0", "up")
             _ip("addr", "add", f"{self.gateway}/{prefix}", "dev", self.tag + "r")
             _ip("link", "set", self.tag + "r", "up")
@@ -408,8 +426,20 @@ class NetnsNetwork:
                 _ip("netns", "add", ns)
                 self._created.append(ns)
                 port = f"s{i}"
-                _ip("-n", self.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-                    "netns", ns)
+                _ip(
+                    "-n",
+                    self.hub,
+                    "link",
+                    "add",
+                    port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    ns,
+                )
                 _ip("-n", self.hub, "link", "set", port, "master", "br0", "up")
                 _ip("-n", ns, "addr", "add", f"{self.addresses[name]}/{prefix}", "dev", "eth0")
                 _ip("-n", ns, "link", "set", "eth0", "up")
@@ -527,8 +557,10 @@ class LocalCompose:
     def _image(self, name: str, svc: Mapping) -> Image:
         build = svc.get("build")
         if not build:
-            raise ComposeError(f"service {name} is not built from a Dockerfile here "
-                               f"(image {svc.get('image')!r}); it cannot run as a local process")
+            raise ComposeError(
+                f"service {name} is not built from a Dockerfile here "
+                f"(image {svc.get('image')!r}); it cannot run as a local process"
+            )
         dockerfile = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
         key = str(dockerfile)
         if key not in self.images:
@@ -552,7 +584,7 @@ class LocalCompose:
         for target in sorted(paths, key=len, reverse=True):
             stem = target.rstrip("/")
             if value == target or value.startswith(stem + "/"):
-                return paths[target] + value[len(stem):]
+                return paths[target] + value[len(stem) :]
         return value
 
     def local_argv(self, name: str, argv: list[str]) -> list[str]:
@@ -571,8 +603,10 @@ class LocalCompose:
         base = self.root / name
         targets = list(dict.fromkeys([*image.volumes, *_volume_targets(svc)]))
         self._paths[name] = {t: str(base / ("vol" + t.replace("/", "_"))) for t in targets}
-        raw_env = {**image.env, **{k: "" if v is None else str(v)
-                                   for k, v in (svc.get("environment") or {}).items()}}
+        raw_env = {
+            **image.env,
+            **{k: "" if v is None else str(v) for k, v in (svc.get("environment") or {}).items()},
+        }
         entrypoint = svc.get("entrypoint")
         if entrypoint is None:
             entrypoint = image.entrypoint
@@ -615,8 +649,12 @@ class LocalCompose:
     def _check_bindable(self) -> None:
         # loopback only: a port already bound on 0.0.0.0 by someone else clashes with ours
         for svc in self.services.values():
-            ports = {int(m.group("port")) for v in [*svc.env.values(), *svc.argv]
-                     for m in _HOSTPORT.finditer(v) if m.group("host") == svc.address}
+            ports = {
+                int(m.group("port"))
+                for v in [*svc.env.values(), *svc.argv]
+                for m in _HOSTPORT.finditer(v)
+                if m.group("host") == svc.address
+            }
             for port in sorted(ports):
                 with socket.socket() as s:
                     try:
@@ -624,7 +662,8 @@ class LocalCompose:
                     except OSError as exc:
                         raise ComposeError(
                             f"service {svc.name}: cannot bind {svc.address}:{port} ({exc}); is "
-                            f"something listening on 0.0.0.0:{port}?") from None
+                            f"something listening on 0.0.0.0:{port}?"
+                        ) from None
 
     # -- processes --------------------------------------------------------------------------
 
@@ -644,9 +683,15 @@ class LocalCompose:
             for path in (*svc.paths.values(), svc.cwd):
                 os.makedirs(path, exist_ok=True)
             with open(svc.log_path, "ab") as log:
-                svc.proc = subprocess.Popen(svc.argv, env=svc.env, cwd=svc.cwd, stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                svc.proc = subprocess.Popen(
+                    svc.argv,
+                    env=svc.env,
+                    cwd=svc.cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
 
     def _signal(self, name: str, sig: int) -> bool:
         svc = self.services[name]
@@ -726,11 +771,14 @@ class LocalCompose:
         for name in self.services if names is None else names:
             svc = self.services[name]
             if svc.proc is not None and svc.proc.poll() is not None:
-                raise ComposeError(f"service {name} exited with code {svc.proc.returncode}; "
-                                   f"log {svc.log_path}:\n{svc.log_tail()}")
+                raise ComposeError(
+                    f"service {name} exited with code {svc.proc.returncode}; "
+                    f"log {svc.log_path}:\n{svc.log_tail()}"
+                )
 
-    def run_check(self, name: str, test: str | list[str] | None = None,
-                  timeout: float | None = None) -> subprocess.CompletedProcess:
+    def run_check(
+        self, name: str, test: str | list[str] | None = None, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
         """Run a health check ``test`` in Docker form (default: the service's own) the way
         Docker would: in the service's network and environment. Exit code 124 on timeout."""
         svc = self.services[name]
@@ -738,9 +786,14 @@ class LocalCompose:
         if argv is None:
             raise ComposeError(f"service {name} has no health check")
         try:
-            return subprocess.run(self.local_argv(name, argv), env=svc.env, cwd=svc.cwd,
-                                  capture_output=True, text=True,
-                                  timeout=svc.healthcheck_timeout if timeout is None else timeout)
+            return subprocess.run(
+                self.local_argv(name, argv),
+                env=svc.env,
+                cwd=svc.cwd,
+                capture_output=True,
+                text=True,
+                timeout=svc.healthcheck_timeout if timeout is None else timeout,
+            )
         except subprocess.TimeoutExpired as exc:
             return subprocess.CompletedProcess(exc.cmd, 124, "", f"timed out: {exc}")
 
@@ -759,7 +812,8 @@ class LocalCompose:
                     raise ComposeError(
                         f"service {name} not healthy after {timeout}s: "
                         f"{(result.stderr or result.stdout).strip()[-500:]}\n"
-                        f"log {svc.log_path}:\n{svc.log_tail()}")
+                        f"log {svc.log_path}:\n{svc.log_tail()}"
+                    )
                 time.sleep(0.2)
 
 

@@ -33,8 +33,12 @@ def before_call(context, case, kwargs):
     hooks = kwargs.setdefault("hooks", {})
     hooks.setdefault("response", []).append(_close_upgraded)
     meta = case.meta
-    if (meta is not None and meta.phase.name == "stateful"
-            and case.operation.label == "GET /kv/{key}" and case.query):
+    if (
+        meta is not None
+        and meta.phase.name == "stateful"
+        and case.operation.label == "GET /kv/{key}"
+        and case.query
+    ):
         for name in ("explain", "redirect"):  # the links' plain read: the value itself
             if case.query.get(name) not in (None, "", "0"):
                 case.query[name] = "0"

@@ -37,8 +37,18 @@ class NaiveCluster(procs.LocalCluster):
         super().__init__()
 
     def _cmd(self, i: int) -> list[str]:
-        return [sys.executable, "-m", "api.httpd", "--bind", f"127.0.0.1:{self.http_base + i}",
-                "--path", str(HERE), "--path", str(HERE.parent.parent), "server:create_app()"]
+        return [
+            sys.executable,
+            "-m",
+            "api.httpd",
+            "--bind",
+            f"127.0.0.1:{self.http_base + i}",
+            "--path",
+            str(HERE),
+            "--path",
+            str(HERE.parent.parent),
+            "server:create_app()",
+        ]
 
     def _env(self, i: int, password: str) -> dict:
         assert self.tmp is not None

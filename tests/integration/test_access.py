@@ -40,26 +40,40 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_VALUE = 1 << 20
 SEED = {f"seed/{i}": f"value {i}".encode() for i in range(12)}
 VICTIM = "seed/1"  # the key refused requests try to overwrite or delete
-WRONG_AUTH = [None, "Bearer wrong-token", f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}",
-              f"Basic {TOKEN}", TOKEN, f"Bearer  {TOKEN}", "Bearer ", f"Token {TOKEN}"]
+WRONG_AUTH = [
+    None,
+    "Bearer wrong-token",
+    f"Bearer {TOKEN}x",
+    f"Bearer {TOKEN[:-1]}",
+    f"Basic {TOKEN}",
+    TOKEN,
+    f"Bearer  {TOKEN}",
+    "Bearer ",
+    f"Token {TOKEN}",
+]
 # peer requests with a real effect if they were accepted: a newer version of VICTIM, a purge of
 # it, a membership change
-_FORGED = encode_records([Record(VICTIM, partition_of(VICTIM, 64), Version(1 << 62, "n1"), False,
-                                 b"forged")])
+_FORGED = encode_records(
+    [Record(VICTIM, partition_of(VICTIM, 64), Version(1 << 62, "n1"), False, b"forged")]
+)
 PEER_BODIES = {
     "/peer/apply": _FORGED,
     "/peer/stream": stream.frame(stream.APPLY, _FORGED),
     "/peer/hint": _FORGED,
-    "/peer/forget": json.dumps({"part": partition_of(VICTIM, 64), "keys": [VICTIM],
-                                "below": 1 << 62}).encode(),
+    "/peer/forget": json.dumps(
+        {"part": partition_of(VICTIM, 64), "keys": [VICTIM], "below": 1 << 62}
+    ).encode(),
     "/peer/members": json.dumps({"op": "remove", "id": "n2"}).encode(),
     "/peer/records": json.dumps({"keys": [VICTIM]}).encode(),
     "/peer/fetch": json.dumps({"keys": [VICTIM]}).encode(),
     "/peer/tree": json.dumps({"roots": [0]}).encode(),
     "/peer/entries": json.dumps({"part": 0, "leaves": [0]}).encode(),
 }
-PEER_QUERY = {"/peer/hint": "?target=n2",
-              "/peer/changes/poll": "?sid=x&wait=0", "/peer/changes/close": "?sid=x"}
+PEER_QUERY = {
+    "/peer/hint": "?target=n2",
+    "/peer/changes/poll": "?sid=x&wait=0",
+    "/peer/changes/close": "?sid=x",
+}
 PEER_HEADERS = {"/peer/stream": {"Connection": "Upgrade", "Upgrade": stream.PROTOCOL}}
 FAST_PATH = {"/peer/apply": {"POST"}, "/peer/stream": {"POST"}}  # answered before Flask
 
@@ -97,8 +111,11 @@ def snapshot(c: Cluster) -> dict:
     return {
         "records": {c.nodes[i].id: _records(c, i) for i in c.running()},
         "members": sorted((n["id"], n["http"], n["raft"], n["member"]) for n in view["nodes"]),
-        "partitions": view["partitions"], "epoch": view["partition_epoch"],
-        "removing": view["removing"], "filling": view["filling"], "leaving": view["leaving"],
+        "partitions": view["partitions"],
+        "epoch": view["partition_epoch"],
+        "removing": view["removing"],
+        "filling": view["filling"],
+        "leaving": view["leaving"],
     }
 
 
@@ -109,9 +126,11 @@ def _public_requests(c: Cluster) -> list[tuple[str, str, bytes | None]]:
         ("PUT", "/kv/{key}"): b"overwritten",
         ("POST", "/kv"): json.dumps({"value": "new"}).encode(),
         ("POST", "/cluster/members"): json.dumps(
-            {"id": "n9", "http": "127.0.0.1:1", "raft": "127.0.0.1:2"}).encode(),
+            {"id": "n9", "http": "127.0.0.1:1", "raft": "127.0.0.1:2"}
+        ).encode(),
         ("POST", "/import"): json.dumps(
-            {"name": "export-n1-20260101T000000Z-0123abcd.json"}).encode(),
+            {"name": "export-n1-20260101T000000Z-0123abcd.json"}
+        ).encode(),
     }
     out = []
     for path, item in document()["paths"].items():
@@ -137,13 +156,19 @@ def test_every_public_endpoint_but_health_refuses_without_the_token_and_changes_
     for method, url, body in requests_:
         for auth in WRONG_AUTH:
             headers = {} if auth is None else {"Authorization": auth}
-            resp = session.request(method, url, data=body, headers=headers, timeout=10,
-                                   allow_redirects=False)
+            resp = session.request(
+                method, url, data=body, headers=headers, timeout=10, allow_redirects=False
+            )
             assert resp.status_code == 401, (method, url, auth, resp.status_code, resp.text)
             assert resp.json()["error"] == "unauthorized", (method, url)
         # the token in the query string or a cookie is not a token
-        resp = session.request(method, url + ("&" if "?" in url else "?") + f"token={TOKEN}",
-                               data=body, cookies={"token": TOKEN}, timeout=10)
+        resp = session.request(
+            method,
+            url + ("&" if "?" in url else "?") + f"token={TOKEN}",
+            data=body,
+            cookies={"token": TOKEN},
+            timeout=10,
+        )
         assert resp.status_code == 401, (method, url)
     assert snapshot(c) == before
     for i in range(len(c.nodes)):
@@ -160,8 +185,9 @@ def test_health_needs_no_token_and_the_right_token_works(secured):
     put = requests.put(c.url(2) + "/kv/access%2Fok", data=b"fine", headers=AUTH, timeout=10)
     assert put.status_code == 201
     assert requests.get(c.url(0) + "/kv/access%2Fok", headers=AUTH, timeout=10).content == b"fine"
-    assert requests.delete(c.url(1) + "/kv/access%2Fok", headers=AUTH,
-                           timeout=10).status_code == 200
+    assert (
+        requests.delete(c.url(1) + "/kv/access%2Fok", headers=AUTH, timeout=10).status_code == 200
+    )
 
 
 def test_the_dashboard_page_served_without_the_token_holds_no_data(secured):
@@ -171,15 +197,18 @@ def test_the_dashboard_page_served_without_the_token_holds_no_data(secured):
         return
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/html")
     view = c.cluster_view(0)
-    for text in [n["http"] for n in view["nodes"]] + [n["raft"] for n in view["nodes"]] + \
-            list(SEED) + [v.decode() for v in SEED.values()]:
+    for text in (
+        [n["http"] for n in view["nodes"]]
+        + [n["raft"] for n in view["nodes"]]
+        + list(SEED)
+        + [v.decode() for v in SEED.values()]
+    ):
         assert text not in resp.text
     assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
 
 
 def _peer_routes() -> dict[str, set[str]]:
-    routes = {rule: methods for rule, methods in app_rules().items()
-              if rule.startswith("/peer/")}
+    routes = {rule: methods for rule, methods in app_rules().items() if rule.startswith("/peer/")}
     for path, methods in FAST_PATH.items():
         routes.setdefault(path, set()).update(methods)
     return routes
@@ -190,23 +219,36 @@ def test_peer_endpoints_refuse_without_the_secret_and_change_nothing(secured):
     routes = _peer_routes()
     assert {"/peer/apply", "/peer/hint", "/peer/members", "/peer/forget"} <= set(routes)
     before = snapshot(c)
-    bad_headers = [{}, {SECRET_HEADER: SECRET}, {SECRET_HEADER: "wrong-secret"},
-                   {SECRET_HEADER: ""}, AUTH, {"Authorization": f"Bearer {SECRET}"},
-                   {**AUTH, SECRET_HEADER: TOKEN}, {"X-Kvraft-Auth": "v1 1 2 3"}]
+    bad_headers = [
+        {},
+        {SECRET_HEADER: SECRET},
+        {SECRET_HEADER: "wrong-secret"},
+        {SECRET_HEADER: ""},
+        AUTH,
+        {"Authorization": f"Bearer {SECRET}"},
+        {**AUTH, SECRET_HEADER: TOKEN},
+        {"X-Kvraft-Auth": "v1 1 2 3"},
+    ]
     session = requests.Session()
     for path, methods in sorted(routes.items()):
         for method in sorted(methods):
             target = path + PEER_QUERY.get(path, "")
             url = c.url(0) + target
             body = PEER_BODIES.get(path, b"{}")
-            signed = [peer_headers(method, target, body, secret=SECRET + "x"),  # wrong secret
-                      peer_headers(method, target, body + b" "),  # another body
-                      peer_headers("PUT" if method == "POST" else "POST", target, body),
-                      peer_headers(method, "/peer/elsewhere", body)]  # another request
+            signed = [
+                peer_headers(method, target, body, secret=SECRET + "x"),  # wrong secret
+                peer_headers(method, target, body + b" "),  # another body
+                peer_headers("PUT" if method == "POST" else "POST", target, body),
+                peer_headers(method, "/peer/elsewhere", body),
+            ]  # another request
             for headers in bad_headers + signed:
-                resp = session.request(method, url, data=body,
-                                       headers={**PEER_HEADERS.get(path, {}), **headers},
-                                       timeout=10)
+                resp = session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers={**PEER_HEADERS.get(path, {}), **headers},
+                    timeout=10,
+                )
                 assert resp.status_code == 403, (method, path, headers, resp.text)
                 assert resp.json()["error"] == "forbidden"
     # an unknown peer path is refused the same way, before routing
@@ -223,8 +265,11 @@ def test_peer_endpoints_refuse_without_the_secret_and_change_nothing(secured):
 def test_raft_port_ignores_traffic_without_the_cluster_secret(secured):
     c = secured
     before = snapshot(c)
-    junk = [os.urandom(4096), b"\x80\x04\x95" + os.urandom(200) + b".",  # pickle-like
-            (1 << 20).to_bytes(4, "big") + os.urandom(64)]
+    junk = [
+        os.urandom(4096),
+        b"\x80\x04\x95" + os.urandom(200) + b".",  # pickle-like
+        (1 << 20).to_bytes(4, "big") + os.urandom(64),
+    ]
     for node in c.nodes:
         host, port = node.raft.rsplit(":", 1)
         for payload in junk:
@@ -238,10 +283,12 @@ def test_raft_port_ignores_traffic_without_the_cluster_secret(secured):
     c.delete(1, "after/raft-junk")
     after = snapshot(c)
     for node_id, records in before["records"].items():  # only our own write came and went
-        assert {k: v for k, v in after["records"][node_id].items()
-                if not k.startswith("after/")} == records
-    assert {k: after[k] for k in after if k != "records"} == \
-        {k: before[k] for k in before if k != "records"}
+        assert {
+            k: v for k, v in after["records"][node_id].items() if not k.startswith("after/")
+        } == records
+    assert {k: after[k] for k in after if k != "records"} == {
+        k: before[k] for k in before if k != "records"
+    }
 
 
 def _chunks(total: int, size: int = 64 * 1024):
@@ -268,8 +315,12 @@ def test_chunked_bodies_are_capped_and_nothing_is_stored(secured):
             assert resp.status_code == 413
         # POST /kv: a JSON value over the limit, chunked
         body = json.dumps({"value": "y" * (MAX_VALUE + 1)}).encode()
-        resp = session.post(f"{c.url(i)}/kv", data=iter([body[:1000], body[1000:]]), timeout=30,
-                            headers={"Content-Type": "application/json"})
+        resp = session.post(
+            f"{c.url(i)}/kv",
+            data=iter([body[:1000], body[1000:]]),
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
         assert resp.status_code == 413, resp.text
         # and without the token the upload is refused before it is read
         resp = requests.put(url, data=_chunks(MAX_VALUE + 1), timeout=30)

@@ -11,6 +11,7 @@ from cluster import Cluster, wait_for
 
 def _wait_serving(c: Cluster, leader: int) -> None:
     """Until the leader sees every node it finds alive ready to serve (pinged since start)."""
+
     def settled():
         nodes = c.cluster_view(leader)["nodes"]
         return all(x["serving"] for x in nodes if x["alive"])
@@ -66,8 +67,11 @@ def test_paused_node_stops_being_chosen_within_seconds(fresh_cluster):
     c.pause(victim)
     try:
         vid = c.nodes[victim].id
-        wait_for(lambda: not {n["id"]: n for n in c.cluster_view(leader)["nodes"]}[vid]["alive"],
-                 5, "the paused node marked down")
+        wait_for(
+            lambda: not {n["id"]: n for n in c.cluster_view(leader)["nodes"]}[vid]["alive"],
+            5,
+            "the paused node marked down",
+        )
         served = _served_by(c, leader, 60)
         assert vid not in served and sum(served.values()) == 60
     finally:
@@ -80,15 +84,15 @@ def test_redirect_answers_307_to_the_chosen_node(cluster):
     cluster.put(0, "redir", b"r")
     seen = set()
     for _ in range(9):
-        r = cluster.http.get(cluster.url(leader) + "/kv/redir", params={"redirect": "1"},
-                             allow_redirects=False)
+        r = cluster.http.get(
+            cluster.url(leader) + "/kv/redir", params={"redirect": "1"}, allow_redirects=False
+        )
         if r.status_code == 307:
             seen.add(r.headers["Location"].split("/kv/")[0])
             follow = cluster.http.get(r.headers["Location"])
             assert follow.content == b"r"
         else:
-            assert r.status_code == 200 and r.headers["X-Kvraft-Node"] == \
-                cluster.nodes[leader].id
+            assert r.status_code == 200 and r.headers["X-Kvraft-Node"] == cluster.nodes[leader].id
     assert len(seen) >= 1
 
 
@@ -103,14 +107,16 @@ def test_least_loaded_avoids_a_node_busy_with_its_own_clients(cluster):
     try:
         for i in range(3):  # PUT heads whose bodies never come: in progress on that node
             s = socket.create_connection((host, int(port)), timeout=10)
-            s.sendall(f"PUT /kv/held-{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
-                      .encode())
+            s.sendall(
+                f"PUT /kv/held-{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n".encode()
+            )
             held.append(s)
 
         def load_seen(value):
             def check():
                 view = {n["id"]: n for n in cluster.cluster_view(leader)["nodes"]}
                 return view[busy_id]["load"] == value
+
             return check
 
         wait_for(load_seen(3), 10, "the leader to see the held requests in the busy node's load")

@@ -30,8 +30,18 @@ EXPECTED = {"kill", "kill-leader", "pause", "partition-leader", "loss", "skew"}
 def test_compose_smoke_loses_nothing_and_removes_its_project(tmp_path):
     dc.skip_without_engine(pytest.skip)
     out = str(tmp_path / "smoke")
-    cmd = [sys.executable, "-m", "chaos.run", "smoke", "--backend", "compose", "--out", out,
-           "--seed", "11"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "chaos.run",
+        "smoke",
+        "--backend",
+        "compose",
+        "--out",
+        out,
+        "--seed",
+        "11",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     output = proc.stdout + proc.stderr
     print(output)  # the results table, shown by pytest when an assertion fails
@@ -53,4 +63,8 @@ def test_compose_smoke_loses_nothing_and_removes_its_project(tmp_path):
     assert proc.returncode == 0, f"exit {proc.returncode}: a target was missed:\n{output[-3000:]}"
     # the nodes' logs were kept with the run's output
     assert sorted(os.listdir(os.path.join(out, "nodes"))) == [
-        "ftp.log", "n1.log", "n2.log", "n3.log"]
+        "ftp.log",
+        "n1.log",
+        "n2.log",
+        "n3.log",
+    ]

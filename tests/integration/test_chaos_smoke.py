@@ -103,7 +103,8 @@ def test_register_negative_control_catches_overwrites_lost_to_a_clock_150ms_ahea
     code, res, output = _run("register-negative", out, seed=7, timeout=140)
     reg = res["register"]
     assert len(reg["lost"]) + len(reg["undone"]) > 0, (
-        "the register checker missed the acknowledged writes a replica did not keep")
+        "the register checker missed the acknowledged writes a replica did not keep"
+    )
     # (not every loss goes through n1: a node that replicated n1's writes has observed n1's
     # clock in its HLC, and stamps ahead of the others too)
     assert res["negative_caught"] and code == 0

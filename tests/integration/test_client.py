@@ -31,18 +31,23 @@ def cluster(tmp_path_factory):
     """The shared 3-node cluster of this module, with an FTP server for reports and exports
     (overrides the conftest fixture of the same name; its tests must not kill nodes)."""
     root = tmp_path_factory.mktemp("client-cluster")
-    with FtpServer("127.0.0.1", 0, "kvraft", FTP_PASSWORD, root / "ftp",
-                   auth_failed_delay=0) as ftp:
-        env = {"KVRAFT_FTP": "{}:{}".format(*ftp.address), "KVRAFT_FTP_USER": "kvraft",
-               "KVRAFT_FTP_PASSWORD": FTP_PASSWORD}
+    with FtpServer(
+        "127.0.0.1", 0, "kvraft", FTP_PASSWORD, root / "ftp", auth_failed_delay=0
+    ) as ftp:
+        env = {
+            "KVRAFT_FTP": "{}:{}".format(*ftp.address),
+            "KVRAFT_FTP_USER": "kvraft",
+            "KVRAFT_FTP_PASSWORD": FTP_PASSWORD,
+        }
         with Cluster(str(root), env=env) as c:
             yield c
 
 
 @pytest.fixture(scope="module")
 def client(cluster):
-    with Client([cluster.url(i) for i in range(cluster.n)], timeout=10,
-                admin_token=ADMIN_TOKEN) as c:
+    with Client(
+        [cluster.url(i) for i in range(cluster.n)], timeout=10, admin_token=ADMIN_TOKEN
+    ) as c:
         yield c
 
 
@@ -50,16 +55,23 @@ def closed_url() -> str:
     return f"http://127.0.0.1:{free_ports(1)[0]}"
 
 
-def kv(*argv: str, nodes: list[str], stdin: bytes | None = None,
-       timeout: float = 30) -> subprocess.CompletedProcess:
+def kv(
+    *argv: str, nodes: list[str], stdin: bytes | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess:
     """Run ``python -m kvraft ARGV --node N...`` and capture bytes."""
     cmd = [sys.executable, "-m", "kvraft", *argv]
     for n in nodes:
         cmd += ["--node", n]
     env = {k: v for k, v in os.environ.items() if k not in ("KVRAFT_NODES", "KVRAFT_TOKEN")}
     env["KVRAFT_ADMIN_TOKEN"] = ADMIN_TOKEN  # what `kvraft up` users have in data/admin-token
-    return subprocess.run(cmd, input=stdin if stdin is not None else b"", capture_output=True,
-                          cwd=ROOT, env=env, timeout=timeout)
+    return subprocess.run(
+        cmd,
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
 
 
 # -- the Python client ---------------------------------------------------------------------------
@@ -83,8 +95,10 @@ def test_put_get_replace_delete_with_versions(client):
         client.delete("crud/a")
 
 
-@pytest.mark.parametrize("key", ["odd/slash/key", "space key", "pct%2F", "ünï/€", "q?x=1#h",
-                                 ".", "..", "a/../b", "a" * 1024])
+@pytest.mark.parametrize(
+    "key",
+    ["odd/slash/key", "space key", "pct%2F", "ünï/€", "q?x=1#h", ".", "..", "a/../b", "a" * 1024],
+)
 def test_odd_keys_and_binary_values_round_trip(client, key):
     client.put(key, BINARY, w="one")
     assert client.get(key, r="quorum").value == BINARY
@@ -252,8 +266,14 @@ def test_cli_json_output_parses(cluster):
     put = json.loads(kv("put", "cli/j", "text", "--json", nodes=nodes).stdout)
     assert put["key"] == "cli/j" and put["created"] is True and put["version"]
     got = json.loads(kv("get", "cli/j", "--json", nodes=nodes).stdout)
-    assert got == {"key": "cli/j", "version": put["version"], "node": got["node"], "size": 4,
-                   "value": "text", "encoding": "utf-8"}
+    assert got == {
+        "key": "cli/j",
+        "version": put["version"],
+        "node": got["node"],
+        "size": 4,
+        "value": "text",
+        "encoding": "utf-8",
+    }
     listed = json.loads(kv("ls", "--prefix", "cli/j", "--json", nodes=nodes).stdout)
     assert listed["keys"] == ["cli/j"] and listed["next"] is None
     status = json.loads(kv("status", "--json", nodes=nodes).stdout)

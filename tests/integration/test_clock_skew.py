@@ -54,8 +54,15 @@ def _keys_not_on(c: Cluster, node: int, prefix: str, n: int) -> list[str]:
     return keys
 
 
-def _sequential(c: Cluster, skewed: int, other: int, leader: int, overwrites: int,
-                deletes: int, registers: list[str]) -> tuple[list, list, dict]:
+def _sequential(
+    c: Cluster,
+    skewed: int,
+    other: int,
+    leader: int,
+    overwrites: int,
+    deletes: int,
+    registers: list[str],
+) -> tuple[list, list, dict]:
     """Sequential overwrites and deletes by turns through the skewed node and the other one,
     each checked with an ``r=all`` read through the leader right after its acknowledgement.
     Returns the lost overwrites, the undone deletes and who coordinated the writes."""
@@ -91,8 +98,9 @@ def test_no_acknowledged_overwrite_or_delete_is_lost_to_a_skewed_clock(tmp_path,
         skewed, other, leader = _skew_a_follower(c, offset_ms)
         c.wait_ready()
         registers = _keys_not_on(c, other if offset_ms > 0 else skewed, "reg/", 10)
-        lost, undone, coordinators = _sequential(c, skewed, other, leader, OVERWRITES, DELETES,
-                                                 registers)
+        lost, undone, coordinators = _sequential(
+            c, skewed, other, leader, OVERWRITES, DELETES, registers
+        )
         assert lost == [], f"{len(lost)} of {OVERWRITES} acknowledged overwrites lost: {lost[:5]}"
         assert undone == [], f"{len(undone)} of {DELETES} acknowledged deletes undone: {undone[:5]}"
         # most writes were coordinated by the node they were sent to (nothing forwarded them)
@@ -143,15 +151,16 @@ def test_a_node_past_max_clock_offset_turns_not_ready_and_refuses_writes(tmp_pat
         assert early and all(code == 503 for code in early), early
         assert c.get(leader, "early").status_code == 404
         for method in ("put", "delete"):
-            r = getattr(c, method)(skewed, "before", **({"value": b"2"} if method == "put"
-                                                         else {}))
+            r = getattr(c, method)(skewed, "before", **({"value": b"2"} if method == "put" else {}))
             assert r.status_code == 503, r.text
             assert r.json()["error"] == "clock_offset" and "ms" in r.json()["message"]
         assert c.get(leader, "before", r="all").content == b"1"  # nothing changed
         # one measured peer is enough to refuse; wait for the second ping to count both
-        view = wait_for(lambda: (v := c.cluster_view(skewed))
-                        and len(v["clock"]["out_of_bounds"]) == 2 and v, 30,
-                        "both peers measured as out of bounds")
+        view = wait_for(
+            lambda: (v := c.cluster_view(skewed)) and len(v["clock"]["out_of_bounds"]) == 2 and v,
+            30,
+            "both peers measured as out of bounds",
+        )
         assert not view["clock"]["ok"]
         assert all(abs(o + 3000) < 250 for o in view["clock"]["offsets_ms"].values()), view
         metrics = c.http.get(url + "/metrics", timeout=5).text
@@ -173,9 +182,14 @@ def test_one_node_skewed_and_another_down_leaves_the_healthy_one_writing(tmp_pat
     is off from one of its two peers (in bounds), the skewed one from both (out)."""
     with Cluster(str(tmp_path)) as c:
         skewed, other, leader = _skew_a_follower(c, 3000)
-        wait_for(lambda: c.http.get(c.url(skewed) + "/ready", timeout=2).status_code == 503
-                 and len(c.cluster_view(skewed)["clock"]["out_of_bounds"]) == 2, 30,
-                 "the skewed node out of bounds")
+        wait_for(
+            lambda: (
+                c.http.get(c.url(skewed) + "/ready", timeout=2).status_code == 503
+                and len(c.cluster_view(skewed)["clock"]["out_of_bounds"]) == 2
+            ),
+            30,
+            "the skewed node out of bounds",
+        )
         c.kill(other)
         deadline = time.monotonic() + FRESH_S + 3  # past the window of fresh samples
         codes = []

@@ -59,20 +59,29 @@ def user_env(**extra: str) -> dict[str, str]:
 def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = compose_command()
     assert cmd is not None
-    return subprocess.run([*cmd, "-f", str(COMPOSE), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env=user_env() if env is None else env)
+    return subprocess.run(
+        [*cmd, "-f", str(COMPOSE), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=user_env() if env is None else env,
+    )
 
 
 @pytest.fixture(scope="module")
 def compose_cli() -> list[str]:
     """docker-compose, installed by scripts/install-test-deps.sh when missing; never a skip."""
     if compose_command() is None:
-        result = subprocess.run(["sh", str(INSTALL_DEPS), "docker-compose"], capture_output=True,
-                                text=True, timeout=900)
+        result = subprocess.run(
+            ["sh", str(INSTALL_DEPS), "docker-compose"], capture_output=True, text=True, timeout=900
+        )
         if compose_command() is None:
-            pytest.fail("docker-compose is needed to validate docker-compose.yml and "
-                        f"{INSTALL_DEPS.relative_to(ROOT)} could not install it "
-                        f"(exit {result.returncode}):\n{result.stdout}{result.stderr}")
+            pytest.fail(
+                "docker-compose is needed to validate docker-compose.yml and "
+                f"{INSTALL_DEPS.relative_to(ROOT)} could not install it "
+                f"(exit {result.returncode}):\n{result.stdout}{result.stderr}"
+            )
     return compose_command()
 
 
@@ -119,8 +128,7 @@ def test_compose_shape_nodes_volumes_health_ports(config):
         assert svc.get("command") is None, "nodes run the image's CMD (serve)"
         assert env["KVRAFT_ID"] == name
         assert raft[name] == f"{name}:9001", "pysyncobj binds its own address: the service name"
-        assert sorted(env["KVRAFT_PEERS"].split(",")) == sorted(raft[n] for n in NODES
-                                                                if n != name)
+        assert sorted(env["KVRAFT_PEERS"].split(",")) == sorted(raft[n] for n in NODES if n != name)
         assert env["KVRAFT_ADVERTISE"] == f"{name}:8001"
         assert env["KVRAFT_FTP"] == "ftp:2121"
         assert env["KVRAFT_FTP_PASSWORD"] == services["ftp"]["environment"]["KVRAFT_FTP_PASSWORD"]
@@ -144,8 +152,10 @@ def test_compose_settings_come_from_the_environment(compose_cli):
         assert services[name]["environment"]["KVRAFT_SECRET"] == "s3cret-from-the-shell"
     assert services["n2"]["ports"] == ["0.0.0.0:8002:8001/tcp"]
     # the published ports are settings too (tests and chaos runs pick free ones)
-    moved = compose_config(COMPOSE, user_env(KVRAFT_N2_PORT="18002", KVRAFT_FTP_PORT="12121",
-                                             KVRAFT_FTP_PASSIVE="31000-31009"))["services"]
+    moved = compose_config(
+        COMPOSE,
+        user_env(KVRAFT_N2_PORT="18002", KVRAFT_FTP_PORT="12121", KVRAFT_FTP_PASSIVE="31000-31009"),
+    )["services"]
     assert moved["n2"]["ports"] == ["127.0.0.1:18002:8001/tcp"]
     assert moved["ftp"]["environment"]["KVRAFT_FTP_PASSIVE_PORTS"] == "31000-31009"
     assert target_ports(moved["ftp"]) == [2121, *range(31000, 31010)]
@@ -168,8 +178,9 @@ def test_fallback_parser_reads_the_file_like_docker_compose(config):
 
 def test_install_script_is_quiet_and_idempotent(compose_cli):
     assert subprocess.run(["sh", "-n", str(INSTALL_DEPS)]).returncode == 0
-    again = subprocess.run(["sh", str(INSTALL_DEPS), "docker-compose"], capture_output=True,
-                           text=True, timeout=60)
+    again = subprocess.run(
+        ["sh", str(INSTALL_DEPS), "docker-compose"], capture_output=True, text=True, timeout=60
+    )
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
 
 
@@ -195,9 +206,14 @@ def stack(compose_cli, tmp_path_factory, http):
                 lc.check_running([svc.name])
                 return http.get(svc.url() + "/ready", timeout=1).ok
 
-            hint = "" if lc.network == "netns" else (
-                "; loopback mode needs every server to bind the address it is given, and "
-                "pysyncobj binds 0.0.0.0:<raft port> unless kvraft passes it bindAddress")
+            hint = (
+                ""
+                if lc.network == "netns"
+                else (
+                    "; loopback mode needs every server to bind the address it is given, and "
+                    "pysyncobj binds 0.0.0.0:<raft port> unless kvraft passes it bindAddress"
+                )
+            )
             wait_for(ready, 30, f"{name} ready ({lc.network} network{hint}; log {svc.log_path})")
         yield lc
 
@@ -251,8 +267,9 @@ def test_compose_healthcheck_command_passes(stack, name):
 def test_ftp_service_takes_the_nodes_credentials(stack):
     env = stack.config["services"]["n1"]["environment"]
     ftp = stack.services["ftp"]
-    client = FtpClient(ftp.address, 2121, env["KVRAFT_FTP_USER"], env["KVRAFT_FTP_PASSWORD"],
-                       timeout=5)
+    client = FtpClient(
+        ftp.address, 2121, env["KVRAFT_FTP_USER"], env["KVRAFT_FTP_PASSWORD"], timeout=5
+    )
     assert client.upload("compose-check.json", io.BytesIO(b'{"ok": true}')) == 12
     out = io.BytesIO()
     client.download("compose-check.json", out)
@@ -291,8 +308,12 @@ def test_dockerfile_runs_kvraft_as_a_non_root_user():
 def test_dockerfile_installs_from_wheels_with_no_index():
     """The build needs no network: every pip install of wheels says --no-index; the fallback
     (no wheels: a user who can reach PyPI) installs the same source tree the README does."""
-    commands = [part.strip() for run in parse_dockerfile(DOCKERFILE).runs("RUN")
-                for part in re.split(r"&&|;", run) if "pip install" in part]
+    commands = [
+        part.strip()
+        for run in parse_dockerfile(DOCKERFILE).runs("RUN")
+        for part in re.split(r"&&|;", run)
+        if "pip install" in part
+    ]
     (fallback,) = [c for c in commands if c.endswith(" /src")]
     wheel_installs = [c for c in commands if c != fallback]
     assert len(wheel_installs) == 2 and all("--no-index" in c for c in wheel_installs)
@@ -304,7 +325,7 @@ def test_dockerfile_installs_from_wheels_with_no_index():
     assert documented, "README.md shows no way to install: neither `pip install` nor `make`"
     assert set(documented) == {"."}, f"README installs from {documented}, the image from ."
     script = (ROOT / "scripts" / "build-image.sh").read_text()
-    assert "pip wheel" in script and "--build-arg \"BASE_IMAGE=$BASE\"" in script
+    assert "pip wheel" in script and '--build-arg "BASE_IMAGE=$BASE"' in script
 
 
 def _pip_install_targets(text: str) -> list[str]:
@@ -339,8 +360,9 @@ def _dockerignore_rules() -> list[tuple[bool, re.Pattern]]:
         pattern = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
         regex = ""
         for token in re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern):
-            regex += {"**/": "(.*/)?", "/**": "(/.*)?", "**": ".*", "*": "[^/]*",
-                      "?": "[^/]"}.get(token, re.escape(token))
+            regex += {"**/": "(.*/)?", "/**": "(/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
+                token, re.escape(token)
+            )
         rules.append((negate, re.compile(regex)))
     return rules
 
@@ -358,14 +380,26 @@ def _ignored(path: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
 def test_dockerignore_sends_only_what_pip_install_needs():
     rules = _dockerignore_rules()
     sources = ["pyproject.toml", "README.md"] + [
-        str(p.relative_to(ROOT)) for pkg in ("kvraft", "api") for p in (ROOT / pkg).rglob("*")
+        str(p.relative_to(ROOT))
+        for pkg in ("kvraft", "api")
+        for p in (ROOT / pkg).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     ]
     assert not [s for s in sources if _ignored(s, rules)]
-    sources += ["deploy/wheels/deps/cryptography-46.0.0-cp311-abi3-manylinux_2_34_x86_64.whl",
-                "deploy/wheels/app/kvraft-0.1.0-py3-none-any.whl"]
+    sources += [
+        "deploy/wheels/deps/cryptography-46.0.0-cp311-abi3-manylinux_2_34_x86_64.whl",
+        "deploy/wheels/app/kvraft-0.1.0-py3-none-any.whl",
+    ]
     assert not [s for s in sources if _ignored(s, rules)]
-    for path in (".venv/bin/python", ".git/HEAD", "data/n1/store.db", ".env", "tests/conftest.py",
-                 "kvraft/__pycache__/cli.cpython-311.pyc", "bench/out/run.json",
-                 "deploy/k8s/statefulset.yaml", "chaos/out/x/history.jsonl"):
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "data/n1/store.db",
+        ".env",
+        "tests/conftest.py",
+        "kvraft/__pycache__/cli.cpython-311.pyc",
+        "bench/out/run.json",
+        "deploy/k8s/statefulset.yaml",
+        "chaos/out/x/history.jsonl",
+    ):
         assert _ignored(path, rules), path

@@ -49,11 +49,14 @@ def test_crud_through_every_node(cluster):
         assert cluster.delete(writer, key).status_code == 404
 
 
-@pytest.mark.parametrize("name,value", [
-    ("binary", bytes(range(256)) * 4),
-    ("empty", b""),
-    ("one-mib", os.urandom(MiB)),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("binary", bytes(range(256)) * 4),
+        ("empty", b""),
+        ("one-mib", os.urandom(MiB)),
+    ],
+)
 def test_values_are_kept_byte_for_byte(cluster, name, value):
     assert cluster.put(0, f"bytes/{name}", value).status_code == 201
     for i in range(3):
@@ -114,8 +117,11 @@ def test_every_key_is_stored_on_exactly_replication_factor_nodes(cluster):
             db.close()
     for k in keys:
         explain = cluster.get(0, k, explain="1").json()
-        assert holders[k] == set(explain["replicas"]) == set(view["partitions"][
-            str(explain["partition"])]), k
+        assert (
+            holders[k]
+            == set(explain["replicas"])
+            == set(view["partitions"][str(explain["partition"])])
+        ), k
         assert len(holders[k]) == 2 and explain["agree"]
 
 
@@ -160,12 +166,14 @@ BAD = [
 
 
 @pytest.mark.parametrize("method,path,params,body,status,code", BAD)
-def test_bad_input_is_rejected_with_json_and_changes_nothing(cluster, method, path, params, body,
-                                                           status, code):
+def test_bad_input_is_rejected_with_json_and_changes_nothing(
+    cluster, method, path, params, body, status, code
+):
     before = _snapshot(cluster)
     headers = {"Content-Type": "application/json"} if method == "POST" else {}
-    r = cluster.http.request(method, cluster.url(1) + path, params=params, data=body,
-                             headers=headers)
+    r = cluster.http.request(
+        method, cluster.url(1) + path, params=params, data=body, headers=headers
+    )
     assert r.status_code == status, r.text
     assert r.json()["error"] == code and r.json()["message"]
     assert_served(cluster, 1, r)
@@ -206,8 +214,9 @@ def test_read_repair_fixes_a_stale_replica(cluster):
     from cluster import peer_headers
 
     body = encode_records([Record(key, 0, newer, False, b"new")])
-    r = requests.post(target.url + "/peer/apply", headers=peer_headers("POST", "/peer/apply", body),
-                      data=body)
+    r = requests.post(
+        target.url + "/peer/apply", headers=peer_headers("POST", "/peer/apply", body), data=body
+    )
     assert r.ok
     explain = cluster.get(0, key, explain="1").json()
     assert not explain["agree"]
@@ -235,8 +244,11 @@ def test_concurrent_reads_of_large_values_from_a_node_without_them(tmp_path):
         for key, value in placed.items():
             assert c.put(reader, key, value, w="all").status_code == 201
         with ThreadPoolExecutor(len(placed)) as pool:
-            got = list(pool.map(lambda k: requests.get(f"{c.url(reader)}/kv/{quote_key(k)}",
-                                                       timeout=60), placed))
+            got = list(
+                pool.map(
+                    lambda k: requests.get(f"{c.url(reader)}/kv/{quote_key(k)}", timeout=60), placed
+                )
+            )
         for key, resp in zip(placed, got, strict=True):
             assert resp.status_code == 200, resp.text[:200]
             assert resp.headers["X-Kvraft-Node"] == c.nodes[reader].id, key

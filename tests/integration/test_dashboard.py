@@ -19,9 +19,17 @@ from cluster import Cluster, wait_for
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = os.environ.get("KVRAFT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 TOKEN = "dashboard-test-token"
 
 # what the page shows: {node id: (alive, is_leader)}, the leader, and the partition map cells
@@ -45,8 +53,12 @@ def browser(tmp_path_factory):
     with sync_playwright() as p:
         # a fresh profile; Playwright refuses --user-data-dir in args, so it is given here
         context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
         try:
             yield context
         finally:
@@ -81,8 +93,7 @@ def _write_while(c: Cluster, stop: threading.Event, limit: int = 400) -> None:
         c.put(n % len(c.nodes), f"dash/{n}", b"x" * 100)
 
 
-def test_dashboard_shows_the_cluster_and_marks_a_killed_node_down(fresh_cluster, browser,
-                                                                    tmp_path):
+def test_dashboard_shows_the_cluster_and_marks_a_killed_node_down(fresh_cluster, browser, tmp_path):
     c = fresh_cluster
     page = _page(browser)
     page.goto(c.url(0) + "/")
@@ -102,8 +113,8 @@ def test_dashboard_shows_the_cluster_and_marks_a_killed_node_down(fresh_cluster,
     writer.start()
     try:
         page.wait_for_function(
-            "() => parseFloat(document.getElementById('ops-total').textContent) > 0",
-            timeout=15_000)
+            "() => parseFloat(document.getElementById('ops-total').textContent) > 0", timeout=15_000
+        )
     finally:
         stop.set()
         writer.join(timeout=15)
@@ -113,8 +124,9 @@ def test_dashboard_shows_the_cluster_and_marks_a_killed_node_down(fresh_cluster,
     victim = next(i for i in (1, 2) if c.nodes[i].id != leader)
     victim_id = c.nodes[victim].id
     c.kill(victim)
-    page.wait_for_selector(f'#nodes tr[data-node="{victim_id}"][data-alive="false"]',
-                           timeout=20_000)
+    page.wait_for_selector(
+        f'#nodes tr[data-node="{victim_id}"][data-alive="false"]', timeout=20_000
+    )
     assert page.locator(f'#nodes tr[data-node="{victim_id}"] td.alive').inner_text() == "down"
     assert "(down)" in page.locator(f'#pmap .name[data-node="{victim_id}"]').inner_text()
     assert page.locator("#nodes-up").inner_text() == "2 / 3"
@@ -140,8 +152,10 @@ def test_dashboard_asks_for_the_token_and_keeps_it_in_the_tab(tmp_path, browser)
             # the app's guard does not let the (data-free) page through yet: hand the token to
             # the page load only, so the page's own requests still go without it
             def with_token(route):
-                route.continue_(headers={**route.request.headers,
-                                         "authorization": f"Bearer {TOKEN}"})
+                route.continue_(
+                    headers={**route.request.headers, "authorization": f"Bearer {TOKEN}"}
+                )
+
             page.route(c.url(0) + "/", with_token)
         else:
             assert bare.status_code == 200 and "kvraft" in bare.text

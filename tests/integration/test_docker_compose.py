@@ -56,8 +56,12 @@ def ready(url: str, http: requests.Session) -> bool:
 
 
 def wait_ready(project, http, timeout: float = 60) -> None:
-    wait_for(lambda: all(ready(u, http) for u in project.urls), timeout,
-             f"every node of {project.name} ready ({project.health()})", interval=0.2)
+    wait_for(
+        lambda: all(ready(u, http) for u in project.urls),
+        timeout,
+        f"every node of {project.name} ready ({project.health()})",
+        interval=0.2,
+    )
 
 
 def test_every_service_is_healthy_and_every_node_ready(project, http):
@@ -101,8 +105,9 @@ def test_crud_through_each_published_port(project, http):
 def test_report_goes_through_the_compose_ftp_service(project, http):
     url = project.urls[1]
     assert http.put(f"{url}/kv/report%2Fone", data=b"in the report", timeout=10).ok
-    ws = websocket.create_connection(url.replace("http://", "ws://") + "/report", timeout=30,
-                                    suppress_origin=True)  # not a browser
+    ws = websocket.create_connection(
+        url.replace("http://", "ws://") + "/report", timeout=30, suppress_origin=True
+    )  # not a browser
     try:
         ws.send(json.dumps({"type": "report", "prefix": "report/"}))
         text = ws.recv()
@@ -112,7 +117,8 @@ def test_report_goes_through_the_compose_ftp_service(project, http):
     report = json.loads(text)
     assert report["node"] == "n2"
     assert {k["key"]: decode_value(k["value"], k["encoding"]) for k in report["keys"]} == {
-        "report/one": b"in the report"}
+        "report/one": b"in the report"
+    }
     # the file is on the ftp service, as the reply says: fetch it from the host through the
     # published control port and passive range, with the project's own password
     with ftplib.FTP(timeout=10) as ftp:
@@ -180,19 +186,27 @@ def test_docker_kill_of_a_node_while_a_client_writes_loses_nothing(project, http
         killed = time.monotonic()
         assert project.health()[victim] == "exited"
         time.sleep(0)  # the writer thread keeps writing while the node is down:
-        wait_for(lambda: writer.acked_between(killed, time.monotonic()) >= 100, 60,
-                 "100 writes acknowledged while n2 is down")
+        wait_for(
+            lambda: writer.acked_between(killed, time.monotonic()) >= 100,
+            60,
+            "100 writes acknowledged while n2 is down",
+        )
         down_for = time.monotonic() - killed
         project.run("start", victim, timeout=30)
         wait_ready(project, http)
         back = time.monotonic()
-        wait_for(lambda: writer.acked_between(back, time.monotonic()) >= 20, 30,
-                 "20 writes after n2 is back")
+        wait_for(
+            lambda: writer.acked_between(back, time.monotonic()) >= 20,
+            30,
+            "20 writes after n2 is back",
+        )
     finally:
         writer.stop.set()
         writer.join(30)
-    print(f"kill test: {len(writer.acked)} writes acknowledged, {len(writer.failed)} failed, "
-          f"n2 down {down_for:.1f} s")
+    print(
+        f"kill test: {len(writer.acked)} writes acknowledged, {len(writer.failed)} failed, "
+        f"n2 down {down_for:.1f} s"
+    )
     assert not writer.failed, f"writes failed while one node was down: {writer.failed[:5]}"
     # every acknowledged write is readable through every node, n2 included, once it is back
     # (hints delivered or read from the other replica; bounded by two sync rounds and slack)
@@ -206,19 +220,24 @@ def test_docker_kill_of_a_node_while_a_client_writes_loses_nothing(project, http
                     return False
         return True
 
-    wait_for(all_readable, 40, "every acknowledged write readable through every node",
-             interval=1)
+    wait_for(all_readable, 40, "every acknowledged write readable through every node", interval=1)
     # and the replicas agree: n2 holds what it missed
     sample = list(writer.acked)[:: max(1, len(writer.acked) // 50)]
     for key in sample:
-        wait_for(lambda key=key: http.get(f"{victim_url}/kv/{quote_key(key)}",
-                                          params={"explain": "1"}, timeout=5).json()["agree"],
-                 30, f"replicas of {key} agree")
+        wait_for(
+            lambda key=key: http.get(
+                f"{victim_url}/kv/{quote_key(key)}", params={"explain": "1"}, timeout=5
+            ).json()["agree"],
+            30,
+            f"replicas of {key} agree",
+        )
 
 
 def test_down_then_up_keeps_the_data_in_the_named_volumes(project, http):
-    before = {k: http.get(f"{project.urls[0]}/kv/{quote_key(k)}", timeout=5).content
-              for k in ("crud/1", "crud/2", "report/one", "kill/00010")}
+    before = {
+        k: http.get(f"{project.urls[0]}/kv/{quote_key(k)}", timeout=5).content
+        for k in ("crud/1", "crud/2", "report/one", "kill/00010")
+    }
     assert all(before.values())
     project.run("down", "-t", "10", timeout=120)  # no -v: the volumes stay
     left = project.leftovers()

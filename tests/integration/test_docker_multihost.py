@@ -43,9 +43,12 @@ def pick(rng: random.Random) -> tuple[list[str], dict[str, str]]:
         low = rng.randrange(20000, 59000)
         ports = list(range(low, low + 13))  # http, raft, ftp, 10 passive
         if all(bindable(a, p) for a in addrs for p in ports):
-            return addrs, {"KVRAFT_HTTP_PORT": str(ports[0]), "KVRAFT_RAFT_PORT": str(ports[1]),
-                           "KVRAFT_FTP_PORT": str(ports[2]),
-                           "KVRAFT_FTP_PASSIVE": f"{ports[3]}-{ports[12]}"}
+            return addrs, {
+                "KVRAFT_HTTP_PORT": str(ports[0]),
+                "KVRAFT_RAFT_PORT": str(ports[1]),
+                "KVRAFT_FTP_PORT": str(ports[2]),
+                "KVRAFT_FTP_PASSIVE": f"{ports[3]}-{ports[12]}",
+            }
     raise AssertionError("no free ports on the loopback hosts")
 
 
@@ -56,17 +59,29 @@ def hosts():
     print(dc.build_image(image))
     rng = random.Random()
     addrs, ports = pick(rng)
-    common = {"KVRAFT_SECRET": secrets.token_hex(24), "KVRAFT_FTP_PASSWORD": secrets.token_hex(16),
-              "KVRAFT_FTP": f"{addrs[0]}:{ports['KVRAFT_FTP_PORT']}", "KVRAFT_IMAGE": image,
-              **ports}
+    common = {
+        "KVRAFT_SECRET": secrets.token_hex(24),
+        "KVRAFT_FTP_PASSWORD": secrets.token_hex(16),
+        "KVRAFT_FTP": f"{addrs[0]}:{ports['KVRAFT_FTP_PORT']}",
+        "KVRAFT_IMAGE": image,
+        **ports,
+    }
     tag = f"kvraft-mh-{secrets.token_hex(3)}"
     projects = []
     for i, addr in enumerate(addrs):
         peers = ",".join(f"{a}:{ports['KVRAFT_RAFT_PORT']}" for a in addrs if a != addr)
         env = {**common, "KVRAFT_ID": f"n{i + 1}", "KVRAFT_ADDR": addr, "KVRAFT_PEERS": peers}
-        projects.append(dc.ComposeProject(
-            file=FILE, name=f"{tag}-n{i + 1}", env=env, nodes=("node",), owned=True,
-            profiles=("ftp",) if i == 0 else (), extra=("ftp",) if i == 0 else ()))
+        projects.append(
+            dc.ComposeProject(
+                file=FILE,
+                name=f"{tag}-n{i + 1}",
+                env=env,
+                nodes=("node",),
+                owned=True,
+                profiles=("ftp",) if i == 0 else (),
+                extra=("ftp",) if i == 0 else (),
+            )
+        )
     try:
         for p in projects:
             p.up(timeout=120)
@@ -81,8 +96,12 @@ def hosts():
 def test_nodes_on_three_hosts_form_one_cluster(hosts):
     projects, urls = hosts
     with requests.Session() as http:
-        wait_for(lambda: all(http.get(u + "/ready", timeout=2).ok for u in urls), 60,
-                 "every node ready", interval=0.3)
+        wait_for(
+            lambda: all(http.get(u + "/ready", timeout=2).ok for u in urls),
+            60,
+            "every node ready",
+            interval=0.3,
+        )
         view = http.get(urls[1] + "/cluster", timeout=5).json()
         advertised = {n["id"]: n["http"] for n in view["nodes"]}
         assert advertised == {f"n{i + 1}": u.removeprefix("http://") for i, u in enumerate(urls)}

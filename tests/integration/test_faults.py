@@ -47,8 +47,9 @@ def test_kill_one_node_writes_continue_hints_delivered_on_restart(fresh_cluster)
         acked[f"before/{i}"] = None
     for key, value in acked.items():
         r = c.get(survivors[0], key)
-        assert r.status_code == (404 if value is None else 200) and (value is None or
-                                                                      r.content == value)
+        assert r.status_code == (404 if value is None else 200) and (
+            value is None or r.content == value
+        )
     assert c.hints_pending() > 0
 
     c.start(victim)
@@ -99,8 +100,9 @@ def test_stop_all_and_start_again_keeps_data_and_metadata(fresh_cluster):
     after = c.cluster_view()
     assert after["partitions"] == before["partitions"]
     assert after["partition_epoch"] == before["partition_epoch"]
-    assert {n["id"]: n["http"] for n in after["nodes"]} == {n["id"]: n["http"]
-                                                           for n in before["nodes"]}
+    assert {n["id"]: n["http"] for n in after["nodes"]} == {
+        n["id"]: n["http"] for n in before["nodes"]
+    }
     _assert_all_readable(c, data)
     assert c.put(1, "restart/new", b"n").status_code == 201
 
@@ -121,8 +123,9 @@ def test_placement_follows_stored_data(tmp_path):
     c = Cluster(str(tmp_path))
     # n1 already stores 4 MB (say, data restored from a backup) before the cluster first forms
     store = Storage(f"{c.nodes[0].data_dir}/store.db")
-    store.apply_many([Record(f"old/{i}", 0, Version(i + 1, "n1"), False, b"x" * 2000)
-                      for i in range(2000)])
+    store.apply_many(
+        [Record(f"old/{i}", 0, Version(i + 1, "n1"), False, b"x" * 2000) for i in range(2000)]
+    )
     store.close()
     with c:
         view = c.cluster_view()

@@ -21,8 +21,12 @@ from cluster import ADMIN_TOKEN, Cluster, peer_headers, wait_for
 
 HEAD_S, BODY_S, IDLE_S = 1.5, 2.0, 2.0
 PER_CLIENT = 24
-ENV = {"KVRAFT_HEAD_TIMEOUT": str(HEAD_S), "KVRAFT_BODY_TIMEOUT": str(BODY_S),
-       "KVRAFT_IDLE_TIMEOUT": str(IDLE_S), "KVRAFT_MAX_CLIENT_CONNECTIONS": str(PER_CLIENT)}
+ENV = {
+    "KVRAFT_HEAD_TIMEOUT": str(HEAD_S),
+    "KVRAFT_BODY_TIMEOUT": str(BODY_S),
+    "KVRAFT_IDLE_TIMEOUT": str(IDLE_S),
+    "KVRAFT_MAX_CLIENT_CONNECTIONS": str(PER_CLIENT),
+}
 VICTIM = "door/victim"
 
 
@@ -35,6 +39,7 @@ def cluster(tmp_path_factory):
 
 
 # -- raw HTTP -------------------------------------------------------------------------------------
+
 
 def connect(c: Cluster, i: int, source: str = "127.0.0.1", timeout: float = 10) -> socket.socket:
     host, port = c.nodes[i].http.rsplit(":", 1)
@@ -80,8 +85,9 @@ def closed(s: socket.socket, within: float = 5.0) -> bool:
         return False
 
 
-def exchange(c: Cluster, i: int, data: bytes,
-             wait_close: bool = True) -> tuple[int, dict, bytes, bool]:
+def exchange(
+    c: Cluster, i: int, data: bytes, wait_close: bool = True
+) -> tuple[int, dict, bytes, bool]:
     """Send ``data``; the answer and whether the connection closed after it (waited for only
     with ``wait_close``: an answer that keeps the connection takes the idle limit to close)."""
     with connect(c, i) as s:
@@ -90,19 +96,22 @@ def exchange(c: Cluster, i: int, data: bytes,
         return status, headers, body, closed(s) if wait_close else False
 
 
-def request(method: str, target: str, headers: dict[str, str] | None = None,
-            body: bytes = b"") -> bytes:
+def request(
+    method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> bytes:
     lines = [f"{method} {target} HTTP/1.1", "Host: door"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    if body and not any(k.lower() in ("content-length", "transfer-encoding")
-                        for k in (headers or {})):
+    if body and not any(
+        k.lower() in ("content-length", "transfer-encoding") for k in (headers or {})
+    ):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def get(c: Cluster, i: int, target: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    status, hdrs, body, _closed = exchange(c, i, request("GET", target, {
-        "Connection": "close", **(headers or {})}))
+    status, hdrs, body, _closed = exchange(
+        c, i, request("GET", target, {"Connection": "close", **(headers or {})})
+    )
     return status, hdrs, body
 
 
@@ -134,25 +143,30 @@ HOSTILE = {
     "chunk size zz": CHUNKED.encode() + b"zz\r\nab\r\n0\r\n\r\n",
     "chunk without its CRLF": CHUNKED.encode() + b"2\r\nabXX0\r\n\r\n",
     "bare CR in the target": b"GET /kv/a\rb HTTP/1.1\r\nHost: door\r\n\r\n",
-    "Content-Length: superscript two":
-        "PUT /kv/door%2Fnew HTTP/1.1\r\nHost: door\r\nContent-Length: ²\r\n\r\n".encode(),
+    "Content-Length: superscript two": (
+        "PUT /kv/door%2Fnew HTTP/1.1\r\nHost: door\r\nContent-Length: ²\r\n\r\n".encode()
+    ),
     "Content-Length of 5,000 digits": b"PUT /kv/door%2Fnew HTTP/1.1\r\nHost: door\r\n"
-                                      b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n",
+    b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n",
     "vertical tab before chunked": b"PUT /kv/door%2Fnew HTTP/1.1\r\nHost: door\r\n"
-                                   b"Transfer-Encoding: \x0bchunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n",
+    b"Transfer-Encoding: \x0bchunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n",
     "form feed before a length": b"PUT /kv/door%2Fnew HTTP/1.1\r\nHost: door\r\n"
-                                 b"Content-Length: \x0c5\r\n\r\nabcde",
+    b"Content-Length: \x0c5\r\n\r\nabcde",
     "chunked on HTTP/1.0": b"PUT /kv/door%2Fnew HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           b"5\r\nabcde\r\n0\r\n\r\n",
-    **{f"chunk size {size!r}": CHUNKED.encode() + size + b"\r\nabcde\r\n0\r\n\r\n"
-       for size in (b"0x5", b"+5", b"-0", b"0" * 29 + b"5", b"f" * 30)},
-    "101 trailer lines then a request": CHUNKED.encode() + b"5\r\nabcde\r\n0\r\n"
-    + b"X-T: 1\r\n" * 101 + b"\r\nDELETE /kv/door%2Fvictim HTTP/1.1\r\nHost: door\r\n\r\n",
+    b"5\r\nabcde\r\n0\r\n\r\n",
+    **{
+        f"chunk size {size!r}": CHUNKED.encode() + size + b"\r\nabcde\r\n0\r\n\r\n"
+        for size in (b"0x5", b"+5", b"-0", b"0" * 29 + b"5", b"f" * 30)
+    },
+    "101 trailer lines then a request": CHUNKED.encode()
+    + b"5\r\nabcde\r\n0\r\n"
+    + b"X-T: 1\r\n" * 101
+    + b"\r\nDELETE /kv/door%2Fvictim HTTP/1.1\r\nHost: door\r\n\r\n",
     "a header name that is not a token": b"GET /health HTTP/1.1\r\nHost: door\r\nX(a): 1\r\n\r\n",
     "CR in a value": b"GET /health HTTP/1.1\r\nHost: door\r\nX-A: a\rb\r\n\r\n",
     "NUL in a value": b"GET /health HTTP/1.1\r\nHost: door\r\nX-A: a\x00b\r\n\r\n",
     "empty Content-Length": b"PUT /kv/door%2Fnew HTTP/1.1\r\nHost: door\r\n"
-                            b"Content-Length: \r\n\r\n",
+    b"Content-Length: \r\n\r\n",
     "HTTP/1.1 without Host": b"GET /health HTTP/1.1\r\n\r\n",
     "two Host headers": b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     "Content-Length and Transfer-Encoding": b"PUT /kv/door%2Fnew HTTP/1.1\r\nHost: door\r\n"
@@ -202,6 +216,7 @@ def test_connection_tokens_are_tokens_not_substrings(cluster):
 
 # -- slow and idle clients ------------------------------------------------------------------------
 
+
 def test_a_head_trickled_byte_by_byte_is_dropped_at_its_total_deadline(cluster):
     data = request("GET", "/health", {"X-Padding": "p" * 200})
     with connect(cluster, 0) as s:
@@ -211,7 +226,7 @@ def test_a_head_trickled_byte_by_byte_is_dropped_at_its_total_deadline(cluster):
         status = None
         while time.monotonic() - started < HEAD_S + 5 and sent < len(data) - 1:
             try:
-                s.sendall(data[sent:sent + 1])  # one byte every 0.25 s: never idle per recv
+                s.sendall(data[sent : sent + 1])  # one byte every 0.25 s: never idle per recv
             except OSError:
                 break
             sent += 1
@@ -256,9 +271,13 @@ def test_an_upgrade_header_lifts_no_deadline(cluster):
     """A PUT with Upgrade: websocket and a body that never comes is dropped like any other."""
     before = store(cluster)
     with connect(cluster, 2) as s:
-        s.sendall(request("PUT", "/kv/door%2Fws", {"Upgrade": "websocket",
-                                                   "Connection": "Upgrade",
-                                                   "Content-Length": "10"}))
+        s.sendall(
+            request(
+                "PUT",
+                "/kv/door%2Fws",
+                {"Upgrade": "websocket", "Connection": "Upgrade", "Content-Length": "10"},
+            )
+        )
         started = time.monotonic()
         status, _h, body = read_answer(s)
         assert status == 408 and json.loads(body)["error"] == "request_timeout"
@@ -276,8 +295,12 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_limit(cluster):
 
 
 def _ws_handshake(origin: str | None = None, path: str = "/watch") -> bytes:
-    headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
     if origin is not None:
         headers["Origin"] = origin
     return request("GET", path, headers)
@@ -304,6 +327,7 @@ def test_a_valid_websocket_outlives_the_request_deadlines(cluster):
 
 # -- connection limits ----------------------------------------------------------------------------
 
+
 def test_per_client_limit_refuses_the_extra_connection_and_health_still_answers(cluster):
     source = "127.0.0.2"  # a client of its own: the nodes' own connections come from 127.0.0.1
     held = []
@@ -313,8 +337,9 @@ def test_per_client_limit_refuses_the_extra_connection_and_health_still_answers(
             s.sendall(request("GET", "/health"))
             assert read_answer(s)[0] == 200  # admitted, and now held open (keep-alive)
             held.append(s)
-        status, headers, body, was_closed = _exchange_from(cluster, 1, source,
-                                                           request("GET", "/cluster"))
+        status, headers, body, was_closed = _exchange_from(
+            cluster, 1, source, request("GET", "/cluster")
+        )
         assert status == 429 and json.loads(body)["error"] == "too_many_connections"
         assert headers["retry-after"] and was_closed
         for path in ("/health", "/ready"):  # probes still see the node
@@ -324,8 +349,11 @@ def test_per_client_limit_refuses_the_extra_connection_and_health_still_answers(
     finally:
         for s in held:
             s.close()
-    wait_for(lambda: _exchange_from(cluster, 1, source, request("GET", "/cluster"))[0] == 200,
-             10, "the limit to free up once the connections closed")
+    wait_for(
+        lambda: _exchange_from(cluster, 1, source, request("GET", "/cluster"))[0] == 200,
+        10,
+        "the limit to free up once the connections closed",
+    )
 
 
 def _exchange_from(c: Cluster, i: int, source: str, data: bytes):
@@ -358,11 +386,19 @@ def test_many_slow_clients_do_not_take_the_node_down(cluster):
 # -- admin operations, content types, origins -----------------------------------------------------
 
 ADMIN_REQUESTS = [
-    ("POST", "/cluster/members", {"Content-Type": "application/json"},
-     json.dumps({"id": "n9", "http": "127.0.0.1:1", "raft": "127.0.0.1:2"}).encode()),
+    (
+        "POST",
+        "/cluster/members",
+        {"Content-Type": "application/json"},
+        json.dumps({"id": "n9", "http": "127.0.0.1:1", "raft": "127.0.0.1:2"}).encode(),
+    ),
     ("DELETE", "/cluster/members/n3", {}, b""),
-    ("POST", "/import", {"Content-Type": "application/json"},
-     json.dumps({"name": "export-n1-20260101T000000Z-0123abcd.json"}).encode()),
+    (
+        "POST",
+        "/import",
+        {"Content-Type": "application/json"},
+        json.dumps({"name": "export-n1-20260101T000000Z-0123abcd.json"}).encode(),
+    ),
     ("POST", "/export", {}, b""),
 ]
 
@@ -370,50 +406,91 @@ ADMIN_REQUESTS = [
 @pytest.mark.parametrize("method,path,headers,body", ADMIN_REQUESTS)
 def test_admin_operations_need_the_admin_token(cluster, method, path, headers, body):
     before = store(cluster)
-    for auth in (None, "Bearer wrong", f"Bearer {ADMIN_TOKEN}x", f"Basic {ADMIN_TOKEN}",
-                 ADMIN_TOKEN):
+    for auth in (
+        None,
+        "Bearer wrong",
+        f"Bearer {ADMIN_TOKEN}x",
+        f"Basic {ADMIN_TOKEN}",
+        ADMIN_TOKEN,
+    ):
         extra = dict(headers)
         if auth is not None:
             extra["Authorization"] = auth
-        status, hdrs, answer, _closed = exchange(cluster, 0, request(method, path, extra, body),
-                                                 wait_close=False)
+        status, hdrs, answer, _closed = exchange(
+            cluster, 0, request(method, path, extra, body), wait_close=False
+        )
         assert status == 401, (method, path, auth, answer)
         assert json.loads(answer)["error"] == "unauthorized"
         assert hdrs["www-authenticate"] == 'Bearer realm="kvraft"'
     # the secret-derived peer key is not an admin token either, unless the request is signed
-    status, _h, _a, _c = exchange(cluster, 0, request(method, path, {
-        **headers, "X-Kvraft-Auth": peer_headers(method, "/elsewhere", body)["X-Kvraft-Auth"]},
-        body), wait_close=False)
+    status, _h, _a, _c = exchange(
+        cluster,
+        0,
+        request(
+            method,
+            path,
+            {**headers, "X-Kvraft-Auth": peer_headers(method, "/elsewhere", body)["X-Kvraft-Auth"]},
+            body,
+        ),
+        wait_close=False,
+    )
     assert status == 401
     assert store(cluster) == before
 
 
 def test_the_admin_token_opens_them(cluster):
-    status, _h, body, _c = exchange(cluster, 1, request(
-        "POST", "/cluster/members", {"Content-Type": "application/json",
-                                     "Authorization": f"Bearer {ADMIN_TOKEN}"}, b"{}"))
+    status, _h, body, _c = exchange(
+        cluster,
+        1,
+        request(
+            "POST",
+            "/cluster/members",
+            {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"},
+            b"{}",
+        ),
+    )
     assert status == 400 and json.loads(body)["error"] == "bad_request"  # past the lock
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "application/jsonx"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+    ],
+)
 def test_json_posts_need_the_json_content_type(cluster, content_type):
     before = store(cluster)
     posts = [("/kv", {}, json.dumps({"value": "sneaky"}).encode())]
-    posts += [(p, {"Authorization": f"Bearer {ADMIN_TOKEN}"}, b) for m, p, _h, b in ADMIN_REQUESTS
-              if m == "POST" and p != "/export"]
+    posts += [
+        (p, {"Authorization": f"Bearer {ADMIN_TOKEN}"}, b)
+        for m, p, _h, b in ADMIN_REQUESTS
+        if m == "POST" and p != "/export"
+    ]
     for path, headers, body in posts:
         extra = dict(headers)
         if content_type is not None:
             extra["Content-Type"] = content_type
-        status, _h, answer, _c = exchange(cluster, 2, request("POST", path, extra, body),
-                                          wait_close=False)
+        status, _h, answer, _c = exchange(
+            cluster, 2, request("POST", path, extra, body), wait_close=False
+        )
         assert status == 415, (path, content_type, answer)
         assert json.loads(answer)["error"] == "unsupported_media_type"
     assert store(cluster) == before
-    ok = exchange(cluster, 2, request("POST", "/kv", {"Content-Type":
-                                                      "application/json; charset=utf-8"},
-                                      json.dumps({"value": "fine"}).encode()), wait_close=False)
+    ok = exchange(
+        cluster,
+        2,
+        request(
+            "POST",
+            "/kv",
+            {"Content-Type": "application/json; charset=utf-8"},
+            json.dumps({"value": "fine"}).encode(),
+        ),
+        wait_close=False,
+    )
     assert ok[0] == 201
     key = json.loads(ok[2])["key"]
     assert cluster.delete(0, key).status_code == 200
@@ -421,17 +498,32 @@ def test_json_posts_need_the_json_content_type(cluster, content_type):
 
 def test_websocket_origins_are_checked_against_the_allow_list(cluster):
     port = cluster.nodes[0].http.rsplit(":", 1)[1]
-    for origin in ("http://evil.example", f"http://evil.example:{port}", "null",
-                   f"http://127.0.0.1.evil.example:{port}", "http://127.0.0.1:1",
-                   f"ftp://127.0.0.1:{port}"):
+    for origin in (
+        "http://evil.example",
+        f"http://evil.example:{port}",
+        "null",
+        f"http://127.0.0.1.evil.example:{port}",
+        "http://127.0.0.1:1",
+        f"ftp://127.0.0.1:{port}",
+    ):
         status, _h, body, _c = exchange(cluster, 0, _ws_handshake(origin))
         assert status == 403 and json.loads(body)["error"] == "forbidden_origin", origin
     # a page rebound by DNS keeps its own Host: the Host header does not let it in
-    status, _h, _b, _c = exchange(cluster, 0, _ws_handshake("http://rebound.example:80")
-                                  .replace(b"Host: door", b"Host: rebound.example:80"))
+    status, _h, _b, _c = exchange(
+        cluster,
+        0,
+        _ws_handshake("http://rebound.example:80").replace(
+            b"Host: door", b"Host: rebound.example:80"
+        ),
+    )
     assert status == 403
-    for origin in (None, f"http://127.0.0.1:{port}", f"http://localhost:{port}",
-                   f"http://LOCALHOST:{port}", f"https://127.0.0.1:{port}"):
+    for origin in (
+        None,
+        f"http://127.0.0.1:{port}",
+        f"http://localhost:{port}",
+        f"http://LOCALHOST:{port}",
+        f"https://127.0.0.1:{port}",
+    ):
         with connect(cluster, 0) as s:
             s.sendall(_ws_handshake(origin))
             assert read_answer(s)[0] == 101, origin
@@ -439,19 +531,24 @@ def test_websocket_origins_are_checked_against_the_allow_list(cluster):
 
 # -- peer authentication --------------------------------------------------------------------------
 
+
 def test_the_stream_upgrade_needs_a_fresh_signature(cluster):
     upgrade = {"Connection": "Upgrade", "Upgrade": "kvraft-peer/1", "Content-Length": "0"}
-    for extra in ({"X-Kvraft-Secret": "test-cluster-secret"},
-                  peer_headers("POST", "/peer/stream", secret="another-secret")):
-        status, _h, body, _c = exchange(cluster, 0, request("POST", "/peer/stream",
-                                                            {**upgrade, **extra}))
+    for extra in (
+        {"X-Kvraft-Secret": "test-cluster-secret"},
+        peer_headers("POST", "/peer/stream", secret="another-secret"),
+    ):
+        status, _h, body, _c = exchange(
+            cluster, 0, request("POST", "/peer/stream", {**upgrade, **extra})
+        )
         assert status == 403 and json.loads(body)["error"] == "forbidden"
     signed = peer_headers("POST", "/peer/stream")
     with connect(cluster, 0) as s:
         s.sendall(request("POST", "/peer/stream", {**upgrade, **signed}))
         assert read_answer(s)[0] == 101
-    status, _h, body, _c = exchange(cluster, 0, request("POST", "/peer/stream",
-                                                        {**upgrade, **signed}))
+    status, _h, body, _c = exchange(
+        cluster, 0, request("POST", "/peer/stream", {**upgrade, **signed})
+    )
     assert status == 403 and "replayed" in json.loads(body)["message"]
 
 

@@ -304,8 +304,9 @@ def test_passive_mode_uses_only_the_configured_ports(tmp_path):
         probe.bind(("127.0.0.1", 0))
         base = probe.getsockname()[1]
     ports = range(base, base + 3) if base + 3 <= 65535 else range(base - 3, base)
-    with FtpServer("127.0.0.1", 0, USER, PASSWORD, tmp_path, passive_ports=ports,
-                   auth_failed_delay=0) as srv:
+    with FtpServer(
+        "127.0.0.1", 0, USER, PASSWORD, tmp_path, passive_ports=ports, auth_failed_delay=0
+    ) as srv:
         with ftplib.FTP(timeout=5) as ftp:
             ftp.connect(*srv.address)
             ftp.login(USER, PASSWORD)
@@ -321,9 +322,22 @@ def test_passive_mode_uses_only_the_configured_ports(tmp_path):
 @pytest.mark.parametrize("text", ["30000-", "abc", "30010-30000", "80-90", "1024-70000"])
 def test_kvraft_ftp_refuses_a_bad_passive_range(tmp_path, text):
     env = {"KVRAFT_FTP_PASSWORD": PASSWORD, "KVRAFT_FTP_PASSIVE_PORTS": text, "PATH": ""}
-    res = subprocess.run([sys.executable, "-m", "kvraft", "ftp", "--listen", "127.0.0.1:0",
-                          "--root", str(tmp_path / "r")], env=env, capture_output=True,
-                         text=True, timeout=30)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kvraft",
+            "ftp",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+            str(tmp_path / "r"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 2, res
     assert "passive ports" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists()  # refused before anything was created

@@ -53,8 +53,11 @@ def manifests() -> list[dict]:
 
 
 def one(kind: str, name: str | None = None) -> dict:
-    found = [d for d in manifests() if d["kind"] == kind
-             and (name is None or d["metadata"]["name"] == name)]
+    found = [
+        d
+        for d in manifests()
+        if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
@@ -136,7 +139,7 @@ def test_probes_pdb_affinity_secret_and_volume():
     text = "".join(p.read_text() for p in K8S.glob("*.yaml"))
     assert "kind: Secret" not in text, "no Secret with a value everyone knows"
     for doc in manifests():
-        for c in (doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])):
+        for c in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             for e in c.get("env", []):
                 if "SECRET" in e["name"] or "PASSWORD" in e["name"]:
                     assert "value" not in e, (doc["metadata"]["name"], e["name"])
@@ -158,8 +161,10 @@ def test_ftp_service_serves_the_passive_range_and_the_nodes_find_it():
     assert {p["port"] for p in svc["spec"]["ports"]} == {2121, *range(low, high + 1)}
     node_env = env_of(one("StatefulSet")["spec"]["template"]["spec"]["containers"][0])
     assert node_env["KVRAFT_FTP"]["value"] == "kvraft-ftp:2121"
-    assert env["KVRAFT_FTP_PASSWORD"]["valueFrom"]["secretKeyRef"] == (
-        node_env["KVRAFT_FTP_PASSWORD"]["valueFrom"]["secretKeyRef"])
+    assert (
+        env["KVRAFT_FTP_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        == (node_env["KVRAFT_FTP_PASSWORD"]["valueFrom"]["secretKeyRef"])
+    )
     claim = deploy["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]
     assert one("PersistentVolumeClaim", claim["claimName"])
 
@@ -169,9 +174,11 @@ def test_ftp_service_serves_the_passive_range_and_the_nodes_find_it():
 
 def expand(value: str, env: dict[str, str]) -> str:
     """Kubernetes' expansion of ``$(VAR)`` (defined variables only) and ``$$``."""
-    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
-                  value)
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
+        value,
+    )
 
 
 def pod_process(pod_name: str, container: dict, root: Path) -> tuple[list[str], dict[str, str]]:
@@ -191,7 +198,7 @@ def pod_process(pod_name: str, container: dict, root: Path) -> tuple[list[str], 
         local.mkdir(parents=True, exist_ok=True)
         for k, v in env.items():
             if v == mount["mountPath"] or v.startswith(mount["mountPath"] + "/"):
-                env[k] = str(local) + v[len(mount["mountPath"]):]
+                env[k] = str(local) + v[len(mount["mountPath"]) :]
     command = container.get("command") or IMAGE_ENTRYPOINT
     argv = [expand(a, env) for a in (*command, *container.get("args", []))]
     bindir = str(Path(sys.executable).parent)  # where this venv's `kvraft` is
@@ -210,8 +217,9 @@ def pods(tmp_path):
     net = NetnsNetwork([*names, "ftp"], random.Random())
     peers = sts["spec"]["serviceName"]
     hosts = ["127.0.0.1 localhost"]
-    hosts += [f"{net.addresses[n]} {n}.{peers} {n}.{peers}.default.svc.cluster.local"
-              for n in names]
+    hosts += [
+        f"{net.addresses[n]} {n}.{peers} {n}.{peers}.default.svc.cluster.local" for n in names
+    ]
     hosts.append(f"{net.addresses['ftp']} kvraft-ftp kvraft-ftp.default.svc.cluster.local")
     etc = [Path("/etc/netns") / ns for ns in net.namespaces.values()]
     procs: dict[str, subprocess.Popen] = {}
@@ -225,8 +233,13 @@ def pods(tmp_path):
         for name, container in specs.items():
             argv, env = pod_process(name, container, tmp_path)
             log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-            procs[name] = subprocess.Popen([*net.prefix(name), *argv], env=env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
+            procs[name] = subprocess.Popen(
+                [*net.prefix(name), *argv],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             log.close()
         yield {"net": net, "names": names, "procs": procs, "specs": specs, "logs": tmp_path}
     finally:
@@ -251,8 +264,10 @@ def probe_ok(address: str, container: dict, probe: str) -> bool:
     if "httpGet" in spec:
         port = ports.get(spec["httpGet"]["port"], spec["httpGet"]["port"])
         try:
-            return requests.get(f"http://{address}:{port}{spec['httpGet']['path']}",
-                                timeout=spec.get("timeoutSeconds", 1)).ok
+            return requests.get(
+                f"http://{address}:{port}{spec['httpGet']['path']}",
+                timeout=spec.get("timeoutSeconds", 1),
+            ).ok
         except requests.RequestException:
             return False
     port = ports.get(spec["tcpSocket"]["port"], spec["tcpSocket"]["port"])
@@ -280,15 +295,15 @@ def test_manifests_node_command_and_env_run_a_cluster(pods):
     view = requests.get(urls[1] + "/cluster", timeout=5).json()
     # the pod names are the node ids ('-' as '_'), advertised by their headless-Service names
     assert sorted(n["id"] for n in view["nodes"]) == ["kvraft_0", "kvraft_1", "kvraft_2"]
-    assert sorted(n["http"] for n in view["nodes"]) == [
-        f"{n}.kvraft-peers:8001" for n in names]
+    assert sorted(n["http"] for n in view["nodes"]) == [f"{n}.kvraft-peers:8001" for n in names]
     put = requests.put(urls[0] + "/kv/k8s", data=b"from kvraft-0", timeout=10)
     assert put.status_code == 201, put.text
     got = requests.get(urls[2] + "/kv/k8s", timeout=10)
     assert (got.status_code, got.content) == (200, b"from kvraft-0")
     # the nodes reach the FTP pod by its Service name with the password from the Secret
-    ws = websocket.create_connection(urls[2].replace("http", "ws") + "/report", timeout=30,
-                                    suppress_origin=True)  # not a browser
+    ws = websocket.create_connection(
+        urls[2].replace("http", "ws") + "/report", timeout=30, suppress_origin=True
+    )  # not a browser
     try:
         ws.send(json.dumps({"type": "report", "prefix": "k8s"}))
         report = json.loads(ws.recv())

@@ -26,8 +26,13 @@ from api.openapi import document
 
 TOKEN = "members-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 SCHEMA = schemathesis.openapi.from_dict(json.loads(json.dumps(document())))
 FAST = {"KVRAFT_SYNC_INTERVAL": "1", "KVRAFT_TOKEN": TOKEN, "KVRAFT_ADMIN_TOKEN": TOKEN}
 
@@ -39,14 +44,16 @@ def _checked(resp: requests.Response, method: str, path: str, **case_kw) -> requ
 
 def _add(c: Cluster, via: int, body: dict) -> requests.Response:
     resp = requests.post(f"{c.url(via)}/cluster/members", json=body, headers=AUTH, timeout=30)
-    return _checked(resp, "POST", "/cluster/members", body=body,
-                    headers={"Content-Type": "application/json"})
+    return _checked(
+        resp, "POST", "/cluster/members", body=body, headers={"Content-Type": "application/json"}
+    )
 
 
 def _remove(c: Cluster, via: int, node_id: str) -> requests.Response:
     resp = requests.delete(f"{c.url(via)}/cluster/members/{node_id}", headers=AUTH, timeout=30)
-    return _checked(resp, "DELETE", "/cluster/members/{node_id}",
-                    path_parameters={"node_id": node_id})
+    return _checked(
+        resp, "DELETE", "/cluster/members/{node_id}", path_parameters={"node_id": node_id}
+    )
 
 
 def _raft_members(c: Cluster, i: int) -> list[str]:
@@ -68,9 +75,14 @@ def test_a_fourth_node_joins_through_post_cluster_members_and_leaves_through_del
         new = {"id": "n4", "http": f"127.0.0.1:{http}", "raft": f"127.0.0.1:{raft}"}
         # refused, and nothing changes: a bad id, a bad port, a missing field, a taken id or
         # Raft address
-        bad = [({**new, "id": "n 4"}, 400), ({**new, "raft": "127.0.0.1:0"}, 400),
-               ({**new, "http": "127.0.0.1:65536"}, 400), ({"id": "n4", "http": new["http"]}, 400),
-               ({**new, "id": "n1"}, 409), ({**new, "raft": c.nodes[1].raft}, 409)]
+        bad = [
+            ({**new, "id": "n 4"}, 400),
+            ({**new, "raft": "127.0.0.1:0"}, 400),
+            ({**new, "http": "127.0.0.1:65536"}, 400),
+            ({"id": "n4", "http": new["http"]}, 400),
+            ({**new, "id": "n1"}, 409),
+            ({**new, "raft": c.nodes[1].raft}, 409),
+        ]
         for body, status in bad:
             resp = _add(c, follower, body)
             assert resp.status_code == status, (body, resp.text)
@@ -91,8 +103,11 @@ def test_a_fourth_node_joins_through_post_cluster_members_and_leaves_through_del
         def owns_partitions() -> bool:
             view = c.cluster_view(leader)
             nodes = {n["id"]: n for n in view["nodes"]}
-            return (nodes.get("n4", {}).get("member") and not view["filling"]
-                    and sum("n4" in reps for reps in view["partitions"].values()) > 0)
+            return (
+                nodes.get("n4", {}).get("member")
+                and not view["filling"]
+                and sum("n4" in reps for reps in view["partitions"].values()) > 0
+            )
 
         wait_for(owns_partitions, 90, "n4 to hold partitions")
         for k, v in data.items():  # served through the new node, every value
@@ -108,8 +123,11 @@ def test_a_fourth_node_joins_through_post_cluster_members_and_leaves_through_del
 
         resp = _remove(c, follower, "n4")
         assert resp.status_code == 200 and resp.json() == {"removing": "n4"}
-        wait_for(lambda: "n4" not in {n["id"] for n in c.cluster_view(leader)["nodes"]}, 90,
-                 "n4 to be drained and removed")
+        wait_for(
+            lambda: "n4" not in {n["id"] for n in c.cluster_view(leader)["nodes"]},
+            90,
+            "n4 to be drained and removed",
+        )
         assert _raft_members(c, leader) == before
         for k, v in data.items():
             r = c.get(leader, k, r="all")

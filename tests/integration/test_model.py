@@ -21,8 +21,12 @@ class StoreMatchesDict(RuleBasedStateMachine):
         self.prefix = f"model{next(RUNS)}/"
         self.model: dict[str, bytes] = {}
 
-    @rule(key=KEYS, value=st.binary(max_size=64), node=NODES, w=st.sampled_from(["one", "quorum",
-                                                                                  "all"]))
+    @rule(
+        key=KEYS,
+        value=st.binary(max_size=64),
+        node=NODES,
+        w=st.sampled_from(["one", "quorum", "all"]),
+    )
     def put(self, key, value, node, w):
         r = self.cluster.put(node, self.prefix + key, value, w=w)
         assert r.status_code == (200 if key in self.model else 201), r.text
@@ -50,6 +54,12 @@ class StoreMatchesDict(RuleBasedStateMachine):
 
 def test_http_store_matches_a_dict_model(cluster):
     StoreMatchesDict.cluster = cluster
-    run_state_machine_as_test(StoreMatchesDict, settings=settings(
-        max_examples=25, stateful_step_count=15, deadline=None,
-        suppress_health_check=list(HealthCheck)))
+    run_state_machine_as_test(
+        StoreMatchesDict,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=15,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )

@@ -32,8 +32,14 @@ from schemathesis.specs.openapi.checks import (
 
 from api.openapi import document, path_of
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 MAX_EXAMPLES = 200
 # Flask's built-in static route: the app is built with a static folder (kvraft/static) that does
 # not exist, so it only ever answers 404. Not part of the API.
@@ -64,8 +70,13 @@ def app_rules() -> dict[str, set[str]]:
     """Flask rule -> methods (without the automatic HEAD and OPTIONS) of a real app, built in
     a child process so its Raft member and threads end with it."""
     tests_dir = str(Path(__file__).parents[1])
-    out = subprocess.run([sys.executable, "-c", _RULES_SCRIPT, tests_dir], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _RULES_SCRIPT, tests_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     rules: dict[str, set[str]] = {}
     for rule, methods in json.loads(out.strip().splitlines()[-1]):
         rules.setdefault(rule, set()).update(methods)
@@ -79,11 +90,15 @@ def test_every_public_route_is_documented_and_every_documented_operation_exists(
     for rule, methods in ROUTES.items():  # served by the fast path (which passes on the rest)
         rules.setdefault(rule, set()).update(methods)
     doc = document()
-    routes = {(path_of(rule), m.lower()) for rule, methods in rules.items()
-              if not rule.startswith("/peer/") and rule not in UNDOCUMENTED_RULES
-              for m in methods}
-    documented = {(path, m) for path, item in doc["paths"].items() for m in item
-                  if m != "parameters"}
+    routes = {
+        (path_of(rule), m.lower())
+        for rule, methods in rules.items()
+        if not rule.startswith("/peer/") and rule not in UNDOCUMENTED_RULES
+        for m in methods
+    }
+    documented = {
+        (path, m) for path, item in doc["paths"].items() for m in item if m != "parameters"
+    }
     assert routes - documented == set(), "routes missing from the OpenAPI document"
     assert documented - routes == set(), "documented operations the app does not have"
     assert not any(p.startswith("/peer/") for p in doc["paths"]), "peer endpoints are internal"
@@ -96,8 +111,9 @@ def test_the_document_is_served_and_loads(cluster):
     assert served["openapi"].startswith("3.") and served == json.loads(json.dumps(document()))
     schema = schemathesis.openapi.from_dict(served)
     ops = [op.ok() for op in schema.get_all_operations()]
-    assert len(ops) == sum(len([m for m in item if m != "parameters"])
-                           for item in served["paths"].values())
+    assert len(ops) == sum(
+        len([m for m in item if m != "parameters"]) for item in served["paths"].values()
+    )
 
 
 def _validate(schema, method: str, path: str, resp: requests.Response, **case_kw) -> None:
@@ -115,23 +131,52 @@ def test_live_answers_validate_against_the_document(cluster):
     assert put.status_code == 201
     answers = [
         ("PUT", "/kv/{key}", put, {"path_parameters": {"key": key}}),
-        ("PUT", "/kv/{key}", s.put(f"{base}/kv/openapi%2Fdoc%20key?w=all", data=b"v2",
-                                   timeout=10), {"path_parameters": {"key": key}}),
-        ("GET", "/kv/{key}", s.get(f"{base}/kv/openapi%2Fdoc%20key", timeout=10),
-         {"path_parameters": {"key": key}}),
-        ("GET", "/kv/{key}", s.get(f"{base}/kv/openapi%2Fdoc%20key?explain=1", timeout=10),
-         {"path_parameters": {"key": key}, "query": {"explain": "1"}}),
-        ("GET", "/kv/{key}", s.get(f"{base}/kv/nope?r=bogus", timeout=10),
-         {"path_parameters": {"key": "nope"}}),
+        (
+            "PUT",
+            "/kv/{key}",
+            s.put(f"{base}/kv/openapi%2Fdoc%20key?w=all", data=b"v2", timeout=10),
+            {"path_parameters": {"key": key}},
+        ),
+        (
+            "GET",
+            "/kv/{key}",
+            s.get(f"{base}/kv/openapi%2Fdoc%20key", timeout=10),
+            {"path_parameters": {"key": key}},
+        ),
+        (
+            "GET",
+            "/kv/{key}",
+            s.get(f"{base}/kv/openapi%2Fdoc%20key?explain=1", timeout=10),
+            {"path_parameters": {"key": key}, "query": {"explain": "1"}},
+        ),
+        (
+            "GET",
+            "/kv/{key}",
+            s.get(f"{base}/kv/nope?r=bogus", timeout=10),
+            {"path_parameters": {"key": "nope"}},
+        ),
         # not on the session: the server drops the connection after a 413 whose body it did
         # not read, without saying "Connection: close" (reported), which breaks the next request
-        ("PUT", "/kv/{key}", requests.put(f"{base}/kv/big", data=b"x" * ((1 << 20) + 1),
-                                          timeout=10), {"path_parameters": {"key": "big"}}),
+        (
+            "PUT",
+            "/kv/{key}",
+            requests.put(f"{base}/kv/big", data=b"x" * ((1 << 20) + 1), timeout=10),
+            {"path_parameters": {"key": "big"}},
+        ),
         ("GET", "/kv", s.get(f"{base}/kv?prefix=openapi/&limit=1", timeout=10), {}),
         ("GET", "/kv", s.get(f"{base}/kv?limit=0", timeout=10), {}),
         ("POST", "/kv", s.post(f"{base}/kv", json={"value": "text"}, timeout=10), {}),
-        ("POST", "/kv", s.post(f"{base}/kv", data=b"not json", timeout=10,
-                               headers={"Content-Type": "application/json"}), {}),
+        (
+            "POST",
+            "/kv",
+            s.post(
+                f"{base}/kv",
+                data=b"not json",
+                timeout=10,
+                headers={"Content-Type": "application/json"},
+            ),
+            {},
+        ),
         ("GET", "/kv/{key}", s.get(f"{base}/kv/", timeout=10), {"path_parameters": {"key": ""}}),
         ("GET", "/cluster", s.get(f"{base}/cluster", timeout=10), {}),
         ("GET", "/health", s.get(f"{base}/health", timeout=10), {}),
@@ -139,20 +184,49 @@ def test_live_answers_validate_against_the_document(cluster):
         ("GET", "/metrics", s.get(f"{base}/metrics", timeout=10), {}),
         ("GET", "/stats", s.get(f"{base}/stats", timeout=10), {}),
         ("GET", "/", s.get(f"{base}/", timeout=10), {}),
-        ("DELETE", "/kv/{key}", s.delete(f"{base}/kv/openapi%2Fdoc%20key", timeout=10),
-         {"path_parameters": {"key": key}}),
-        ("DELETE", "/kv/{key}", s.delete(f"{base}/kv/openapi%2Fdoc%20key", timeout=10),
-         {"path_parameters": {"key": key}}),
+        (
+            "DELETE",
+            "/kv/{key}",
+            s.delete(f"{base}/kv/openapi%2Fdoc%20key", timeout=10),
+            {"path_parameters": {"key": key}},
+        ),
+        (
+            "DELETE",
+            "/kv/{key}",
+            s.delete(f"{base}/kv/openapi%2Fdoc%20key", timeout=10),
+            {"path_parameters": {"key": key}},
+        ),
     ]
     statuses = [a[2].status_code for a in answers]
-    assert statuses == [201, 200, 200, 200, 400, 413, 200, 400, 201, 400, 400, 200, 200, 200,
-                        200, 200, 200, 200, 404]
+    assert statuses == [
+        201,
+        200,
+        200,
+        200,
+        400,
+        413,
+        200,
+        400,
+        201,
+        400,
+        400,
+        200,
+        200,
+        200,
+        200,
+        200,
+        200,
+        200,
+        404,
+    ]
     full = schemathesis.openapi.from_dict(document())
     for method, path, resp, kw in answers:
         _validate(full, method, path, resp, **kw)
     # an unknown route and a wrong method are JSON errors too
-    for resp, status in ((s.get(f"{base}/nowhere", timeout=10), 404),
-                         (s.patch(f"{base}/kv/x", timeout=10), 405)):
+    for resp, status in (
+        (s.get(f"{base}/nowhere", timeout=10), 404),
+        (s.patch(f"{base}/kv/x", timeout=10), 405),
+    ):
         assert resp.status_code == status
         assert set(resp.json()) == {"error", "message"}
         assert resp.headers["X-Kvraft-Node"] in {n.id for n in cluster.nodes}
@@ -166,15 +240,21 @@ def test_every_405_lists_the_routes_methods_in_allow_on_every_node(cluster):
     """RFC 9110 15.5.6. At the partition leader too: it answers a wrong method itself rather
     than balance it, and an answer it forwards keeps its Allow."""
     doc = document()
-    cases = [("TRACE", "/kv/some-key", "/kv/{key}"), ("PATCH", "/kv/some-key?r=one", "/kv/{key}"),
-             ("POST", "/kv/some-key", "/kv/{key}"), ("PUT", "/kv", "/kv"),
-             ("DELETE", "/cluster", "/cluster"), ("PUT", "/watch", "/watch"),
-             ("PATCH", "/", "/")]  # admin routes: the fuzz sends them wrong methods with the
+    cases = [
+        ("TRACE", "/kv/some-key", "/kv/{key}"),
+        ("PATCH", "/kv/some-key?r=one", "/kv/{key}"),
+        ("POST", "/kv/some-key", "/kv/{key}"),
+        ("PUT", "/kv", "/kv"),
+        ("DELETE", "/cluster", "/cluster"),
+        ("PUT", "/watch", "/watch"),
+        ("PATCH", "/", "/"),
+    ]  # admin routes: the fuzz sends them wrong methods with the
     # admin credential (its unsupported_method check), which this cluster does not have
     for i in range(len(cluster.nodes)):
         for method, target, path in cases:
-            resp = requests.request(method, cluster.url(i) + target, timeout=10,
-                                    allow_redirects=False)
+            resp = requests.request(
+                method, cluster.url(i) + target, timeout=10, allow_redirects=False
+            )
             assert resp.status_code == 405, (i, method, target, resp.status_code)
             assert resp.json()["error"] == "method_not_allowed"
             documented = {m.upper() for m in doc["paths"][path] if m != "parameters"}
@@ -183,10 +263,14 @@ def test_every_405_lists_the_routes_methods_in_allow_on_every_node(cluster):
     from cluster import SECRET
 
     from kvraft import peerauth
+
     key = peerauth.derive(SECRET, peerauth.PEER_HTTP)
     for peer in ("/peer/apply", "/peer/stream"):
-        resp = requests.get(cluster.url(0) + peer, timeout=10,
-                            headers={peerauth.HEADER: peerauth.sign(key, "GET", peer)})
+        resp = requests.get(
+            cluster.url(0) + peer,
+            timeout=10,
+            headers={peerauth.HEADER: peerauth.sign(key, "GET", peer)},
+        )
         assert resp.status_code == 405 and _allowed(resp) == {"POST"}, (peer, resp.text)
         assert requests.get(cluster.url(0) + peer, timeout=10).status_code == 403
 
@@ -210,8 +294,12 @@ def test_a_key_with_a_line_feed_is_refused_as_a_bad_key(cluster):
 
 
 def test_a_key_that_starts_with_a_slash_is_stored_under_that_key(cluster):
-    resp = requests.put(_flask_served(cluster) + "/kv/%2Fslashed?redirect=0", data=b"x",
-                        timeout=10, allow_redirects=False)
+    resp = requests.put(
+        _flask_served(cluster) + "/kv/%2Fslashed?redirect=0",
+        data=b"x",
+        timeout=10,
+        allow_redirects=False,
+    )
     assert resp.status_code == 201 and resp.json()["key"] == "/slashed"
 
 
@@ -230,14 +318,36 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
         kinds = {name: f.type for name, f in fams.items()}
         assert kinds["kvraft_http_requests"] == "counter"
         assert kinds["kvraft_http_request_seconds"] == "histogram"
-        for counter in ("writes", "reads", "replica_acks", "hints_stored", "hints_delivered",
-                        "read_repairs", "sync_rounds", "sync_records", "sync_bytes",
-                        "replica_batches", "replica_batched_records"):
+        for counter in (
+            "writes",
+            "reads",
+            "replica_acks",
+            "hints_stored",
+            "hints_delivered",
+            "read_repairs",
+            "sync_rounds",
+            "sync_records",
+            "sync_bytes",
+            "replica_batches",
+            "replica_batched_records",
+        ):
             assert kinds[f"kvraft_{counter}"] == "counter", counter
-        for gauge in ("hints_pending", "hints_pending_cluster", "sync_round",
-                      "sync_last_seconds", "sync_partitions_synced_last_round", "raft_term",
-                      "raft_commit_index", "raft_is_leader", "raft_has_quorum", "keys", "bytes",
-                      "partitions_held", "member_up", "partitions_under_replicated"):
+        for gauge in (
+            "hints_pending",
+            "hints_pending_cluster",
+            "sync_round",
+            "sync_last_seconds",
+            "sync_partitions_synced_last_round",
+            "raft_term",
+            "raft_commit_index",
+            "raft_is_leader",
+            "raft_has_quorum",
+            "keys",
+            "bytes",
+            "partitions_held",
+            "member_up",
+            "partitions_under_replicated",
+        ):
             assert kinds[f"kvraft_{gauge}"] == "gauge", gauge
         state = {s.labels["state"]: s.value for s in fams["kvraft_raft_state"].samples}
         assert sum(state.values()) == 1
@@ -246,9 +356,11 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
         acks += sum(s.value for s in fams["kvraft_replica_acks"].samples)
         batches += sum(s.value for s in fams["kvraft_replica_batches"].samples)
         batched += sum(s.value for s in fams["kvraft_replica_batched_records"].samples)
-        routes |= {(s.labels["method"], s.labels["route"], s.labels["status"])
-                   for s in fams["kvraft_http_request_seconds"].samples
-                   if s.name.endswith("_count")}
+        routes |= {
+            (s.labels["method"], s.labels["route"], s.labels["status"])
+            for s in fams["kvraft_http_request_seconds"].samples
+            if s.name.endswith("_count")
+        }
     assert leaders == 1
     assert acks >= 2
     assert 1 <= batches <= batched  # the write went to a remote replica in a batch
@@ -274,8 +386,9 @@ def _raw(cluster, request: bytes) -> tuple[int, bytes]:
 
 
 def test_a_nul_byte_in_a_header_value_is_a_400(cluster):
-    status, answer = _raw(cluster, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n"
-                                   b"Connection: close\r\n\r\n")
+    status, answer = _raw(
+        cluster, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\nConnection: close\r\n\r\n"
+    )
     assert status == 400, answer
 
 
@@ -288,13 +401,25 @@ def test_an_admin_operation_without_the_admin_credential_is_a_401(cluster):
 
 
 def test_a_json_endpoint_refuses_another_content_type_with_415(cluster):
-    resp = requests.post(cluster.url(0) + "/kv", data=b'{"value": "v"}',
-                         headers={"Content-Type": "text/plain"}, timeout=10)
+    resp = requests.post(
+        cluster.url(0) + "/kv",
+        data=b'{"value": "v"}',
+        headers={"Content-Type": "text/plain"},
+        timeout=10,
+    )
     assert resp.status_code == 415 and resp.json()["error"] == "unsupported_media_type"
 
 
 def test_a_websocket_from_a_foreign_origin_is_a_403_forbidden_origin(cluster):
-    resp = requests.get(cluster.url(0) + "/watch", timeout=10, headers={
-        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "http://evil.example"})
+    resp = requests.get(
+        cluster.url(0) + "/watch",
+        timeout=10,
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Origin": "http://evil.example",
+        },
+    )
     assert resp.status_code == 403 and resp.json()["error"] == "forbidden_origin"

@@ -40,8 +40,9 @@ class Ftp:
         self.server: FtpServer | None = None
 
     def start(self, password: str = PASSWORD) -> None:
-        self.server = FtpServer("127.0.0.1", self.port, USER, password, self.root,
-                                auth_failed_delay=0)
+        self.server = FtpServer(
+            "127.0.0.1", self.port, USER, password, self.root, auth_failed_delay=0
+        )
         self.server.start()
         self.port = self.server.address[1]
 
@@ -49,8 +50,12 @@ class Ftp:
         assert self.server is not None and self.server.stop()
 
     def env(self) -> dict[str, str]:
-        return {"KVRAFT_FTP": f"127.0.0.1:{self.port}", "KVRAFT_FTP_USER": USER,
-                "KVRAFT_FTP_PASSWORD": PASSWORD, "KVRAFT_TOKEN": TOKEN}
+        return {
+            "KVRAFT_FTP": f"127.0.0.1:{self.port}",
+            "KVRAFT_FTP_USER": USER,
+            "KVRAFT_FTP_PASSWORD": PASSWORD,
+            "KVRAFT_TOKEN": TOKEN,
+        }
 
     def fetch(self, name: str) -> bytes:
         """The file as an independent client (stdlib ftplib) sees it."""
@@ -101,8 +106,15 @@ def data(cluster) -> dict[str, bytes]:
     """What the store holds: 1,200 keys (more than one listing page), text and binary values."""
     rng = random.Random(4)
     items = {f"r/{i:04d}": rng.randbytes(rng.randrange(0, 64)) for i in range(1200)}
-    items.update({"bin": b"\x00\xff\xfe\x80", "uni": "héllo ✓".encode(), "empty": b"",
-                  "other/x": b"not under r/", "r/deleted": b"soon gone"})
+    items.update(
+        {
+            "bin": b"\x00\xff\xfe\x80",
+            "uni": "héllo ✓".encode(),
+            "empty": b"",
+            "other/x": b"not under r/",
+            "r/deleted": b"soon gone",
+        }
+    )
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda kv: _put(cluster, *kv), items.items()))
     assert set(statuses) == {201}
@@ -113,8 +125,9 @@ def data(cluster) -> dict[str, bytes]:
 
 def _put(c: Cluster, key: str, value: bytes) -> int:
     i = sum(map(ord, key)) % c.n  # spread the writes over every node
-    return requests.put(f"{c.url(i)}/kv/{quote_key(key)}", data=value, headers=AUTH,
-                        timeout=10).status_code
+    return requests.put(
+        f"{c.url(i)}/kv/{quote_key(key)}", data=value, headers=AUTH, timeout=10
+    ).status_code
 
 
 @contextlib.contextmanager
@@ -170,12 +183,15 @@ def test_two_clients_at_once(cluster, data):
     assert {r["node"] for r in replies} == {"n1", "n3"} and replies[0]["file"] != replies[1]["file"]
 
 
-@pytest.mark.parametrize("message, why", [
-    ("hello", "must be JSON"),
-    ("[1, 2]", "JSON objects"),
-    ('{"type": "drop-table"}', "unknown message type 'drop-table'"),
-    ('{"type": "report", "prefix": 3}', "prefix"),
-])
+@pytest.mark.parametrize(
+    "message, why",
+    [
+        ("hello", "must be JSON"),
+        ("[1, 2]", "JSON objects"),
+        ('{"type": "drop-table"}', "unknown message type 'drop-table'"),
+        ('{"type": "report", "prefix": 3}', "prefix"),
+    ],
+)
 def test_bad_messages_get_an_error_and_the_socket_still_works(cluster, data, message, why):
     with _ws(cluster, 0) as ws:
         error = _ask(ws, message)
@@ -203,11 +219,17 @@ def test_oversized_message_closes_the_socket_with_1009(cluster, data):
 def test_origin_check(cluster):
     url = f"ws://{cluster.nodes[0].http}/report"
     port = cluster.nodes[0].http.rpartition(":")[2]
-    for origin in ("http://evil.example", f"http://evil.example:{port}", "http://127.0.0.1:1",
-                   "null", "file://"):
+    for origin in (
+        "http://evil.example",
+        f"http://evil.example:{port}",
+        "http://127.0.0.1:1",
+        "null",
+        "file://",
+    ):
         with pytest.raises(websocket.WebSocketBadStatusException) as info:
-            websocket.create_connection(url, origin=origin, header=[f"Authorization: Bearer "
-                                                                    f"{TOKEN}"], timeout=10)
+            websocket.create_connection(
+                url, origin=origin, header=[f"Authorization: Bearer {TOKEN}"], timeout=10
+            )
         assert info.value.status_code == 403
         assert json.loads(info.value.resp_body)["error"] == "forbidden_origin"
     for kw in ({"suppress_origin": True}, {"origin": f"http://{cluster.nodes[0].http}"}, {}):
@@ -287,8 +309,9 @@ def test_export_fetched_with_stdlib_ftplib_matches_the_store(exported, data, ftp
 
 
 def test_export_with_progress_streams_lines(cluster, data):
-    with requests.post(f"{cluster.url(0)}/export", params={"progress": 1}, headers=ADMIN,
-                       stream=True, timeout=60) as resp:
+    with requests.post(
+        f"{cluster.url(0)}/export", params={"progress": 1}, headers=ADMIN, stream=True, timeout=60
+    ) as resp:
         assert resp.status_code == 200
         lines = [json.loads(line) for line in resp.iter_lines()]
     assert [x["type"] for x in lines] == ["progress", "done"]
@@ -311,33 +334,43 @@ def test_import_of_bad_names_or_files_is_refused_and_changes_nothing(second, clu
     requests.put(f"{second.url(0)}/kv/before", data=b"1", headers=ADMIN, timeout=10)
     before = _all_keys(second)
     url = f"{second.url(1)}/import"
-    for body in ({"name": "../../etc/passwd"},
-                 {"name": "/export-n1-20260101T000000Z-0123abcd.json"},
-                 {"name": "report-n1-20260101T000000Z-0123abcd.json"}, {"name": 7}, {}, [],
-                 {"name": "export-n1-20260101T000000Z-0123abcd.json/../x"}):
+    for body in (
+        {"name": "../../etc/passwd"},
+        {"name": "/export-n1-20260101T000000Z-0123abcd.json"},
+        {"name": "report-n1-20260101T000000Z-0123abcd.json"},
+        {"name": 7},
+        {},
+        [],
+        {"name": "export-n1-20260101T000000Z-0123abcd.json/../x"},
+    ):
         resp = requests.post(url, json=body, headers=ADMIN, timeout=10)
         assert resp.status_code == 400, (body, resp.text)
         assert resp.json()["error"] == "bad_request"
-    resp = requests.post(url, data=b"{not json", timeout=10,
-                         headers={**ADMIN, "Content-Type": "application/json"})
+    resp = requests.post(
+        url, data=b"{not json", timeout=10, headers={**ADMIN, "Content-Type": "application/json"}
+    )
     assert resp.status_code == 400
-    resp = requests.post(url, json={"name": "export-n9-20260101T000000Z-0123abcd.json"},
-                         headers=ADMIN, timeout=10)
+    resp = requests.post(
+        url, json={"name": "export-n9-20260101T000000Z-0123abcd.json"}, headers=ADMIN, timeout=10
+    )
     assert resp.status_code == 404 and "no export named" in resp.json()["message"]
     bogus = "export-n9-20260101T000000Z-deadbeef.json"
-    ftp.store(bogus, b'{"format": "kvraft-export", "version": 1, "keys": 2}\n'
-                     b'{"key": "fine", "value": "AA=="}\n{"key": "broken", "value": "***"}\n')
+    ftp.store(
+        bogus,
+        b'{"format": "kvraft-export", "version": 1, "keys": 2}\n'
+        b'{"key": "fine", "value": "AA=="}\n{"key": "broken", "value": "***"}\n',
+    )
     resp = requests.post(url, json={"name": bogus}, headers=ADMIN, timeout=10)
     assert resp.status_code == 400 and "line 3" in resp.json()["message"]
     assert _all_keys(second) == before  # not even "fine" was written
 
 
 def test_import_restores_an_export_into_a_fresh_cluster(second, exported, data):
-    resp = requests.post(f"{second.url(2)}/import", json={"name": exported["name"]},
-                         headers=ADMIN, timeout=120)
+    resp = requests.post(
+        f"{second.url(2)}/import", json={"name": exported["name"]}, headers=ADMIN, timeout=120
+    )
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"name": exported["name"], "keys": len(data),
-                           "bytes": exported["bytes"]}
+    assert resp.json() == {"name": exported["name"], "keys": len(data), "bytes": exported["bytes"]}
     with _ws(second, 0) as ws:
         restored = _values(_ask(ws))
     restored.pop("before", None)  # written by the previous test

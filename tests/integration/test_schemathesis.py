@@ -16,8 +16,9 @@ EXAMPLES = 300
 
 def test_schemathesis_finds_no_failure(tmp_path):
     runs = apifuzz.fuzz(str(tmp_path), SEED, EXAMPLES, timeout=600)
-    operations = sum(len([m for m in item if m != "parameters"])
-                     for item in document()["paths"].values())
+    operations = sum(
+        len([m for m in item if m != "parameters"]) for item in document()["paths"].values()
+    )
     main, members = runs
     for r in runs:
         print("$", " ".join(r.command))

@@ -57,13 +57,18 @@ def test_diverged_replicas_converge_within_two_sync_intervals(tmp_path):
 
         def settled():  # (a slow restart can pass dead_after: wait until n1 holds data again)
             view = c.cluster_view()
-            return (not view["filling"] and not view["leaving"]
-                    and any("n1" in reps for reps in view["partitions"].values()) and view)
+            return (
+                not view["filling"]
+                and not view["leaving"]
+                and any("n1" in reps for reps in view["partitions"].values())
+                and view
+            )
 
         view = wait_for(settled, 60, "n1 to hold filled partitions")
         on_n1 = [p for p, reps in view["partitions"].items() if "n1" in reps]
-        keys = [k for k in (f"div/{i}" for i in range(400))
-                if str(partition_of(k, 64)) in on_n1][:60]
+        keys = [k for k in (f"div/{i}" for i in range(400)) if str(partition_of(k, 64)) in on_n1][
+            :60
+        ]
         assert keys
         for k in keys:
             assert c.put(0, k, b"only on n1").status_code == 201
@@ -92,10 +97,19 @@ def test_deleted_keys_never_come_back(fast_cluster):
         assert c.delete(others[0], k).status_code == 200
     # while the victim is away (beyond dead_after), its partitions are re-replicated and
     # the tombstones may be collected; then it comes back with its old live copies
-    wait_for(lambda: c.cluster_view(others[0])["under_replicated"] == 0 and
-             not c.cluster_view(others[0])["filling"], 40, "re-replication")
-    wait_for(lambda: _totals(c)["tombstones_purged"] >= len(keys), 30,
-             "tombstones collected while the node is away")
+    wait_for(
+        lambda: (
+            c.cluster_view(others[0])["under_replicated"] == 0
+            and not c.cluster_view(others[0])["filling"]
+        ),
+        40,
+        "re-replication",
+    )
+    wait_for(
+        lambda: _totals(c)["tombstones_purged"] >= len(keys),
+        30,
+        "tombstones collected while the node is away",
+    )
     print(f"tombstones purged while the node was away: {_totals(c)['tombstones_purged']}")
     c.start(victim)
     c.wait_ready(nodes=[victim])
@@ -103,8 +117,7 @@ def test_deleted_keys_never_come_back(fast_cluster):
     for k in keys:
         for i in range(3):
             r = c.get(i, k, r="all")
-            assert r.status_code == 404, (k, c.nodes[i].id, r.text,
-                                          c.get(i, k, explain="1").json())
+            assert r.status_code == 404, (k, c.nodes[i].id, r.text, c.get(i, k, explain="1").json())
     listing = c.http.get(c.url(victim) + "/kv", params={"prefix": "del/"}).json()
     assert listing["keys"] == []
 
@@ -123,18 +136,27 @@ def test_one_round_exchanges_records_in_proportion_to_the_difference(fast_cluste
     # (records older than the tombstone watermark that one replica lacks count as deleted)
     for reps, keys in by_replica.items():
         for j in range(0, len(keys), 5000):
-            ts = (int(time.time() * 1000) << 16)
-            body = encode_records([Record(k, partition_of(k, 64), Version(ts + n, "n1"), False,
-                                          b"v") for n, k in enumerate(keys[j:j + 5000])])
+            ts = int(time.time() * 1000) << 16
+            body = encode_records(
+                [
+                    Record(k, partition_of(k, 64), Version(ts + n, "n1"), False, b"v")
+                    for n, k in enumerate(keys[j : j + 5000])
+                ]
+            )
             for n in reps:
-                assert s.post(urls[n] + "/peer/apply", data=body,
-                              headers=peer_headers("POST", "/peer/apply", body)).ok
+                assert s.post(
+                    urls[n] + "/peer/apply",
+                    data=body,
+                    headers=peer_headers("POST", "/peer/apply", body),
+                ).ok
     _wait_rounds(c, 3)
     before = _totals(c)
     _wait_rounds(c, 2)
     quiet = _totals(c)
-    print(f"100k keys, 0 differences: {quiet['sync_records'] - before['sync_records']} records, "
-          f"{quiet['sync_bytes'] - before['sync_bytes']} bytes per round (all nodes)")
+    print(
+        f"100k keys, 0 differences: {quiet['sync_records'] - before['sync_records']} records, "
+        f"{quiet['sync_bytes'] - before['sync_bytes']} bytes per round (all nodes)"
+    )
     assert quiet["sync_records"] == before["sync_records"]
     # 10 differences: a newer version on one replica only
     for i in range(10):
@@ -143,8 +165,9 @@ def test_one_round_exchanges_records_in_proportion_to_the_difference(fast_cluste
         rep = view["partitions"][str(p)][0]
         rec = Record(k, p, Version((int(time.time() * 1000) << 16) + i, "n2"), False, b"changed")
         body = encode_records([rec])
-        assert s.post(urls[rep] + "/peer/apply", data=body,
-                      headers=peer_headers("POST", "/peer/apply", body)).ok
+        assert s.post(
+            urls[rep] + "/peer/apply", data=body, headers=peer_headers("POST", "/peer/apply", body)
+        ).ok
     changed = [f"bulk/{i * 9000:06d}" for i in range(10)]
     wait_for(lambda: _all_agree(c, changed), 15, "the 10 differences to be synced")
     _wait_rounds(c, 2)  # and a quiet round after, fully reported
@@ -174,12 +197,17 @@ def test_dead_node_partitions_are_re_replicated(fast_cluster):
 
     def healed():
         view = c.cluster_view(survivor)
-        return (all(vid not in reps for reps in view["partitions"].values())
-                and not view["filling"] and view["under_replicated"] == 0)
+        return (
+            all(vid not in reps for reps in view["partitions"].values())
+            and not view["filling"]
+            and view["under_replicated"] == 0
+        )
 
     wait_for(healed, 60, "partitions re-replicated away from the dead node")
-    print(f"re-replicated {len(data)} keys in {time.monotonic() - t0:.1f}s "
-          f"(dead_after {FAST['KVRAFT_DEAD_AFTER']}s)")
+    print(
+        f"re-replicated {len(data)} keys in {time.monotonic() - t0:.1f}s "
+        f"(dead_after {FAST['KVRAFT_DEAD_AFTER']}s)"
+    )
     view = c.cluster_view(survivor)
     assert all(len(reps) == 2 for reps in view["partitions"].values())
     for k, v in data.items():
@@ -213,14 +241,19 @@ def test_add_a_fourth_node_then_remove_an_original(fast_cluster):
                 errors.append((k, r.status_code))
     assert balanced(), c.cluster_view(0)
     assert not errors
-    print("partitions per node after adding n4:",
-          {n.id: owns(c.cluster_view(0), n.id) for n in c.nodes})
+    print(
+        "partitions per node after adding n4:",
+        {n.id: owns(c.cluster_view(0), n.id) for n in c.nodes},
+    )
     leader = c.leader()
     gone = next(i for i in range(3) if i != leader)
     r = c.http.delete(f"{c.url(new)}/cluster/members/{c.nodes[gone].id}", headers=ADMIN)
     assert r.status_code == 200, r.text
-    wait_for(lambda: c.nodes[gone].id not in {n["id"] for n in c.cluster_view(leader)["nodes"]},
-             90, "the removed node to leave the cluster")
+    wait_for(
+        lambda: c.nodes[gone].id not in {n["id"] for n in c.cluster_view(leader)["nodes"]},
+        90,
+        "the removed node to leave the cluster",
+    )
     view = c.cluster_view(leader)
     assert owns(view, c.nodes[gone].id) == 0
     c.stop(gone)

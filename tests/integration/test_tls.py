@@ -31,29 +31,44 @@ def make_pki(folder) -> dict[str, str]:
     """A CA, and a server certificate it signs for 127.0.0.1 and localhost; PEM file paths."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("kvraft test CA"))
-          .issuer_name(_name("kvraft test CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("kvraft test CA"))
+        .issuer_name(_name("kvraft test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name("kvraft node"))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("kvraft node"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = {"ca": folder / "ca.pem", "cert": folder / "node.pem", "key": folder / "node.key"}
     paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+    paths["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -69,9 +84,14 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, pki):
-    c = TlsCluster(str(tmp_path_factory.mktemp("tls")), env={
-        "KVRAFT_TLS_CERT": pki["cert"], "KVRAFT_TLS_KEY": pki["key"],
-        "KVRAFT_TLS_CA": pki["ca"]})
+    c = TlsCluster(
+        str(tmp_path_factory.mktemp("tls")),
+        env={
+            "KVRAFT_TLS_CERT": pki["cert"],
+            "KVRAFT_TLS_KEY": pki["key"],
+            "KVRAFT_TLS_CA": pki["ca"],
+        },
+    )
     c.http.verify = pki["ca"]  # the harness's own waits go over HTTPS too
     c.http.trust_env = False  # REQUESTS_CA_BUNDLE would win over verify
     with c:
@@ -93,13 +113,14 @@ def tls_exchange(c: Cluster, i: int, data: bytes, ca: str) -> tuple[int, bytes]:
 
 
 def req(method: str, target: str, body: bytes = b"") -> bytes:
-    return (f"{method} {target} HTTP/1.1\r\nHost: tls\r\nConnection: close\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"{method} {target} HTTP/1.1\r\nHost: tls\r\nConnection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def test_a_write_is_replicated_over_tls_and_read_back(cluster, pki):
-    status, body = tls_exchange(cluster, 0, req("PUT", "/kv/tls%2Fkey?w=all", b"secret"),
-                                pki["ca"])
+    status, body = tls_exchange(cluster, 0, req("PUT", "/kv/tls%2Fkey?w=all", b"secret"), pki["ca"])
     assert status == 201, body
     assert json.loads(body)["acks"] == 2  # both replicas: peers reached each other over TLS
     for i in range(3):

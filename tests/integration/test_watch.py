@@ -23,12 +23,17 @@ from kvraft.watch import ChangeHub, ClusterFeed, Event, PeerSubscriptions
 @contextlib.contextmanager
 def _watch(c: Cluster, i: int, prefix: str = "", **kw) -> Iterator[websocket.WebSocket]:
     """A /watch socket on node ``i``, after its ``ready`` message (every peer subscribed)."""
-    ws = websocket.create_connection(f"ws://{c.nodes[i].http}/watch?prefix={prefix}",
-                                     timeout=10, **kw)
+    ws = websocket.create_connection(
+        f"ws://{c.nodes[i].http}/watch?prefix={prefix}", timeout=10, **kw
+    )
     try:
         ready = json.loads(ws.recv())
-        assert ready == {"type": "ready", "prefix": prefix, "missing": [],
-                         "peers": sorted(n.id for n in c.nodes if n is not c.nodes[i])}
+        assert ready == {
+            "type": "ready",
+            "prefix": prefix,
+            "missing": [],
+            "peers": sorted(n.id for n in c.nodes if n is not c.nodes[i]),
+        }
         yield ws
     finally:
         ws.close()
@@ -50,8 +55,11 @@ def _events_until(ws: websocket.WebSocket, done, timeout: float = 10) -> list[di
 
 def test_watchers_on_every_node_see_changes_made_through_every_node(cluster):
     everyone = {n.id for n in cluster.nodes}
-    with _watch(cluster, 0, "w/") as w1, _watch(cluster, 1, "w/") as w2, \
-            _watch(cluster, 2, "w/k0") as w3:
+    with (
+        _watch(cluster, 0, "w/") as w1,
+        _watch(cluster, 1, "w/") as w2,
+        _watch(cluster, 2, "w/k0") as w3,
+    ):
         made, coordinators = [], set()
         # the leader balances writes over the nodes: write through every node until each one
         # has coordinated a write (X-Kvraft-Node says which did)
@@ -81,8 +89,9 @@ def test_watchers_on_every_node_see_changes_made_through_every_node(cluster):
 
 def test_events_for_a_key_come_in_version_order(cluster):
     with _watch(cluster, 1, "order/") as ws:
-        versions = [cluster.put(i % 3, "order/k", str(i).encode()).json()["version"]
-                    for i in range(12)]
+        versions = [
+            cluster.put(i % 3, "order/k", str(i).encode()).json()["version"] for i in range(12)
+        ]
         newest = max(versions, key=Version.decode)
         events = _events_until(ws, lambda ev: ev and ev[-1]["version"] == newest)
     # every write that made the key newer, in order (last writer wins: a write stamped older
@@ -222,8 +231,15 @@ class ScriptedPeers:
 def feed_parts():
     hub = ChangeHub()
     peers = ScriptedPeers(["n2", "n3"])
-    feed = ClusterFeed("n1", hub, peers, lambda: ["n1", "n2", "n3"],
-                       alive=lambda n: n not in peers.down, poll_wait=0.05, retry=0.05)
+    feed = ClusterFeed(
+        "n1",
+        hub,
+        peers,
+        lambda: ["n1", "n2", "n3"],
+        alive=lambda n: n not in peers.down,
+        poll_wait=0.05,
+        retry=0.05,
+    )
     yield feed, hub, peers
     for w in list(feed._watchers):
         w.close()
@@ -253,8 +269,9 @@ def test_feed_merges_sources_once_per_version_in_order(feed_parts):
     peers.streams["n2"].publish([_rec("k1", 7, "n3", tomb=True)])
     assert _drain(w, lambda ev: ev) == [Event("delete", "k1", Version(7, "n3").encode(), "n3")]
     # n3 is late: an older version, a copy, a key outside the prefix, then something new
-    peers.streams["n3"].publish([_rec("k1", 6, "n3"), _rec("k1", 7, "n3", tomb=True),
-                                 _rec("x9", 8), _rec("k2", 9, "n3")])
+    peers.streams["n3"].publish(
+        [_rec("k1", 6, "n3"), _rec("k1", 7, "n3", tomb=True), _rec("x9", 8), _rec("k2", 9, "n3")]
+    )
     assert _drain(w, lambda ev: ev) == [Event("put", "k2", Version(9, "n3").encode(), "n3")]
     assert w.get(timeout=0.1) is None and other.get(timeout=0) is None
 

@@ -8,11 +8,13 @@ from kvraft import antientropy as ae
 from kvraft.hlc import Version
 
 keys = st.text(alphabet="abcdefgh/0123", min_size=1, max_size=6)
-entries = st.tuples(st.builds(Version, st.integers(1, 50), st.sampled_from(["n1", "n2", "n3"])),
-                    st.booleans())
+entries = st.tuples(
+    st.builds(Version, st.integers(1, 50), st.sampled_from(["n1", "n2", "n3"])), st.booleans()
+)
 # a version names one write, so one version never carries two different tombstone flags
 stores = st.dictionaries(keys, entries, max_size=30).map(
-    lambda d: {k: (v, (v.ts + len(v.node)) % 3 == 0) for k, (v, _t) in d.items()})
+    lambda d: {k: (v, (v.ts + len(v.node)) % 3 == 0) for k, (v, _t) in d.items()}
+)
 
 
 @given(stores, stores)

@@ -36,15 +36,18 @@ def test_least_loaded_counts_what_other_nodes_report_serving():
     assert got == {"n1": 20, "n3": 20}
     # requests sent from here and reported ones add up: 3 sent to n1 outweigh 2 reported by n2
     assert pick("least-loaded", ["n1", "n2"], {"n1": 3}, 0, random.Random(1), {"n2": 2}) == "n2"
-    assert {pick("least-loaded", ["n1", "n2"], {"n1": 2}, t, random.Random(1), {"n2": 2})
-            for t in range(2)} == {"n1", "n2"}  # a tie is broken in turn
+    assert {
+        pick("least-loaded", ["n1", "n2"], {"n1": 2}, t, random.Random(1), {"n2": 2})
+        for t in range(2)
+    } == {"n1", "n2"}  # a tie is broken in turn
 
 
 def test_random_is_replayable_with_a_seed():
     a = [pick("random", ["n1", "n2", "n3"], {}, 0, random.Random(7)) for _ in range(1)]
     r1, r2 = random.Random(7), random.Random(7)
-    assert [pick("random", ["n1", "n2"], {}, i, r1) for i in range(20)] == \
-        [pick("random", ["n1", "n2"], {}, i, r2) for i in range(20)]
+    assert [pick("random", ["n1", "n2"], {}, i, r1) for i in range(20)] == [
+        pick("random", ["n1", "n2"], {}, i, r2) for i in range(20)
+    ]
     assert a[0] in {"n1", "n2", "n3"}
 
 

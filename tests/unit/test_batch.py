@@ -107,8 +107,9 @@ def test_size_limits_split_batches():
     assert max(map(len, peer.requests)) <= 2  # 100-byte records, 250 bytes a batch
 
 
-@pytest.mark.parametrize("kind,error", [("fail_connect", PeerConnectError),
-                                        ("fail_answer", PeerError)])
+@pytest.mark.parametrize(
+    "kind,error", [("fail_connect", PeerConnectError), ("fail_answer", PeerError)]
+)
 def test_an_error_reaches_every_record_and_the_lane_is_freed(kind, error):
     peer = FakePeer(delay=0.02, **{kind: True})
     b = PeerBatcher(peer.start, peer.finish, lanes=1)

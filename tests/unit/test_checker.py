@@ -33,17 +33,42 @@ def run_rec(sync=5.0):
     return {"type": "run", "scenario": "test", "nodes": NODES, "sync_interval": sync}
 
 
-def w(key, value, t0, t1, outcome="ok", client=1, sticky=False, node="n1", hinted=None,
-      phase="run"):
-    return {"type": "op", "op": "write", "key": key, "value": value, "t0": t0, "t1": t1,
-            "outcome": outcome, "client": client, "sticky": sticky, "node": node,
-            "hinted": hinted or [], "phase": phase, "level": "quorum"}
+def w(
+    key, value, t0, t1, outcome="ok", client=1, sticky=False, node="n1", hinted=None, phase="run"
+):
+    return {
+        "type": "op",
+        "op": "write",
+        "key": key,
+        "value": value,
+        "t0": t0,
+        "t1": t1,
+        "outcome": outcome,
+        "client": client,
+        "sticky": sticky,
+        "node": node,
+        "hinted": hinted or [],
+        "phase": phase,
+        "level": "quorum",
+    }
 
 
 def r(key, value, t0, t1, outcome="ok", client=2, sticky=False, node="n2", phase="run"):
-    return {"type": "op", "op": "read", "key": key, "value": value, "found": value is not None,
-            "t0": t0, "t1": t1, "outcome": outcome, "client": client, "sticky": sticky,
-            "node": node, "phase": phase, "level": "one" if phase == "run" else "all"}
+    return {
+        "type": "op",
+        "op": "read",
+        "key": key,
+        "value": value,
+        "found": value is not None,
+        "t0": t0,
+        "t1": t1,
+        "outcome": outcome,
+        "client": client,
+        "sticky": sticky,
+        "node": node,
+        "phase": phase,
+        "level": "one" if phase == "run" else "all",
+    }
 
 
 def final(key, value, t=100.0, outcome="ok"):
@@ -57,11 +82,24 @@ def converged(heal=50.0, agree=None, pending=(), regressed=()):
     for key, when in (agree or {}).items():
         t, phase = when if isinstance(when, tuple) else (when, "final")
         recs.append({"type": "agree", "key": key, "t": t, "phase": phase})
-    recs.append({"type": "converge", "start": heal + 1.5, "end": heal + 9, "checked": 5,
-                 "pending": list(pending), "pending_count": len(pending),
-                 "regressed": list(regressed), "regressed_count": len(regressed), "sweeps": 1,
-                 "pending_at_poll": 1, "settled_sampled": 1, "settled_total": 1,
-                 "clean_sampled": 1, "clean_total": 1})
+    recs.append(
+        {
+            "type": "converge",
+            "start": heal + 1.5,
+            "end": heal + 9,
+            "checked": 5,
+            "pending": list(pending),
+            "pending_count": len(pending),
+            "regressed": list(regressed),
+            "regressed_count": len(regressed),
+            "sweeps": 1,
+            "pending_at_poll": 1,
+            "settled_sampled": 1,
+            "settled_total": 1,
+            "clean_sampled": 1,
+            "clean_total": 1,
+        }
+    )
     return recs
 
 
@@ -73,16 +111,21 @@ def target(result, name_start):
 
 
 def test_clean_history_meets_every_safety_target():
-    h = [run_rec(), w("a", "a=1", 1, 1.1), r("a", "a=1", 2, 2.1), final("a", "a=1"),
-         *converged()]
+    h = [run_rec(), w("a", "a=1", 1, 1.1), r("a", "a=1", 2, 2.1), final("a", "a=1"), *converged()]
     res = checker.check(h)
     assert res["lost"] == [] and res["phantoms"] == [] and res["unverified"] == []
     assert res["safety_ok"] and res["consistency_ok"]
 
 
 def test_acked_write_missing_after_heal_is_lost():
-    h = [run_rec(), w("a", "a=1", 1, 1.1), w("b", "b=1", 1, 1.2), final("a", None),
-         final("b", "b=1"), *converged()]
+    h = [
+        run_rec(),
+        w("a", "a=1", 1, 1.1),
+        w("b", "b=1", 1, 1.2),
+        final("a", None),
+        final("b", "b=1"),
+        *converged(),
+    ]
     res = checker.check(h)
     assert [x["key"] for x in res["lost"]] == ["a"]
     assert res["lost"][0]["final"] is None
@@ -98,15 +141,26 @@ def test_acked_write_without_an_answered_final_read_is_unverified_not_lost():
 
 
 def test_a_failed_final_read_retried_successfully_counts():
-    h = [run_rec(), w("a", "a=1", 1, 1.1), final("a", None, t=100, outcome="unknown"),
-         final("a", "a=1", t=101), *converged()]
+    h = [
+        run_rec(),
+        w("a", "a=1", 1, 1.1),
+        final("a", None, t=100, outcome="unknown"),
+        final("a", "a=1", t=101),
+        *converged(),
+    ]
     res = checker.check(h)
     assert res["lost"] == [] and res["unverified"] == []
 
 
 def test_unknown_or_failed_writes_may_be_missing():
-    h = [run_rec(), w("a", "a=1", 1, 7, outcome="unknown"), w("b", "b=1", 1, 1.5, "fail"),
-         final("a", None), final("b", None), *converged()]
+    h = [
+        run_rec(),
+        w("a", "a=1", 1, 7, outcome="unknown"),
+        w("b", "b=1", 1, 1.5, "fail"),
+        final("a", None),
+        final("b", None),
+        *converged(),
+    ]
     res = checker.check(h)
     assert res["lost"] == [] and res["safety_ok"]
     assert res["unknown_writes"] == {"count": 1, "visible": 0}
@@ -126,18 +180,33 @@ def test_a_later_or_concurrent_write_may_replace_an_acked_value():
 
 
 def test_value_never_written_is_a_phantom_in_the_run_or_after_heal():
-    h = [run_rec(), w("a", "a=1", 1, 1.1), r("a", "a=9", 2, 2.1), r("zz", "x", 3, 3.1),
-         final("a", "a=1"), final("q", "q=1")]
+    h = [
+        run_rec(),
+        w("a", "a=1", 1, 1.1),
+        r("a", "a=9", 2, 2.1),
+        r("zz", "x", 3, 3.1),
+        final("a", "a=1"),
+        final("q", "q=1"),
+    ]
     phantom, resurrected = checker.phantoms(h)
     assert [(p["key"], p["value"], p["phase"]) for p in phantom] == [
-        ("a", "a=9", "run"), ("zz", "x", "run"), ("q", "q=1", "final")]
+        ("a", "a=9", "run"),
+        ("zz", "x", "run"),
+        ("q", "q=1", "final"),
+    ]
     assert resurrected == []
     assert not checker.check(h)["safety_ok"]
 
 
 def test_value_of_an_unknown_write_is_no_phantom_but_a_failed_ones_is_flagged():
-    h = [run_rec(), w("a", "a=1", 1, 7, outcome="unknown"), w("b", "b=1", 1, 1.1, "fail"),
-         r("a", "a=1", 8, 8.1), final("a", "a=1"), final("b", "b=1")]
+    h = [
+        run_rec(),
+        w("a", "a=1", 1, 7, outcome="unknown"),
+        w("b", "b=1", 1, 1.1, "fail"),
+        r("a", "a=1", 8, 8.1),
+        final("a", "a=1"),
+        final("b", "b=1"),
+    ]
     phantom, resurrected = checker.phantoms(h)
     assert phantom == []
     assert [(x["key"], x["value"]) for x in resurrected] == [("b", "b=1")]
@@ -155,17 +224,21 @@ def test_not_found_and_failed_reads_are_never_phantoms():
 
 
 def test_sticky_client_must_read_its_write_back_through_the_same_node():
-    h = [run_rec(),
-         w("s/1", "s/1=x", 1, 1.1, client=0, sticky=True, node="n1"),
-         r("s/1", "s/1=x", 1.2, 1.3, client=0, sticky=True, node="n1"),  # fine
-         w("s/2", "s/2=x", 2, 2.1, client=0, sticky=True, node="n1"),
-         r("s/2", None, 2.2, 2.3, client=0, sticky=True, node="n1"),  # violation
-         r("s/2", None, 2.05, 2.3, client=0, sticky=True, node="n1"),  # began before the ack
-         r("s/2", None, 2.4, 2.5, client=0, sticky=True, node="n2"),  # other node: not checked
-         r("s/2", None, 2.6, 8.6, client=0, sticky=True, node="n1", outcome="unknown"),
-         w("s/3", "s/3=x", 3, 9, client=0, sticky=True, node="n1", outcome="unknown"),
-         r("s/3", None, 9.1, 9.2, client=0, sticky=True, node="n1"),  # write not acked
-         final("s/1", "s/1=x"), final("s/2", "s/2=x"), final("s/3", None)]
+    h = [
+        run_rec(),
+        w("s/1", "s/1=x", 1, 1.1, client=0, sticky=True, node="n1"),
+        r("s/1", "s/1=x", 1.2, 1.3, client=0, sticky=True, node="n1"),  # fine
+        w("s/2", "s/2=x", 2, 2.1, client=0, sticky=True, node="n1"),
+        r("s/2", None, 2.2, 2.3, client=0, sticky=True, node="n1"),  # violation
+        r("s/2", None, 2.05, 2.3, client=0, sticky=True, node="n1"),  # began before the ack
+        r("s/2", None, 2.4, 2.5, client=0, sticky=True, node="n2"),  # other node: not checked
+        r("s/2", None, 2.6, 8.6, client=0, sticky=True, node="n1", outcome="unknown"),
+        w("s/3", "s/3=x", 3, 9, client=0, sticky=True, node="n1", outcome="unknown"),
+        r("s/3", None, 9.1, 9.2, client=0, sticky=True, node="n1"),  # write not acked
+        final("s/1", "s/1=x"),
+        final("s/2", "s/2=x"),
+        final("s/3", None),
+    ]
     checked, violations = checker.read_your_writes(h)
     assert checked == 2
     assert [(v["key"], v["read"], v["wrote"]) for v in violations] == [("s/2", None, "s/2=x")]
@@ -174,8 +247,13 @@ def test_sticky_client_must_read_its_write_back_through_the_same_node():
 
 
 def test_stale_reads_count_only_keys_acked_before_the_read_began():
-    h = [w("a", "a=1", 1, 2), r("a", None, 1.5, 1.6), r("a", None, 3, 3.1),
-         r("a", "a=1", 4, 4.1), r("nobody", None, 5, 5.1)]
+    h = [
+        w("a", "a=1", 1, 2),
+        r("a", None, 1.5, 1.6),
+        r("a", None, 3, 3.1),
+        r("a", "a=1", 4, 4.1),
+        r("nobody", None, 5, 5.1),
+    ]
     assert checker.stale_reads(h) == (2, 1)
 
 
@@ -183,15 +261,18 @@ def test_stale_reads_count_only_keys_acked_before_the_read_began():
 
 
 def dirty_history():
-    return [run_rec(sync=5.0), w("k0", "v", 1, 2, hinted=["n3"]),
-            w("k1", "v", 40, 46, outcome="unknown"), w("k2", "v", 3, 4),
-            w("k3", "v", 5, 6, outcome="fail")]
+    return [
+        run_rec(sync=5.0),
+        w("k0", "v", 1, 2, hinted=["n3"]),
+        w("k1", "v", 40, 46, outcome="unknown"),
+        w("k2", "v", 3, 4),
+        w("k3", "v", 5, 6, outcome="fail"),
+    ]
 
 
 def test_convergence_time_is_from_the_final_heal_to_the_last_key_apart_agreeing():
     # k0 agreed during the run, before the heal: only k1 was apart at the heal
-    h = [*dirty_history(), *converged(heal=50, agree={"k0": (45, "run"), "k1": 54.5,
-                                                      "k2": 52})]
+    h = [*dirty_history(), *converged(heal=50, agree={"k0": (45, "run"), "k1": 54.5, "k2": 52})]
     c = checker.convergence(h, 5.0)
     assert c["measured"] and c["converged"] and c["within"]
     assert c["time_s"] == 4.5 and c["apart_at_heal"] == 1 and c["dirty"] == 2
@@ -202,23 +283,34 @@ def test_convergence_time_is_from_the_final_heal_to_the_last_key_apart_agreeing(
 
 
 def test_nothing_apart_at_the_heal_converges_in_zero_seconds():
-    h = [*dirty_history(), *converged(heal=50, agree={"k0": (10, "run"), "k1": (47, "run"),
-                                                      "k2": 53})]
+    h = [
+        *dirty_history(),
+        *converged(heal=50, agree={"k0": (10, "run"), "k1": (47, "run"), "k2": 53}),
+    ]
     c = checker.convergence(h, 5.0)
     assert c["converged"] and c["time_s"] == 0 and c["apart_at_heal"] == 0
 
 
 def test_a_settled_key_found_apart_again_counts_until_it_agrees_again():
-    h = [*dirty_history(), *converged(heal=50, agree={"k0": (10, "run"), "k1": (47, "run"),
-                                                      "k2": 57}, regressed=["k2"])]
+    h = [
+        *dirty_history(),
+        *converged(
+            heal=50, agree={"k0": (10, "run"), "k1": (47, "run"), "k2": 57}, regressed=["k2"]
+        ),
+    ]
     c = checker.convergence(h, 5.0)
     assert c["regressed"] == 1 and c["apart_at_heal"] == 1 and c["time_s"] == 7
     assert "fell apart again" in target(checker.check(h), "convergence")["value"]
 
 
 def test_keys_still_apart_mean_not_converged_and_a_missed_target():
-    h = [*dirty_history(), final("k0", "v"), final("k1", "v"), final("k2", "v"),
-         *converged(heal=50, agree={"k0": 52}, pending=("k1",))]
+    h = [
+        *dirty_history(),
+        final("k0", "v"),
+        final("k1", "v"),
+        final("k2", "v"),
+        *converged(heal=50, agree={"k0": 52}, pending=("k1",)),
+    ]
     res = checker.check(h)
     assert not res["convergence"]["converged"] and res["convergence"]["pending"] == 1
     assert not res["liveness_ok"] and res["safety_ok"]
@@ -239,38 +331,66 @@ def view(node, t, leader, ok=True):
 
 
 def fault(kind, nodes, start, end, leader="n1", groups=None, fid=0):
-    return {"type": "fault", "id": fid, "kind": kind, "nodes": nodes, "groups": groups,
-            "leader": leader, "start": start, "end": end, "params": {}}
+    return {
+        "type": "fault",
+        "id": fid,
+        "kind": kind,
+        "nodes": nodes,
+        "groups": groups,
+        "leader": leader,
+        "start": start,
+        "end": end,
+        "params": {},
+    }
 
 
 def test_new_leader_time_waits_until_every_survivor_names_the_same_new_leader():
     f = fault("kill-leader", ["n1"], 10, 16)
-    views = [view("n2", 9, "n1"), view("n3", 9, "n1"),  # before the kill: ignored
-             view("n2", 10.5, "n1"), view("n3", 10.6, None, ok=False),
-             view("n2", 11.5, "n2"), view("n3", 11.7, "n3"),  # they disagree
-             view("n3", 12.2, "n2"),  # now both say n2
-             view("n1", 12.3, "n1")]  # the dead leader's view does not count
+    views = [
+        view("n2", 9, "n1"),
+        view("n3", 9, "n1"),  # before the kill: ignored
+        view("n2", 10.5, "n1"),
+        view("n3", 10.6, None, ok=False),
+        view("n2", 11.5, "n2"),
+        view("n3", 11.7, "n3"),  # they disagree
+        view("n3", 12.2, "n2"),  # now both say n2
+        view("n1", 12.3, "n1"),
+    ]  # the dead leader's view does not count
     assert checker.new_leader_time(f, views, NODES) == 2.2
 
 
 def test_leader_kill_without_a_new_leader_misses_the_target():
-    h = [run_rec(), fault("kill-leader", ["n1"], 10, 16), view("n2", 11, None),
-         view("n3", 11, None), *converged()]
+    h = [
+        run_rec(),
+        fault("kill-leader", ["n1"], 10, 16),
+        view("n2", 11, None),
+        view("n3", 11, None),
+        *converged(),
+    ]
     res = checker.check(h)
     assert res["faults"][0]["new_leader_s"] is None
     assert not target(res, "new leader")["ok"] and not res["liveness_ok"]
 
 
 def test_slow_new_leader_misses_the_5s_target():
-    h = [run_rec(), fault("kill-leader", ["n1"], 10, 20), view("n2", 16, "n2"),
-         view("n3", 16.1, "n2"), *converged()]
+    h = [
+        run_rec(),
+        fault("kill-leader", ["n1"], 10, 20),
+        view("n2", 16, "n2"),
+        view("n3", 16.1, "n2"),
+        *converged(),
+    ]
     res = checker.check(h)
     assert res["faults"][0]["new_leader_s"] == 6.1 and not target(res, "new leader")["ok"]
 
 
 def test_loss_on_the_leader_or_a_follower_kill_does_not_count_as_losing_the_leader():
-    h = [run_rec(), fault("loss", ["n1"], 10, 16), fault("kill", ["n2"], 20, 26, fid=1),
-         *converged()]
+    h = [
+        run_rec(),
+        fault("loss", ["n1"], 10, 16),
+        fault("kill", ["n2"], 20, 26, fid=1),
+        *converged(),
+    ]
     res = checker.check(h)
     assert [f["lost_leader"] for f in res["faults"]] == [False, False]
     assert target(res, "new leader")["value"] == "no leader kill"
@@ -279,8 +399,11 @@ def test_loss_on_the_leader_or_a_follower_kill_does_not_count_as_losing_the_lead
 def test_availability_per_fault_window_and_on_the_majority_side():
     f = fault("partition-one", ["n3"], 10, 20, groups=[["n1", "n2"], ["n3"]])
     ops = [w(f"k{i}", "v", 10 + i / 2, 10.2 + i / 2, node="n1") for i in range(19)]
-    ops += [w("x", "x", 12, 18, node="n3", outcome="unknown"), w("y", "y", 5, 6, node="n2"),
-            r("k1", None, 21, 21.1, node="n2", outcome="fail")]  # outside the window
+    ops += [
+        w("x", "x", 12, 18, node="n3", outcome="unknown"),
+        w("y", "y", 5, 6, node="n2"),
+        r("k1", None, 21, 21.1, node="n2", outcome="fail"),
+    ]  # outside the window
     h = [run_rec(), f, *ops, *converged()]
     res = checker.check(h)
     row = res["faults"][0]
@@ -297,8 +420,12 @@ def test_availability_per_fault_window_and_on_the_majority_side():
 
 
 def test_timeline_buckets_by_completion_time():
-    h = [w("a", "a", 0.1, 0.2), w("b", "b", 0.3, 1.4), w("c", "c", 0.5, 1.6, outcome="fail"),
-         r("a", "a", 3.0, 3.05)]
+    h = [
+        w("a", "a", 0.1, 0.2),
+        w("b", "b", 0.3, 1.4),
+        w("c", "c", 0.5, 1.6, outcome="fail"),
+        r("a", "a", 3.0, 3.05),
+    ]
     rows = checker.timeline(h)
     assert [r_["t"] for r_ in rows] == [0, 1, 2, 3]
     assert [(r_["ok"], r_["failed"]) for r_ in rows] == [(1, 0), (1, 1), (0, 0), (1, 0)]
@@ -335,11 +462,14 @@ def test_majority_minority_split_keeps_the_leader_in_the_majority():
 def test_partition_rules_cut_only_between_groups_in_the_raw_table():
     ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     rules = partition_rules([[0, 1], [2]], ips)
-    assert rules[0] == [["-t", "raw", "-A", PART_CHAIN, "-s", "10.0.0.3", "-j", "DROP"],
-                        ["-t", "raw", "-A", PART_CHAIN, "-d", "10.0.0.3", "-j", "DROP"]]
+    assert rules[0] == [
+        ["-t", "raw", "-A", PART_CHAIN, "-s", "10.0.0.3", "-j", "DROP"],
+        ["-t", "raw", "-A", PART_CHAIN, "-d", "10.0.0.3", "-j", "DROP"],
+    ]
     assert len(rules[1]) == 2 and len(rules[2]) == 4
     assert {tuple(x) for x in rules[2]} >= {
-        ("-t", "raw", "-A", PART_CHAIN, "-s", "10.0.0.1", "-j", "DROP")}
+        ("-t", "raw", "-A", PART_CHAIN, "-s", "10.0.0.1", "-j", "DROP")
+    }
     assert partition_rules([[0, 1, 2]], ips) == {0: [], 1: [], 2: []}
     assert "--probability" in loss_rule(0.2)
     with pytest.raises(ValueError):
@@ -361,15 +491,27 @@ def test_partitions_run_before_nat_and_loss_only_hits_eth0():
 
 
 def test_keys_to_poll_puts_dirty_keys_not_yet_agreeing_first_then_samples():
-    h = [w("clean1", "v", 1, 2), w("hinted", "v", 1, 2, hinted=["n3"]),
-         w("unk", "v", 1, 2, outcome="unknown"), w("refused", "v", 1, 2, outcome="fail"),
-         w("clean2", "v", 1, 2), w("unk2", "v", 1, 2, outcome="unknown"),
-         r("clean1", "v", 3, 4), {"type": "agree", "key": "unk2", "t": 5, "phase": "run"}]
+    h = [
+        w("clean1", "v", 1, 2),
+        w("hinted", "v", 1, 2, hinted=["n3"]),
+        w("unk", "v", 1, 2, outcome="unknown"),
+        w("refused", "v", 1, 2, outcome="fail"),
+        w("clean2", "v", 1, 2),
+        w("unk2", "v", 1, 2, outcome="unknown"),
+        r("clean1", "v", 3, 4),
+        {"type": "agree", "key": "unk2", "t": 5, "phase": "run"},
+    ]
     keys, counts = keys_to_poll(h, 10, random.Random(1))
     assert keys[:2] == ["hinted", "unk"] and keys[2] == "unk2"
     assert sorted(keys[3:]) == ["clean1", "clean2", "refused"]
-    assert counts == {"dirty": 3, "pending_at_poll": 2, "settled_sampled": 1,
-                      "settled_total": 1, "clean_sampled": 3, "clean_total": 3}
+    assert counts == {
+        "dirty": 3,
+        "pending_at_poll": 2,
+        "settled_sampled": 1,
+        "settled_total": 1,
+        "clean_sampled": 3,
+        "clean_total": 3,
+    }
     keys, counts = keys_to_poll(h, 1, random.Random(1))
     assert len(keys) == 4 and counts["clean_sampled"] == 1
 
@@ -379,10 +521,15 @@ def test_client_outcomes_timeouts_are_unknown_refusals_are_failures():
     assert classify(refused) == "fail"
     assert classify(requests.ConnectTimeout()) == "fail"
     assert classify(requests.ReadTimeout()) == "unknown"
-    assert classify(requests.ConnectionError("Connection aborted: RemoteDisconnected")) == \
-        "unknown"
+    assert classify(requests.ConnectionError("Connection aborted: RemoteDisconnected")) == "unknown"
     assert [write_outcome(s) for s in (200, 201, 400, 413, 500, 503)] == [
-        "ok", "ok", "fail", "fail", "unknown", "unknown"]
+        "ok",
+        "ok",
+        "fail",
+        "fail",
+        "unknown",
+        "unknown",
+    ]
     # the clock offset guard refuses before stamping: certainly not applied; other 503s may be
     assert write_outcome(503, "clock_offset") == "fail"
     assert write_outcome(503, "unavailable") == "unknown"
@@ -393,7 +540,7 @@ def test_skews_cover_a_few_ms_to_seconds_both_ways():
     rng = random.Random(4)
     offsets = [skew_ms(n, rng) for n in range(300)]
     for n, (low, high) in enumerate(SKEW_BANDS_MS):
-        band = [abs(o) for o in offsets[n::len(SKEW_BANDS_MS)]]
+        band = [abs(o) for o in offsets[n :: len(SKEW_BANDS_MS)]]
         assert all(low <= o <= high for o in band), (low, high, min(band), max(band))
     assert min(map(abs, offsets)) < 10 and max(map(abs, offsets)) > 3000
     assert any(o < 0 for o in offsets) and any(o > 0 for o in offsets)
@@ -406,19 +553,45 @@ def test_skews_cover_a_few_ms_to_seconds_both_ways():
 
 def rw(key, value, t0, t1, outcome="ok", node="n1"):
     """A register PUT (``value``) or DELETE (``value`` None; ``outcome`` "absent": answered 404)."""
-    op = {"type": "op", "workload": "register", "op": "write" if value is not None else "delete",
-          "key": key, "value": value, "t0": t0, "t1": t1, "client": 100, "sticky": False,
-          "node": node, "served": node, "hinted": [], "phase": "run", "level": "quorum",
-          "outcome": "ok" if outcome == "absent" else outcome,
-          "found": outcome != "absent" if outcome in ("ok", "absent") else None}
+    op = {
+        "type": "op",
+        "workload": "register",
+        "op": "write" if value is not None else "delete",
+        "key": key,
+        "value": value,
+        "t0": t0,
+        "t1": t1,
+        "client": 100,
+        "sticky": False,
+        "node": node,
+        "served": node,
+        "hinted": [],
+        "phase": "run",
+        "level": "quorum",
+        "outcome": "ok" if outcome == "absent" else outcome,
+        "found": outcome != "absent" if outcome in ("ok", "absent") else None,
+    }
     return op
 
 
 def rr(key, value, t0, t1, outcome="ok", phase="run"):
-    return {"type": "op", "workload": "register", "op": "read", "key": key, "value": value,
-            "found": value is not None, "t0": t0, "t1": t1, "outcome": outcome, "client": 101,
-            "sticky": False, "node": "n2", "served": "n2", "phase": phase,
-            "level": "quorum" if phase == "run" else "all"}
+    return {
+        "type": "op",
+        "workload": "register",
+        "op": "read",
+        "key": key,
+        "value": value,
+        "found": value is not None,
+        "t0": t0,
+        "t1": t1,
+        "outcome": outcome,
+        "client": 101,
+        "sticky": False,
+        "node": "n2",
+        "served": "n2",
+        "phase": phase,
+        "level": "quorum" if phase == "run" else "all",
+    }
 
 
 def reg_check(*ops, finals=None):
@@ -428,11 +601,21 @@ def reg_check(*ops, finals=None):
     if finals is None:
         finals = {}
         for k in keys:
-            muts = [o for o in ops if o["key"] == k and o["op"] != "read"
-                    and o["outcome"] == "ok" and o["found"] is not False]
+            muts = [
+                o
+                for o in ops
+                if o["key"] == k
+                and o["op"] != "read"
+                and o["outcome"] == "ok"
+                and o["found"] is not False
+            ]
             finals[k] = max(muts, key=lambda o: o["t1"])["value"] if muts else None
-    h = [run_rec(), *ops, *(rr(k, v, 100, 100.01, phase="final") for k, v in finals.items()),
-         *converged()]
+    h = [
+        run_rec(),
+        *ops,
+        *(rr(k, v, 100, 100.01, phase="final") for k, v in finals.items()),
+        *converged(),
+    ]
     return checker.check(h)
 
 
@@ -445,23 +628,36 @@ NONE = {"lost": 0, "undone": 0, "stale": 0, "final_wrong": 0, "unverified": 0}
 
 
 def test_register_sequential_overwrites_and_deletes_read_back_pass():
-    res = reg_check(rw("k", "k=1", 1, 1.1), rr("k", "k=1", 1.2, 1.3),
-                    rw("k", "k=2", 2, 2.1), rr("k", "k=2", 2.2, 2.3),
-                    rw("k", None, 3, 3.1), rr("k", None, 3.2, 3.3),
-                    rw("k", None, 3.5, 3.6, outcome="absent"), rr("k", None, 3.7, 3.8),
-                    rw("k", "k=3", 4, 4.1), rr("k", "k=3", 4.2, 4.3), rr("j", None, 1, 1.1))
+    res = reg_check(
+        rw("k", "k=1", 1, 1.1),
+        rr("k", "k=1", 1.2, 1.3),
+        rw("k", "k=2", 2, 2.1),
+        rr("k", "k=2", 2.2, 2.3),
+        rw("k", None, 3, 3.1),
+        rr("k", None, 3.2, 3.3),
+        rw("k", None, 3.5, 3.6, outcome="absent"),
+        rr("k", None, 3.7, 3.8),
+        rw("k", "k=3", 4, 4.1),
+        rr("k", "k=3", 4.2, 4.3),
+        rr("j", None, 1, 1.1),
+    )
     assert anomalies(res) == NONE
     reg = res["register"]
     assert reg["reads"] == 6 and reg["determinate_put"] == 3 and reg["determinate_delete"] == 2
     assert res["safety_ok"] and res["lost"] == [] and res["unverified"] == []
-    assert target(res, "register: acknowledged overwrites lost")["value"] == \
-        "0 of 3 determinate reads"
+    assert (
+        target(res, "register: acknowledged overwrites lost")["value"] == "0 of 3 determinate reads"
+    )
 
 
 def test_register_older_value_after_an_acknowledged_overwrite_is_a_lost_overwrite():
     # the bug of issue 12: k=2 acknowledged, then k=1 read back with nothing in between
-    res = reg_check(rw("k", "k=1", 1, 1.1, node="n1"), rw("k", "k=2", 2, 2.1, node="n3"),
-                    rr("k", "k=1", 2.5, 2.6), finals={"k": "k=2"})
+    res = reg_check(
+        rw("k", "k=1", 1, 1.1, node="n1"),
+        rw("k", "k=2", 2, 2.1, node="n3"),
+        rr("k", "k=1", 2.5, 2.6),
+        finals={"k": "k=2"},
+    )
     assert anomalies(res) == {**NONE, "lost": 1}
     (lost,) = res["register"]["lost"]
     assert lost["read"] == "k=1" and lost["expected"] == ["k=2"] and lost["expected_via"] == ["n3"]
@@ -509,18 +705,30 @@ def test_register_a_write_overlapping_b_or_the_read_makes_it_indeterminate():
 
 def test_register_maybe_applied_writes_overlap_every_later_operation():
     # k=u timed out at 1.5: it may take effect any time later, so it may be read after k=2 ...
-    ops = [rw("k", "k=1", 1, 1.1), rw("k", "k=u", 1.5, 7.5, outcome="unknown"),
-           rw("k", "k=2", 2, 2.1)]
-    res = reg_check(*ops, rr("k", "k=u", 3, 3.1), rr("k", "k=2", 4, 4.1), rr("k", "k=u", 5, 5.1),
-                    finals={"k": "k=u"})
+    ops = [
+        rw("k", "k=1", 1, 1.1),
+        rw("k", "k=u", 1.5, 7.5, outcome="unknown"),
+        rw("k", "k=2", 2, 2.1),
+    ]
+    res = reg_check(
+        *ops,
+        rr("k", "k=u", 3, 3.1),
+        rr("k", "k=2", 4, 4.1),
+        rr("k", "k=u", 5, 5.1),
+        finals={"k": "k=u"},
+    )
     assert anomalies(res) == NONE and res["register"]["determinate"] == 0
     # ... and it makes reads after it indeterminate: k=1 is stale (superseded by k=2), not lost
     res = reg_check(*ops, rr("k", "k=1", 3, 3.1), finals={"k": "k=2"})
     assert anomalies(res) == {**NONE, "stale": 1}
     # a maybe-applied DELETE: the 404 is allowed too, later
     ops = [rw("k", "k=1", 1, 1.1), rw("k", None, 2, 8, outcome="unknown")]
-    assert anomalies(reg_check(*ops, rr("k", None, 3, 3.1), rr("k", "k=1", 4, 4.1),
-                               finals={"k": None})) == NONE
+    assert (
+        anomalies(
+            reg_check(*ops, rr("k", None, 3, 3.1), rr("k", "k=1", 4, 4.1), finals={"k": None})
+        )
+        == NONE
+    )
     # a write that certainly failed changes nothing: the read after it is still determinate
     ops = [rw("k", "k=1", 1, 1.1), rw("k", "k=f", 1.5, 1.6, outcome="fail")]
     res = reg_check(*ops, rr("k", "k=1", 2, 2.1))
@@ -539,8 +747,12 @@ def test_register_final_state_must_be_the_last_acknowledged_write_or_an_overlapp
     res = reg_check(*ops, rw("k", None, 3, 3.1), finals={"k": "k=2"})
     assert anomalies(res) == {**NONE, "final_wrong": 1}
     # writes that overlapped the last one, and maybe-applied ones, are allowed
-    ops = [rw("k", "k=1", 1, 1.1), rw("k", "k=2", 2, 2.5), rw("k", "k=3", 2.1, 2.2),
-           rw("k", "k=u", 0.5, 9, outcome="unknown")]
+    ops = [
+        rw("k", "k=1", 1, 1.1),
+        rw("k", "k=2", 2, 2.5),
+        rw("k", "k=3", 2.1, 2.2),
+        rw("k", "k=u", 0.5, 9, outcome="unknown"),
+    ]
     for v in ("k=2", "k=3", "k=u"):
         assert anomalies(reg_check(*ops, finals={"k": v})) == NONE, v
     assert anomalies(reg_check(*ops, finals={"k": "k=1"})) == {**NONE, "final_wrong": 1}
@@ -554,6 +766,5 @@ def test_register_ops_stay_out_of_the_set_checks():
     res = reg_check(rw("k", "k=1", 1, 1.1), rw("k", None, 2, 2.1), finals={"k": None})
     assert res["lost"] == [] and res["ops"].get("writes", 0) == 0 and res["safety_ok"]
     assert res["register"]["ops"] == {"deletes": 1, "deletes_ok": 1, "writes": 1, "writes_ok": 1}
-    keys, counts = keys_to_poll([w("a", "a", 1, 2), rw("k", "k=1", 1, 1.1)], 10,
-                                random.Random(1))
+    keys, counts = keys_to_poll([w("a", "a", 1, 2), rw("k", "k=1", 1, 1.1)], 10, random.Random(1))
     assert keys == ["k", "a"] and counts["pending_at_poll"] == 1

@@ -31,12 +31,30 @@ CLUSTER = {
     "leader": "n2",
     "node": "n1",
     "nodes": [
-        {"id": "n1", "http": "127.0.0.1:8001", "alive": True, "is_leader": False,
-         "keys": 10, "bytes": 2048},
-        {"id": "n2", "http": "127.0.0.1:8002", "alive": True, "is_leader": True,
-         "keys": 7, "bytes": 100},
-        {"id": "n3", "http": "127.0.0.1:8003", "alive": False, "is_leader": False,
-         "keys": None, "bytes": None},
+        {
+            "id": "n1",
+            "http": "127.0.0.1:8001",
+            "alive": True,
+            "is_leader": False,
+            "keys": 10,
+            "bytes": 2048,
+        },
+        {
+            "id": "n2",
+            "http": "127.0.0.1:8002",
+            "alive": True,
+            "is_leader": True,
+            "keys": 7,
+            "bytes": 100,
+        },
+        {
+            "id": "n3",
+            "http": "127.0.0.1:8003",
+            "alive": False,
+            "is_leader": False,
+            "keys": None,
+            "bytes": None,
+        },
     ],
     "partitions": {"0": ["n1", "n2"], "1": ["n1", "n3"], "2": ["n2", "n3"], "3": ["n1", "n2"]},
     "replication_factor": 2,
@@ -48,9 +66,18 @@ CLUSTER = {
 # -- formatting ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n, text", [(None, "-"), (0, "0 B"), (1023, "1023 B"),
-                                     (1536, "1.5 KiB"), (5 << 20, "5.0 MiB"),
-                                     (3 << 40, "3.0 TiB"), (5000 << 40, "5000.0 TiB")])
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (None, "-"),
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KiB"),
+        (5 << 20, "5.0 MiB"),
+        (3 << 40, "3.0 TiB"),
+        (5000 << 40, "5000.0 TiB"),
+    ],
+)
 def test_human_bytes(n, text):
     assert cc.human_bytes(n) == text
 
@@ -101,12 +128,19 @@ def test_status_without_a_partition_map():
 def test_write_line():
     res = {"key": "a", "version": "v1", "replicas": ["n1", "n2"], "acks": 2, "hinted": ["n3"]}
     assert cc.format_write("created", res) == (
-        "created a  version v1  replicas n1,n2  acks 2  hinted on n3")
+        "created a  version v1  replicas n1,n2  acks 2  hinted on n3"
+    )
 
 
 def test_value_json_is_text_when_utf8_else_base64():
     assert cc.value_json("k", "é".encode(), "v", "n1") == {
-        "key": "k", "version": "v", "node": "n1", "size": 2, "value": "é", "encoding": "utf-8"}
+        "key": "k",
+        "version": "v",
+        "node": "n1",
+        "size": 2,
+        "value": "é",
+        "encoding": "utf-8",
+    }
     doc = cc.value_json("k", b"\xff\x00", "v", "n1")
     assert (doc["encoding"], doc["value"], doc["size"]) == ("base64", "/wA=", 2)
     assert "value" not in cc.value_json("k", None, "v", "n1")
@@ -135,10 +169,19 @@ def test_split_nodes():
     assert cc.split_nodes([","]) is None
 
 
-@pytest.mark.parametrize("exc, code", [
-    (NotFound("x"), 1), (BadRequest("x"), 2), (Unauthorized("x"), 2), (cc.UsageError("x"), 2),
-    (ValueError("bad url"), 2), (Unavailable("x"), 3), (ServerError("x"), 3),
-    (KvClientError("x"), 3)])
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (NotFound("x"), 1),
+        (BadRequest("x"), 2),
+        (Unauthorized("x"), 2),
+        (cc.UsageError("x"), 2),
+        (ValueError("bad url"), 2),
+        (Unavailable("x"), 3),
+        (ServerError("x"), 3),
+        (KvClientError("x"), 3),
+    ],
+)
 def test_exit_codes(exc, code):
     assert cc.exit_code_for(exc) == code
 
@@ -151,8 +194,10 @@ def test_normalize_node_and_env_defaults():
             normalize_node(bad)
     assert nodes_from_env({}) == list(DEFAULT_NODES)
     assert nodes_from_env({"KVRAFT_NODES": "a:1, http://b:2/"}) == ["http://a:1", "http://b:2"]
-    assert nodes_from_env({"KVRAFT_NODES": "2"}) == ["http://127.0.0.1:8001",
-                                                     "http://127.0.0.1:8002"]
+    assert nodes_from_env({"KVRAFT_NODES": "2"}) == [
+        "http://127.0.0.1:8001",
+        "http://127.0.0.1:8002",
+    ]
     assert quote_key("a/b c%é") == "a%2Fb%20c%25%C3%A9"
     assert [quote_key(k) for k in (".", "..", "...", "a.b")] == ["%2E", "%2E%2E", "...", "a.b"]
 
@@ -165,16 +210,37 @@ def parse(*argv: str):
 
 
 def test_every_client_command_is_registered_with_a_func():
-    for argv in (["put", "k", "v"], ["get", "k"], ["delete", "k"], ["ls"], ["status"],
-                 ["report"], ["export"], ["import", "snap"]):
+    for argv in (
+        ["put", "k", "v"],
+        ["get", "k"],
+        ["delete", "k"],
+        ["ls"],
+        ["status"],
+        ["report"],
+        ["export"],
+        ["import", "snap"],
+    ):
         args = parse(*argv)
         assert callable(args.func), argv
         assert args.node is None and args.json is False and args.token is None
 
 
 def test_put_get_ls_options():
-    args = parse("put", "k", "--file", "f.bin", "--w", "all", "--node", "a:1", "--node", "b:2",
-                 "--json", "--token", "t")
+    args = parse(
+        "put",
+        "k",
+        "--file",
+        "f.bin",
+        "--w",
+        "all",
+        "--node",
+        "a:1",
+        "--node",
+        "b:2",
+        "--json",
+        "--token",
+        "t",
+    )
     assert (args.key, args.value, args.file, args.w) == ("k", None, "f.bin", "all")
     assert args.node == ["a:1", "b:2"] and args.json and args.token == "t"
     args = parse("get", "k", "--out", "o", "--r", "quorum")
@@ -186,8 +252,17 @@ def test_put_get_ls_options():
     assert parse("import", "snap-1").name == "snap-1"
 
 
-@pytest.mark.parametrize("argv", [["get"], ["get", "k", "--r", "most"], ["put", "k", "--w", "x"],
-                                  ["ls", "--limit", "many"], ["import"], ["put"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["get"],
+        ["get", "k", "--r", "most"],
+        ["put", "k", "--w", "x"],
+        ["ls", "--limit", "many"],
+        ["import"],
+        ["put"],
+    ],
+)
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as e:
         parse(*argv)
@@ -228,7 +303,8 @@ def test_progress_redraws_throttled_and_clears():
     frames = out.getvalue().split("\r")
     assert [f for f in frames if "ls" in f] == [
         "ls [###...........................]  10%  1/10  0.0s",
-        "ls [##############################] 100%  10/10  0.5s"]
+        "ls [##############################] 100%  10/10  0.5s",
+    ]
     assert frames[-1] == "" and frames[-2].strip() == ""
 
 
@@ -314,8 +390,16 @@ def test_post_kv_moves_on_only_when_the_connection_never_opened():
     assert len(adapter.calls) == 1
 
 
-@pytest.mark.parametrize("status, exc", [(404, NotFound), (400, BadRequest), (413, BadRequest),
-                                         (401, Unauthorized), (500, ServerError)])
+@pytest.mark.parametrize(
+    "status, exc",
+    [
+        (404, NotFound),
+        (400, BadRequest),
+        (413, BadRequest),
+        (401, Unauthorized),
+        (500, ServerError),
+    ],
+)
 def test_a_definite_answer_is_not_retried_and_is_typed(status, exc):
     c, adapter, _ = fake_client({"a:1": (status, {"error": "e", "message": "m"}), "b:1": WROTE})
     with pytest.raises(exc) as e:
@@ -350,8 +434,11 @@ def ndjson(*lines: dict) -> bytes:
 
 
 def test_streamed_export_reports_progress_then_returns_the_result():
-    body = ndjson({"type": "progress", "keys": 1000}, {"type": "progress", "keys": 2000},
-                  {"type": "done", "name": "export-x", "keys": 2500, "bytes": 9})
+    body = ndjson(
+        {"type": "progress", "keys": 1000},
+        {"type": "progress", "keys": 2000},
+        {"type": "done", "name": "export-x", "keys": 2500, "bytes": 9},
+    )
     c, adapter, _ = fake_client({"a:1": (200, body)})
     seen: list[dict] = []
     assert c.export(progress=seen.append) == {"name": "export-x", "keys": 2500, "bytes": 9}
@@ -359,11 +446,15 @@ def test_streamed_export_reports_progress_then_returns_the_result():
     assert adapter.calls == [("POST", "a:1")]
 
 
-@pytest.mark.parametrize("line, exc", [
-    ({"type": "error", "error": "not_found", "message": "no such export"}, NotFound),
-    ({"type": "error", "error": "unavailable", "message": "stopped after 3"}, Unavailable),
-    ({"type": "error", "error": "internal", "message": "bug"}, ServerError),
-    ({"type": "progress", "keys": 1}, Unavailable)])  # the stream ended without a result
+@pytest.mark.parametrize(
+    "line, exc",
+    [
+        ({"type": "error", "error": "not_found", "message": "no such export"}, NotFound),
+        ({"type": "error", "error": "unavailable", "message": "stopped after 3"}, Unavailable),
+        ({"type": "error", "error": "internal", "message": "bug"}, ServerError),
+        ({"type": "progress", "keys": 1}, Unavailable),
+    ],
+)  # the stream ended without a result
 def test_streamed_import_errors_are_typed(line, exc):
     c, _, _ = fake_client({"a:1": (200, ndjson({"type": "progress", "keys": 0}, line))})
     with pytest.raises(exc):

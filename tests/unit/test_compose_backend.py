@@ -32,7 +32,7 @@ from chaos.history import History  # noqa: E402
 from chaos.history import read as read_history  # noqa: E402
 from chaos.nemesis import KINDS, ComposeBackend, Nemesis, Unsupported, plan  # noqa: E402
 
-FAKE = r'''#!{python}
+FAKE = r"""#!{python}
 import json, os, sys
 name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
 entry = {{"argv": [name, *args], "cwd": os.getcwd()}}
@@ -77,7 +77,7 @@ elif args[:1] == ["inspect"]:
     else:
         print(json.dumps([{{"State": {{"Pid": 1000 + n, "Running": True}},
                             "NetworkSettings": {{"Networks": nets}}}}]))
-'''
+"""
 
 
 @pytest.fixture
@@ -117,7 +117,8 @@ def _lookup(argv: list[str]) -> bool:
     """A container id or address lookup (``ps -a -q``, ``inspect`` of the address): the
     back-end does these before a kill and caches them; the tests below compare the actions."""
     return ("ps" in argv and "-a" in argv) or (
-        "inspect" in argv and any("IPAddress" in a for a in argv))
+        "inspect" in argv and any("IPAddress" in a for a in argv)
+    )
 
 
 def compose(*args: str) -> list[str]:
@@ -126,28 +127,54 @@ def compose(*args: str) -> list[str]:
 
 def up_with(service: str, root) -> list[str]:
     """``up`` of one service with an override file (its name is random: matched by prefix)."""
-    return compose("-f", str(root / "docker-compose.yml"), "-f", f"<override {service}>", "up",
-                   "-d", "--no-deps", "--no-build", service)
+    return compose(
+        "-f",
+        str(root / "docker-compose.yml"),
+        "-f",
+        f"<override {service}>",
+        "up",
+        "-d",
+        "--no-deps",
+        "--no-build",
+        service,
+    )
 
 
 def normalized(calls: list[list[str]]) -> list[list[str]]:
     """Calls with override file names replaced by ``<override SERVICE>``."""
     out = []
     for argv in calls:
-        out.append([f"<override {os.path.basename(a).split('-')[1]}>"
-                    if os.path.basename(a).startswith("compose-") else a for a in argv])
+        out.append(
+            [
+                f"<override {os.path.basename(a).split('-')[1]}>"
+                if os.path.basename(a).startswith("compose-")
+                else a
+                for a in argv
+            ]
+        )
     return out
 
 
 def disconnect(service: str) -> list[list[str]]:
-    return [compose("ps", "-q", service),
-            ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", f"cid-{service}"],
-            ["docker", "network", "disconnect", "kvraft_default", f"cid-{service}"]]
+    return [
+        compose("ps", "-q", service),
+        ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", f"cid-{service}"],
+        ["docker", "network", "disconnect", "kvraft_default", f"cid-{service}"],
+    ]
 
 
 def connect(service: str) -> list[str]:
-    return ["docker", "network", "connect", "--alias", f"kvraft-{service}-1", "--alias", service,
-            "kvraft_default", f"cid-{service}"]
+    return [
+        "docker",
+        "network",
+        "connect",
+        "--alias",
+        f"kvraft-{service}-1",
+        "--alias",
+        service,
+        "kvraft_default",
+        f"cid-{service}",
+    ]
 
 
 # -- single commands -----------------------------------------------------------------------------
@@ -157,8 +184,7 @@ def test_each_fault_issues_the_expected_commands(docker, tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     (project / "docker-compose.yml").write_text("services: {}\n")
-    b = ComposeBackend(["n1", "n2", "n3"], ["u1", "u2", "u3"], str(project),
-                       network="disconnect")
+    b = ComposeBackend(["n1", "n2", "n3"], ["u1", "u2", "u3"], str(project), network="disconnect")
     assert b.compose == ["docker", "compose"]  # the fake docker has the compose plugin
     docker.clear()
     b.kill(1)
@@ -172,9 +198,13 @@ def test_each_fault_issues_the_expected_commands(docker, tmp_path):
     b.heal_network()
     b.heal_network()  # nothing left to reconnect
     assert docker() == [
-        compose("kill", "-s", "SIGKILL", "n2"), compose("start", "n2"),
-        compose("pause", "n1"), compose("unpause", "n1"),
-        *disconnect("n3"), connect("n3")]
+        compose("kill", "-s", "SIGKILL", "n2"),
+        compose("start", "n2"),
+        compose("pause", "n1"),
+        compose("unpause", "n1"),
+        *disconnect("n3"),
+        connect("n3"),
+    ]
     # compose commands run in the project directory (where docker-compose.yml is)
     assert all(cwd == str(project) for argv, cwd in docker(with_cwd=True) if argv[1] == "compose")
     with pytest.raises(Unsupported):
@@ -192,7 +222,8 @@ def test_each_fault_issues_the_expected_commands(docker, tmp_path):
     calls = [c for c in normalized(docker()) if c[:3] != compose("ps")[:3] and c[1] != "inspect"]
     assert calls == [compose("kill", "-s", "SIGKILL", "n1"), up_with("n1", project)]
     assert docker(overrides=True) == [
-        'services:\n  n1:\n    environment:\n      KVRAFT_CLOCK_OFFSET_MS: "5000"\n']
+        'services:\n  n1:\n    environment:\n      KVRAFT_CLOCK_OFFSET_MS: "5000"\n'
+    ]
     assert not list(project.glob("compose-*")) and "skew" in b.supported
 
 
@@ -235,8 +266,10 @@ def test_docker_compose_v1_when_the_docker_cli_has_no_compose_plugin(docker, mon
     docker.clear()
     b.kill(2)
     b.start(2)
-    assert docker() == [["docker-compose", "kill", "-s", "SIGKILL", "n3"],
-                        ["docker-compose", "start", "n3"]]
+    assert docker() == [
+        ["docker-compose", "kill", "-s", "SIGKILL", "n3"],
+        ["docker-compose", "start", "n3"],
+    ]
 
 
 def test_a_failing_command_raises_with_its_error(docker, monkeypatch):
@@ -266,8 +299,10 @@ class _Node(BaseHTTPRequestHandler):
 def fake_nodes():
     """Three HTTP servers answering /ready and /cluster (leader n1), for the nemesis' checks."""
     servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Node) for _ in range(3)]
-    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05},
-                                daemon=True) for s in servers]
+    threads = [
+        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        for s in servers
+    ]
     for t in threads:
         t.start()
     yield [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
@@ -281,10 +316,22 @@ def fake_nodes():
 def test_a_nemesis_plan_runs_against_compose_with_exact_commands(docker, fake_nodes, tmp_path):
     (tmp_path / "docker-compose.yml").write_text("services: {}\n")
     b = ComposeBackend(["n1", "n2", "n3"], fake_nodes, str(tmp_path), network="disconnect")
-    steps = plan([k for k in KINDS if k != "skew"], random.Random(4), hold=(0.05, 0.1),
-                 gap=(0.0, 0.01), supported=b.supported, shuffle=False)
-    assert [s.kind for s in steps] == ["kill", "kill-leader", "pause", "partition-one",
-                                       "partition-leader", "partition-majority"]
+    steps = plan(
+        [k for k in KINDS if k != "skew"],
+        random.Random(4),
+        hold=(0.05, 0.1),
+        gap=(0.0, 0.01),
+        supported=b.supported,
+        shuffle=False,
+    )
+    assert [s.kind for s in steps] == [
+        "kill",
+        "kill-leader",
+        "pause",
+        "partition-one",
+        "partition-leader",
+        "partition-majority",
+    ]
     hist = History(str(tmp_path / "history.jsonl"))
     docker.clear()
     nem = Nemesis(b, hist, steps, random.Random(5), ready_timeout=5)
@@ -319,8 +366,11 @@ def test_a_nemesis_plan_runs_against_compose_with_exact_commands(docker, fake_no
 def test_compose_defaults_match_docker_compose_yml():
     with open(ROOT / "docker-compose.yml") as f:
         spec = yaml.safe_load(f)
-    nodes = {name: s for name, s in spec["services"].items() if "KVRAFT_ID" in
-             (s.get("environment") or {})}
+    nodes = {
+        name: s
+        for name, s in spec["services"].items()
+        if "KVRAFT_ID" in (s.get("environment") or {})
+    }
     assert sorted(nodes) == sorted(chaos_run.COMPOSE_SERVICES)
     for service, url in zip(chaos_run.COMPOSE_SERVICES, chaos_run.COMPOSE_URLS, strict=True):
         env = nodes[service]["environment"]
@@ -348,14 +398,38 @@ def test_run_builds_the_compose_back_end_from_its_options(monkeypatch, tmp_path)
     monkeypatch.setattr(chaos_run, "run", fake_run)
     monkeypatch.setattr(chaos_run.signal, "signal", lambda *a: None)
     monkeypatch.setattr(chaos_run.faulthandler, "register", lambda *a, **k: None)
-    code = chaos_run.main(["smoke", "--backend", "compose", "--compose-dir", str(tmp_path),
-                           "--out", str(tmp_path / "out"), "--seed", "1"])
+    code = chaos_run.main(
+        [
+            "smoke",
+            "--backend",
+            "compose",
+            "--compose-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--seed",
+            "1",
+        ]
+    )
     assert code == 0 and seen["scenario"] == "smoke"
-    assert seen["compose"] == {"attach": False, "dir": str(tmp_path),
-                               "services": list(chaos_run.COMPOSE_SERVICES),
-                               "urls": list(chaos_run.COMPOSE_URLS)}
-    chaos_run.main(["smoke", "--backend", "compose", "--compose-attach", "--out",
-                    str(tmp_path / "out"), "--seed", "1"])
+    assert seen["compose"] == {
+        "attach": False,
+        "dir": str(tmp_path),
+        "services": list(chaos_run.COMPOSE_SERVICES),
+        "urls": list(chaos_run.COMPOSE_URLS),
+    }
+    chaos_run.main(
+        [
+            "smoke",
+            "--backend",
+            "compose",
+            "--compose-attach",
+            "--out",
+            str(tmp_path / "out"),
+            "--seed",
+            "1",
+        ]
+    )
     assert seen["compose"]["attach"] is True and seen["compose"]["dir"] == "."
 
 
@@ -368,8 +442,11 @@ def nsenter(service: str, *rule: str) -> list[str]:
 
 def chain(service: str, name: str) -> list[list[str]]:
     """Creating ``name`` and its jump from INPUT (the fake has no jump yet: -C fails)."""
-    return [nsenter(service, "-N", name), nsenter(service, "-C", "INPUT", "-j", name),
-            nsenter(service, "-I", "INPUT", "-j", name)]
+    return [
+        nsenter(service, "-N", name),
+        nsenter(service, "-C", "INPUT", "-j", name),
+        nsenter(service, "-I", "INPUT", "-j", name),
+    ]
 
 
 def test_iptables_partition_drops_the_other_sides_addresses_on_every_node(docker):
@@ -380,18 +457,24 @@ def test_iptables_partition_drops_the_other_sides_addresses_on_every_node(docker
     rules = [c for c in docker() if c[0] == "nsenter"]
     drop = ("-j", "DROP")
     assert rules == [
-        *chain("n1", "KVRAFT_PART"), nsenter("n1", "-A", "KVRAFT_PART", "-s", "172.18.0.13", *drop),
-        *chain("n2", "KVRAFT_PART"), nsenter("n2", "-A", "KVRAFT_PART", "-s", "172.18.0.13", *drop),
-        *chain("n3", "KVRAFT_PART"), nsenter("n3", "-A", "KVRAFT_PART", "-s", "172.18.0.11", *drop),
-        nsenter("n3", "-A", "KVRAFT_PART", "-s", "172.18.0.12", *drop)]
+        *chain("n1", "KVRAFT_PART"),
+        nsenter("n1", "-A", "KVRAFT_PART", "-s", "172.18.0.13", *drop),
+        *chain("n2", "KVRAFT_PART"),
+        nsenter("n2", "-A", "KVRAFT_PART", "-s", "172.18.0.13", *drop),
+        *chain("n3", "KVRAFT_PART"),
+        nsenter("n3", "-A", "KVRAFT_PART", "-s", "172.18.0.11", *drop),
+        nsenter("n3", "-A", "KVRAFT_PART", "-s", "172.18.0.12", *drop),
+    ]
     # the container ids are asked of compose once (a compose command costs about a second),
     # PIDs and addresses of docker inspect
     assert [c for c in docker(lookups=True) if c[:2] == ["docker", "compose"]] == [
-        compose("ps", "-a", "-q", n) for n in ("n1", "n2", "n3")]
+        compose("ps", "-a", "-q", n) for n in ("n1", "n2", "n3")
+    ]
     docker.clear()
     b.heal_network()
     assert [c for c in docker() if c[0] == "nsenter"] == [
-        nsenter(n, "-F", "KVRAFT_PART") for n in ("n1", "n2", "n3")]
+        nsenter(n, "-F", "KVRAFT_PART") for n in ("n1", "n2", "n3")
+    ]
     assert not [c for c in docker(lookups=True) if c[:2] == ["docker", "compose"]]
     docker.clear()
     b.heal_network()  # nothing left to flush
@@ -402,8 +485,18 @@ def test_iptables_loss_and_a_restarted_node_needs_no_flush(docker):
     b = ComposeBackend(["n1", "n2", "n3"], ["u"] * 3, network="iptables")
     b.set_loss(1, 0.2)
     assert [c for c in docker() if c[0] == "nsenter"][-1] == nsenter(
-        "n2", "-A", "KVRAFT_LOSS", "-m", "statistic", "--mode", "random", "--probability", "0.2",
-        "-j", "DROP")
+        "n2",
+        "-A",
+        "KVRAFT_LOSS",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.2",
+        "-j",
+        "DROP",
+    )
     docker.clear()
     b.clear_loss(1)
     assert [c for c in docker() if c[0] == "nsenter"] == [nsenter("n2", "-F", "KVRAFT_LOSS")]
@@ -413,7 +506,8 @@ def test_iptables_loss_and_a_restarted_node_needs_no_flush(docker):
     docker.clear()
     b.heal_network()
     assert [c for c in docker() if c[0] == "nsenter"] == [
-        nsenter(n, "-F", "KVRAFT_PART") for n in ("n1", "n2")]
+        nsenter(n, "-F", "KVRAFT_PART") for n in ("n1", "n2")
+    ]
 
 
 def test_iptables_failure_is_reported_and_retried_on_the_next_heal(docker, monkeypatch):

@@ -87,8 +87,9 @@ class ProxyThread:
     """A :class:`Proxy` serving on its own event loop in a thread."""
 
     def __init__(self, control: str, upstream: tuple[str, int], **kw) -> None:
-        self.proxy = Proxy(Delays(control), ("127.0.0.1", 0), upstream=upstream,
-                           rng=random.Random(1), **kw)
+        self.proxy = Proxy(
+            Delays(control), ("127.0.0.1", 0), upstream=upstream, rng=random.Random(1), **kw
+        )
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -176,14 +177,15 @@ def rig(tmp_path):
 
 def test_control_file_format():
     assert parse_control("") == {}
-    assert parse_control('{"10.0.0.1": 150, "10.0.0.2": {"delay_ms": 50, "jitter_ms": 5},'
-                         ' "10.0.0.3": 0}') == {"10.0.0.1": (0.15, 0.0),
-                                                "10.0.0.2": (0.05, 0.005)}
-    for bad in ('[1]', '{"a": -1}', '{"a": "x"}', '{"a": {"delay_ms": true}}', "{"):
+    assert parse_control(
+        '{"10.0.0.1": 150, "10.0.0.2": {"delay_ms": 50, "jitter_ms": 5}, "10.0.0.3": 0}'
+    ) == {"10.0.0.1": (0.15, 0.0), "10.0.0.2": (0.05, 0.005)}
+    for bad in ("[1]", '{"a": -1}', '{"a": "x"}', '{"a": {"delay_ms": true}}', "{"):
         with pytest.raises(ValueError):
             parse_control(bad)
     assert netns.delay_control({"10.0.0.2": (100, 10), "10.0.0.1": (0, 0)}) == {
-        "10.0.0.2": {"delay_ms": 100, "jitter_ms": 10}}
+        "10.0.0.2": {"delay_ms": 100, "jitter_ms": 10}
+    }
 
 
 def test_release_time_never_reorders():
@@ -210,7 +212,7 @@ def test_large_payloads_pass_unchanged_in_order_both_ways(rig):
     reader.start()
     view = memoryview(payload)
     for off in range(0, len(payload), 100_000):
-        s.sendall(view[off:off + 100_000])
+        s.sendall(view[off : off + 100_000])
     s.shutdown(socket.SHUT_WR)
     reader.join(30)
     s.close()
@@ -222,13 +224,16 @@ def test_large_payloads_pass_unchanged_in_order_both_ways(rig):
 @pytest.mark.timeout(60)
 def test_jitter_delays_but_never_reorders(rig):
     control, proxy, _ = rig
-    set_control(control, {CLIENT_IP: {"delay_ms": 5, "jitter_ms": 30},
-                          SERVER_IP: {"delay_ms": 5, "jitter_ms": 30}}, proxy.proxy)
+    set_control(
+        control,
+        {CLIENT_IP: {"delay_ms": 5, "jitter_ms": 30}, SERVER_IP: {"delay_ms": 5, "jitter_ms": 30}},
+        proxy.proxy,
+    )
     s = connect(proxy.port)
     sent = b"".join(b"%06d;" % i for i in range(400))
     t0 = time.monotonic()
     for i in range(0, len(sent), 70):  # many small writes: many chunks, each with its own draw
-        s.sendall(sent[i:i + 70])
+        s.sendall(sent[i : i + 70])
         time.sleep(0.001)
     assert recv_exact(s, len(sent)) == sent
     assert time.monotonic() - t0 >= 0.01
@@ -325,8 +330,9 @@ class _FakeLab:
 
 class _FakeCluster:
     def __init__(self, n: int = 3) -> None:
-        self.nodes = [type("N", (), {"id": f"n{i + 1}", "url": f"http://n{i + 1}"})()
-                      for i in range(n)]
+        self.nodes = [
+            type("N", (), {"id": f"n{i + 1}", "url": f"http://n{i + 1}"})() for i in range(n)
+        ]
 
     def is_running(self, i):
         return True
@@ -361,13 +367,35 @@ def test_nemesis_applies_and_heals_a_delay_and_records_it(tmp_path, monkeypatch)
 
 
 def test_a_delayed_leader_is_not_a_lost_leader_and_the_report_labels_it():
-    fault = {"type": "fault", "id": 0, "kind": "delay", "nodes": ["n1"], "groups": None,
-             "leader": "n1", "start": 10.0, "end": 16.0,
-             "params": {"delay_ms": 200, "jitter_ms": 20}}
-    ops = [{"type": "op", "op": "write", "key": f"k{i}", "value": "v", "t0": 11.0 + i / 10,
-            "t1": 11.0 + i / 10 + (0.25 if i % 2 else 0.005), "outcome": "ok", "client": 1,
-            "sticky": False, "node": "n1" if i % 2 else "n2", "hinted": [], "phase": "run",
-            "level": "quorum"} for i in range(10)]
+    fault = {
+        "type": "fault",
+        "id": 0,
+        "kind": "delay",
+        "nodes": ["n1"],
+        "groups": None,
+        "leader": "n1",
+        "start": 10.0,
+        "end": 16.0,
+        "params": {"delay_ms": 200, "jitter_ms": 20},
+    }
+    ops = [
+        {
+            "type": "op",
+            "op": "write",
+            "key": f"k{i}",
+            "value": "v",
+            "t0": 11.0 + i / 10,
+            "t1": 11.0 + i / 10 + (0.25 if i % 2 else 0.005),
+            "outcome": "ok",
+            "client": 1,
+            "sticky": False,
+            "node": "n1" if i % 2 else "n2",
+            "hinted": [],
+            "phase": "run",
+            "level": "quorum",
+        }
+        for i in range(10)
+    ]
     (row,) = checker.fault_windows([fault, *ops], ["n1", "n2", "n3"])
     assert not row["lost_leader"] and row["new_leader_s"] is None
     assert row["hit_p50_ms"] == 250.0 and row["p50_ms"] >= 5.0
@@ -416,9 +444,24 @@ while True:
 
 def _in_ns(ns: str, host: str, port: int, rounds: int = 5, connect_timeout: float = 2.0) -> dict:
     """Connect from namespace ``ns`` and time echo round trips (the best of ``rounds``)."""
-    res = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _CLIENT, host,
-                          str(port), str(rounds), str(connect_timeout)],
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            _CLIENT,
+            host,
+            str(port),
+            str(rounds),
+            str(connect_timeout),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -435,11 +478,11 @@ def _rtt_once(ns: str, host: str, port: int, ok, timeout: float = 5.0) -> float:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(netns.available() is not None,
-                    reason=f"needs root and network namespaces: {netns.available()}")
+@pytest.mark.skipif(
+    netns.available() is not None, reason=f"needs root and network namespaces: {netns.available()}"
+)
 def test_lab_delays_connections_through_its_proxies_and_partitions_still_refuse(tmp_path):
-    lab = netns.Lab(2, state_path=str(tmp_path / "lab.json"), subnet="10.78.0",
-                    delay=True).create()
+    lab = netns.Lab(2, state_path=str(tmp_path / "lab.json"), subnet="10.78.0", delay=True).create()
     echo = None
     try:
         with open(tmp_path / "lab.json") as f:
@@ -448,8 +491,9 @@ def test_lab_delays_connections_through_its_proxies_and_partitions_still_refuse(
         rules = lab.iptables_save(1)
         assert "REDIRECT" in rules and "-A PREROUTING -j KVC-PART" in rules
         n2 = lab.ip(1)
-        echo = subprocess.Popen([*lab.exec_prefix(1), sys.executable, "-c", _ECHO, n2, "5000"],
-                                stdin=subprocess.DEVNULL)
+        echo = subprocess.Popen(
+            [*lab.exec_prefix(1), sys.executable, "-c", _ECHO, n2, "5000"], stdin=subprocess.DEVNULL
+        )
         n1_ns, runner_ns = lab.node_ns(0), lab.bridge_ns
         # (also waits until the echo server listens)
         _rtt_once(n1_ns, n2, 5000, lambda rtt: rtt < 0.05, timeout=15)
@@ -501,10 +545,23 @@ def test_the_proxy_command_serves_and_cleanup_kills_it_once_its_run_is_gone(tmp_
     echo = EchoServer()
     gone = subprocess.Popen(["true"])
     gone.wait(10)  # a pid that no longer runs: the "crashed runner"
-    proc = subprocess.Popen([sys.executable, "-m", "chaos.delay", "--listen", "127.0.0.1:0",
-                             "--control", control, "--upstream", f"{SERVER_IP}:{echo.port}"],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chaos.delay",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            control,
+            "--upstream",
+            f"{SERVER_IP}:{echo.port}",
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
     try:
         line = proc.stdout.readline().decode()  # the lab waits for this line the same way
         assert line.startswith("listening 127.0.0.1:"), line
@@ -512,15 +569,27 @@ def test_the_proxy_command_serves_and_cleanup_kills_it_once_its_run_is_gone(tmp_
         assert min_rtt(s, 1) < 0.5
         s.close()
         state = tmp_path / "lab.json"
-        state.write_text(json.dumps({"owner_pid": gone.pid, "namespaces": [],
-                                     "pids": [proc.pid]}))
+        state.write_text(json.dumps({"owner_pid": gone.pid, "namespaces": [], "pids": [proc.pid]}))
         assert netns.cleanup_stale([str(state)]) == [f"killed process group {proc.pid}"]
         assert proc.wait(10) == -9 and not state.exists()
         # and a proxy whose owner is gone stops by itself (it polls the owner every 100 ms)
-        orphan = subprocess.run([sys.executable, "-m", "chaos.delay", "--listen", "127.0.0.1:0",
-                                 "--control", control, "--owner-pid", str(gone.pid)],
-                                capture_output=True, text=True, timeout=20,
-                                cwd=str(Path(__file__).resolve().parents[2]))
+        orphan = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "chaos.delay",
+                "--listen",
+                "127.0.0.1:0",
+                "--control",
+                control,
+                "--owner-pid",
+                str(gone.pid),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
         assert orphan.returncode == 0 and "is gone: stopping" in orphan.stderr
     finally:
         if proc.poll() is None:

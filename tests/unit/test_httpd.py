@@ -26,8 +26,7 @@ def _app() -> Flask:
     @app.route("/echo", methods=["GET", "PUT", "POST", "HEAD"])
     def echo():
         data = request.get_data()
-        return Response(data, headers={"X-Len": str(len(data)),
-                                       "X-Path": request.path})
+        return Response(data, headers={"X-Len": str(len(data)), "X-Path": request.path})
 
     @app.get("/health")
     @app.get("/ready")
@@ -109,15 +108,19 @@ def test_percent_encoded_path_reaches_the_app_decoded(server):
 
 
 def test_chunked_request_body_is_decoded(server):
-    raw = _raw(server, b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                       b"Connection: close\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
+    raw = _raw(
+        server,
+        b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+    )
     assert _status(raw) == 200 and raw.endswith(b"hello world")
 
 
 def test_expect_100_continue_waits_for_the_go(server):
     with socket.create_connection(server.address, timeout=5) as s:
-        s.sendall(b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
-                  b"Expect: 100-continue\r\n\r\n")
+        s.sendall(
+            b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+        )
         assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         s.sendall(b"abc")
         resp = s.recv(65536)
@@ -174,22 +177,27 @@ def test_an_exception_escaping_the_wsgi_app_is_a_500_and_the_server_goes_on():
         t.join(5)
 
 
-@pytest.mark.parametrize("request_bytes,status", [
-    (b"NONSENSE\r\n\r\n", 400),
-    (b"GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", 505),
-    (b"GET echo HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-    (b"GET /" + b"a" * MAX_LINE + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    (b"GET /echo HTTP/1.1\r\nHost: x\r\n" + b"X-A: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n", 431),
-    (b"GET /echo HTTP/1.1\r\nHost: x\r\nX_Bad: 1\r\n\r\n", 400),
-    (b"GET /echo HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n", 400),
-    (b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
-     b"\r\n", 400),
-    (b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n", 400),
-    (b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),  # RFC 9112 6.3
-    (b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
-])
-def test_malformed_requests_get_a_json_error_and_a_closed_connection(server, request_bytes,
-                                                                      status):
+@pytest.mark.parametrize(
+    "request_bytes,status",
+    [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET echo HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /" + b"a" * MAX_LINE + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\n" + b"X-A: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n", 431),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nX_Bad: 1\r\n\r\n", 400),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n", 400),
+        (
+            b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+            b"\r\n",
+            400,
+        ),
+        (b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n", 400),
+        (b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),  # RFC 9112 6.3
+        (b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    ],
+)
+def test_malformed_requests_get_a_json_error_and_a_closed_connection(server, request_bytes, status):
     raw = _raw(server, request_bytes)
     head, _, body = raw.partition(b"\r\n\r\n")
     assert _status(raw) == status, raw[:200]

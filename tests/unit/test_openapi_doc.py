@@ -68,8 +68,12 @@ def test_every_reference_resolves_and_operation_ids_are_unique():
 def test_links_name_operations_that_exist():
     doc = document()
     ids = {op["operationId"] for _, _, op in _operations(doc)}
-    links = [link for _, _, op in _operations(doc) for resp in op["responses"].values()
-             for link in resp.get("links", {}).values()]
+    links = [
+        link
+        for _, _, op in _operations(doc)
+        for resp in op["responses"].values()
+        for link in resp.get("links", {}).values()
+    ]
     assert {"getValue", "deleteValue", "putValue", "import"} <= {x["operationId"] for x in links}
     assert all(link["operationId"] in ids for link in links)
 
@@ -91,16 +95,23 @@ def test_errors_are_the_json_error_and_every_app_answer_names_its_node():
                 assert node == {"$ref": "#/components/headers/Node"}, (path, method, status)
             if int(status) >= 400:
                 assert resp["content"]["application/json"]["schema"] == {
-                    "$ref": "#/components/schemas/Error"}, (path, method, status)
+                    "$ref": "#/components/schemas/Error"
+                }, (path, method, status)
 
 
 def test_the_credentials_and_refusals_of_the_shared_contract_are_on_every_operation():
     doc = document(max_value_bytes=12345)
     schemes = doc["components"]["securitySchemes"]
     assert {k: (v["type"], v["scheme"]) for k, v in schemes.items()} == {
-        "publicToken": ("http", "bearer"), "adminToken": ("http", "bearer")}
-    admin = {("/cluster/members", "post"), ("/cluster/members/{node_id}", "delete"),
-             ("/export", "post"), ("/import", "post")}
+        "publicToken": ("http", "bearer"),
+        "adminToken": ("http", "bearer"),
+    }
+    admin = {
+        ("/cluster/members", "post"),
+        ("/cluster/members/{node_id}", "delete"),
+        ("/export", "post"),
+        ("/import", "post"),
+    }
     unauth = doc["components"]["responses"]["E401"]
     assert unauth["headers"]["WWW-Authenticate"]["required"]
     for path, method, op in _operations(doc):
@@ -119,8 +130,13 @@ def test_the_credentials_and_refusals_of_the_shared_contract_are_on_every_operat
         if op.get("x-websocket"):
             assert {"101", "400", "403"} <= set(responses), path
             names = {p["name"] for p in op["parameters"] if p["in"] == "header"}
-            assert {"Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version",
-                    "Origin"} <= names
+            assert {
+                "Upgrade",
+                "Connection",
+                "Sec-WebSocket-Key",
+                "Sec-WebSocket-Version",
+                "Origin",
+            } <= names
     put = doc["paths"]["/kv/{key}"]["put"]
     assert "12345" in put["requestBody"]["description"] and "413" in put["responses"]
     assert not any(p.startswith("/peer/") for p in doc["paths"])
@@ -148,15 +164,16 @@ def test_every_error_class_of_the_store_is_in_the_error_table_with_its_status():
 
 # the ways api/ writes an error: helpers, the HTTP server's HttpError, the access Refusal, and
 # the websocket handshake's (status, code, message) tuples
-_WRITES = re.compile(r"\b(?:_error|_json_error|_Reject|HttpError|Refusal)\(\s*(\d{3}),\s*"
-                     r"\"([a-z_]+)\"|\breturn (\d{3}), \"([a-z_]+)\"")
+_WRITES = re.compile(
+    r"\b(?:_error|_json_error|_Reject|HttpError|Refusal)\(\s*(\d{3}),\s*"
+    r"\"([a-z_]+)\"|\breturn (\d{3}), \"([a-z_]+)\""
+)
 
 
 def test_every_error_code_the_http_layer_writes_is_in_the_error_table():
     written = set()
     for source in API.glob("*.py"):
-        written |= {(int(s or s2), c or c2)
-                    for s, c, s2, c2 in _WRITES.findall(source.read_text())}
+        written |= {(int(s or s2), c or c2) for s, c, s2, c2 in _WRITES.findall(source.read_text())}
     from api.app import HTTP_CODES
 
     written |= {(s, c) for s, c in HTTP_CODES.items()}

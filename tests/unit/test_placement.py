@@ -28,8 +28,13 @@ def test_node_with_most_stored_data_receives_fewest_partitions():
     assert per_node["n1"] < per_node["n3"] <= per_node["n2"]
 
 
-@given(st.dictionaries(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), st.integers(0, 10**9),
-                       min_size=3), st.integers(1, 3), st.integers(1, 128))
+@given(
+    st.dictionaries(
+        st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), st.integers(0, 10**9), min_size=3
+    ),
+    st.integers(1, 3),
+    st.integers(1, 128),
+)
 def test_every_partition_gets_rf_distinct_nodes_deterministically(stored, rf, partitions):
     nodes = sorted(stored)
     a = place(partitions, nodes, stored, rf)

@@ -22,8 +22,10 @@ def test_dead_replicas_are_replaced_at_once_by_filling_live_nodes():
     start = MapState(place(16, ["n1", "n2", "n3", "n4"], {}, 2))
     step = plan(start, ["n1", "n2", "n3"], ["n4"], [], {}, 2)
     assert all("n4" not in reps for reps in step.partitions)
-    assert all(len([n for n in reps if n not in step.leaving.get(p, ())]) == 2
-               for p, reps in enumerate(step.partitions))
+    assert all(
+        len([n for n in reps if n not in step.leaving.get(p, ())]) == 2
+        for p, reps in enumerate(step.partitions)
+    )
     lost = {p for p, reps in enumerate(start.partitions) if "n4" in reps}
     assert lost <= set(step.filling)  # (the same step may also start balancing moves)
 

@@ -41,7 +41,8 @@ from kvraft.storage import Record
 
 keys_st = st.text(
     st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x7f"),
-    min_size=1, max_size=40,
+    min_size=1,
+    max_size=40,
 ).filter(lambda k: len(k.encode()) <= 1024)
 
 
@@ -82,10 +83,17 @@ def test_report_is_one_json_document_with_every_entry():
     doc = json.loads(out.getvalue())
     assert count == doc["count"] == 3
     assert doc["node"] == "n1" and doc["cluster"] == {"x": [1]}
-    assert doc["keys"][1] == {"key": "b", "value": "//4=", "encoding": "base64",
-                              "version": Version(1, "n1").encode()}
+    assert doc["keys"][1] == {
+        "key": "b",
+        "value": "//4=",
+        "encoding": "base64",
+        "version": Version(1, "n1").encode(),
+    }
     assert [decode_value(k["value"], k["encoding"]) for k in doc["keys"]] == [
-        b"text", b"\xff\xfe", "é".encode()]
+        b"text",
+        b"\xff\xfe",
+        "é".encode(),
+    ]
 
 
 def test_empty_report_is_valid_json():
@@ -106,30 +114,54 @@ def test_export_round_trips_any_keys_and_values(data):
 
 def test_export_progress_is_reported_every_page():
     seen = []
-    write_export_body(io.BytesIO(), [_entry(f"k{i}", b"v") for i in range(25)],
-                      progress=seen.append, every=10)
+    write_export_body(
+        io.BytesIO(), [_entry(f"k{i}", b"v") for i in range(25)], progress=seen.append, every=10
+    )
     assert seen == [{"keys": 10, "value_bytes": 10}, {"keys": 20, "value_bytes": 20}]
 
 
-@pytest.mark.parametrize("raw, line, why", [
-    (b"", 1, "first line must be the JSON header"),
-    (b'{"format": "other", "version": 1, "keys": 0}\n', 1, "format"),
-    (b'{"format": "kvraft-export", "version": 9, "keys": 0}\n', 1, "version 9"),
-    (b'{"format": "kvraft-export", "version": 1}\n', 1, "key count"),
-    (b'{"format": "kvraft-export", "version": 1, "keys": 1}\nnot json\n', 2, "bad record"),
-    (b'{"format": "kvraft-export", "version": 1, "keys": 1}\n{"key": "a", "value": "!!"}\n', 2,
-     "bad record"),
-    (b'{"format": "kvraft-export", "version": 1, "keys": 1}\n{"key": "a\\u0001", "value": ""}\n',
-     2, "control characters"),
-    (b'{"format": "kvraft-export", "version": 1, "keys": 1}\n{"key": "", "value": ""}\n', 2,
-     "1 to 1024 bytes"),
-    (b'{"format": "kvraft-export", "version": 1, "keys": 1}\n{"key": 1, "value": ""}\n', 2,
-     "strings"),
-    (b'{"format": "kvraft-export", "version": 1, "keys": 1}\n{"key": "a", "value": "AAAAAAAA"}\n',
-     2, "exceeds max_value_bytes"),
-    (b'{"format": "kvraft-export", "version": 1, "keys": 2}\n{"key": "a", "value": ""}\n', 3,
-     "promises 2 keys, the file holds 1"),
-])
+@pytest.mark.parametrize(
+    "raw, line, why",
+    [
+        (b"", 1, "first line must be the JSON header"),
+        (b'{"format": "other", "version": 1, "keys": 0}\n', 1, "format"),
+        (b'{"format": "kvraft-export", "version": 9, "keys": 0}\n', 1, "version 9"),
+        (b'{"format": "kvraft-export", "version": 1}\n', 1, "key count"),
+        (b'{"format": "kvraft-export", "version": 1, "keys": 1}\nnot json\n', 2, "bad record"),
+        (
+            b'{"format": "kvraft-export", "version": 1, "keys": 1}\n{"key": "a", "value": "!!"}\n',
+            2,
+            "bad record",
+        ),
+        (
+            b'{"format": "kvraft-export", "version": 1, "keys": 1}\n'
+            b'{"key": "a\\u0001", "value": ""}\n',
+            2,
+            "control characters",
+        ),
+        (
+            b'{"format": "kvraft-export", "version": 1, "keys": 1}\n{"key": "", "value": ""}\n',
+            2,
+            "1 to 1024 bytes",
+        ),
+        (
+            b'{"format": "kvraft-export", "version": 1, "keys": 1}\n{"key": 1, "value": ""}\n',
+            2,
+            "strings",
+        ),
+        (
+            b'{"format": "kvraft-export", "version": 1, "keys": 1}\n'
+            b'{"key": "a", "value": "AAAAAAAA"}\n',
+            2,
+            "exceeds max_value_bytes",
+        ),
+        (
+            b'{"format": "kvraft-export", "version": 1, "keys": 2}\n{"key": "a", "value": ""}\n',
+            3,
+            "promises 2 keys, the file holds 1",
+        ),
+    ],
+)
 def test_bad_export_files_are_rejected_with_the_line(raw, line, why):
     with pytest.raises(BadExport, match=f"line {line}: .*{why}") as info:
         list(read_export(io.BytesIO(raw), "export-x.json", max_value_bytes=4))
@@ -146,36 +178,48 @@ def test_export_names_are_exactly_the_generated_ones():
     for node_id in ("n1", "node_7", "a-b"):
         name = new_remote_name("export", node_id)
         assert check_export_name(name) == name
-    bad = ["", None, 7, "../export-n1-20260101T000000Z-0123abcd.json",
-           "/export-n1-20260101T000000Z-0123abcd.json",
-           "export-n1-20260101T000000Z-0123abcd.json/../../etc/passwd",
-           "export-n1-20260101T000000Z-0123abcd.json\n",
-           "report-n1-20260101T000000Z-0123abcd.json",
-           "export-n1-20260101T000000Z-0123ABCD.json",
-           "export-n.1-20260101T000000Z-0123abcd.json",
-           "export-n1-20260101T000000Z-0123abcd.json.gz", "dir\\export-n1.json"]
+    bad = [
+        "",
+        None,
+        7,
+        "../export-n1-20260101T000000Z-0123abcd.json",
+        "/export-n1-20260101T000000Z-0123abcd.json",
+        "export-n1-20260101T000000Z-0123abcd.json/../../etc/passwd",
+        "export-n1-20260101T000000Z-0123abcd.json\n",
+        "report-n1-20260101T000000Z-0123abcd.json",
+        "export-n1-20260101T000000Z-0123ABCD.json",
+        "export-n.1-20260101T000000Z-0123abcd.json",
+        "export-n1-20260101T000000Z-0123abcd.json.gz",
+        "dir\\export-n1.json",
+    ]
     for name in bad:
         with pytest.raises(BadRequest):
             check_export_name(name)
 
 
-@pytest.mark.parametrize("msg, prefix", [
-    ('{"type": "report"}', ""),
-    (b'{"type": "report", "prefix": "a/"}', "a/"),
-])
+@pytest.mark.parametrize(
+    "msg, prefix",
+    [
+        ('{"type": "report"}', ""),
+        (b'{"type": "report", "prefix": "a/"}', "a/"),
+    ],
+)
 def test_report_requests(msg, prefix):
     assert parse_report_request(msg) == prefix
 
 
-@pytest.mark.parametrize("msg, why", [
-    ("nope", "must be JSON"),
-    (b"\xff\xfe", "must be JSON"),
-    ("[1, 2]", "JSON objects"),
-    ('{"type": "delete-everything"}', "unknown message type 'delete-everything'"),
-    ("{}", "unknown message type None"),
-    ('{"type": "report", "prefix": 5}', "prefix"),
-    ('{"type": "report", "prefix": "' + "x" * 1025 + '"}', "prefix"),
-])
+@pytest.mark.parametrize(
+    "msg, why",
+    [
+        ("nope", "must be JSON"),
+        (b"\xff\xfe", "must be JSON"),
+        ("[1, 2]", "JSON objects"),
+        ('{"type": "delete-everything"}', "unknown message type 'delete-everything'"),
+        ("{}", "unknown message type None"),
+        ('{"type": "report", "prefix": 5}', "prefix"),
+        ('{"type": "report", "prefix": "' + "x" * 1025 + '"}', "prefix"),
+    ],
+)
 def test_bad_report_requests(msg, why):
     with pytest.raises(BadRequest, match=why):
         parse_report_request(msg)
@@ -233,8 +277,11 @@ class FakeNode:
 
     def list_keys(self, prefix: str = "", after: str | None = None, limit: int = 100):
         self.list_calls.append(limit)
-        live = sorted(k for k, r in self.storage.records.items()
-                      if k.startswith(prefix) and not r.tomb and (after is None or k > after))
+        live = sorted(
+            k
+            for k, r in self.storage.records.items()
+            if k.startswith(prefix) and not r.tomb and (after is None or k > after)
+        )
         page = live[:limit]
         return page, (page[-1] if len(live) > limit else None)
 
@@ -382,12 +429,21 @@ def test_import_that_fails_midway_says_how_far_it_got(node, ftp, tmp_path):
     target.pool.shutdown()
 
 
-@pytest.mark.parametrize("error, kind, code", [
-    (FtpError("FTP server 127.0.0.1:1 unreachable: connection refused"), FtpUnavailable,
-     "ftp_unavailable"),
-    (FtpAuthError("FTP login failed for user 'kvraft': 530 Authentication failed."), FtpAuthFailed,
-     "ftp_auth"),
-])
+@pytest.mark.parametrize(
+    "error, kind, code",
+    [
+        (
+            FtpError("FTP server 127.0.0.1:1 unreachable: connection refused"),
+            FtpUnavailable,
+            "ftp_unavailable",
+        ),
+        (
+            FtpAuthError("FTP login failed for user 'kvraft': 530 Authentication failed."),
+            FtpAuthFailed,
+            "ftp_auth",
+        ),
+    ],
+)
 def test_ftp_failures_become_clear_errors(node, ftp, error, kind, code):
     ftp.fail = error
     reports = Reports(node, ftp=ftp)
@@ -400,8 +456,13 @@ def test_ftp_failures_become_clear_errors(node, ftp, error, kind, code):
 
 
 def test_unconfigured_ftp_is_a_clear_error(node):
-    node.config = SimpleNamespace(data_dir=node.config.data_dir, max_value_bytes=1 << 20,
-                                  ftp="127.0.0.1:2121", ftp_user="kvraft", ftp_password="",
-                                  ftp_tls=False)
+    node.config = SimpleNamespace(
+        data_dir=node.config.data_dir,
+        max_value_bytes=1 << 20,
+        ftp="127.0.0.1:2121",
+        ftp_user="kvraft",
+        ftp_password="",
+        ftp_tls=False,
+    )
     with pytest.raises(FtpUnavailable, match="KVRAFT_FTP_PASSWORD"):
         Reports(node).export()

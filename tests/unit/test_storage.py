@@ -37,8 +37,9 @@ def test_counters_survive_reopen_and_match_sql(tmp_path):
     keys, nbytes, ts = s.live_keys, s.live_bytes, s.max_ts
     s.close()
     db = sqlite3.connect(tmp_path / "s.db")
-    assert db.execute("SELECT COUNT(*), SUM(LENGTH(value)) FROM records WHERE tomb=0").fetchone() \
-        == (keys, nbytes)
+    assert db.execute(
+        "SELECT COUNT(*), SUM(LENGTH(value)) FROM records WHERE tomb=0"
+    ).fetchone() == (keys, nbytes)
     db.close()
     again = Storage(tmp_path / "s.db")
     figures = (again.live_keys, again.live_bytes, again.max_ts)
@@ -77,6 +78,7 @@ def test_hints_are_kept_until_dropped(tmp_path):
 def test_concurrent_writers_group_commit_without_loss(tmp_path):
     s = Storage(tmp_path / "s.db")
     try:
+
         def writer(t):
             for i in range(100):
                 s.apply(rec(f"t{t}-{i}", i + 1))
@@ -91,8 +93,12 @@ def test_concurrent_writers_group_commit_without_loss(tmp_path):
         s.close()
 
 
-ops = st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 20), st.sampled_from(["n1", "n2"]),
-                         st.booleans()), max_size=12)
+ops = st.lists(
+    st.tuples(
+        st.sampled_from("abc"), st.integers(1, 20), st.sampled_from(["n1", "n2"]), st.booleans()
+    ),
+    max_size=12,
+)
 
 
 @settings(max_examples=50, deadline=None)
@@ -100,8 +106,9 @@ ops = st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 20), st.sampled_
 def test_any_order_of_applies_converges_to_the_newest(tmp_path_factory, items):
     # a version names exactly one write (the HLC never repeats on a node): keep the first of each
     items = list({(k, ts, node): (k, ts, node, t) for k, ts, node, t in reversed(items)}.values())
-    records = [rec(k, ts, node, value=f"{k}{ts}{node}".encode(), tomb=t)
-               for k, ts, node, t in items]
+    records = [
+        rec(k, ts, node, value=f"{k}{ts}{node}".encode(), tomb=t) for k, ts, node, t in items
+    ]
     d = tmp_path_factory.mktemp("s")
     a, b = Storage(d / "a.db"), Storage(d / "b.db")
     try:
@@ -127,17 +134,22 @@ def test_rewrites_keep_the_rows_and_the_hash_tree_as_a_rebuild_would(tmp_path):
     for round_ in range(3):
         for k in ("a", "b", "c/ü"):
             ts += 1
-            s.apply(rec(k, ts, "n1", value=f"{k}{round_}".encode(), tomb=round_ == 1,
-                        part=2))
+            s.apply(rec(k, ts, "n1", value=f"{k}{round_}".encode(), tomb=round_ == 1, part=2))
     ts += 1
     s.apply(rec("a", ts, "n2", value=b"moved", part=5))  # the same key under another partition
     trees = {p: s.leaf_hashes(p) for p in (2, 5)}
     held = s.partitions_held()
     s.close()
-    rows = sqlite3.connect(tmp_path / "t.db").execute(
-        "SELECT key, part, leaf, ts FROM records ORDER BY key").fetchall()
-    assert rows == [("a", 5, leaf_of("a"), ts), ("b", 2, leaf_of("b"), ts - 2),
-                    ("c/ü", 2, leaf_of("c/ü"), ts - 1)]
+    rows = (
+        sqlite3.connect(tmp_path / "t.db")
+        .execute("SELECT key, part, leaf, ts FROM records ORDER BY key")
+        .fetchall()
+    )
+    assert rows == [
+        ("a", 5, leaf_of("a"), ts),
+        ("b", 2, leaf_of("b"), ts - 2),
+        ("c/ü", 2, leaf_of("c/ü"), ts - 1),
+    ]
     s = Storage(tmp_path / "t.db")
     try:
         assert {p: s.leaf_hashes(p) for p in (2, 5)} == trees
@@ -177,8 +189,10 @@ def test_a_store_with_the_old_rowid_table_is_migrated_with_every_record(tmp_path
     old = sqlite3.connect(tmp_path / "old.db")
     old.execute(OLD_RECORDS)
     src = sqlite3.connect(tmp_path / "new.db")
-    old.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    src.execute("SELECT key, part, leaf, ts, node, tomb, value FROM records"))
+    old.executemany(
+        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+        src.execute("SELECT key, part, leaf, ts, node, tomb, value FROM records"),
+    )
     src.close()
     old.commit()
     old.close()
@@ -193,8 +207,13 @@ def test_a_store_with_the_old_rowid_table_is_migrated_with_every_record(tmp_path
         s.close()
     db = sqlite3.connect(tmp_path / "old.db")
     sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'records'").fetchone()[0]
-    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
-                                        "AND tbl_name = 'records' AND sql IS NOT NULL")}
+    indexes = {
+        r[0]
+        for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'records' AND sql IS NOT NULL"
+        )
+    }
     db.close()
     assert "WITHOUT ROWID" in sql and indexes == {"records_leaf", "records_tombs"}
 

@@ -59,13 +59,15 @@ class Peer:
         return encode_records(self.store.get_many(stream.decode_keys(payload)))
 
     def app(self, environ, start_response):
-        if self.verifier.check(environ.get(peerauth.ENVIRON), environ["REQUEST_METHOD"],
-                               environ["RAW_URI"]):
+        if self.verifier.check(
+            environ.get(peerauth.ENVIRON), environ["REQUEST_METHOD"], environ["RAW_URI"]
+        ):
             start_response("403 FORBIDDEN", [("Content-Length", "9")])
             return [b"forbidden"]
         self.local.conn = environ["kvraft.connection"]
-        message = stream.upgrade(environ, {stream.APPLY: self.apply, stream.GET: self.get},
-                                 LIMIT).encode()
+        message = stream.upgrade(
+            environ, {stream.APPLY: self.apply, stream.GET: self.get}, LIMIT
+        ).encode()
         start_response("400 BAD REQUEST", [("Content-Length", str(len(message)))])
         return [message]
 
@@ -155,9 +157,11 @@ def test_keys_encode_and_decode():
 
 
 def test_results_encode_and_decode_every_shape():
-    results = [ApplyResult(True, None, False), ApplyResult(False, Version(2**63 - 1, "nœud-7"),
-                                                           True),
-               ApplyResult(True, Version(0, "n"), False)]
+    results = [
+        ApplyResult(True, None, False),
+        ApplyResult(False, Version(2**63 - 1, "nœud-7"), True),
+        ApplyResult(True, Version(0, "n"), False),
+    ]
     data = stream.encode_results(results)
     assert stream.decode_results(data) == results
     assert stream.decode_results(b"") == []
@@ -224,8 +228,10 @@ def test_a_wrong_secret_is_refused_before_any_record_is_sent(peer, store):
 def test_a_plain_post_without_the_upgrade_is_a_400(peer):
     with socket.create_connection(peer.server.address, timeout=5) as c:
         auth = peerauth.sign(peerauth.derive(SECRET, peerauth.PEER_HTTP), "POST", stream.PATH)
-        c.sendall(b"POST /peer/stream HTTP/1.1\r\nHost: x\r\nX-Kvraft-Auth: %s\r\n"
-                  b"Content-Length: 0\r\n\r\n" % auth.encode())
+        c.sendall(
+            b"POST /peer/stream HTTP/1.1\r\nHost: x\r\nX-Kvraft-Auth: %s\r\n"
+            b"Content-Length: 0\r\n\r\n" % auth.encode()
+        )
         answer = c.recv(4096)
     assert answer.startswith(b"HTTP/1.1 400") and b"needs Upgrade: kvraft-peer/1" in answer
 

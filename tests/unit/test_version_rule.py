@@ -15,8 +15,9 @@ V = Version(100, "n1")
 
 
 def test_an_applied_answer_is_an_ack():
-    j = versionrule.judge(V, [ApplyResult(True, None, False), ApplyResult(True, Version(5, "n2"),
-                                                                           True)])
+    j = versionrule.judge(
+        V, [ApplyResult(True, None, False), ApplyResult(True, Version(5, "n2"), True)]
+    )
     assert (j.acks, j.newer, j.retry) == (2, None, False)
 
 
@@ -28,8 +29,14 @@ def test_holding_this_very_version_is_an_ack():
 
 def test_a_replica_that_kept_a_newer_version_is_not_an_ack_and_teaches_it():
     newer = Version(200, "n3")
-    j = versionrule.judge(V, [ApplyResult(True, None, False), ApplyResult(False, newer, True),
-                              ApplyResult(False, Version(150, "n2"), True)])
+    j = versionrule.judge(
+        V,
+        [
+            ApplyResult(True, None, False),
+            ApplyResult(False, newer, True),
+            ApplyResult(False, Version(150, "n2"), True),
+        ],
+    )
     assert (j.acks, j.newer, j.retry) == (1, newer, True)
 
 
@@ -54,13 +61,18 @@ def test_a_stamp_is_never_below_the_clock_and_always_above_the_floor(now, floor_
 
 def test_created_ignores_this_writes_own_earlier_stampings():
     first, second = Version(100, "n1"), Version(201, "n1")
-    seen = [ApplyResult(True, None, False), ApplyResult(False, Version(200, "n2"), False),
-            ApplyResult(True, first, True), ApplyResult(True, Version(200, "n2"), False)]
+    seen = [
+        ApplyResult(True, None, False),
+        ApplyResult(False, Version(200, "n2"), False),
+        ApplyResult(True, first, True),
+        ApplyResult(True, Version(200, "n2"), False),
+    ]
     assert versionrule.created(seen, [first, second])
     assert not versionrule.created([ApplyResult(True, Version(5, "n2"), True)], [first])
 
 
 # -- the clock offset guard --------------------------------------------------------------------
+
 
 def test_an_ntp_sample_corrects_for_the_round_trip():
     s = sample(1000, 1010, 1305, at=0.0)  # the peer answered at the midpoint, 300 ms ahead
@@ -119,6 +131,7 @@ def test_one_peer_down_and_one_skewed_leaves_the_healthy_node_in_service():
 
 # -- the HLC's bound ---------------------------------------------------------------------------
 
+
 def test_the_hlc_refuses_a_timestamp_too_far_ahead():
     clock = HLC(lambda: 10_000, max_ahead_ms=500)
     assert clock.observe(10_400 << LOGICAL_BITS)
@@ -128,7 +141,11 @@ def test_the_hlc_refuses_a_timestamp_too_far_ahead():
 
 
 def test_the_hlc_starts_below_a_stored_timestamp_from_the_future():
-    assert HLC(lambda: 10_000, last=99_999 << LOGICAL_BITS, max_ahead_ms=500).now() \
+    assert (
+        HLC(lambda: 10_000, last=99_999 << LOGICAL_BITS, max_ahead_ms=500).now()
         < 99_999 << LOGICAL_BITS
-    assert HLC(lambda: 10_000, last=10_100 << LOGICAL_BITS, max_ahead_ms=500).now() \
+    )
+    assert (
+        HLC(lambda: 10_000, last=10_100 << LOGICAL_BITS, max_ahead_ms=500).now()
         > 10_100 << LOGICAL_BITS
+    )

@@ -9,9 +9,11 @@ from kvraft.wire import WireError, decode_records, encode_records
 
 
 def test_records_round_trip_binary_values_and_tombstones():
-    recs = [Record("k/ü", 3, Version(7, "n1"), False, bytes(range(256))),
-            Record("gone", 1, Version(8, "n2"), True, b""),
-            Record("empty", 0, Version(9, "n3"), False, b"")]
+    recs = [
+        Record("k/ü", 3, Version(7, "n1"), False, bytes(range(256))),
+        Record("gone", 1, Version(8, "n2"), True, b""),
+        Record("empty", 0, Version(9, "n3"), False, b""),
+    ]
     assert list(decode_records(encode_records(recs))) == recs
 
 
@@ -41,21 +43,31 @@ def test_every_malformed_header_field_is_refused():
 
 
 def test_config_reads_environment_and_flags_win():
-    env = {"KVRAFT_SECRET": "s3cret-value", "KVRAFT_ID": "n2", "KVRAFT_PEERS": "h:1,h:2",
-           "KVRAFT_PARTITIONS": "16", "KVRAFT_FSYNC": "yes"}
+    env = {
+        "KVRAFT_SECRET": "s3cret-value",
+        "KVRAFT_ID": "n2",
+        "KVRAFT_PEERS": "h:1,h:2",
+        "KVRAFT_PARTITIONS": "16",
+        "KVRAFT_FSYNC": "yes",
+    }
     c = Config.load({"partitions": "8"}, env)
     assert (c.id, c.peers, c.partitions, c.fsync) == ("n2", ("h:1", "h:2"), 8, True)
     assert "s3cret" not in repr(c)
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"KVRAFT_ID": "n1"}, "secret"),
-    ({"KVRAFT_ID": "n 1", "KVRAFT_SECRET": "12345678"}, "id"),
-    ({"KVRAFT_ID": "n1", "KVRAFT_SECRET": "12345678", "KVRAFT_PARTITIONS": "x"}, "partitions"),
-    ({"KVRAFT_ID": "n1", "KVRAFT_SECRET": "12345678", "KVRAFT_REPLICATION_FACTOR": "2"},
-     "exceeds"),
-    ({"KVRAFT_ID": "n1", "KVRAFT_SECRET": "12345678", "KVRAFT_HTTP": "nohost"}, "HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"KVRAFT_ID": "n1"}, "secret"),
+        ({"KVRAFT_ID": "n 1", "KVRAFT_SECRET": "12345678"}, "id"),
+        ({"KVRAFT_ID": "n1", "KVRAFT_SECRET": "12345678", "KVRAFT_PARTITIONS": "x"}, "partitions"),
+        (
+            {"KVRAFT_ID": "n1", "KVRAFT_SECRET": "12345678", "KVRAFT_REPLICATION_FACTOR": "2"},
+            "exceeds",
+        ),
+        ({"KVRAFT_ID": "n1", "KVRAFT_SECRET": "12345678", "KVRAFT_HTTP": "nohost"}, "HOST:PORT"),
+    ],
+)
 def test_bad_config_names_the_field(env, message):
     with pytest.raises(ConfigError, match=message):
         Config.load({}, env)

@@ -59,8 +59,9 @@ class OnePartition:
 
 def coordinator(tmp_path, peer_addr: str) -> Node:
     node = object.__new__(Node)  # no Raft, no background duties: only the write path
-    node.config = SimpleNamespace(secret=SECRET, peer_timeout=5.0, test_fault=None,
-                                  max_value_bytes=1 << 20)
+    node.config = SimpleNamespace(
+        secret=SECRET, peer_timeout=5.0, test_fault=None, max_value_bytes=1 << 20
+    )
     node.id, node.rf = "n1", 2
     node.meta = OnePartition(peer_addr)
     node.hlc = HLC()
@@ -86,8 +87,9 @@ def test_a_write_that_fails_locally_still_reads_its_replica_answer(tmp_path):
         with pytest.raises(sqlite3.OperationalError, match="disk is full"):
             node.put("first", b"1")
         outcome: list = []
-        later = threading.Thread(target=lambda: outcome.append(node.put("second", b"2")),
-                                 daemon=True)
+        later = threading.Thread(
+            target=lambda: outcome.append(node.put("second", b"2")), daemon=True
+        )
         later.start()
         later.join(10)
         assert not later.is_alive(), "the next write waited for a lane nobody frees"
