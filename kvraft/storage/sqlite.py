@@ -26,8 +26,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .antientropy import LEAVES, leaf_of, record_hash
-from .hlc import Version
+from ..antientropy import LEAVES, leaf_of, record_hash
+from ..hlc import Version
 
 RECORDS_TABLE = """
 CREATE TABLE IF NOT EXISTS records (
