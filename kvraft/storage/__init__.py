@@ -1,9 +1,14 @@
 """The local store seam: versioned records and the hints a node holds for others.
 
-:mod:`kvraft.storage.sqlite` is the real store. The public names stay importable from here, at
-the path they had when the store was one module (``from kvraft.storage import Storage, Record``).
+:mod:`~kvraft.storage.protocol` declares the :class:`Store` contract; :mod:`~kvraft.storage.sqlite`
+is the real store (:class:`Storage`), :mod:`~kvraft.storage.memory` the in-memory fake
+(:class:`MemoryStore`); :mod:`~kvraft.storage.rules` holds the rules both follow. The public
+names stay importable from here, at the path they had when the store was one module
+(``from kvraft.storage import Storage, Record``).
 """
 
-from .sqlite import ApplyResult, Hint, Record, Storage, StorageClosed
+from .memory import MemoryStore
+from .protocol import Hint, StorageClosed, Store
+from .sqlite import ApplyResult, Record, Storage
 
-__all__ = ["ApplyResult", "Hint", "Record", "Storage", "StorageClosed"]
+__all__ = ["ApplyResult", "Hint", "MemoryStore", "Record", "Storage", "StorageClosed", "Store"]

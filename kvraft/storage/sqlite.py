@@ -26,8 +26,12 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..antientropy import LEAVES, leaf_of, record_hash
+from ..antientropy import leaf_of, record_hash
 from ..hlc import Version
+from .protocol import Hint, StorageClosed
+from .rules import LeafTrees, keeps
+
+__all__ = ["ApplyResult", "Hint", "Record", "Storage", "StorageClosed"]
 
 RECORDS_TABLE = """
 CREATE TABLE IF NOT EXISTS records (
@@ -80,13 +84,6 @@ class ApplyResult:
     prev_live: bool  # a live (non-tombstone) value was stored before
 
 
-@dataclass(frozen=True, slots=True)
-class Hint:
-    id: int
-    target: str
-    record: Record
-
-
 _REPLACE = (
     "INSERT OR REPLACE INTO records(key, part, leaf, ts, node, tomb, value) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -99,10 +96,6 @@ _UPSERT = (
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PERIOD = 0.25  # seconds between WAL checkpoints (only after commits)
-
-
-class StorageClosed(RuntimeError):
-    pass
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -134,7 +127,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 class Storage:
-    """SQLite-backed record store. Thread-safe: any thread may call any method."""
+    """SQLite-backed record store (:class:`kvraft.storage.protocol.Store`). Thread-safe: any
+    thread may call any method."""
 
     def __init__(self, path: str | os.PathLike, fsync: bool = False) -> None:
         self.path = os.fspath(path)
@@ -153,9 +147,8 @@ class Storage:
         self._keys, self._bytes = int(row[0]), int(row[1])
         self._max_ts = int(wconn.execute("SELECT COALESCE(MAX(ts), 0) FROM records").fetchone()[0])
         self._hints = int(wconn.execute("SELECT COUNT(*) FROM hints").fetchone()[0])
-        self._leaves: dict[int, list[int]] = {}  # partition -> leaf hashes
+        self._trees = LeafTrees()  # partition -> leaf hashes, and rows held
         self._undo: list[tuple[int, int, int, int]] = []  # tree changes of the open transaction
-        self._part_rows: dict[int, int] = {}  # partition -> rows held (tombstones included)
         self.watermarks: dict[int, int] = {}  # partition -> purge watermark (HLC ts)
         for key, part, leaf, ts, node, tomb in wconn.execute(
             "SELECT key, part, leaf, ts, node, tomb FROM records"
@@ -308,10 +301,8 @@ class Storage:
             ).fetchone()
             prev = Version(row[0], row[1]) if row else None
             prev_live = bool(row) and not row[2]
-            if prev is not None and prev >= rec.version:
+            if not keeps(prev, rec.version, self.watermarks.get(rec.part, 0)):
                 return ApplyResult(False, prev, prev_live)
-            if prev is None and rec.version.ts < self.watermarks.get(rec.part, 0):
-                return ApplyResult(False, None, False)  # deleted and purged since
             leaf = leaf_of(rec.key)
             values = (
                 rec.key,
@@ -399,16 +390,7 @@ class Storage:
     def _tree(self, part: int, leaf: int, h: int, rows: int) -> None:
         """XOR a record hash in or out of leaf ``leaf`` (the record key's ``leaf_of``) of a
         partition's tree (under the write lock, or at open)."""
-        leaves = self._leaves.get(part)
-        if leaves is None:
-            leaves = self._leaves[part] = [0] * LEAVES
-        leaves[leaf] ^= h
-        n = self._part_rows.get(part, 0) + rows
-        if n:
-            self._part_rows[part] = n
-        else:
-            self._part_rows.pop(part, None)
-            self._leaves.pop(part, None)
+        self._trees.change(part, leaf, h, rows)
 
     def purge_tombstones(self, part: int, below_ts: int) -> int:
         """Delete the partition's tombstones older than ``below_ts``; returns how many."""
@@ -426,11 +408,10 @@ class Storage:
     # -- anti-entropy reads --------------------------------------------------------------------
 
     def partitions_held(self) -> set[int]:
-        return set(self._part_rows)
+        return self._trees.partitions_held()
 
     def leaf_hashes(self, part: int) -> list[int]:
-        leaves = self._leaves.get(part)
-        return list(leaves) if leaves is not None else [0] * LEAVES
+        return self._trees.leaf_hashes(part)
 
     def leaf_entries(self, part: int, leaves: Sequence[int]) -> dict[str, tuple[Version, bool]]:
         out: dict[str, tuple[Version, bool]] = {}
