@@ -7,8 +7,13 @@ names stay importable from here, at the path they had when the store was one mod
 (``from kvraft.storage import Storage, Record``).
 """
 
+from typing import TYPE_CHECKING
+
 from .memory import MemoryStore
 from .protocol import Hint, StorageClosed, Store
 from .sqlite import ApplyResult, Record, Storage
 
 __all__ = ["ApplyResult", "Hint", "MemoryStore", "Record", "Storage", "StorageClosed", "Store"]
+
+if TYPE_CHECKING:  # the type checker proves that both stores implement the protocol
+    _STORES: tuple[type[Store], ...] = (Storage, MemoryStore)

@@ -15,7 +15,7 @@ empty (they are not durable). A harness "crashes" a node by dropping its store (
 and "restarts" it with ``MemoryStore.restore(saved)``. The bytes are JSON, never pickle.
 
 Thread-safe: one lock guards all state; no call does IO or waits for anything but that lock.
-It must not import sqlite3 or touch the file system.
+It must not touch a file or a database.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ..antientropy import leaf_of, record_hash
 from ..hlc import Version
 from .protocol import Hint, StorageClosed
 from .rules import LeafTrees, keeps
-from .sqlite import ApplyResult, Record
+from .sqlite import ApplyResult, Record  # the types only (their home until kvraft.model)
 
 __all__ = ["MemoryStore"]
 

@@ -25,6 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..antientropy import leaf_of, record_hash
 from ..hlc import Version
@@ -95,6 +96,7 @@ _UPSERT = (
 )
 
 log = logging.getLogger(__name__)
+_Queued = tuple[str, list[Any], list[bool], list[Any]]  # op, items, done flag, results slot
 CHECKPOINT_PERIOD = 0.25  # seconds between WAL checkpoints (only after commits)
 
 
@@ -130,12 +132,12 @@ class Storage:
     """SQLite-backed record store (:class:`kvraft.storage.protocol.Store`). Thread-safe: any
     thread may call any method."""
 
-    def __init__(self, path: str | os.PathLike, fsync: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], fsync: bool = False) -> None:
         self.path = os.fspath(path)
         self.fsync = fsync
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._local = threading.local()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()  # guards the counters below
         wconn = self._connect()
@@ -225,7 +227,8 @@ class Storage:
 
     def apply(self, record: Record) -> ApplyResult:
         """Store ``record`` if newer than what is stored. Blocks until durable."""
-        return self._submit("apply", [record])[0]
+        result: ApplyResult = self._submit("apply", [record])[0]
+        return result
 
     def apply_many(self, records: Sequence[Record]) -> list[ApplyResult]:
         return self._submit("apply", list(records)) if records else []
@@ -233,14 +236,15 @@ class Storage:
     def add_hint(self, target: str, record: Record) -> Version:
         """Keep ``record`` for ``target`` until :meth:`drop_hints` says it was delivered; return
         the newest version of its key this node now holds (as a hint or a record)."""
-        return self._submit("hint", [(target, record)])[0]
+        newest: Version = self._submit("hint", [(target, record)])[0]
+        return newest
 
     def drop_hints(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         if ids:
             self._submit("drop_hints", ids)
 
-    def _submit(self, op: str, items: list) -> list:
+    def _submit(self, op: str, items: list[Any]) -> list[Any]:
         """Queue a write and return once it is committed.
 
         Group commit without a writer thread: whichever caller gets the write lock commits
@@ -248,13 +252,13 @@ class Storage:
         done when they get the lock in turn. Alone, a caller commits its own write at once.
         """
         done = [False]  # set by the committer, read under the write lock: no Event needed
-        slot: list = []
+        slot: list[Any] = []
         self._queue.put((op, items, done, slot))
         with self._wlock:
             if self._closed and not done[0]:
                 raise StorageClosed("storage is closed")
             while not done[0]:
-                batch = []
+                batch: list[_Queued] = []
                 while len(batch) < 512:
                     try:
                         batch.append(self._queue.get_nowait())
@@ -265,7 +269,7 @@ class Storage:
             raise slot[0]
         return slot
 
-    def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Queued]) -> None:
         deltas = [0, 0, 0, self._max_ts]  # keys, bytes, hints, max ts
         outputs = []
         self._undo = []
@@ -293,7 +297,7 @@ class Storage:
             slot.extend(out)
             done[0] = True
 
-    def _do(self, conn: sqlite3.Connection, op: str, item, deltas: list):
+    def _do(self, conn: sqlite3.Connection, op: str, item: Any, deltas: list[int]) -> Any:
         if op == "apply":
             rec: Record = item
             row = conn.execute(
@@ -394,7 +398,8 @@ class Storage:
 
     def purge_tombstones(self, part: int, below_ts: int) -> int:
         """Delete the partition's tombstones older than ``below_ts``; returns how many."""
-        return self._submit("purge", [(part, below_ts)])[0]
+        purged: int = self._submit("purge", [(part, below_ts)])[0]
+        return purged
 
     def forget(self, part: int, keys: Sequence[str], below: int) -> int:
         """Delete these keys' records if older than ``below``: keys whose tombstone won and was
@@ -403,7 +408,8 @@ class Storage:
 
     def drop_partition(self, part: int) -> int:
         """Delete every record of a partition this node no longer holds; returns how many."""
-        return self._submit("purge", [(part, None)])[0]
+        dropped: int = self._submit("purge", [(part, None)])[0]
+        return dropped
 
     # -- anti-entropy reads --------------------------------------------------------------------
 
@@ -510,6 +516,6 @@ class Storage:
             self._wconn.close()
 
 
-def _record(row: Sequence) -> Record:
+def _record(row: Sequence[Any]) -> Record:
     key, part, ts, node, tomb, value = row
     return Record(key, part, Version(ts, node), bool(tomb), bytes(value))
