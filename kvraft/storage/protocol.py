@@ -56,10 +56,14 @@ class Hint:
 class Store(Protocol):
     """A node's local store of versioned records and of the hints it holds for other nodes.
 
-    Every method may be called from any thread. Writes block until durable; reads do not wait
-    for writes in progress and see every write that returned before the read began. After
-    :meth:`close`, writes with a non-empty input raise :class:`StorageClosed`; reads after close
-    are not part of the contract.
+    Every method may be called from any thread. Writes block until durable (the SQLite store
+    may also wait for other callers' writes: it commits concurrent writes together). Reads never
+    wait for a commit (the memory store takes its one lock for the length of the call) and see
+    every write that returned before the read began. After :meth:`close`, writes with a
+    non-empty input raise :class:`StorageClosed`; reads after close are not part of the
+    contract.
+
+    ``apply`` is here for tests and harnesses (the node itself writes with ``apply_many``).
     """
 
     watermarks: dict[int, int]
@@ -101,7 +105,10 @@ class Store(Protocol):
     def apply_many(self, records: Sequence[Record]) -> list[ApplyResult]:
         """:meth:`apply` each record in order, atomically: one result per record (a later record
         of the same key is judged against an earlier one of the batch), or an exception and
-        nothing stored. An empty batch returns ``[]`` at once."""
+        nothing stored. The SQLite store commits the batches of concurrent callers in one
+        transaction, so a batch it cannot store (a value that is not bytes, a full disk) fails
+        the others of its group too, with the same exception. An empty batch returns ``[]`` at
+        once."""
         ...
 
     def add_hint(self, target: str, record: Record) -> Version:
