@@ -1,7 +1,7 @@
 """Duties of the Raft leader, and membership changes (which only the leader makes).
 
 On every tick the leader places partitions the first time (on the nodes with the least stored
-data), steps the partition map toward health and balance (:func:`kvraft.placement.plan`:
+data), steps the partition map toward health and balance (:func:`kvraft.core.placement.plan`:
 replace dead replicas, drain nodes being removed, balance), removes drained nodes from Raft, and
 opens a sync round every ``sync_interval``. Membership requests reaching another node are
 forwarded to the leader over the peer transport.
@@ -15,8 +15,8 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from . import placement
 from .config import NODE_ID
+from .core import placement
 from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .hlc import LOGICAL_BITS
 from .meta import MetaUnavailable

@@ -28,12 +28,13 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from . import placement, stream, versionrule, views
-from .balance import Activity
+from . import stream, views
 from .batch import PeerBatcher, Ticket
-from .clockguard import ClockGuard, Verdict
-from .clockguard import sample as clock_sample
 from .config import Config
+from .core import placement, versionrule
+from .core.balance import Activity
+from .core.clockguard import ClockGuard, Verdict
+from .core.clockguard import sample as clock_sample
 from .errors import BadRequest, ClockOffset, NotFound, Unavailable
 from .hlc import HLC, Version, wall_clock_ms
 from .keys import check_key, new_key
@@ -435,7 +436,8 @@ class Node:
         """Stamp, send, tally; stamp again above what a replica kept (forward-only versions).
 
         A replica answer counts as an ack only when the replica now holds this write's version
-        (:mod:`kvraft.versionrule`). A replica that kept a newer version teaches the coordinator
+        (:mod:`kvraft.core.versionrule`). A replica that kept a newer version teaches the
+        coordinator
         that version: the write is stamped again above it and sent again, at most
         ``versionrule.ATTEMPTS`` times. Raises Unavailable when the acks (with hints, for
         ``one``/``quorum``) stay below ``w``: the write may or may not be visible later."""

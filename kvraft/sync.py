@@ -1,4 +1,4 @@
-"""Anti-entropy rounds: the IO side of :mod:`kvraft.antientropy`.
+"""Anti-entropy rounds: the IO side of :mod:`kvraft.core.antientropy`.
 
 When the Raft leader opens a sync round (recorded in the metadata), each node acts as the
 *primary* of the partitions whose first live, filled replica it is. For each such partition and
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import antientropy as ae
+from .core import antientropy as ae
 from .hlc import Version
 from .storage import Storage
 from .transport import PeerError

@@ -4,7 +4,7 @@ idempotent) and the hash-tree descent finds exactly the keys whose entries diffe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvraft import antientropy as ae
+from kvraft.core import antientropy as ae
 from kvraft.hlc import Version
 
 keys = st.text(alphabet="abcdefgh/0123", min_size=1, max_size=6)

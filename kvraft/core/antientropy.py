@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
-from .hlc import Version
+from ..model import Version
 
 FANOUT = 32
 GROUPS = 32
