@@ -528,7 +528,7 @@ class Node:
         holders: list[str] = []
         newest: Version | None = None
         candidates = [
-            s for s in placement.stand_ins(part, replicas, self.members()) if self.is_alive(s)
+            s for s in placement.stand_ins(part, replicas, list(self.members())) if self.is_alive(s)
         ]
         for target in failed:
             while candidates:

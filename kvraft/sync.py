@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .core import antientropy as ae
 from .core import syncplan
+from .core.placement import MapState
 from .hlc import Version
 from .storage import Storage
 from .transport import PeerError
@@ -197,7 +198,7 @@ class Syncer:
             stats.records += len(records)
             stats.repaired += sum(r.applied for r in self.node.apply_local(records))
 
-    def _collect(self, state, stats: RoundStats) -> None:
+    def _collect(self, state: MapState, stats: RoundStats) -> None:
         """Purge tombstones below the watermarks; hand off partitions this node left."""
         node = self.node
         storage = node.storage
