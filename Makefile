@@ -31,13 +31,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check kvraft api tests bench chaos
 
 bench: $(STAMP)
-	$(BIN)/python bench/compare.py
+	$(BIN)/python -m bench.compare
 
 bench-latency: $(STAMP)
-	$(BIN)/python bench/latency.py
+	$(BIN)/python -m bench.latency
 
 bench-growth: $(STAMP)
-	$(BIN)/python bench/growth.py
+	$(BIN)/python -m bench.growth
 
 chaos-smoke: $(STAMP)
 	sh scripts/install-test-deps.sh
@@ -62,7 +62,7 @@ clean:
 # 1,000 examples per operation (make test runs the same with a fixed seed and 300)
 .PHONY: api-fuzz
 api-fuzz: $(STAMP)
-	$(BIN)/python tests/apifuzz.py --max-examples 1000 $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m tests.harness.apifuzz --max-examples 1000 $(if $(SEED),--seed $(SEED))
 
 .PHONY: image compose-test
 
