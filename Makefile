@@ -26,9 +26,11 @@ integration: $(STAMP)
 	sh scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q tests/integration
 
+# ruff on every package; mypy on kvraft/ and kvraft_cmd/ (pyproject.toml [tool.mypy] lists them)
 lint: $(STAMP)
-	$(BIN)/ruff check kvraft api tests bench chaos
-	$(BIN)/ruff format --check kvraft api tests bench chaos
+	$(BIN)/ruff check kvraft kvraft_cmd api tests bench chaos
+	$(BIN)/ruff format --check kvraft kvraft_cmd api tests bench chaos
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.compare

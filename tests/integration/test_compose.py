@@ -381,7 +381,7 @@ def test_dockerignore_sends_only_what_pip_install_needs():
     rules = _dockerignore_rules()
     sources = ["pyproject.toml", "README.md"] + [
         str(p.relative_to(ROOT))
-        for pkg in ("kvraft", "api")
+        for pkg in ("kvraft", "kvraft_cmd", "api")
         for p in (ROOT / pkg).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     ]
