@@ -19,7 +19,7 @@ from kvraft.config import Config, ConfigError, FtpSettings, fields_help
 from .up import add_up_command
 
 
-def _serve_parser(sub) -> None:
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run one node (every flag also reads KVRAFT_<FLAG>)")
     for name, kind, default in fields_help():
         flag = "--" + name.replace("_", "-")
@@ -30,7 +30,7 @@ def _serve_parser(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def cmd_serve(args) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     try:
         config = Config.load(flags)
@@ -43,7 +43,7 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def cmd_ftp(args) -> int:
+def cmd_ftp(args: argparse.Namespace) -> int:
     from kvraft.ftp import parse_port_range, run_ftp_server
 
     settings = FtpSettings.from_env()

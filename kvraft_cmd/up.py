@@ -69,7 +69,7 @@ def _wait_ready(urls: list[str], deadline: float) -> str | None:
     return None if pending else leader
 
 
-def cmd_up(args) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     n, host = args.nodes, args.host
     if not 1 <= n <= 9:
         print("kvraft up: --nodes must be 1 to 9", file=sys.stderr)
