@@ -27,11 +27,10 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..antientropy import leaf_of, record_hash
-from ..hlc import Version
+from ..core.antientropy import leaf_of, record_hash
+from ..model import ApplyResult, Record, Version
 from .protocol import Hint, StorageClosed
 from .rules import LeafTrees, keeps
-from .sqlite import ApplyResult, Record  # the types only (their home until kvraft.model)
 
 __all__ = ["MemoryStore"]
 

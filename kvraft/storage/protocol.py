@@ -10,7 +10,7 @@ Terms used by the contracts below:
 
 - A key has at most one stored record, whatever its partition: a record that arrives with
   another partition moves the key there.
-- *Last writer wins*: versions order as ``(ts, node)`` (:class:`kvraft.hlc.Version`). A store
+- *Last writer wins*: versions order as ``(ts, node)`` (:class:`kvraft.model.Version`). A store
   keeps an offered record only if it holds no record of that key at least as new. An equal
   version is not applied again (applying is idempotent), and a retried write learns it from
   ``ApplyResult.prev``.
@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ..hlc import Version
-    from .sqlite import ApplyResult, Record
+    from ..model import ApplyResult, Record, Version
 
 __all__ = ["Hint", "Store", "StorageClosed"]
 
@@ -174,8 +173,8 @@ class Store(Protocol):
         ...
 
     def leaf_hashes(self, part: int) -> list[int]:
-        """The partition's :data:`~kvraft.antientropy.LEAVES` leaf hashes (a copy): leaf ``i``
-        is the XOR of :func:`~kvraft.antientropy.record_hash` over the partition's records
+        """The partition's :data:`~kvraft.core.antientropy.LEAVES` leaf hashes (a copy): leaf ``i``
+        is the XOR of :func:`~kvraft.core.antientropy.record_hash` over the partition's records
         whose key has ``leaf_of(key) == i``; all zero for a partition not held. Two stores that
         hold the same records of a partition return the same list, whichever the
         implementation. The SQLite store may briefly include a write still committing."""

@@ -8,8 +8,8 @@ Pure bookkeeping: no IO, no threads, no clock. Callers hold their own lock aroun
 
 from __future__ import annotations
 
-from ..antientropy import LEAVES
-from ..hlc import Version
+from ..core.antientropy import LEAVES
+from ..model import Version
 
 
 def keeps(prev: Version | None, offered: Version, watermark: int) -> bool:
@@ -26,7 +26,7 @@ def keeps(prev: Version | None, offered: Version, watermark: int) -> bool:
 class LeafTrees:
     """The leaf hashes of every partition a store holds, and how many records each holds.
 
-    A leaf hash is the XOR of the record hashes (:func:`kvraft.antientropy.record_hash`) of
+    A leaf hash is the XOR of the record hashes (:func:`kvraft.core.antientropy.record_hash`) of
     the partition's records in that leaf, so a change is one XOR out and one XOR in. Not
     thread-safe: the owner serialises :meth:`change`; :meth:`leaf_hashes` returns a copy.
     """

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from kvraft.antientropy import LEAVES, leaf_of, record_hash
+from kvraft.core.antientropy import LEAVES, leaf_of, record_hash
 from kvraft.hlc import Version
 from kvraft.storage import MemoryStore, Record, Storage
 
