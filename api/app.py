@@ -187,8 +187,8 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
             raise TooLarge(f"value exceeds max_value_bytes ({config.max_value_bytes} bytes)")
         return value
 
-    @app.get("/cluster")
-    def cluster():
+    @app.get("/cluster", endpoint="cluster")
+    def cluster_view():
         return jsonify(cluster.cluster())
 
     @app.post("/cluster/members")
@@ -342,8 +342,7 @@ def _body(limit: int, what: str = "body") -> bytes:
     if data is None:
         request.max_content_length = limit + 1
         data = g.body = request.get_data(cache=False)
-    if len(data) > limit:
-        raise TooLarge(f"{what} exceeds {limit} bytes")
+    kv.too_large(len(data), limit, what)
     return data
 
 

@@ -19,6 +19,7 @@ from kvraft.node import Node
 from kvraft.transport import PeerConnectError, PeerError
 
 from . import kv
+from .ports import Cluster
 
 VIA = "X-Kvraft-Via"
 PASS_REQUEST = ("Content-Type", "Authorization", "Accept")
@@ -31,7 +32,7 @@ _PASS_ENV = [
 ]
 
 
-def balanced(node: Node, balancer: Balancer, method: str, local, forward, unknown):
+def balanced(node: Cluster, balancer: Balancer, method: str, local, forward, unknown):
     """The leader's choice for one request: ``local()`` when it picks this node, else
     ``forward(target)``; a forward never delivered (PeerConnectError) goes to another node, as
     does a read whose answer was lost; a write whose answer was lost is ``unknown(target,
@@ -125,7 +126,7 @@ def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None
             not (request.path == "/kv" or request.path.startswith("/kv/"))
             or request.routing_exception is not None  # 404, 405: answered here
             or request.headers.get(VIA)
-            or not node.meta.is_leader()
+            or not node.is_leader()
         ):
             return None
 
