@@ -299,13 +299,13 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
             raise BadRequest(f"bad peer message: {exc}") from None
 
     # the hottest requests (plain key GET/PUT, /peer/stream, /peer/apply) skip Flask
-    app.wsgi_app = FastPath(
+    app.wsgi_app = FastPath(  # type: ignore[method-assign]
         app.wsgi_app,
         node,
         cluster,
         keys,
         metrics,
-        PEER_MAX_BODY,  # type: ignore
+        PEER_MAX_BODY,
         balancer,
         verifier,
         policy,

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable
+from typing import Protocol
 
 from kvraft.errors import TooLarge
 from kvraft.keys import check_level
@@ -46,7 +47,11 @@ def error_of(exc: BaseException) -> Answer:
     return error(status, code, message)
 
 
-def stamps(status: int, present: Container[str], node_id: str) -> list[tuple[str, str]]:
+class _Names(Protocol):
+    def __contains__(self, name: str, /) -> bool: ...
+
+
+def stamps(status: int, present: _Names | list[str], node_id: str) -> list[tuple[str, str]]:
     """The headers every answer of this node carries, those not in ``present`` yet (a forwarded
     answer keeps the ``X-Kvraft-Node`` of the node that served it)."""
     out = [] if NODE in present else [(NODE, node_id)]

@@ -16,7 +16,8 @@ from kvraft.storage import Record
 class WriteAnswer(Protocol):
     """What a write returns (:class:`kvraft.node.WriteResult`)."""
 
-    created: bool
+    @property
+    def created(self) -> bool: ...
 
     def to_json(self) -> dict: ...
 
@@ -44,7 +45,8 @@ class KeyValue(Protocol):
 class Activity(Protocol):
     """Counts the requests this node serves now (its load, told to the leader's balancer)."""
 
-    value: int
+    @property
+    def value(self) -> int: ...
 
     def enter(self) -> None: ...
 
@@ -54,10 +56,17 @@ class Activity(Protocol):
 class Cluster(Protocol):
     """This node's view of the cluster and the cluster operations."""
 
-    id: str
-    config: Config
-    started_at: float
-    activity: Activity
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def activity(self) -> Activity: ...
 
     def cluster(self) -> dict: ...
 
