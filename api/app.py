@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from kvraft import peerauth, sync
-from kvraft.balance import Balancer
+from kvraft.core.balance import Balancer
 from kvraft.errors import BadRequest, TooLarge
 from kvraft.keys import check_key, check_level
 from kvraft.node import Node

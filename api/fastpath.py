@@ -20,7 +20,7 @@ import time
 from urllib.parse import parse_qsl
 
 from kvraft import peerauth, stream
-from kvraft.balance import Balancer
+from kvraft.core.balance import Balancer
 from kvraft.node import Node, result_to_json
 from kvraft.wire import WireError, decode_records, encode_records
 

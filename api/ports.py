@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from kvraft.config import Config
-from kvraft.storage import Record
+from kvraft.model import Record
 
 
 class WriteAnswer(Protocol):

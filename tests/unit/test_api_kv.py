@@ -10,8 +10,7 @@ import pytest
 
 from api.kv import KeyHandler, stamps, too_large
 from kvraft.errors import BadRequest, NotFound, TooLarge
-from kvraft.hlc import Version
-from kvraft.storage import Record
+from kvraft.model import Record, Version
 
 
 @dataclass
