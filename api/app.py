@@ -194,12 +194,12 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
     @app.post("/cluster/members")
     def add_member():
         body = _json_body()
-        fields = [body.get(f) for f in ("id", "http", "raft")]
-        if not all(isinstance(f, str) for f in fields):
+        node_id, http, raft = (body.get(f) for f in ("id", "http", "raft"))
+        if not (isinstance(node_id, str) and isinstance(http, str) and isinstance(raft, str)):
             raise BadRequest(
                 'body must be JSON {"id": ..., "http": "HOST:PORT", "raft": "HOST:PORT"}'
             )
-        return jsonify(cluster.add_member(*fields))  # it checks the fields
+        return jsonify(cluster.add_member(node_id, http, raft))  # it checks the fields
 
     @app.delete("/cluster/members/<node_id>")
     def remove_member(node_id: str):
