@@ -1,7 +1,7 @@
 """WebSocket endpoints (``/report``, ``/watch``), ``POST /export`` and ``POST /import``, and the
 peer endpoints they need (``/peer/records``, ``/peer/changes/*``).
 
-This module only translates: messages and requests in, calls on :mod:`kvraft.report` and
+This module only translates: messages and requests in, calls on :mod:`kvraft.reports` and
 :mod:`kvraft.watch` out, errors to JSON. On a socket an error is a message
 ``{"type": "error", "error": code, "message": text}`` and the socket stays open, except for an
 oversized message (closed with 1009 "Message is too big") and a watcher that fell too far behind.
@@ -35,7 +35,7 @@ from wsproto.events import TextMessage
 from kvraft.errors import BadRequest
 from kvraft.keys import MAX_KEY_BYTES, check_level
 from kvraft.node import Node
-from kvraft.report import Reports, check_export_name, local_records, parse_report_request
+from kvraft.reports.job import Reports, check_export_name, local_records, parse_report_request
 from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions, Watcher
 from kvraft.wire import encode_records
 

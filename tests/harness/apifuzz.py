@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import requests
 
-from kvraft.ftp import FtpServer
+from kvraft.reports.ftp import FtpServer
 from tests.harness.cluster import ROOT, Cluster
 
 TOKEN = "api-fuzz-admin-token"

@@ -21,8 +21,8 @@ import pytest
 import requests
 import websocket
 
-from kvraft.ftp import FtpServer
-from kvraft.report import decode_value
+from kvraft.reports.ftp import FtpServer
+from kvraft.reports.job import decode_value
 from tests.harness.cluster import ADMIN, Cluster, quote_key
 
 USER, PASSWORD = "kvraft", "report-test-pw"

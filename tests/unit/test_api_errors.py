@@ -19,7 +19,7 @@ from kvraft.errors import (
     TooLarge,
     Unavailable,
 )
-from kvraft.report import BadExport, FtpAuthFailed, FtpUnavailable
+from kvraft.reports.job import BadExport, FtpAuthFailed, FtpUnavailable
 from kvraft.storage import StorageClosed
 
 

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from api.errors import describe
 from kvraft.errors import BadRequest, NotFound, Unavailable
-from kvraft.ftp import FtpAuthError, FtpError, new_remote_name
 from kvraft.hlc import Version
 from kvraft.keys import check_key
-from kvraft.report import (
+from kvraft.reports.ftp import FtpAuthError, FtpError, new_remote_name
+from kvraft.reports.job import (
     BadExport,
     ChainReader,
     Entry,

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import urlencode
 
-from .hlc import Version
-from .storage import Record
-from .transport import PeerClient, PeerError, PeerResponse
-from .wire import decode_records
+from ..hlc import Version
+from ..storage import Record
+from ..transport import PeerClient, PeerError, PeerResponse
+from ..wire import decode_records
 
 QUEUE_SIZE = 10000
 POLL_WAIT = 1.0  # seconds a peer holds a long-poll open when nothing changes

@@ -18,8 +18,8 @@ old export would silently lose to newer data; the exported version stays in the 
 Everything streams through temporary files in ``<data_dir>/spool`` (not /tmp, which may be RAM):
 keys are read a page at a time (pages shrink when values are large), so a report or export holds
 about one page of values in memory, never the store. Remote names come from
-:func:`kvraft.ftp.new_remote_name`; the only name taken from a client is an import name, and it
-must match the generated export pattern exactly.
+:func:`kvraft.reports.ftp.new_remote_name`; the only name taken from a client is an import
+name, and it must match the generated export pattern exactly.
 
 This module must not import Flask or keep a whole report or export in memory.
 """
@@ -42,17 +42,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO
 
-from .config import Config, parse_hostport
-from .errors import BadRequest, KvError, NotFound, Unavailable
+from ..config import Config, parse_hostport
+from ..errors import BadRequest, KvError, NotFound, Unavailable
+from ..hlc import Version
+from ..keys import MAX_KEY_BYTES, check_key
+from ..storage import Record
+from ..transport import PeerError
+from ..wire import decode_records
 from .ftp import FtpAuthError, FtpClient, FtpError, new_remote_name
-from .hlc import Version
-from .keys import MAX_KEY_BYTES, check_key
-from .storage import Record
-from .transport import PeerError
-from .wire import decode_records
 
 if TYPE_CHECKING:
-    from .node import Node
+    from ..node import Node
 
 FORMAT = "kvraft-export"
 FORMAT_VERSION = 1
