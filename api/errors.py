@@ -32,7 +32,7 @@ from kvraft.errors import (
     TooLarge,
     Unavailable,
 )
-from kvraft.reports.job import FtpAuthFailed, FtpUnavailable
+from kvraft.reports import FtpAuthFailed, FtpUnavailable
 from kvraft.storage import StorageClosed
 
 INTERNAL = (500, "internal")

@@ -35,7 +35,7 @@ from wsproto.events import TextMessage
 from kvraft.errors import BadRequest
 from kvraft.keys import MAX_KEY_BYTES, check_level
 from kvraft.node import Node
-from kvraft.reports.job import Reports, check_export_name, local_records, parse_report_request
+from kvraft.reports import Reports, check_export_name, local_records, parse_report_request
 from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions, Watcher
 from kvraft.wire import encode_records
 

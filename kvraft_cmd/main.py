@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ftp(args: argparse.Namespace) -> int:
-    from kvraft.reports.ftp import parse_port_range, run_ftp_server
+    from .ftpserver import parse_port_range, run_ftp_server
 
     settings = FtpSettings.from_env()
     password = settings.password

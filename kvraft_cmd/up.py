@@ -82,7 +82,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ftp_addr = f"{host}:{args.ftp_port}"
     ftp_server = None
     try:
-        from kvraft.reports.ftp import FtpServer
+        from .ftpserver import FtpServer
 
         ftp_server = FtpServer(
             host, args.ftp_port, "kvraft", ftp_password, os.path.join(args.data_dir, "ftp")

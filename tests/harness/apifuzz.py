@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import requests
 
-from kvraft.reports.ftp import FtpServer
+from kvraft_cmd.ftpserver import FtpServer
 from tests.harness.cluster import ROOT, Cluster
 
 TOKEN = "api-fuzz-admin-token"

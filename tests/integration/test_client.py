@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from kvraft.client import BadRequest, Client, NotFound, Unavailable
-from kvraft.reports.ftp import FtpServer
+from kvraft_cmd.ftpserver import FtpServer
 from tests.harness.cluster import ADMIN_TOKEN, Cluster, free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

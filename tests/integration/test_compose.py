@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from kvraft.reports.ftp import FtpClient
+from kvraft.reports import FtpClient
 from tests.harness.cluster import wait_for
 from tests.harness.compose_local import (
     LocalCompose,

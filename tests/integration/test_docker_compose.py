@@ -25,7 +25,7 @@ import requests
 import websocket
 
 from chaos import compose as dc
-from kvraft.reports.job import decode_value
+from kvraft.reports import decode_value
 from tests.harness.cluster import quote_key, wait_for
 
 pytestmark = pytest.mark.timeout(600)

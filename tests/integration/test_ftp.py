@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kvraft.reports.ftp import BLOCK_SIZE, FtpAuthError, FtpClient, FtpError, FtpServer
+from kvraft.reports.ftp import BLOCK_SIZE, FtpAuthError, FtpClient, FtpError
+from kvraft_cmd.ftpserver import FtpServer
 
 USER, PASSWORD = "kvraft", "s3cret-pw"
 MiB = 1024 * 1024
@@ -271,7 +272,7 @@ def test_stop_with_idle_client_returns_within_timeout(tmp_path):
 
 def test_run_ftp_server_prints_address_and_stops_on_sigterm(tmp_path):
     code = (
-        "import sys; from kvraft.reports.ftp import run_ftp_server; "
+        "import sys; from kvraft_cmd.ftpserver import run_ftp_server; "
         "run_ftp_server('127.0.0.1', 0, sys.argv[1], sys.argv[2], sys.argv[3])"
     )
     root = tmp_path / "cli-root"

@@ -21,8 +21,8 @@ import pytest
 import requests
 import websocket
 
-from kvraft.reports.ftp import FtpServer
-from kvraft.reports.job import decode_value
+from kvraft.reports import decode_value
+from kvraft_cmd.ftpserver import FtpServer
 from tests.harness.cluster import ADMIN, Cluster, quote_key
 
 USER, PASSWORD = "kvraft", "report-test-pw"

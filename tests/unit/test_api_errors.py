@@ -19,7 +19,7 @@ from kvraft.errors import (
     TooLarge,
     Unavailable,
 )
-from kvraft.reports.job import BadExport, FtpAuthFailed, FtpUnavailable
+from kvraft.reports import BadExport, FtpAuthFailed, FtpUnavailable
 from kvraft.storage import StorageClosed
 
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from kvraft.reports.ftp import new_remote_name
+from kvraft.reports import new_remote_name
 
 NOW = datetime.datetime(2026, 11, 24, 1, 22, 33, tzinfo=datetime.UTC).timestamp()
 
@@ -54,7 +54,7 @@ def test_no_path_separators(kind):
 
 
 def test_passive_port_range_parses_and_refuses_nonsense():
-    from kvraft.reports.ftp import parse_port_range
+    from kvraft_cmd.ftpserver import parse_port_range
 
     assert parse_port_range("30000-30009") == range(30000, 30010)
     assert parse_port_range(" 40000 ") == range(40000, 40001)

@@ -19,12 +19,13 @@ from api.errors import describe
 from kvraft.errors import BadRequest, NotFound, Unavailable
 from kvraft.hlc import Version
 from kvraft.keys import check_key
-from kvraft.reports.ftp import FtpAuthError, FtpError, new_remote_name
-from kvraft.reports.job import (
+from kvraft.reports import (
     BadExport,
     ChainReader,
     Entry,
+    FtpAuthError,
     FtpAuthFailed,
+    FtpError,
     FtpUnavailable,
     Reports,
     check_export_name,
@@ -33,6 +34,7 @@ from kvraft.reports.job import (
     export_header,
     live_entries,
     local_records,
+    new_remote_name,
     parse_report_request,
     read_export,
     write_export_body,
@@ -254,7 +256,8 @@ class FakeStorage:
 
 
 class FakeNode:
-    """One-node cluster holding everything: the parts of Node that Reports uses."""
+    """One-node cluster holding everything: the parts of Node that Reports uses (and a few
+    more, which Reports must not need: see the test with a strict source)."""
 
     def __init__(self, data_dir: str, node_id: str = "n1") -> None:
         self.id = node_id
@@ -285,6 +288,12 @@ class FakeNode:
         )
         page = live[:limit]
         return page, (page[-1] if len(live) > limit else None)
+
+    def get(self, key: str, r: str = "one") -> Record:
+        rec = self.storage.records.get(key)
+        if rec is None or rec.tomb:
+            raise NotFound(f"key {key!r} not found")
+        return rec
 
     def replicas_of(self, key: str):
         return 0, (self.id,)
@@ -467,3 +476,55 @@ def test_unconfigured_ftp_is_a_clear_error(node):
     )
     with pytest.raises(FtpUnavailable, match="KVRAFT_FTP_PASSWORD"):
         Reports(node).export()
+
+
+class StrictNode:
+    """Only the public methods a report job may use (ReportSource); no storage, peers or pool."""
+
+    def __init__(self, inner: FakeNode, gets: list[str], fail_on: str | None = None) -> None:
+        self.id, self.config = inner.id, inner.config
+        self._inner, self._gets, self._fail_on = inner, gets, fail_on
+
+    def list_keys(self, prefix: str = "", after: str | None = None, limit: int = 100):
+        return self._inner.list_keys(prefix, after, limit)
+
+    def get(self, key: str, r: str = "one") -> Record:
+        self._gets.append(r)
+        if key == self._fail_on:
+            raise Unavailable(f"no replica of {key!r} answered: down")
+        return self._inner.get(key, r)
+
+    def cluster(self) -> dict:
+        return self._inner.cluster()
+
+    def put(self, key: str, value: bytes, w: str = "quorum"):
+        return self._inner.put(key, value, w)
+
+
+def test_reports_read_through_the_nodes_public_get_at_r_one(node, ftp):
+    gets: list[str] = []
+    with Reports(StrictNode(node, gets), ftp=ftp).report() as f:
+        doc = json.loads(f.read())
+    assert doc["count"] == 2502 and set(gets) == {"one"} and len(gets) == 2502
+
+
+def test_a_key_deleted_after_it_was_listed_is_left_out(node):
+    class Racing(FakeNode):
+        def list_keys(self, prefix="", after=None, limit=100):
+            page, nxt = FakeNode.list_keys(self, prefix, after, limit)
+            if "text" in page:
+                self.delete("text")  # deleted between the listing and the read
+            return page, nxt
+
+    racing = Racing(node.config.data_dir)
+    racing.storage.records = dict(node.storage.records)
+    got = {e.key for e in live_entries(racing)}
+    assert "text" not in got and "bin" in got and len(got) == 2501
+    racing.pool.shutdown()
+
+
+def test_a_key_no_replica_answers_for_fails_the_report_and_nothing_is_uploaded(node, ftp):
+    with pytest.raises(Unavailable, match="no replica of 'k/00042' answered"):
+        Reports(StrictNode(node, [], fail_on="k/00042"), ftp=ftp).report()
+    assert ftp.files == {}
+    assert list((Path(node.config.data_dir) / "spool").iterdir()) == []
