@@ -1,5 +1,24 @@
-"""Change feeds for WebSocket ``/watch``: this node's and the whole cluster's."""
+"""Change feeds for WebSocket ``/watch``.
 
-from .feed import ChangeHub, ClusterFeed, Event, HttpPeerFeed, PeerSubscriptions, Watcher
+- :mod:`.hub`: :class:`ChangeHub`, this node's applied records fanned out by prefix;
+- :mod:`.subscriptions`: :class:`PeerSubscriptions`, hub subscriptions other nodes long-poll;
+- :mod:`.feed`: :class:`ClusterFeed`, one node's cluster-wide feed (pollers of every peer plus
+  the local hub, de-duplicated per key), and its peer seam :class:`PeerFeed`.
 
-__all__ = ["ChangeHub", "ClusterFeed", "Event", "HttpPeerFeed", "PeerSubscriptions", "Watcher"]
+Nothing here imports Flask or does HTTP itself.
+"""
+
+from .feed import ClusterFeed, Event, HttpPeerFeed, PeerFeed, Watcher
+from .hub import ChangeHub, Subscription
+from .subscriptions import PeerSubscriptions
+
+__all__ = [
+    "ChangeHub",
+    "ClusterFeed",
+    "Event",
+    "HttpPeerFeed",
+    "PeerFeed",
+    "PeerSubscriptions",
+    "Subscription",
+    "Watcher",
+]

@@ -1,16 +1,11 @@
-"""Change feeds: this node's applied records (:class:`ChangeHub`) and the whole cluster's
-(:class:`ClusterFeed`), for WebSocket ``/watch``.
+"""The watching side: one node's cluster-wide change feed (:class:`ClusterFeed`), shared by its
+local watchers.
 
-``ChangeHub.publish`` never blocks: a subscriber whose queue is full is dropped (it sees the end of
-its stream and must resubscribe), so a slow watcher cannot slow down writes.
-
-A node only applies the records of the partitions it holds, so a cluster-wide watch combines this
-node's hub with every other member's: :class:`PeerSubscriptions` keeps hub subscriptions that other
-nodes long-poll (``/peer/changes/*``), and :class:`ClusterFeed` runs, while at least one local
-watcher exists, one poller per peer plus a reader of the local hub, shared by all local watchers.
-Each write lands on several replicas, so the feed drops any record whose version is not newer than
-the last one it passed on for that key: events are unique and in version order per key.
-A subscription a peer lost (restart, expiry, overflow) is reported as a ``gap`` event.
+While at least one local watcher exists, the feed runs one poller per peer (over the
+:class:`PeerFeed` seam: :class:`HttpPeerFeed` is the real one) plus a reader of the local hub.
+Each write lands on several replicas, so the feed drops any record whose version is not newer
+than the last one it passed on for that key: events are unique and in version order per key. A
+subscription a peer lost (restart, expiry, overflow) is reported as a ``gap`` event.
 
 This module does no HTTP itself (the peer transport is injected) and never imports Flask.
 """
@@ -19,205 +14,26 @@ from __future__ import annotations
 
 import json
 import queue
-import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlencode
 
 from ..hlc import Version
-from ..storage import Record
+from ..model import Record
 from ..transport import PeerClient, PeerError, PeerResponse
 from ..wire import decode_records
+from .hub import QUEUE_SIZE, ChangeHub, Subscription
+from .subscriptions import POLL_LIMIT
 
-QUEUE_SIZE = 10000
 POLL_WAIT = 1.0  # seconds a peer holds a long-poll open when nothing changes
-POLL_LIMIT = 1000  # records per long-poll answer
-SUB_TTL = 15.0  # a peer subscription not polled for this long is dropped
 RETRY = 0.5  # seconds between attempts to reach an unreachable peer
 MEMBER_CHECK = 1.0  # seconds between looks at the member list
 REMEMBER_KEYS = 20_000  # keys whose last version the feed remembers (LRU): copies of one
 # write arrive within about a poll of each other, far fewer writes apart than this
-
-
-class Subscription:
-    def __init__(self, hub: ChangeHub, prefix: str, values: bool = True) -> None:
-        self.hub = hub
-        self.prefix = prefix
-        self.values = values  # False: records arrive with an empty value (nothing big is held)
-        self.queue: queue.Queue[Record | None] = queue.Queue(QUEUE_SIZE)
-        self.dropped = False
-
-    def get(self, timeout: float | None = None) -> Record | None:
-        """Next record, or None on timeout or when the subscription was dropped."""
-        try:
-            return self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def drain(self, limit: int) -> list[Record]:
-        """Up to ``limit`` records already queued, without waiting."""
-        out: list[Record] = []
-        while len(out) < limit:
-            try:
-                rec = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if rec is not None:
-                out.append(rec)
-        return out
-
-    def close(self) -> None:
-        self.hub.unsubscribe(self)
-
-
-class ChangeHub:
-    def __init__(self) -> None:
-        self._subs: list[Subscription] = []
-        self._lock = threading.Lock()
-
-    def subscribe(self, prefix: str = "", values: bool = True) -> Subscription:
-        sub = Subscription(self, prefix, values)
-        with self._lock:
-            self._subs = [*self._subs, sub]
-        return sub
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        with self._lock:
-            self._subs = [s for s in self._subs if s is not sub]
-
-    def publish(self, records: Iterable[Record]) -> None:
-        subs = self._subs
-        if not subs:
-            return
-        for rec in records:
-            bare = None
-            for sub in subs:
-                if rec.key.startswith(sub.prefix):
-                    if not sub.values and bare is None:
-                        bare = replace(rec, value=b"") if rec.value else rec
-                    try:
-                        sub.queue.put_nowait(rec if sub.values else bare)
-                    except queue.Full:
-                        sub.dropped = True
-                        self.unsubscribe(sub)
-
-
-# -- the peer side: subscriptions other nodes poll ----------------------------------------------
-
-
-@dataclass
-class _Held:
-    """One subscription held for a peer, with the last batch it was sent (until acknowledged)."""
-
-    sub: Subscription
-    seen: float  # clock time of the last poll
-    busy: int = 0  # polls running now
-    seq: int = 0  # number of the last batch handed out
-    batch: list[Record] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class PeerSubscriptions:
-    """Hub subscriptions held for other nodes, by random id, expired after ``ttl`` unpolled
-    (checked on every call and by a reaper thread that runs while any subscription exists).
-
-    Polls are acknowledged: batch ``seq`` stays held until a poll says ``after=seq``, and a poll
-    with ``after`` below it gets the same batch again, so an answer lost on the way is re-sent,
-    not lost (a retried request is therefore safe). Thread safe; ``poll`` blocks up to ``wait``
-    seconds for the first record. Subscriptions hold records without values, so an abandoned
-    one costs little until it expires.
-    """
-
-    def __init__(
-        self, hub: ChangeHub, ttl: float = SUB_TTL, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._hub = hub
-        self._ttl = ttl
-        self._clock = clock
-        self._subs: dict[str, _Held] = {}
-        self._lock = threading.Lock()
-        self._reaper: threading.Thread | None = None
-
-    def __len__(self) -> int:
-        return len(self._subs)
-
-    def open(self, prefix: str = "") -> str:
-        self.reap()
-        sid = secrets.token_hex(8)
-        with self._lock:
-            self._subs[sid] = _Held(self._hub.subscribe(prefix, values=False), self._clock())
-            if self._reaper is None or not self._reaper.is_alive():
-                self._reaper = threading.Thread(
-                    target=self._reap_loop, name="watch-reaper", daemon=True
-                )
-                self._reaper.start()
-        return sid
-
-    def _reap_loop(self) -> None:
-        while True:
-            time.sleep(min(self._ttl, 5.0))
-            self.reap()
-            with self._lock:
-                if not self._subs:
-                    self._reaper = None
-                    return
-
-    def poll(
-        self, sid: str, after: int, wait: float, limit: int = POLL_LIMIT
-    ) -> tuple[int, list[Record]] | None:
-        """``(seq, records)``: the batch after batch ``after`` (values stripped; empty if nothing
-        changed within ``wait``), or None if ``sid`` is unknown, expired or overflowed, or
-        ``after`` is not a batch it handed out (open a new one; changes may have been missed)."""
-        self.reap()
-        with self._lock:
-            held = self._subs.get(sid)
-            if held is None:
-                return None
-            held.busy += 1
-        try:
-            with held.lock:  # one poll at a time per subscription
-                return self._next_batch(sid, held, after, wait, limit)
-        finally:
-            with self._lock:
-                held.seen = self._clock()
-                held.busy -= 1
-
-    def _next_batch(
-        self, sid: str, held: _Held, after: int, wait: float, limit: int
-    ) -> tuple[int, list[Record]] | None:
-        if after == held.seq - 1:
-            return held.seq, held.batch  # the last answer was lost: send it again
-        if after != held.seq or held.sub.dropped:
-            self.close(sid)
-            return None
-        first = held.sub.get(timeout=wait)
-        if first is None:
-            return held.seq, []
-        held.batch = [first, *held.sub.drain(limit - 1)]
-        held.seq += 1
-        return held.seq, held.batch
-
-    def close(self, sid: str) -> None:
-        with self._lock:
-            held = self._subs.pop(sid, None)
-        if held is not None:
-            held.sub.close()
-
-    def reap(self) -> None:
-        """Drop subscriptions not polled for ``ttl`` seconds (none being polled right now)."""
-        cutoff = self._clock() - self._ttl
-        with self._lock:
-            stale = [sid for sid, h in self._subs.items() if h.seen < cutoff and not h.busy]
-            subs = [self._subs.pop(sid).sub for sid in stale]
-        for sub in subs:
-            sub.close()
-
-
-# -- the watching side: one cluster-wide feed per node -------------------------------------------
 
 
 class PeerFeed(Protocol):

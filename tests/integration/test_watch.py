@@ -175,7 +175,7 @@ def test_peer_subscription_long_polls_strips_values_and_expires():
 
 
 def test_peer_subscription_that_overflowed_is_gone(monkeypatch):
-    monkeypatch.setattr("kvraft.watch.feed.QUEUE_SIZE", 3)
+    monkeypatch.setattr("kvraft.watch.hub.QUEUE_SIZE", 3)
     hub = ChangeHub()
     subs = PeerSubscriptions(hub)
     sid = subs.open()
