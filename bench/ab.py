@@ -26,9 +26,12 @@ from bench.kvraft_cluster import KvraftCluster  # noqa: E402
 from bench.loadgen import run_sync  # noqa: E402
 
 
-def one(repo: Path, ops: list[str], seconds: float, concurrency: int, env: dict) -> dict:
+def one(
+    repo: Path, ops: list[str], seconds: float, concurrency: int, env: dict, base: int = 18301
+) -> dict:
     out = {}
-    with KvraftCluster(repo=repo, env=dict(os.environ, **env)) as kv:
+    ports = {"http_base": base, "raft_base": base + 100, "ftp_port": base + 200}
+    with KvraftCluster(repo=repo, env=dict(os.environ, **env), **ports) as kv:
         for op in ops:  # put first: get reads the keys it wrote
             res = run_sync(kv.urls, "kvraft", op, concurrency, seconds=seconds, warmup=1.0)
             out[op] = (res.throughput, res.p99_ms, res.errors)
@@ -44,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--ops", default="put,get")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for both clusters")
+    ap.add_argument(
+        "--port-base",
+        type=int,
+        default=18301,
+        help="first HTTP port (Raft ports from +100, FTP at +200): another run can pick others",
+    )
     args = ap.parse_args(argv)
     ops = args.ops.split(",")
     env = dict(e.split("=", 1) for e in args.env)
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         for side, repo in (
             (("A", args.a), ("B", args.b)) if rnd % 2 == 0 else (("B", args.b), ("A", args.a))
         ):
-            r = one(repo.resolve(), ops, args.seconds, args.concurrency, env)
+            r = one(repo.resolve(), ops, args.seconds, args.concurrency, env, args.port_base)
             runs[side].append(r)
             print(
                 f"round {rnd + 1} {side}: "
