@@ -9,7 +9,10 @@ no sockets.
   the parts of the request line, HTTP/1.0 or 1.1 only (505), ``Host`` exactly once in HTTP/1.1,
   ``Content-Length`` of at most 20 digits, ``Transfer-Encoding`` only ``chunked`` (501) and only
   in HTTP/1.1, no underscore in a field name (``X_A`` would alias ``X-A`` in the WSGI environ),
-  ``Connection`` read as a list of tokens, and the size limits (414, 431).
+  ``Connection`` read as a list of tokens, and the size limits (414, 431). llhttp calls back
+  only at the end of the head: once it has accepted the bytes, each field line is one
+  ``name:value`` line ending in CRLF, and the reader takes the fields from those bytes in one
+  pass (a bounded cache maps each name to its environ key and what it means to the server).
 - A chunked body goes through h11 (:class:`ChunkedBody`), which checks chunk sizes (1 to 20 hex
   digits, nothing else), the CRLF after every chunk and the trailer section (bounded), and says
   where the message ends, so a request pipelined after it starts at the right byte.
@@ -131,27 +134,36 @@ def _name(raw: bytes) -> tuple[str, str, int]:
     return got
 
 
-class HeadReader:
-    """Reads one request head from bytes fed in as they arrive. Not thread-safe (one per
-    request)."""
+class _End:
+    """What llhttp calls back: only the end of the head. It checks every part of the head
+    without calling into Python for it (the fields are read from the bytes it accepted,
+    afterwards); httptools looks the other names up, and a None saves an AttributeError each.
+    Apart from the reader, so that the parser's reference to it makes no cycle."""
 
-    __slots__ = ("_buf", "_raw", "_parser", "_complete", "_leading", "_started")
-    # llhttp checks every part of the head without calling back into Python for it (the
-    # fields are read from the bytes it accepted, afterwards); httptools looks these names up,
-    # and a None saves it an AttributeError each
+    __slots__ = ("complete",)
     on_url = on_header = on_body = on_message_begin = on_message_complete = None
     on_chunk_header = on_chunk_complete = None
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._raw = b""
-        self._complete = False
-        self._parser = httptools.HttpRequestParser(self)
-        self._leading = 0
-        self._started = False
+        self.complete = False
 
     def on_headers_complete(self) -> None:
-        self._complete = True
+        self.complete = True
+
+
+class HeadReader:
+    """Reads one request head from bytes fed in as they arrive. Not thread-safe (one per
+    request)."""
+
+    __slots__ = ("_buf", "_raw", "_parser", "_end", "_leading", "_started")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._raw = b""
+        self._end = _End()
+        self._parser = httptools.HttpRequestParser(self._end)
+        self._leading = 0
+        self._started = False
 
     @property
     def started(self) -> bool:
@@ -181,7 +193,7 @@ class HeadReader:
                 if head.count(b"\r\n") > MAX_HEADERS + 2:
                     raise HttpError(431, "headers_too_large", f"over {MAX_HEADERS} header fields")
                 self._feed(head)
-                if not self._complete:
+                if not self._end.complete:
                     raise bad("malformed request head")
                 self._raw = head
                 return end + 4
@@ -197,7 +209,7 @@ class HeadReader:
         end += 4
         self._check_size(end)
         self._feed(memoryview(buf)[seen:end])
-        if not self._complete:
+        if not self._end.complete:
             raise bad("malformed request head")
         used = start + end - seen
         del buf[end:]
@@ -211,7 +223,7 @@ class HeadReader:
             raise HttpError(414, "uri_too_long", f"request line over {MAX_LINE} bytes")
         if size > MAX_HEAD_BYTES:
             raise HttpError(431, "headers_too_large", f"request head over {MAX_HEAD_BYTES} bytes")
-        if buf.count(b"\r\n", 0, size) > MAX_HEADERS + 2:
+        if buf.count(b"\r\n", 0, size) > MAX_HEADERS + 3:  # (+1: a CRLF split before the head)
             raise HttpError(431, "headers_too_large", f"over {MAX_HEADERS} header fields")
 
     def _feed(self, data) -> None:
@@ -230,7 +242,7 @@ class HeadReader:
         line = _REQUEST_LINE.match(raw)
         if line is None:
             raise bad("malformed request line")
-        major, minor = line.group(3), line.group(4)
+        method, target, major, minor = line.groups()
         if major != b"1" or minor not in (b"0", b"1"):
             raise HttpError(505, "http_version_not_supported", "HTTP/1.1 or HTTP/1.0 only")
         http11 = minor == b"1"
@@ -242,7 +254,10 @@ class HeadReader:
         connection = ""
         expect = ""
         names = _NAMES
-        for field in _field_lines(raw):
+        fields = _field_lines(raw)
+        if len(fields) > MAX_HEADERS:
+            raise HttpError(431, "headers_too_large", f"over {MAX_HEADERS} header fields")
+        for field in fields:
             name_b, _, value_b = field.partition(b":")
             name, key, kind = names.get(name_b) or _name(name_b)
             value = value_b.strip(b" \t").decode("latin-1")
@@ -289,8 +304,8 @@ class HeadReader:
         else:
             keep = http11
         return Head(
-            line.group(1).decode("latin-1"),
-            line.group(2).decode("latin-1"),
+            method.decode("latin-1"),
+            target.decode("latin-1"),
             "HTTP/1.1" if http11 else "HTTP/1.0",
             environ,
             raw,

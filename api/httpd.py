@@ -449,7 +449,7 @@ class _Connection:
                 closing = True  # an unread body we cannot skip: the stream is out of step
             if server.stopping.is_set() or self.broken:
                 closing = True
-            lines.append(f"Date: {server.date()}\r\nServer: {server.server_name}\r\n")
+            lines.append(server.date_server())
             if closing:
                 lines.append("Connection: close\r\n\r\n")
             elif environ["SERVER_PROTOCOL"] == "HTTP/1.0":
@@ -630,6 +630,7 @@ class HttpServer:
         self._refusals: queue.Queue[tuple[_Connection, HttpError]] = queue.Queue(REFUSAL_QUEUE)
         self._refusers: list[threading.Thread] = []
         self._date = (0, "")
+        self._date_server = (0, "")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -665,6 +666,13 @@ class HttpServer:
         if self._date[0] != now:
             self._date = (now, formatdate(now, usegmt=True))
         return self._date[1]
+
+    def date_server(self) -> str:
+        """The ``Date`` and ``Server`` header lines of an answer (made once a second)."""
+        now = int(time.time())
+        if self._date_server[0] != now:
+            self._date_server = (now, f"Date: {self.date()}\r\nServer: {self.server_name}\r\n")
+        return self._date_server[1]
 
     def serve_forever(self, poll: float = 0.5) -> None:
         """Accept connections until :meth:`shutdown`; each gets a daemon thread."""
