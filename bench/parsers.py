@@ -114,10 +114,9 @@ def main() -> None:
 
     from api import httpd
 
-    try:
+    HeadReader = None
+    if (args.repo / "api" / "http1.py").exists():  # (an editable install would find ours)
         from api.http1 import HeadReader
-    except ImportError:
-        HeadReader = None
     n, reps = args.n, args.reps
     sink = _Sink()
     reused = httptools.HttpRequestParser(sink)
@@ -163,7 +162,7 @@ def main() -> None:
         ("h11, new connection", h11_new),
         ("h11, keep-alive cycle with a response", h11_keep_alive),
     ]
-    print(f"api from {args.repo.resolve()}")
+    print(f"api.httpd from {httpd.__file__}")
     for name, fn in rows:
         print(f"{name:48} {per_request(fn, n, reps):6.1f} us CPU per request")
     for method, request in LOADGEN.items():
