@@ -1,8 +1,8 @@
 """What parsing one request head costs with each maintained parser (the figures that chose
 httptools for api/http1.py), and what one request costs through the server's connection loop.
 
-    python bench/parsers.py [--n 50000]               # this checkout
-    python bench/parsers.py --repo /tmp/kvraft-before  # the api package of another checkout
+    python -m bench.parsers [--n 50000]                # this checkout
+    python -m bench.parsers --repo /tmp/kvraft-before  # the api package of another checkout
 
 CPU time per request, best of ``--reps`` runs (the machine is shared: the best run is the one
 least disturbed):
@@ -106,16 +106,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--repo", type=Path, help="measure this checkout's api package")
     args = parser.parse_args()
-    sys.path.insert(0, str(args.repo.resolve()))
+    repo = Path(__file__).resolve().parent.parent
+    if args.repo is not None:  # found before this checkout's packages (api is not imported yet)
+        repo = args.repo.resolve()
+        sys.path.insert(0, str(repo))
     import h11
     import httptools
 
     from api import httpd
 
     HeadReader = None
-    if (args.repo / "api" / "http1.py").exists():  # (an editable install would find ours)
+    if (repo / "api" / "http1.py").exists():  # (an editable install would find ours)
         from api.http1 import HeadReader
     n, reps = args.n, args.reps
     sink = _Sink()

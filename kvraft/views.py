@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import placement, stream
+from . import stream
+from .core import placement
 from .keys import check_key
 
 if TYPE_CHECKING:

@@ -11,13 +11,13 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-from test_stream import SECRET, Peer
 
-from kvraft.clockguard import ClockGuard, Verdict
+from kvraft.core.clockguard import ClockGuard, Verdict
 from kvraft.hlc import HLC, Version, wall_clock_ms
 from kvraft.node import Node
 from kvraft.storage import Record, Storage
 from kvraft.watch import ChangeHub
+from tests.unit.test_stream import SECRET, Peer
 
 
 class DiskFullOnce(Storage):
