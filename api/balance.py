@@ -16,7 +16,7 @@ from flask import Flask, Response, g, jsonify, request
 from kvraft.balance import Balancer
 from kvraft.errors import Unavailable
 from kvraft.node import Node
-from kvraft.transport import PeerConnectError, PeerError
+from kvraft.peer import PeerConnectError, PeerError
 
 VIA = "X-Kvraft-Via"
 PASS_REQUEST = ("Content-Type", "Authorization", "Accept")
@@ -60,8 +60,8 @@ def forward_request(
 ):
     """Send a client request to ``target`` as the leader's forward; the peer's response."""
     headers = {**headers, VIA: node.id}
-    resp = node.peers.request(
-        node._addr(target),
+    resp = node.peers.forward(
+        target,
         method,
         raw_path,
         body,
@@ -138,7 +138,7 @@ def _forward(node: Node, target: str, body: bytes) -> Response:
 def _redirect(node: Node, target: str) -> Response:
     path = _raw_path()
     out = Response(status=307)
-    out.headers["Location"] = f"http://{node._addr(target)}{path}"
+    out.headers["Location"] = f"http://{node.address_of(target)}{path}"
     out.headers[VIA] = node.id
     return out
 

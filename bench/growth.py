@@ -46,6 +46,7 @@ from bench.kvraft_cluster import REPO, KvraftCluster, available  # noqa: E402
 from bench.matrix import measure_urls  # noqa: E402
 from kvraft import peerauth  # noqa: E402
 from kvraft.hlc import Version  # noqa: E402
+from kvraft.peer.messages import decode_results  # noqa: E402
 from kvraft.placement import partition_of  # noqa: E402
 from kvraft.storage import Record  # noqa: E402
 from kvraft.wire import encode_records  # noqa: E402
@@ -377,7 +378,7 @@ def bulk_load(c: GrowthCluster, pmap: dict, start: int, stop: int, deadline_s: f
                 )
                 if status != 200:
                     raise RuntimeError(f"/peer/apply on {node_id}: status {status} {resp[:200]!r}")
-                applied += sum(1 for r in json.loads(resp) if r.get("applied"))
+                applied += sum(1 for r in decode_results(resp) if r.applied)
             done += len(batch)
             now = time.monotonic()
             if now - last_report >= 10:

@@ -9,24 +9,21 @@ exchanged grow with the difference. It then reports the partitions synced with a
 in Raft (which clears filling replicas and lets the next round advance tombstone watermarks),
 purges tombstones below the watermarks, and hands off (then drops) partitions it no longer holds.
 
-Peer side: :func:`answer_tree`, :func:`answer_entries` and :func:`answer_fetch` read the local
-store for the endpoints under ``/peer/``.
+Peer side: :func:`serve` registers the answers to the tree, entries and forget messages
+(:mod:`kvraft.peer.messages`), reads of the local store, on the node's peer server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import antientropy as ae
-from .hlc import Version
+from . import peer as m
+from .peer import PeerError, PeerServer
 from .storage import Storage
-from .transport import PeerError
-from .wire import decode_records, encode_records
 
 if TYPE_CHECKING:
     from .node import Node
@@ -53,35 +50,35 @@ class RoundStats:
 # -- peer side (reads of the local store) --------------------------------------------------------
 
 
-def answer_tree(storage: Storage, req: Mapping) -> dict:
-    """``{"roots": [p], "groups": [p], "leaves": {p: [g]}}`` -> the hashes asked for."""
-    out: dict = {"roots": {}, "groups": {}, "leaves": {}}
-    for p in req.get("roots", []):
-        out["roots"][str(p)] = ae.root_hash(storage.leaf_hashes(int(p)))
-    for p in req.get("groups", []):
-        out["groups"][str(p)] = ae.group_hashes(storage.leaf_hashes(int(p)))
-    for p, groups in req.get("leaves", {}).items():
+def answer_tree(storage: Storage, req: m.Tree) -> m.TreeHashes:
+    """The hashes a :class:`~kvraft.peer.messages.Tree` request asks for."""
+    leaves_of: dict[int, list[int]] = {}
+    for p, groups in req.leaves.items():
         leaves = storage.leaf_hashes(int(p))
-        out["leaves"][str(p)] = {
-            str(g): [leaves[i] for i in ae.leaves_in_group(int(g))] for g in groups
-        }
-    return out
+        leaves_of[p] = {g: [leaves[i] for i in ae.leaves_in_group(int(g))] for g in groups}
+    return m.TreeHashes(
+        {p: ae.root_hash(storage.leaf_hashes(int(p))) for p in req.roots},
+        {p: ae.group_hashes(storage.leaf_hashes(int(p))) for p in req.groups},
+        leaves_of,
+    )
 
 
-def answer_entries(storage: Storage, req: Mapping) -> dict:
-    """``{"part": p, "leaves": [l]}`` -> ``{key: [ts, node, tomb]}`` for those leaves."""
-    entries = storage.leaf_entries(int(req["part"]), [int(x) for x in req["leaves"]])
-    return {k: [v.ts, v.node, int(t)] for k, (v, t) in entries.items()}
+def answer_entries(storage: Storage, req: m.Entries) -> m.LeafEntries:
+    """The (version, tombstone) of every key in those leaves."""
+    return m.LeafEntries(dict(storage.leaf_entries(req.part, list(req.leaves))))
 
 
-def answer_forget(storage: Storage, req: Mapping) -> dict:
-    """``{"part": p, "keys": [...], "below": ts}``: drop those keys if older than ``below``."""
-    below = min(int(req["below"]), storage.watermarks.get(int(req["part"]), 0))
-    return {"forgotten": storage.forget(int(req["part"]), [str(k) for k in req["keys"]], below)}
+def answer_forget(storage: Storage, req: m.Forget) -> m.Forgotten:
+    """Drop those keys if older than ``below`` (and this node's own watermark)."""
+    below = min(req.below, storage.watermarks.get(req.part, 0))
+    return m.Forgotten(storage.forget(req.part, list(req.keys), below))
 
 
-def answer_fetch(storage: Storage, req: Mapping) -> bytes:
-    return encode_records(storage.get_many([str(k) for k in req["keys"]]))
+def serve(server: PeerServer, storage: Storage) -> None:
+    """Answer the sync messages from ``storage`` on ``server``."""
+    server.register(m.Tree, lambda req: answer_tree(storage, req))
+    server.register(m.Entries, lambda req: answer_entries(storage, req))
+    server.register(m.Forget, lambda req: answer_forget(storage, req))
 
 
 # -- primary side ----------------------------------------------------------------------------------
@@ -101,11 +98,6 @@ class Syncer:
             "tombstones_purged": 0,
             "records_handed_off": 0,
         }
-
-    def _json(self, node_id: str, path: str, body: dict) -> tuple[dict, int]:
-        data = json.dumps(body, separators=(",", ":")).encode()
-        raw = self.node._peer(node_id, "POST", path, data)
-        return json.loads(raw), len(data) + len(raw)
 
     def tick(self) -> RoundStats | None:
         """Run the current round if it is new to this node. Called periodically."""
@@ -175,38 +167,36 @@ class Syncer:
         deleted, so nothing it lacks is taken for a purged key)."""
         storage = self.node.storage
         local_leaves = {p: storage.leaf_hashes(p) for p in parts}
-        resp, n = self._json(other, "/peer/tree", {"roots": parts})
-        stats.bytes += n
-        diff_parts = [
-            p for p in parts if int(resp["roots"][str(p)]) != ae.root_hash(local_leaves[p])
-        ]
+        peers = self.node.peers
+        resp = peers.tree(other, m.Tree(roots=tuple(parts)))
+        stats.bytes += resp.wire_bytes
+        diff_parts = [p for p in parts if resp.roots[p] != ae.root_hash(local_leaves[p])]
         if not diff_parts:
             return
-        resp, n = self._json(other, "/peer/tree", {"groups": diff_parts})
-        stats.bytes += n
-        want: dict[str, list[int]] = {}
+        resp = peers.tree(other, m.Tree(groups=tuple(diff_parts)))
+        stats.bytes += resp.wire_bytes
+        want: dict[int, list[int]] = {}
         for p in diff_parts:
-            remote = [int(h) for h in resp["groups"][str(p)]]
+            remote = resp.groups[p]
             groups = ae.differing(ae.group_hashes(local_leaves[p]), remote)
             if groups:
-                want[str(p)] = groups
-        resp, n = self._json(other, "/peer/tree", {"leaves": want})
-        stats.bytes += n
+                want[p] = groups
+        resp = peers.tree(other, m.Tree(leaves=want))
+        stats.bytes += resp.wire_bytes
         push_keys: list[str] = []
         pull_keys: list[str] = []
-        for p_text, groups in want.items():
-            p = int(p_text)
+        for p, groups in want.items():
             leaves = []
             for g in groups:
-                remote = resp["leaves"][p_text][str(g)]
+                remote = resp.leaves[p][g]
                 for i, leaf in enumerate(ae.leaves_in_group(g)):
                     if int(remote[i]) != local_leaves[p][leaf]:
                         leaves.append(leaf)
             if not leaves:
                 continue
-            remote_entries, n = self._json(other, "/peer/entries", {"part": p, "leaves": leaves})
-            stats.bytes += n
-            theirs = {k: (Version(v[0], v[1]), bool(v[2])) for k, v in remote_entries.items()}
+            remote_entries = peers.entries(other, p, leaves)
+            stats.bytes += remote_entries.wire_bytes
+            theirs = remote_entries.entries
             ours = storage.leaf_entries(p, leaves)
             push, pull = ae.plan_exchange(ours, theirs)
             # a key one side lacks with a version below the watermark was deleted and its
@@ -219,26 +209,21 @@ class Syncer:
                 else [k for k in push if k not in theirs and ours[k][0].ts < mark]
             )
             if doomed_there:
-                _resp, n = self._json(
-                    other, "/peer/forget", {"part": p, "keys": doomed_there, "below": mark}
-                )
-                stats.bytes += n
+                stats.bytes += peers.forget(other, p, doomed_there, mark).wire_bytes
                 stats.purged += len(doomed_there)
             stats.purged += storage.forget(p, doomed_here, mark)
             push_keys += [k for k in push if k not in doomed_here]
             pull_keys += [k for k in pull if k not in doomed_there]
         if push_keys:
             records = storage.get_many(push_keys)
-            body = encode_records(records)
-            raw = self.node._peer(other, "POST", "/peer/apply", body)
-            stats.bytes += len(body) + len(raw)
+            applied = peers.apply(other, records)
+            stats.bytes += applied.wire_bytes
             stats.records += len(records)
-            stats.repaired += sum(1 for r in json.loads(raw) if r["applied"])
+            stats.repaired += sum(1 for r in applied.results if r.applied)
         if pull_keys:
-            data = json.dumps({"keys": pull_keys}).encode()
-            raw = self.node._peer(other, "POST", "/peer/fetch", data)
-            stats.bytes += len(data) + len(raw)
-            records = list(decode_records(raw))
+            fetched = peers.read_keys(other, pull_keys)
+            stats.bytes += fetched.wire_bytes
+            records = list(fetched.records)
             stats.records += len(records)
             stats.repaired += sum(r.applied for r in self.node.apply_local(records))
 
@@ -283,9 +268,8 @@ class Syncer:
             batch = node.storage.scan_partition(part, after, HANDOFF_BATCH)
             if not batch:
                 break
-            body = encode_records(batch)
             for r in replicas:
-                node._peer(r, "POST", "/peer/apply", body)
+                node.peers.apply(r, batch)
             sent += len(batch)
             after = batch[-1].key
         node.storage.drop_partition(part)

@@ -1,4 +1,4 @@
-"""Peer transport: HTTP/1.1 requests to other nodes over persistent (keep-alive) connections.
+"""Peer HTTP transport: HTTP/1.1 requests to other nodes over persistent (keep-alive) connections.
 
 One small pool of connections per peer address, shared by all threads; a write therefore reuses
 an open TCP connection instead of opening one. A connection (:class:`Connection`) is a socket
@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from . import peerauth
+from .. import peerauth
 
 
 class PeerError(ConnectionError):
@@ -156,7 +156,7 @@ class Pending:
     """A request sent on a pooled connection, its answer not read yet."""
 
     def __init__(
-        self, client: PeerClient, addr: str, req: tuple, timeout: float, idempotent: bool
+        self, client: HttpTransport, addr: str, req: tuple, timeout: float, idempotent: bool
     ) -> None:
         self.client, self.addr, self.req = client, addr, req
         self.timeout, self.idempotent = timeout, idempotent
@@ -212,7 +212,9 @@ class Pending:
         raise self.error or PeerError(f"{self.addr}: no answer")
 
 
-class PeerClient:
+class HttpTransport:
+    """Pooled keep-alive HTTP/1.1 to peer addresses; blocking, thread-safe."""
+
     def __init__(self, secret: str, timeout: float = 2.0, max_idle: int = 64) -> None:
         self._key = peerauth.derive(secret, peerauth.PEER_HTTP)
         self.timeout = timeout
