@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -94,7 +94,7 @@ class PeerServer:
         auth: str | None,
         body: bytes,
         version: str | None = None,
-        environ: Mapping | None = None,
+        environ: dict | None = None,
         truncated: bool = False,
     ) -> Reply:
         """Answer one ``/peer/*`` request: ``target`` is the request target as sent (path and
@@ -126,7 +126,7 @@ class PeerServer:
                 )
             if environ is None:
                 return _error(400, "bad_request", "this transport cannot hand a connection over")
-            message = stream.upgrade(dict(environ), self._stream_handlers(), self.max_body)
+            message = stream.upgrade(environ, self._stream_handlers(), self.max_body)
             return _error(400, "bad_request", message)
         kind = m.BY_PATH.get(path)
         if kind is None or kind not in self._handlers:
