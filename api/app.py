@@ -20,7 +20,7 @@ from werkzeug.routing import PathConverter
 from wsproto.utilities import RemoteProtocolError
 
 from kvraft import peerauth
-from kvraft.balance import Balancer
+from kvraft.core.balance import Balancer
 from kvraft.errors import BadRequest, KvError, TooLarge
 from kvraft.keys import check_key, check_level
 from kvraft.node import Node

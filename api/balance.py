@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from flask import Flask, Response, g, jsonify, request
 
-from kvraft.balance import Balancer
+from kvraft.core.balance import Balancer
 from kvraft.errors import Unavailable
 from kvraft.node import Node
 from kvraft.peer import PeerConnectError, PeerError

@@ -20,7 +20,7 @@ import time
 from urllib.parse import parse_qsl
 
 from kvraft import peerauth
-from kvraft.balance import Balancer
+from kvraft.core.balance import Balancer
 from kvraft.errors import KvError, TooLarge
 from kvraft.keys import check_level
 from kvraft.node import Node

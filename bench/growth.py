@@ -45,9 +45,9 @@ from bench import loadgen, procs  # noqa: E402
 from bench.kvraft_cluster import REPO, KvraftCluster, available  # noqa: E402
 from bench.matrix import measure_urls  # noqa: E402
 from kvraft import peerauth  # noqa: E402
+from kvraft.core.placement import partition_of  # noqa: E402
 from kvraft.hlc import Version  # noqa: E402
 from kvraft.peer.messages import decode_results  # noqa: E402
-from kvraft.placement import partition_of  # noqa: E402
 from kvraft.storage import Record  # noqa: E402
 from kvraft.wire import encode_records  # noqa: E402
 

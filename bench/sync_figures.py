@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import requests  # noqa: E402
 from cluster import SECRET, Cluster, wait_for  # noqa: E402
 
+from kvraft.core.placement import partition_of  # noqa: E402
 from kvraft.hlc import Version  # noqa: E402
-from kvraft.placement import partition_of  # noqa: E402
 from kvraft.storage import Record  # noqa: E402
 from kvraft.wire import encode_records  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Hybrid logical clock and record versions.
+"""Hybrid logical clock (record versions themselves live in :mod:`kvraft.model`).
 
 A version is ``(ts, node)``: ``ts`` is a 64-bit HLC timestamp (physical milliseconds in the high
 48 bits, a logical counter in the low 16) and ``node`` the id of the node that stamped it. Versions
@@ -12,34 +12,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
-LOGICAL_BITS = 16
-LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
+from .model import LOGICAL_BITS, LOGICAL_MASK, Version
 
-
-class Version(NamedTuple):
-    """A record version; tuples compare as last-writer-wins."""
-
-    ts: int
-    node: str
-
-    def encode(self) -> str:
-        """Text form used on the wire and in ETags: 16 hex digits, '-', node id."""
-        return f"{self.ts:016x}-{self.node}"
-
-    @classmethod
-    def decode(cls, text: str) -> Version:
-        """Parse :meth:`encode` output; raises ValueError on anything else."""
-        ts_hex, sep, node = text.partition("-")
-        if not sep or len(ts_hex) != 16 or not node:
-            raise ValueError(f"bad version {text!r}")
-        return cls(int(ts_hex, 16), node)
-
-    @property
-    def millis(self) -> int:
-        """The physical part, in milliseconds since the epoch."""
-        return self.ts >> LOGICAL_BITS
+__all__ = ["HLC", "LOGICAL_BITS", "LOGICAL_MASK", "Version", "wall_clock_ms"]
 
 
 def wall_clock_ms(offset_ms: int = 0) -> Callable[[], int]:

@@ -1,10 +1,11 @@
 """Duties of the Raft leader, and membership changes (which only the leader makes).
 
 On every tick the leader places partitions the first time (on the nodes with the least stored
-data), steps the partition map toward health and balance (:func:`kvraft.placement.plan`:
+data), steps the partition map toward health and balance (:func:`kvraft.core.placement.plan`:
 replace dead replicas, drain nodes being removed, balance), removes drained nodes from Raft, and
-opens a sync round every ``sync_interval``. Membership requests reaching another node are
-forwarded to the leader over the peer transport.
+opens a sync round every ``sync_interval``: :func:`kvraft.core.leaderplan.step` decides, from a
+:class:`~kvraft.core.leaderplan.LeaderView` read here, and this module performs the instructions.
+Membership requests reaching another node are forwarded to the leader over the peer transport.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from . import placement
 from .config import NODE_ID
+from .core import leaderplan
 from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .hlc import LOGICAL_BITS
 from .meta import MetaUnavailable
@@ -41,56 +42,63 @@ class Leader:
         self.meta = node.meta
 
     def tick(self) -> None:
-        """Raft leader only: first placement, moves toward a healthy map, sync rounds."""
-        node, meta, config = self.node, self.node.meta, self.node.config
-        if not meta.is_leader():
+        """Raft leader only: first placement, moves toward a healthy map, sync rounds (the
+        decisions are :func:`kvraft.core.leaderplan.step`'s; this performs them)."""
+        if not self.meta.is_leader():
             return
+        now = time.time()
+        for instruction in leaderplan.step(self.view(), now):
+            self._perform(instruction)
+
+    def view(self) -> leaderplan.LeaderView:
+        """What the plan needs, read from the metadata and the node's liveness figures."""
+        node, meta, config = self.node, self.meta, self.node.config
         epoch, state = meta.map_state()
         members = node.members()
         stats = meta.stats()
-        stored = {n: s.bytes for n, s in stats.items()}
-        if not state.partitions:
-            if len(members) < len(meta.raft_members()) or any(n not in stats for n in members):
-                return  # wait until every member registered and reported what it stores
-            first = placement.place(config.partitions, sorted(members), stored, node.rf)
-            self._propose(epoch, placement.MapState(first))
-            return
-        dead = [n for n in members if n != node.id and node.silent_for(n) > config.dead_after]
-        live = [n for n in members if n not in dead]
-        step = placement.plan(state, live, dead, meta.removing(), stored, node.rf)
-        if step is not None:
-            self._propose(epoch, step)
-        self._finish_removals(state)
         rnd = meta.sync_round()
-        if time.time() - rnd.started_at >= config.sync_interval:
-            # a dead node's hints are stale figures; whatever it holds is checked against the
-            # watermarks when it comes back (absent keys older than a watermark are dropped)
-            clear = all(s.hints == 0 for n, s in stats.items() if n not in dead)
-            # writes stamped before the round but still in flight must land before a purge
-            margin_ms = int(1000 * max(2 * config.peer_timeout, config.sync_interval))
-            safe_ts = max(0, node.hlc.now() - (margin_ms << LOGICAL_BITS))
+        return leaderplan.LeaderView(
+            self_id=node.id,
+            epoch=epoch,
+            state=state,
+            members=tuple(members),
+            raft_members=tuple(meta.raft_members()),
+            registered={m.id: m.raft for m in meta.members().values()},
+            stored={n: s.bytes for n, s in stats.items()},
+            hints={n: s.hints for n, s in stats.items()},
+            silent={n: node.silent_for(n) for n in members},
+            removing=tuple(meta.removing()),
+            round_id=rnd.id,
+            round_started_at=rnd.started_at,
+            partitions=config.partitions,
+            replication_factor=node.rf,
+            dead_after=config.dead_after,
+            sync_interval=config.sync_interval,
+            peer_timeout=config.peer_timeout,
+        )
+
+    def _perform(self, instruction: leaderplan.Instruction) -> None:
+        meta = self.meta
+        if isinstance(instruction, leaderplan.Propose):
             try:
-                meta.start_round(rnd.id + 1, safe_ts, time.time(), clear)
+                meta.set_partitions(instruction.epoch, instruction.state)
+            except MetaUnavailable as exc:
+                log.info("placement pending: %s", exc)
+        elif isinstance(instruction, leaderplan.Remove):
+            try:
+                if instruction.raft is not None:
+                    meta.remove_raft_member(instruction.raft)
+                meta.forget(instruction.node_id)
+            except MetaUnavailable as exc:
+                log.info("removal of %s pending: %s", instruction.node_id, exc)
+        elif isinstance(instruction, leaderplan.StartRound):
+            safe_ts = max(0, self.node.hlc.now() - (instruction.margin_ms << LOGICAL_BITS))
+            try:
+                meta.start_round(
+                    instruction.round_id, safe_ts, instruction.started_at, instruction.hints_clear
+                )
             except MetaUnavailable as exc:
                 log.info("sync round not started: %s", exc)
-
-    def _propose(self, epoch: int, new: placement.MapState) -> None:
-        try:
-            self.meta.set_partitions(epoch, new)
-        except MetaUnavailable as exc:
-            log.info("placement pending: %s", exc)
-
-    def _finish_removals(self, state: placement.MapState) -> None:
-        for node_id in self.meta.removing():
-            if any(node_id in reps for reps in state.partitions):
-                continue  # still draining
-            member = self.meta.members().get(node_id)
-            try:
-                if member is not None and member.raft in self.meta.raft_members():
-                    self.meta.remove_raft_member(member.raft)
-                self.meta.forget(node_id)
-            except MetaUnavailable as exc:
-                log.info("removal of %s pending: %s", node_id, exc)
 
     # -- membership ------------------------------------------------------------------------------
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import SyncObjException
 
+from .core.placement import MapState, PartitionMap
 from .peerauth import raft_password
-from .placement import MapState, PartitionMap
 
 log = logging.getLogger(__name__)
 

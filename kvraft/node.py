@@ -27,11 +27,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from . import peer as m
-from . import placement, report, sync, versionrule, views
-from .balance import Activity
-from .clockguard import ClockGuard, Verdict
-from .clockguard import sample as clock_sample
+from . import report, sync, views
 from .config import Config
+from .core import placement, quorum
+from .core.balance import Activity
+from .core.clockguard import ClockGuard, Verdict
+from .core.clockguard import sample as clock_sample
 from .errors import BadRequest, ClockOffset, NotFound, Unavailable
 from .hlc import HLC, Version, wall_clock_ms
 from .keys import check_key, new_key
@@ -374,11 +375,7 @@ class Node:
         answers = self._gather(list(self.readable(part)), key)  # newest any replica has
         if not answers:
             raise Unavailable(f"no replica of {key!r} answered")
-        current = max(
-            (a for a in answers.values() if a is not None),
-            key=lambda rec: rec.version,
-            default=None,
-        )
+        current = quorum.newest(answers.values())
         if current is None or current.tomb:
             raise NotFound(f"key {key!r} not found")
         self._check_clock()
@@ -392,72 +389,56 @@ class Node:
     ) -> WriteResult:
         """Stamp, send, tally; stamp again above what a replica kept (forward-only versions).
 
-        A replica answer counts as an ack only when the replica now holds this write's version
-        (:mod:`kvraft.versionrule`). A replica that kept a newer version teaches the coordinator
-        that version: the write is stamped again above it and sent again, at most
+        The decisions are :class:`kvraft.core.quorum.WriteTally`'s; this method does the IO. A
+        replica answer counts as an ack only when the replica now holds this write's version
+        (:mod:`kvraft.core.versionrule`). A replica that kept a newer version teaches the
+        coordinator that version: the write is stamped again above it and sent again, at most
         ``versionrule.ATTEMPTS`` times. Raises Unavailable when the acks (with hints, for
         ``one``/``quorum``) stay below ``w``: the write may or may not be visible later."""
         need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
         part, replicas = self.replicas_of(key)
         self._check_clock()
-        lww_ack = self.config.test_fault == "lww_ack"
-        own: list[Version] = []  # every stamping of this write
-        seen: list[ApplyResult] = []  # every answer of every attempt (for the created flag)
-        for _attempt in range(versionrule.ATTEMPTS):
-            ts = versionrule.stamp_above(self.hlc.now(), floor)
-            record = Record(key, part, Version(ts, self.id), tomb, value)
-            own.append(record.version)
+        tally = quorum.WriteTally(
+            key,
+            w,
+            need,
+            len(replicas),
+            floor=floor,
+            lww_ack=self.config.test_fault == "lww_ack",
+            all_acked=self.config.test_fault == "drop_replication",
+        )
+        while True:
+            record = Record(key, part, tally.stamp(self.hlc.now(), self.id), tomb, value)
             if self.config.test_fault == "ack_without_write":  # negative control for the checker
                 return WriteResult(key, record.version, replicas, need, True)
             results, failed = self._send_write(record, replicas)
-            seen += results
-            verdict = versionrule.judge(record.version, results, lww_ack)
-            below_watermark = verdict.below_watermark
-            if below_watermark:  # this clock is behind the partition's purge watermark
-                floor = max(
-                    floor or record.version, Version(self.meta.watermarks().get(part, 0), "")
-                )
-                self.count("writes_restamped")
-                continue
-            if verdict.newer is not None:  # a replica holds a newer version: write above it
-                self._observe(verdict.newer)
-                floor = verdict.newer
-                self.count("writes_restamped")
-                continue
-            hinted, held = self._hint(part, replicas, failed, record) if failed else ([], None)
-            if held is not None and held > record.version and not lww_ack:
-                # a stand-in holds a newer version for a replica that is down: above it, too
-                self._observe(held)
-                floor = held
-                self.count("writes_restamped")
-                continue
-            break
-        else:
+            for res in results:
+                tally.add(None, res)
+            for r in failed:
+                tally.fail(r)
+            out = tally.response()
+            if isinstance(out, quorum.NeedWatermark):
+                out = tally.watermark(self.meta.watermarks().get(part, 0))
+            if isinstance(out, quorum.PlaceHints):
+                out = tally.hinted(*self._hint(part, replicas, list(out.failed), record))
+            if not isinstance(out, quorum.Restamp):
+                break
+            if out.observe:
+                self._observe(out.above)
+        if tally.restamps:
+            self.count("writes_restamped", tally.restamps)
+        if isinstance(out, quorum.Unavailable):
+            if out.learned is not None:
+                self._observe(out.learned)
+            if out.acks is not None:
+                self.count("writes")
+                self.count("replica_acks", out.acks)
             self.count("writes_unavailable")
-            if below_watermark:
-                raise Unavailable(
-                    "this node's clock is behind the cluster's purge watermark; "
-                    "retry (the write may or may not be visible later)"
-                )
-            raise Unavailable(
-                f"replicas of {key!r} kept newer versions through {versionrule.ATTEMPTS} "
-                f"stampings (concurrent writers): the write may or may not be visible later"
-            )
-        acks = verdict.acks
-        if self.config.test_fault == "drop_replication":
-            acks = len(replicas)
+            raise Unavailable(out.reason)
+        assert isinstance(out, quorum.Ok)
         self.count("writes")
-        self.count("replica_acks", acks)
-        effective = acks if w == "all" else acks + len(hinted)
-        if effective < need:
-            self.count("writes_unavailable")
-            raise Unavailable(
-                f"write reached {acks} replica(s) and {len(hinted)} stand-in(s); w={w} needs "
-                f"{need}: the write may or may not be visible later"
-            )
-        # a replica that already holds one of this write's stampings saw our own request
-        created = versionrule.created(seen, own)
-        return WriteResult(key, record.version, replicas, effective, created, tuple(hinted))
+        self.count("replica_acks", out.acks)
+        return WriteResult(key, out.version, replicas, out.effective, out.created, out.hinted)
 
     def _send_write(
         self, record: Record, replicas: tuple[str, ...]
@@ -504,7 +485,7 @@ class Node:
         holders: list[str] = []
         newest: Version | None = None
         candidates = [
-            s for s in placement.stand_ins(part, replicas, self.members()) if self.is_alive(s)
+            s for s in placement.stand_ins(part, replicas, list(self.members())) if self.is_alive(s)
         ]
         for target in failed:
             while candidates:
@@ -535,7 +516,7 @@ class Node:
         replicas = self.readable(part)
         # while a lost replica is being refilled, "all" means every filled replica
         need = placement.required_acks(level, min(self.rf, len(replicas)))
-        order = sorted(replicas, key=lambda n: (n != self.id, not self.is_alive(n)))
+        order = quorum.read_order(replicas, self.id, {n: self.is_alive(n) for n in replicas})
         if level == "one":
             errors = []
             for i, n in enumerate(order):
@@ -547,30 +528,19 @@ class Node:
                 if found is None and i + 1 < len(order):
                     # a miss may be a replica whose copy still waits as a hint elsewhere (it was
                     # down for the write): ask the others before answering "not found"
-                    others = self._gather(order[i + 1 :], key)
-                    found = max(
-                        (a for a in others.values() if a is not None),
-                        key=lambda rec: rec.version,
-                        default=None,
-                    )
+                    found = quorum.newest(self._gather(order[i + 1 :], key).values())
                 return found
             raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
-        answers = self._gather(order, key)
-        if len(answers) < need:
-            raise Unavailable(
-                f"r={level} needs {need} replicas of {key!r}, {len(answers)} answered"
-            )
-        newest = max(
-            (a for a in answers.values() if a is not None),
-            key=lambda rec: rec.version,
-            default=None,
-        )
-        if newest is not None:
-            stale = [n for n, a in answers.items() if a is None or a.version < newest.version]
-            for n in stale:
-                self.count("read_repairs")
-                self.pool.submit(self._repair, n, newest)
-        return newest
+        tally = quorum.ReadTally(key, level, need)
+        for n, answer in self._gather(order, key).items():
+            tally.add(n, answer)
+        out = tally.response()
+        if isinstance(out, quorum.Unavailable):
+            raise Unavailable(out.reason)
+        for n, rec in tally.repairs():
+            self.count("read_repairs")
+            self.pool.submit(self._repair, n, rec)
+        return out.record
 
     def _gather(self, nodes: list[str], key: str) -> dict[str, Record | None]:
         futures = {self.pool.submit(self._fetch, n, key): n for n in nodes}
@@ -599,33 +569,17 @@ class Node:
             raise BadRequest("limit must be 1 to 1000")
         nodes = [n for n in self.members() if self.is_alive(n)] or [self.id]
         futures = {self.pool.submit(self._scan, n, prefix, after, limit): n for n in nodes}
-        newest: dict[str, Record] = {}
-        cutoff = None  # keys beyond the last key of a truncated answer are not known yet
-        answered = 0
+        answers: list[tuple[str, list[Record]]] = []
         pmap = self.meta.partitions()[1]
         for fut, node_id in futures.items():
             try:
-                recs = fut.result()
+                answers.append((node_id, fut.result()))
             except (PeerError, ValueError):
                 continue
-            answered += 1
-            for rec in recs:
-                if pmap and node_id not in pmap[rec.part % len(pmap)]:
-                    continue  # a partition this node left: its copy may be stale
-                old = newest.get(rec.key)
-                if old is None or rec.version > old.version:
-                    newest[rec.key] = rec
-            if len(recs) >= limit and (cutoff is None or recs[-1].key < cutoff):
-                cutoff = recs[-1].key
-        if not answered:
+        if not answers:
             raise Unavailable("no node answered the listing")
-        keys = sorted(
-            k for k, rec in newest.items() if not rec.tomb and (cutoff is None or k <= cutoff)
-        )
-        more = cutoff is not None or len(keys) > limit
-        keys = keys[:limit]
-        nxt = (keys[-1] if keys else cutoff) if more else None
-        return keys, nxt
+        page = quorum.merge_listing(answers, pmap, limit)
+        return page.keys, page.next
 
     def _scan(self, node_id: str, prefix: str, after: str | None, limit: int) -> list[Record]:
         if node_id == self.id:

@@ -5,7 +5,7 @@ if its version is newer than the stored one (last writer wins), so applying the 
 or two records in either order, ends in the same state.
 
 The store also keeps, in memory, the anti-entropy hash tree of every partition it holds (see
-:mod:`kvraft.antientropy`), updated under the write lock as records change and rebuilt on
+:mod:`kvraft.core.antientropy`), updated under the write lock as records change and rebuilt on
 open, and a tombstone watermark per partition: below it, a record for a key this store does not
 have is dropped (a tombstone that won over it was purged after every replica had synced past it).
 
@@ -26,8 +26,10 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .antientropy import LEAVES, leaf_of, record_hash
-from .hlc import Version
+from .core.antientropy import LEAVES, leaf_of, record_hash
+from .model import ApplyResult, Record, Version
+
+__all__ = ["ApplyResult", "Hint", "Record", "Storage", "StorageClosed", "Version"]
 
 RECORDS_TABLE = """
 CREATE TABLE IF NOT EXISTS records (
@@ -58,26 +60,6 @@ CREATE INDEX IF NOT EXISTS hints_target ON hints(target, id);
 CREATE INDEX IF NOT EXISTS hints_key ON hints(key, ts);
 """
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    key: str
-    part: int
-    version: Version
-    tomb: bool
-    value: bytes = b""
-
-    @property
-    def live(self) -> bool:
-        return not self.tomb
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    applied: bool  # the record is now the stored one
-    prev: Version | None  # version stored before, if any
-    prev_live: bool  # a live (non-tombstone) value was stored before
 
 
 @dataclass(frozen=True, slots=True)

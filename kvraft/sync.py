@@ -1,4 +1,4 @@
-"""Anti-entropy rounds: the IO side of :mod:`kvraft.antientropy`.
+"""Anti-entropy rounds: the IO side of :mod:`kvraft.core.antientropy`.
 
 When the Raft leader opens a sync round (recorded in the metadata), each node acts as the
 *primary* of the partitions whose first live, filled replica it is. For each such partition and
@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import antientropy as ae
 from . import peer as m
-from .peer import PeerError, PeerServer
+from .core import antientropy as ae
+from .core import syncplan
+from .core.placement import MapState
+from .peer import PeerError, Peers, PeerServer
 from .storage import Storage
 
 if TYPE_CHECKING:
@@ -52,13 +55,13 @@ class RoundStats:
 
 def answer_tree(storage: Storage, req: m.Tree) -> m.TreeHashes:
     """The hashes a :class:`~kvraft.peer.messages.Tree` request asks for."""
-    leaves_of: dict[int, list[int]] = {}
+    leaves_of: dict[int, dict[int, list[int]]] = {}
     for p, groups in req.leaves.items():
-        leaves = storage.leaf_hashes(int(p))
-        leaves_of[p] = {g: [leaves[i] for i in ae.leaves_in_group(int(g))] for g in groups}
+        leaves = storage.leaf_hashes(p)
+        leaves_of[p] = {g: [leaves[i] for i in ae.leaves_in_group(g)] for g in groups}
     return m.TreeHashes(
-        {p: ae.root_hash(storage.leaf_hashes(int(p))) for p in req.roots},
-        {p: ae.group_hashes(storage.leaf_hashes(int(p))) for p in req.groups},
+        {p: ae.root_hash(storage.leaf_hashes(p)) for p in req.roots},
+        {p: ae.group_hashes(storage.leaf_hashes(p)) for p in req.groups},
         leaves_of,
     )
 
@@ -114,20 +117,11 @@ class Syncer:
         node = self.node
         stats = RoundStats(round_id=round_id)
         _epoch, state = node.meta.map_state()
-        mine: dict[str, list[int]] = {}  # other replica -> partitions I sync with it
-        primary_of: list[int] = []
-        for p, reps in enumerate(state.partitions):
-            filled = [n for n in sorted(reps) if n not in state.filling.get(p, ())]
-            live = [n for n in filled if node.is_alive(n)]
-            if not live or live[0] != node.id:
-                continue
-            primary_of.append(p)
-            for other in reps:
-                if other != node.id:
-                    mine.setdefault(other, []).append(p)
-        stats.partitions = len(primary_of)
-        ok_with: dict[int, set[str]] = {p: {node.id} for p in primary_of}
-        for other, parts in sorted(mine.items()):
+        alive = {n: node.is_alive(n) for reps in state.partitions for n in reps}
+        plan = syncplan.primaries(state, node.id, alive)
+        stats.partitions = len(plan.parts)
+        ok_with: dict[int, set[str]] = {p: {node.id} for p in plan.parts}
+        for other, parts in sorted(plan.peers.items()):
             if not node.is_alive(other):
                 continue
             try:
@@ -138,7 +132,7 @@ class Syncer:
                 continue
             for p in parts:
                 ok_with[p].add(other)
-        done = {p: tuple(sorted(n)) for p, n in ok_with.items() if set(state.partitions[p]) <= n}
+        done = syncplan.synced(state, ok_with)
         stats.synced = len(done)
         if done:
             try:
@@ -166,54 +160,20 @@ class Syncer:
         being filled for (it lacks records because it never had them, not because they were
         deleted, so nothing it lacks is taken for a purged key)."""
         storage = self.node.storage
-        local_leaves = {p: storage.leaf_hashes(p) for p in parts}
         peers = self.node.peers
-        resp = peers.tree(other, m.Tree(roots=tuple(parts)))
-        stats.bytes += resp.wire_bytes
-        diff_parts = [p for p in parts if resp.roots[p] != ae.root_hash(local_leaves[p])]
-        if not diff_parts:
-            return
-        resp = peers.tree(other, m.Tree(groups=tuple(diff_parts)))
-        stats.bytes += resp.wire_bytes
-        want: dict[int, list[int]] = {}
-        for p in diff_parts:
-            remote = resp.groups[p]
-            groups = ae.differing(ae.group_hashes(local_leaves[p]), remote)
-            if groups:
-                want[p] = groups
-        resp = peers.tree(other, m.Tree(leaves=want))
-        stats.bytes += resp.wire_bytes
         push_keys: list[str] = []
         pull_keys: list[str] = []
-        for p, groups in want.items():
-            leaves = []
-            for g in groups:
-                remote = resp.leaves[p][g]
-                for i, leaf in enumerate(ae.leaves_in_group(g)):
-                    if int(remote[i]) != local_leaves[p][leaf]:
-                        leaves.append(leaf)
-            if not leaves:
-                continue
-            remote_entries = peers.entries(other, p, leaves)
-            stats.bytes += remote_entries.wire_bytes
-            theirs = remote_entries.entries
-            ours = storage.leaf_entries(p, leaves)
+        for diff in ae.descend(storage, _PeerTree(peers, other, stats), parts):
+            p, ours, theirs = diff.part, diff.ours, diff.theirs
             push, pull = ae.plan_exchange(ours, theirs)
-            # a key one side lacks with a version below the watermark was deleted and its
-            # tombstone purged: the side still holding it forgets it instead of spreading it
             mark = storage.watermarks.get(p, 0)
-            doomed_there = [k for k in pull if k not in ours and theirs[k][0].ts < mark]
-            doomed_here = (
-                []
-                if p in filling
-                else [k for k in push if k not in theirs and ours[k][0].ts < mark]
-            )
-            if doomed_there:
-                stats.bytes += peers.forget(other, p, doomed_there, mark).wire_bytes
-                stats.purged += len(doomed_there)
-            stats.purged += storage.forget(p, doomed_here, mark)
-            push_keys += [k for k in push if k not in doomed_here]
-            pull_keys += [k for k in pull if k not in doomed_there]
+            doomed = syncplan.forget(push, pull, ours, theirs, mark, p in filling)
+            if doomed.there:
+                stats.bytes += peers.forget(other, p, doomed.there, mark).wire_bytes
+                stats.purged += len(doomed.there)
+            stats.purged += storage.forget(p, doomed.here, mark)
+            push_keys += [k for k in push if k not in doomed.here]
+            pull_keys += [k for k in pull if k not in doomed.there]
         if push_keys:
             records = storage.get_many(push_keys)
             applied = peers.apply(other, records)
@@ -227,35 +187,22 @@ class Syncer:
             stats.records += len(records)
             stats.repaired += sum(r.applied for r in self.node.apply_local(records))
 
-    def _collect(self, state, stats: RoundStats) -> None:
+    def _collect(self, state: MapState, stats: RoundStats) -> None:
         """Purge tombstones below the watermarks; hand off partitions this node left."""
         node = self.node
         storage = node.storage
         marks = node.meta.watermarks()
-        # the watermark rule (a record older than the watermark for a key this node lacks was
-        # deleted) holds only where this node is a filled replica: one still being filled lacks
-        # records because it never had them
-        storage.watermarks = {
-            p: mark
-            for p, mark in marks.items()
-            if p < len(state.partitions)
-            and node.id in state.partitions[p]
-            and node.id not in state.filling.get(p, ())
-        }
+        storage.watermarks = syncplan.held_watermarks(marks, state, node.id)
         held = storage.partitions_held()
-        for p in sorted(held):
-            if p >= len(state.partitions):
-                continue
-            reps = state.partitions[p]
-            if node.id in reps:
-                if marks.get(p, 0) > self._purged.get(p, 0):  # only when the watermark moved
-                    stats.purged += storage.purge_tombstones(p, marks[p])
-                    self._purged[p] = marks[p]
+        for step in syncplan.collect(held, state, node.id, marks, self._purged):
+            if isinstance(step, syncplan.Purge):
+                stats.purged += storage.purge_tombstones(step.part, step.below)
+                self._purged[step.part] = step.below
                 continue
             try:
-                stats.handed_off += self._hand_off(p, reps)
+                stats.handed_off += self._hand_off(step.part, step.replicas)
             except (PeerError, ValueError) as exc:
-                stats.errors.append(f"handoff of partition {p}: {exc}")
+                stats.errors.append(f"handoff of partition {step.part}: {exc}")
 
     def _hand_off(self, part: int, replicas: tuple[str, ...]) -> int:
         """Send every record of a partition this node no longer holds to its replicas, then
@@ -274,3 +221,34 @@ class Syncer:
             after = batch[-1].key
         node.storage.drop_partition(part)
         return sent
+
+
+class _PeerTree:
+    """The other replica's hash tree over the Tree and Entries peer messages (the network side
+    of :func:`kvraft.core.antientropy.descend`); counts the bytes in ``stats``. Raises
+    PeerError (a malformed answer too)."""
+
+    def __init__(self, peers: Peers, other: str, stats: RoundStats) -> None:
+        self.peers = peers
+        self.other = other
+        self.stats = stats
+
+    def roots(self, parts: Sequence[int]) -> dict[int, int]:
+        resp = self.peers.tree(self.other, m.Tree(roots=tuple(parts)))
+        self.stats.bytes += resp.wire_bytes
+        return {p: resp.roots[p] for p in parts}
+
+    def groups(self, parts: Sequence[int]) -> dict[int, list[int]]:
+        resp = self.peers.tree(self.other, m.Tree(groups=tuple(parts)))
+        self.stats.bytes += resp.wire_bytes
+        return {p: resp.groups[p] for p in parts}
+
+    def leaves(self, want: Mapping[int, Sequence[int]]) -> dict[int, dict[int, list[int]]]:
+        resp = self.peers.tree(self.other, m.Tree(leaves=want))
+        self.stats.bytes += resp.wire_bytes
+        return {p: {g: resp.leaves[p][g] for g in groups} for p, groups in want.items()}
+
+    def entries(self, part: int, leaves: Sequence[int]) -> dict[str, ae.Entry]:
+        resp = self.peers.entries(self.other, part, leaves)
+        self.stats.bytes += resp.wire_bytes
+        return dict(resp.entries)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import placement
+from .core import placement
 from .keys import check_key
 
 if TYPE_CHECKING:

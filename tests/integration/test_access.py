@@ -29,8 +29,8 @@ from test_openapi import app_rules
 from api.openapi import document
 from api.ui import PUBLIC_PATHS
 from kvraft import stream
+from kvraft.core.placement import partition_of
 from kvraft.hlc import Version
-from kvraft.placement import partition_of
 from kvraft.storage import Record
 from kvraft.wire import decode_records, encode_records
 

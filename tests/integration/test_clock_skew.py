@@ -18,8 +18,8 @@ import pytest
 import requests
 from cluster import Cluster, wait_for
 
-from kvraft.clockguard import FRESH_S
-from kvraft.placement import partition_of
+from kvraft.core.clockguard import FRESH_S
+from kvraft.core.placement import partition_of
 
 OVERWRITES = 500
 DELETES = 200

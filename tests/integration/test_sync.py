@@ -8,9 +8,9 @@ import pytest
 import requests
 from cluster import ADMIN, Cluster, peer_headers, wait_for
 
-from kvraft.antientropy import leaf_of  # noqa: F401 - documents what buckets keys
+from kvraft.core.antientropy import leaf_of  # noqa: F401 - documents what buckets keys
+from kvraft.core.placement import partition_of
 from kvraft.hlc import Version
-from kvraft.placement import partition_of
 from kvraft.storage import Record
 from kvraft.wire import encode_records
 

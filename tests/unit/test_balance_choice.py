@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from kvraft.balance import Balancer, pick
+from kvraft.core.balance import Balancer, pick
 
 
 def test_round_robin_visits_every_node_evenly():

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvraft.placement import partition_of, place, required_acks, stand_ins
+from kvraft.core.placement import partition_of, place, required_acks, stand_ins
 
 
 def test_partition_of_is_stable_and_in_range():

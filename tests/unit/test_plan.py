@@ -5,7 +5,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvraft.placement import MapState, place, plan
+from kvraft.core.placement import MapState, place, plan
 
 NODES = ["n1", "n2", "n3"]
 

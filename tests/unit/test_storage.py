@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvraft.antientropy import leaf_of
+from kvraft.core.antientropy import leaf_of
 from kvraft.hlc import Version
 from kvraft.storage import Record, Storage
 

@@ -1,13 +1,13 @@
-"""The forward-only version rule (kvraft.versionrule), the clock offset guard
-(kvraft.clockguard) and the HLC's bound on timestamps from the future, as pure logic."""
+"""The forward-only version rule (kvraft.core.versionrule), the clock offset guard
+(kvraft.core.clockguard) and the HLC's bound on timestamps from the future, as pure logic."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvraft import versionrule
-from kvraft.clockguard import FRESH_S, KEEP_S, ClockGuard, sample
+from kvraft.core import versionrule
+from kvraft.core.clockguard import FRESH_S, KEEP_S, ClockGuard, sample
 from kvraft.hlc import HLC, LOGICAL_BITS, Version
 from kvraft.storage import ApplyResult
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from test_stream import SECRET, Peer
 
-from kvraft.clockguard import ClockGuard, Verdict
+from kvraft.core.clockguard import ClockGuard, Verdict
 from kvraft.hlc import HLC, Version, wall_clock_ms
 from kvraft.node import Node
 from kvraft.peer import PeerClient

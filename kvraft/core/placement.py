@@ -130,7 +130,7 @@ def plan(
                     c[n] += 1
         return c
 
-    def load(n: str, c: dict[str, int]) -> tuple:
+    def load(n: str, c: dict[str, int]) -> tuple[int, int, str]:
         return (c[n], stored_bytes.get(n, 0), n)
 
     def add_filling(p: int, c: dict[str, int]) -> str | None:

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .hlc import Version
-from .storage import ApplyResult
+from ..model import ApplyResult, Version
 
 ATTEMPTS = 5  # stampings of one write before it is given up as contended
 

@@ -1,0 +1,284 @@
+"""The coordinator's quorum tallies as data (riak_kv put_core/get_core style): answers in,
+outcome and repairs out, no network."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvraft.core import quorum, versionrule
+from kvraft.model import ApplyResult, Record, Version
+
+V = Version
+
+
+def applied(prev: Version | None = None, live: bool = False) -> ApplyResult:
+    return ApplyResult(True, prev, live)
+
+
+def kept(prev: Version | None, live: bool = True) -> ApplyResult:
+    return ApplyResult(False, prev, live)
+
+
+def rec(key: str, ts: int, node: str = "n1", tomb: bool = False, part: int = 0) -> Record:
+    return Record(key, part, V(ts, node), tomb, b"" if tomb else b"v")
+
+
+# -- writes ----------------------------------------------------------------------------------------
+
+
+def test_two_acks_of_two_meet_quorum_and_a_fresh_key_is_created():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    v = t.stamp(100, "n1")
+    assert v == V(100, "n1")
+    t.add("n1", applied())
+    t.add("n2", applied())
+    assert t.enough()
+    assert t.response() == quorum.Ok(v, acks=2, effective=2, created=True)
+
+
+def test_a_replaced_live_value_is_not_created():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    t.stamp(100, "n1")
+    t.add("n1", applied(V(50, "n2"), live=True))
+    t.add("n2", applied(V(50, "n2"), live=True))
+    out = t.response()
+    assert isinstance(out, quorum.Ok) and not out.created
+
+
+def test_a_failed_replica_asks_for_hints_which_count_for_quorum():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    v = t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.fail("n2")
+    assert t.response() == quorum.PlaceHints(("n2",))
+    assert t.hinted(["n3"], None) == quorum.Ok(v, 1, 2, True, ("n3",))
+
+
+def test_hints_never_count_for_all():
+    t = quorum.WriteTally("k", "all", 2, 2)
+    t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.fail("n2")
+    assert t.response() == quorum.PlaceHints(("n2",))
+    out = t.hinted(["n3"], None)
+    assert isinstance(out, quorum.Unavailable)
+    assert out.maybe_applied and out.acks == 1
+    assert "w=all needs 2" in out.reason
+
+
+def test_no_stand_in_and_too_few_acks_is_unavailable_maybe_applied():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    t.stamp(100, "n1")
+    t.fail("n1")
+    t.fail("n2")
+    assert t.response() == quorum.PlaceHints(("n1", "n2"))
+    out = t.hinted([], None)
+    assert isinstance(out, quorum.Unavailable) and out.maybe_applied and out.acks == 0
+
+
+def test_a_replica_holding_a_newer_version_makes_the_tally_restamp_above_it():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.add("n2", kept(V(200, "n3")))
+    assert t.response() == quorum.Restamp(V(200, "n3"), "newer", observe=True)
+    v2 = t.stamp(150, "n1")  # the clock is behind what the replica kept
+    assert v2 == V(201, "n1")
+    t.add("n1", applied(V(100, "n1")))
+    t.add("n2", applied(V(200, "n3"), live=True))
+    out = t.response()
+    assert out == quorum.Ok(v2, 2, 2, False)  # a live value other than our own was there
+    assert t.restamps == 1
+
+
+def test_our_own_earlier_stamping_does_not_hide_created():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.add("n2", kept(V(200, "n3"), live=False))  # a tombstone was newer
+    assert isinstance(t.response(), quorum.Restamp)
+    t.stamp(100, "n1")
+    t.add("n1", applied(V(100, "n1"), live=True))  # our own first stamping
+    t.add("n2", applied(V(200, "n3"), live=False))
+    out = t.response()
+    assert isinstance(out, quorum.Ok) and out.created
+
+
+def test_a_watermark_refusal_asks_for_the_watermark_and_restamps_above_it():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    v = t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.add("n2", kept(None))  # refused: older than the purge watermark
+    assert t.response() == quorum.NeedWatermark()
+    assert t.watermark(500) == quorum.Restamp(V(500, ""), "watermark", observe=False)
+    assert t.stamp(120, "n1") == V(501, "n1")
+    t2 = quorum.WriteTally("k", "quorum", 2, 2, floor=V(900, "n2"))
+    t2.stamp(100, "n1")
+    t2.add("n1", kept(None))
+    assert t2.response() == quorum.NeedWatermark()
+    assert t2.watermark(500).above == V(900, "n2")  # the floor is higher still
+    assert v.ts == 100
+
+
+def test_a_stand_in_holding_a_newer_version_makes_the_tally_restamp():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.fail("n2")
+    assert isinstance(t.response(), quorum.PlaceHints)
+    assert t.hinted(["n3"], V(300, "n2")) == quorum.Restamp(V(300, "n2"), "stand_in", True)
+
+
+def test_the_negative_control_ignores_a_newer_stand_in_copy():
+    t = quorum.WriteTally("k", "quorum", 2, 2, lww_ack=True)
+    v = t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.fail("n2")
+    assert isinstance(t.response(), quorum.PlaceHints)
+    assert t.hinted(["n3"], V(300, "n2")) == quorum.Ok(v, 1, 2, True, ("n3",))
+
+
+def test_the_drop_replication_fault_counts_every_replica():
+    t = quorum.WriteTally("k", "all", 2, 2, all_acked=True)
+    v = t.stamp(100, "n1")
+    t.add("n1", applied())
+    assert t.response() == quorum.Ok(v, 2, 2, True)
+
+
+def test_contended_writes_give_up_after_the_attempts_learning_the_last_version():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    outs = []
+    for i in range(versionrule.ATTEMPTS):
+        t.stamp(100, "n1")
+        t.add("n1", kept(V(1000 + i, "n2")))
+        t.add("n2", kept(V(1000 + i, "n2")))
+        outs.append(t.response())
+    assert all(isinstance(o, quorum.Restamp) for o in outs[:-1])
+    last = outs[-1]
+    assert isinstance(last, quorum.Unavailable)
+    assert last.maybe_applied and last.acks is None
+    assert last.learned == V(1000 + versionrule.ATTEMPTS - 1, "n2")
+    assert "concurrent writers" in last.reason and "'k'" in last.reason
+    assert t.restamps == versionrule.ATTEMPTS
+
+
+def test_a_clock_stuck_below_the_watermark_gives_up_with_that_reason():
+    t = quorum.WriteTally("k", "quorum", 2, 2)
+    for _ in range(versionrule.ATTEMPTS - 1):
+        t.stamp(100, "n1")
+        t.add("n1", kept(None))
+        assert t.response() == quorum.NeedWatermark()
+        assert isinstance(t.watermark(50), quorum.Restamp)  # the replica still refuses
+    t.stamp(100, "n1")
+    t.add("n1", kept(None))
+    last = t.response()
+    assert isinstance(last, quorum.Unavailable) and "purge watermark" in last.reason
+    assert last.learned is None and t.restamps == versionrule.ATTEMPTS
+
+
+# -- reads -----------------------------------------------------------------------------------------
+
+
+def test_a_quorum_read_returns_the_newest_and_repairs_the_stale_and_the_empty():
+    t = quorum.ReadTally("k", "all", 3)
+    t.add("n1", rec("k", 5))
+    assert not t.enough()
+    t.add("n2", rec("k", 9, "n2"))
+    t.add("n3", None)
+    assert t.enough()
+    assert t.response() == quorum.ReadOk(rec("k", 9, "n2"))
+    assert t.repairs() == [("n1", rec("k", 9, "n2")), ("n3", rec("k", 9, "n2"))]
+
+
+def test_a_read_with_too_few_answers_is_unavailable_and_never_maybe_applied():
+    t = quorum.ReadTally("k", "quorum", 2)
+    t.add("n1", rec("k", 5))
+    out = t.response()
+    assert out == quorum.Unavailable("r=quorum needs 2 replicas of 'k', 1 answered", False)
+
+
+def test_a_key_no_replica_holds_is_none_with_nothing_to_repair():
+    t = quorum.ReadTally("k", "quorum", 2)
+    t.add("n1", None)
+    t.add("n2", None)
+    assert t.response() == quorum.ReadOk(None) and t.repairs() == []
+
+
+def test_a_newer_tombstone_wins_and_is_repaired_onto_the_live_copy():
+    t = quorum.ReadTally("k", "quorum", 2)
+    t.add("n1", rec("k", 5))
+    t.add("n2", rec("k", 7, "n2", tomb=True))
+    assert t.response() == quorum.ReadOk(rec("k", 7, "n2", tomb=True))
+    assert t.repairs() == [("n1", rec("k", 7, "n2", tomb=True))]
+
+
+def test_read_order_is_self_then_live_then_down():
+    alive = {"n1": True, "n2": False, "n3": True}
+    assert quorum.read_order(["n2", "n3", "n1"], "n1", alive) == ["n1", "n3", "n2"]
+    assert quorum.read_order(["n2", "n3"], "n1", alive) == ["n3", "n2"]
+
+
+versions = st.builds(V, st.integers(1, 30), st.sampled_from(["n1", "n2", "n3"]))
+answers = st.dictionaries(
+    st.sampled_from(["n1", "n2", "n3", "n4"]),
+    st.none() | st.builds(lambda v, t: Record("k", 0, v, t, b""), versions, st.booleans()),
+)
+
+
+@given(answers)
+def test_the_newest_is_the_max_version_and_the_repairs_are_exactly_the_older(ans):
+    t = quorum.ReadTally("k", "quorum", 0)
+    for n, a in ans.items():
+        t.add(n, a)
+    held = [a.version for a in ans.values() if a is not None]
+    out = t.response()
+    assert isinstance(out, quorum.ReadOk)
+    assert (out.record.version if out.record else None) == (max(held) if held else None)
+    want = {n for n, a in ans.items() if held and (a is None or a.version < max(held))}
+    assert {n for n, _r in t.repairs()} == want
+    assert all(r == out.record for _n, r in t.repairs())
+
+
+# -- listings --------------------------------------------------------------------------------------
+
+PMAP = (("n1", "n2"), ("n2", "n3"))
+
+
+def test_the_listing_keeps_the_newest_hides_tombstones_and_skips_left_partitions():
+    answers = [
+        ("n1", [rec("a", 1), rec("b", 1), rec("d", 1, part=1)]),  # n1 left partition 1
+        ("n2", [rec("a", 2, "n2", tomb=True), rec("b", 1), rec("c", 1, part=1)]),
+    ]
+    assert quorum.merge_listing(answers, PMAP, 10) == quorum.Listing(["b", "c"], None)
+
+
+def test_a_truncated_answer_cuts_the_page_where_it_stopped():
+    answers = [
+        ("n1", [rec("a", 1), rec("b", 1)]),  # limit 2: there may be more after "b"
+        ("n2", [rec("a", 1), rec("c", 1)]),
+    ]
+    assert quorum.merge_listing(answers, PMAP, 2) == quorum.Listing(["a", "b"], "b")
+    only_tombs = [("n1", [rec("a", 1, tomb=True), rec("b", 1, tomb=True)])]
+    assert quorum.merge_listing(only_tombs, PMAP, 2) == quorum.Listing([], "b")
+
+
+keys = st.text(alphabet="abcdef", min_size=1, max_size=3)
+scans = st.lists(
+    st.dictionaries(keys, st.tuples(versions, st.booleans()), max_size=12), min_size=1, max_size=4
+)
+
+
+@given(scans)
+def test_the_untruncated_listing_is_the_sorted_set_of_live_newest_keys(node_scans):
+    answers = [
+        (f"n{i}", [Record(k, 0, v, t, b"") for k, (v, t) in sorted(s.items())])
+        for i, s in enumerate(node_scans)
+    ]
+    best: dict[str, tuple[Version, bool]] = {}
+    for s in node_scans:
+        for k, (v, t) in s.items():
+            if k not in best or best[k][0] < v:
+                best[k] = (v, t)
+    page = quorum.merge_listing(answers, (), 1000)
+    assert page == quorum.Listing(sorted({k for k, (_v, t) in best.items() if not t}), None)
