@@ -19,6 +19,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from .. import peerauth
 
@@ -57,8 +58,8 @@ class Connection:
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        self.sock: socket.socket | None = None
-        self.rfile = None
+        self.sock: Any = None  # a socket once connected
+        self.rfile: Any = None  # its buffered reader
         self.will_close = False
 
     def connect(self) -> None:
@@ -122,7 +123,7 @@ class Connection:
         return PeerResponse(status, headers, body)
 
     def _chunked(self) -> bytes:
-        out = []
+        out: list[bytes] = []
         while True:
             size = int(self.rfile.readline(MAX_LINE).split(b";", 1)[0], 16)
             if size == 0:

@@ -57,7 +57,7 @@ _LEN = struct.Struct(">I")
 
 def encode_results(results: Sequence[ApplyResult]) -> bytes:
     """Apply results, binary: per result a flags byte, the previous version, its node id."""
-    parts = []
+    parts: list[bytes] = []
     for r in results:
         node = r.prev.node.encode() if r.prev is not None else b""
         flags = (
@@ -86,7 +86,7 @@ def decode_results(data: bytes) -> list[ApplyResult]:
 
 def encode_keys(keys: Sequence[str]) -> bytes:
     """Keys, each as u32 length and UTF-8 bytes."""
-    parts = []
+    parts: list[bytes] = []
     for k in keys:
         data = k.encode("utf-8", "surrogateescape")
         parts += (_LEN.pack(len(data)), data)
@@ -220,8 +220,8 @@ class ReadKeys:
         keys = json_object(body, 'body must be JSON {"keys": [...]}').get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise MessageError("keys must be a list of strings")
-        max_bytes = query.get("max_bytes")
-        if max_bytes is not None:
+        max_bytes = None
+        if query.get("max_bytes") is not None:
             max_bytes = max(1, _int(query, "max_bytes", "0", "max_bytes must be an integer"))
         return cls(tuple(keys), max_bytes)
 
@@ -682,7 +682,7 @@ class WatchClose:
         return cls(query.get("sid", ""))
 
 
-REQUESTS: tuple[type, ...] = (
+REQUESTS: tuple[type[Any], ...] = (
     Apply,
     ReadKeys,
     Scan,
@@ -697,4 +697,4 @@ REQUESTS: tuple[type, ...] = (
     WatchPoll,
     WatchClose,
 )
-BY_PATH: dict[str, type] = {m.PATH: m for m in REQUESTS}
+BY_PATH: dict[str, type[Any]] = {m.PATH: m for m in REQUESTS}

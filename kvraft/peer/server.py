@@ -55,11 +55,11 @@ class PeerServer:
 
     def __init__(self, secret: str, max_body: int = MAX_BODY) -> None:
         self._verifier = peerauth.Verifier(peerauth.derive(secret, peerauth.PEER_HTTP))
-        self._handlers: dict[type, Callable[[Any], Any]] = {}
+        self._handlers: dict[type[Any], Callable[[Any], Any]] = {}
         self._lock = threading.Lock()
         self.max_body = max_body
 
-    def register(self, message_type: type, handler: Callable[[Any], Any]) -> None:
+    def register(self, message_type: type[Any], handler: Callable[[Any], Any]) -> None:
         """Serve ``message_type`` with ``handler(message) -> answer``; one handler per type."""
         with self._lock:
             if message_type in self._handlers:
@@ -69,7 +69,7 @@ class PeerServer:
     def routes(self) -> dict[str, tuple[str, ...]]:
         """Path -> methods of every message served (and the stream upgrade), for the HTTP
         layer's routing tables."""
-        out = {t.PATH: (t.METHOD,) for t in self._handlers}
+        out: dict[str, tuple[str, ...]] = {t.PATH: (t.METHOD,) for t in self._handlers}
         if m.Apply in self._handlers or m.ReadKeys in self._handlers:
             out[STREAM_PATH] = ("POST",)
         return out

@@ -256,7 +256,7 @@ def serve(
         try:
             got = read_frame(rfile, limit, head)
             handler = handlers.get(got[0]) if got else None
-            if handler is None:
+            if got is None or handler is None:
                 raise StreamError(f"unexpected frame kind {got[0] if got else None}")
             answer = frame(OK, handler(got[1]))
         except OSError:

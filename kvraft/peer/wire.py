@@ -29,7 +29,7 @@ class WireError(ValueError):
 
 
 def encode_records(records: Iterable[Record]) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     pack = _HEAD.pack
     for r in records:
         key = r.key.encode("utf-8", "surrogatepass")
