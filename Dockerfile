@@ -63,6 +63,7 @@ CMD ["serve"]
 COPY pyproject.toml README.md /src/
 COPY kvraft/ /src/kvraft/
 COPY api/ /src/api/
+COPY kvraft_cmd/ /src/kvraft_cmd/
 COPY deploy/wheels/app/ /wheels/app/
 # Installed the way the README installs it (pip, from this source tree), here from its wheel and
 # without the test extras (--no-index: the dependencies are in the venv already, and the build

@@ -1,7 +1,7 @@
 """Alternating A/B runs of two kvraft checkouts: what a change costs, measured in one run.
 
     git worktree add /tmp/kvraft-before <commit>     # the commit before the change
-    python bench/ab.py --a /tmp/kvraft-before --b . [--rounds 3] [--seconds 8] [--ops put,get]
+    python -m bench.ab --a /tmp/kvraft-before --b . [--rounds 3] [--seconds 8] [--ops put,get]
 
 Each round starts a 3-node cluster (`kvraft up`) from A, runs every op for ``--seconds`` with
 ``--concurrency`` connections spread over the nodes (bench/loadgen.py, 100-byte values), stops
@@ -19,11 +19,8 @@ import statistics
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python bench/ab.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.kvraft_cluster import KvraftCluster  # noqa: E402
-from bench.loadgen import run_sync  # noqa: E402
+from bench.kvraft_cluster import KvraftCluster
+from bench.loadgen import run_sync
 
 
 def one(repo: Path, ops: list[str], seconds: float, concurrency: int, env: dict) -> dict:

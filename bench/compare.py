@@ -7,7 +7,7 @@ a markdown table (throughput, p50, p99 per system, and kvraft/etcd, kvraft/naive
 ratios), and writes it to bench/out/compare.md, the raw figures to bench/out/compare.json and a
 chart to bench/out/compare.png. Progress goes to stderr.
 
-    python bench/compare.py [--systems kvraft,etcd,naive] [--seconds 10] [--quick]
+    python -m bench.compare [--systems kvraft,etcd,naive] [--seconds 10] [--quick]
 """
 
 from __future__ import annotations
@@ -22,10 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python bench/compare.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.matrix import LAUNCHERS, WRITE_TARGETS, Cell, measure_system  # noqa: E402
+from bench.matrix import LAUNCHERS, WRITE_TARGETS, Cell, measure_system
 
 OUT = Path(__file__).resolve().parent / "out"
 SIZES = (100, 10 * 1024)

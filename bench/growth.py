@@ -18,7 +18,7 @@ replicas back to back), because a million PUTs would take about an hour. It prin
 to stdout and progress to stderr, and writes bench/out/growth.md, bench/out/growth.json and
 bench/out/growth.png.
 
-    python bench/growth.py [--quick] [--seconds 10] [--sizes 10000,100000,1000000]
+    python -m bench.growth [--quick] [--seconds 10] [--sizes 10000,100000,1000000]
 """
 
 from __future__ import annotations
@@ -38,18 +38,15 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-if __package__ in (None, ""):  # run as `python bench/growth.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import loadgen, procs  # noqa: E402
-from bench.kvraft_cluster import REPO, KvraftCluster, available  # noqa: E402
-from bench.matrix import measure_urls  # noqa: E402
-from kvraft import peerauth  # noqa: E402
-from kvraft.core.placement import partition_of  # noqa: E402
-from kvraft.hlc import Version  # noqa: E402
-from kvraft.peer.messages import decode_results  # noqa: E402
-from kvraft.storage import Record  # noqa: E402
-from kvraft.wire import encode_records  # noqa: E402
+from bench import loadgen, procs
+from bench.kvraft_cluster import REPO, KvraftCluster, available
+from bench.matrix import measure_urls
+from kvraft import peerauth
+from kvraft.core.placement import partition_of
+from kvraft.hlc import Version
+from kvraft.peer.messages import decode_results
+from kvraft.storage import Record
+from kvraft.wire import encode_records
 
 OUT = Path(__file__).resolve().parent / "out"
 NODE_COUNTS = (3, 5, 7)
@@ -889,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {
         "when": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "command": " ".join(["python bench/growth.py", *(argv if argv is not None
+        "command": " ".join(["python -m bench.growth", *(argv if argv is not None
                                                           else sys.argv[1:])]),
         "args": {"seconds": seconds, "warmup": args.warmup, "sizes": sizes,
                  "nodes": node_counts, "passes": passes},

@@ -4,20 +4,16 @@ Starts an idle 3-node kvraft cluster on 127.0.0.1 (or, with --url, measures a cl
 already running), runs one closed-loop loadgen cell per client count and op, prints a markdown
 table and writes it to bench/out/latency.md. Progress goes to stderr.
 
-    python bench/latency.py [--seconds 10] [--quick] [--value-size 100] [--url http://127.0.0.1:8001]
+    python -m bench.latency [--seconds 10] [--quick] [--value-size 100] [--url http://127.0.0.1:8001]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python bench/latency.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.matrix import Cell, measure_system, measure_urls  # noqa: E402
+from bench.matrix import Cell, measure_system, measure_urls
 
 OUT = Path(__file__).resolve().parent / "out"
 CONCURRENCIES = (1, 16)

@@ -14,7 +14,7 @@ What it must not do: talk to anything but the loopback URLs it is given (other h
 refused), or run unbounded: every run stops at its deadline plus one request timeout.
 
 CLI example:
-    python bench/loadgen.py --system kvraft --url http://127.0.0.1:8001 -c 16 --op put --seconds 5
+    python -m bench.loadgen --system kvraft --url http://127.0.0.1:8001 -c 16 --op put --seconds 5
 """
 
 from __future__ import annotations

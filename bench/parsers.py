@@ -1,7 +1,7 @@
 """What parsing one request head costs with each maintained parser (the figures that chose
 httptools for api/http1.py): a typical 6-field PUT, CPU time per request.
 
-    python bench/parsers.py [--n 50000]
+    python -m bench.parsers [--n 50000]
 
 - httptools (llhttp) alone;
 - api.http1.HeadReader: llhttp plus the server's own RFC 9112 checks and the environ keys;
@@ -11,17 +11,12 @@ httptools for api/http1.py): a typical 6-field PUT, CPU time per request.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python bench/parsers.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import h11
+import httptools
 
-import h11  # noqa: E402
-import httptools  # noqa: E402
-
-from api.http1 import HeadReader  # noqa: E402
+from api.http1 import HeadReader
 
 HEAD = (
     b"PUT /kv/bench%2F000123 HTTP/1.1\r\nHost: 127.0.0.1:8001\r\nUser-Agent: loadgen\r\n"

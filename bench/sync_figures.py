@@ -1,7 +1,7 @@
 """Anti-entropy and re-replication figures for issue 3's closing note.
 
 Two measurements, each on its own 3-node cluster on 127.0.0.1 started with the test harness
-(`tests/cluster.py`), with `KVRAFT_SYNC_INTERVAL=1` and `KVRAFT_DEAD_AFTER=4`:
+(`tests/harness/cluster.py`), with `KVRAFT_SYNC_INTERVAL=1` and `KVRAFT_DEAD_AFTER=4`:
 
 1. **Sync cost.** For stores of 10k and 100k keys (bulk-loaded into both replicas of each
    partition through `POST /peer/apply`, stamped fresh per batch and sent to both replicas back
@@ -19,7 +19,7 @@ Two measurements, each on its own 3-node cluster on 127.0.0.1 started with the t
 
 Prints markdown tables to stdout (progress to stderr) and writes bench/out/sync_figures.md.
 
-    .venv/bin/python bench/sync_figures.py [--sizes 10000,100000] [--diffs 10,1000]
+    .venv/bin/python -m bench.sync_figures [--sizes 10000,100000] [--diffs 10,1000]
                                            [--rr-keys 10000] [--rr-load put|bulk]
                                            [--skip-sync] [--skip-rr]
 """
@@ -39,17 +39,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
+import requests
+
+from kvraft.core.placement import partition_of
+from kvraft.hlc import Version
+from kvraft.storage import Record
+from kvraft.wire import encode_records
+from tests.harness.cluster import SECRET, Cluster, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-import requests  # noqa: E402
-from cluster import SECRET, Cluster, wait_for  # noqa: E402
-
-from kvraft.core.placement import partition_of  # noqa: E402
-from kvraft.hlc import Version  # noqa: E402
-from kvraft.storage import Record  # noqa: E402
-from kvraft.wire import encode_records  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 ENV = {"KVRAFT_SYNC_INTERVAL": "1", "KVRAFT_DEAD_AFTER": "4"}

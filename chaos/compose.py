@@ -138,7 +138,7 @@ def source_tag() -> str:
     recreated (a skew fault did exactly that). Same sources, same tag: the build is cached."""
     h = hashlib.sha256()
     paths = [ROOT / n for n in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")]
-    for pkg in ("kvraft", "api"):
+    for pkg in ("kvraft", "kvraft_cmd", "api"):
         paths += [
             p
             for p in (ROOT / pkg).rglob("*")

@@ -1,6 +1,6 @@
 """Start a kvraft cluster for a chaos run: in the namespaces of a :class:`~chaos.netns.Lab`
 (each node on its own address, so the network between nodes can be cut) or, without a lab, on
-loopback like ``tests/cluster.py``.
+loopback like ``tests/harness/cluster.py``.
 
 :class:`ChaosCluster` is the test harness's :class:`Cluster` with two changes: each node's
 command is prefixed with ``ip netns exec <its namespace>`` and binds ``<subnet>.<i>:8001`` (Raft
@@ -12,15 +12,13 @@ SIGCONT, waiting with deadlines) is the harness's own.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 
+from tests.harness.cluster import Cluster, NodeProc, free_ports, wait_for
+
+from .netns import Lab
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from cluster import Cluster, NodeProc, free_ports, wait_for  # noqa: E402
-
-from .netns import Lab  # noqa: E402
 
 __all__ = ["ChaosCluster", "wait_for"]
 

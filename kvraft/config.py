@@ -161,7 +161,7 @@ class Config:
                 raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is None:
                 continue
-            values[f.name] = _coerce(f.name, f.type, raw)
+            values[f.name] = _coerce(f.name, str(f.type), raw)  # a str: postponed annotations
         return cls(**values)
 
 
@@ -187,4 +187,103 @@ def _coerce(name: str, kind: str, raw: Any) -> Any:
 
 def fields_help() -> list[tuple[str, str, Any]]:
     """(name, type, default) of every Config field, for building command-line flags."""
-    return [(f.name, f.type, f.default) for f in fields(Config)]
+    return [(f.name, str(f.type), f.default) for f in fields(Config)]
+
+
+# -- settings of the other commands: the same KVRAFT_* names, read here and nowhere else ---------
+
+
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(ENV_PREFIX + name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX + name}: cannot read {raw!r} as int") from None
+
+
+@dataclass(frozen=True)
+class FtpSettings:
+    """``kvraft ftp`` (the FTP server alone): ``KVRAFT_FTP_LISTEN``, ``KVRAFT_FTP_USER``,
+    ``KVRAFT_FTP_PASSWORD``, ``KVRAFT_FTP_ROOT``, ``KVRAFT_FTP_TLS_CERT``, ``KVRAFT_FTP_TLS_KEY``
+    and ``KVRAFT_FTP_PASSIVE_PORTS``. Not validated here: the command checks what it uses."""
+
+    listen: str = "0.0.0.0:2121"
+    user: str = "kvraft"
+    password: str = field(default="", repr=False)
+    root: str = "data/ftp"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    passive_ports: str = ""  # "LOW-HIGH", empty: any port
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FtpSettings:
+        env = _environ(environ)
+        return cls(
+            listen=env.get("KVRAFT_FTP_LISTEN", cls.listen),
+            user=env.get("KVRAFT_FTP_USER", cls.user),
+            password=env.get("KVRAFT_FTP_PASSWORD", ""),
+            root=env.get("KVRAFT_FTP_ROOT", cls.root),
+            tls_cert=env.get("KVRAFT_FTP_TLS_CERT"),
+            tls_key=env.get("KVRAFT_FTP_TLS_KEY"),
+            passive_ports=env.get("KVRAFT_FTP_PASSIVE_PORTS", ""),
+        )
+
+
+@dataclass(frozen=True)
+class UpDefaults:
+    """Defaults of ``kvraft up`` (its flags win): ``KVRAFT_HOST``, ``KVRAFT_HTTP_BASE``,
+    ``KVRAFT_RAFT_BASE``, ``KVRAFT_FTP_PORT``, ``KVRAFT_DATA_DIR``, ``KVRAFT_REPLICATION_FACTOR``,
+    and the secrets it would otherwise generate once under the data directory: ``KVRAFT_SECRET``,
+    ``KVRAFT_ADMIN_TOKEN``, ``KVRAFT_FTP_PASSWORD`` (empty: not set). ConfigError when a number
+    does not read as one."""
+
+    host: str = "127.0.0.1"
+    http_base: int = 8001
+    raft_base: int = 9001
+    ftp_port: int = 2121
+    data_dir: str = "data"
+    replication_factor: int = 2
+    secret: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+    ftp_password: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> UpDefaults:
+        env = _environ(environ)
+        return cls(
+            host=env.get("KVRAFT_HOST", cls.host),
+            http_base=_env_int(env, "HTTP_BASE", cls.http_base),
+            raft_base=_env_int(env, "RAFT_BASE", cls.raft_base),
+            ftp_port=_env_int(env, "FTP_PORT", cls.ftp_port),
+            data_dir=env.get("KVRAFT_DATA_DIR", cls.data_dir),
+            replication_factor=_env_int(env, "REPLICATION_FACTOR", cls.replication_factor),
+            secret=env.get("KVRAFT_SECRET", ""),
+            admin_token=env.get("KVRAFT_ADMIN_TOKEN", ""),
+            ftp_password=env.get("KVRAFT_FTP_PASSWORD", ""),
+        )
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Defaults of :class:`kvraft.client.Client` and the client commands: ``KVRAFT_NODES`` (the
+    raw text: comma-separated URLs, or a node count), ``KVRAFT_TOKEN`` and ``KVRAFT_ADMIN_TOKEN``
+    (None when unset or empty)."""
+
+    nodes: str = ""
+    token: str | None = field(default=None, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
+        env = _environ(environ)
+        return cls(
+            nodes=env.get("KVRAFT_NODES", ""),
+            token=env.get("KVRAFT_TOKEN") or None,
+            admin_token=env.get("KVRAFT_ADMIN_TOKEN") or None,
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 from .errors import BadRequest
+from .model import LEVELS
 
 MAX_KEY_BYTES = 1024
-LEVELS = ("one", "quorum", "all")
 
 
 def check_key(key: str) -> str:

@@ -50,7 +50,7 @@ if [ "$version" != 3.11 ]; then
 fi
 deps_stamp=$(cd "$ROOT" && { echo "$version"; cat pyproject.toml; } | sha256sum | cut -d' ' -f1)
 app_stamp=$(cd "$ROOT" && { echo "$deps_stamp"; cat README.md;
-        find kvraft api -type f ! -path '*__pycache__*' ! -name '*.py[cod]' | LC_ALL=C sort |
+        find kvraft api kvraft_cmd -type f ! -path '*__pycache__*' ! -name '*.py[cod]' | LC_ALL=C sort |
         xargs sha256sum; } | sha256sum | cut -d' ' -f1)
 old_deps=$(sed -n 1p "$WHEELS/.stamp" 2>/dev/null || true)
 old_app=$(sed -n 2p "$WHEELS/.stamp" 2>/dev/null || true)

@@ -1,11 +1,6 @@
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from cluster import Cluster  # noqa: E402
+from tests.harness.cluster import Cluster
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,6 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from cluster import SECRET, Cluster, peer_headers, wait_for
-from test_openapi import app_rules
 
 from api.openapi import document
 from api.ui import PUBLIC_PATHS
@@ -33,6 +31,8 @@ from kvraft.core.placement import partition_of
 from kvraft.hlc import Version
 from kvraft.storage import Record
 from kvraft.wire import decode_records, encode_records
+from tests.harness.cluster import SECRET, Cluster, peer_headers, wait_for
+from tests.integration.test_openapi import app_rules
 
 SECRET_HEADER = "X-Kvraft-Secret"  # how peers authenticated before: the secret in clear text
 TOKEN = "access-test-token-0123456789"

@@ -6,7 +6,8 @@ import socket
 from collections import Counter
 
 import pytest
-from cluster import Cluster, wait_for
+
+from tests.harness.cluster import Cluster, wait_for
 
 
 def _wait_serving(c: Cluster, leader: int) -> None:

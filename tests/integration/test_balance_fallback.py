@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from cluster import Cluster
+from tests.harness.cluster import Cluster
 
 
 def test_leader_serving_a_write_itself_after_a_failed_forward_keeps_the_value(tmp_path):

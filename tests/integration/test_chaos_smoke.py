@@ -15,10 +15,9 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
+from chaos import netns
 
-from chaos import netns  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(scenario: str, out: str, seed: int, timeout: float) -> tuple[int, dict, str]:

@@ -14,10 +14,10 @@ import subprocess
 import sys
 
 import pytest
-from cluster import ADMIN_TOKEN, Cluster, free_ports
 
 from kvraft.client import BadRequest, Client, NotFound, Unavailable
 from kvraft.ftp import FtpServer
+from tests.harness.cluster import ADMIN_TOKEN, Cluster, free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = bytes(range(256)) * 4 + b"\r\n\x00end"

@@ -16,10 +16,10 @@ import time
 
 import pytest
 import requests
-from cluster import Cluster, wait_for
 
 from kvraft.core.clockguard import FRESH_S
 from kvraft.core.placement import partition_of
+from tests.harness.cluster import Cluster, wait_for
 
 OVERWRITES = 500
 DELETES = 200

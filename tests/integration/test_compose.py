@@ -2,9 +2,9 @@
 
 docker-compose.yml is validated by docker-compose itself (Debian's package parses and normalizes a
 file without an engine), then every compose service's own command, environment and health check
-runs as a local process (tests/compose_local.py): a write on n1 must be readable on n3. (With an
-engine, tests/integration/test_docker_compose.py runs the same file in real containers.) The
-Dockerfile is parsed for what a user relies on (non-root user, the README's install method, a
+runs as a local process (tests/harness/compose_local.py): a write on n1 must be readable on n3.
+(With an engine, tests/integration/test_docker_compose.py runs the same file in real containers.)
+The Dockerfile is parsed for what a user relies on (non-root user, the README's install method, a
 HEALTHCHECK that works against a running node) and its .dockerignore for what reaches the build.
 """
 
@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from cluster import wait_for
-from compose_local import (
+
+from kvraft.ftp import FtpClient
+from tests.harness.cluster import wait_for
+from tests.harness.compose_local import (
     LocalCompose,
     check_argv,
     compose_command,
@@ -30,8 +32,6 @@ from compose_local import (
     parse_dockerfile,
     target_ports,
 )
-
-from kvraft.ftp import FtpClient
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -381,7 +381,7 @@ def test_dockerignore_sends_only_what_pip_install_needs():
     rules = _dockerignore_rules()
     sources = ["pyproject.toml", "README.md"] + [
         str(p.relative_to(ROOT))
-        for pkg in ("kvraft", "api")
+        for pkg in ("kvraft", "kvraft_cmd", "api")
         for p in (ROOT / pkg).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     ]

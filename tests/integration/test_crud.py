@@ -10,7 +10,8 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from cluster import Cluster, quote_key
+
+from tests.harness.cluster import Cluster, quote_key
 
 MiB = 1 << 20
 
@@ -211,7 +212,7 @@ def test_read_repair_fixes_a_stale_replica(cluster):
 
     newer = Version(Version.decode(first["version"]).ts + 1, "n9")
     target = next(n for n in cluster.nodes if n.id == replicas[0])
-    from cluster import peer_headers
+    from tests.harness.cluster import peer_headers
 
     body = encode_records([Record(key, 0, newer, False, b"new")])
     r = requests.post(
@@ -221,7 +222,7 @@ def test_read_repair_fixes_a_stale_replica(cluster):
     explain = cluster.get(0, key, explain="1").json()
     assert not explain["agree"]
     assert cluster.get(1, key, r="all").content == b"new"
-    from cluster import wait_for
+    from tests.harness.cluster import wait_for
 
     wait_for(lambda: cluster.get(0, key, explain="1").json()["agree"], 5, "read repair")
 

@@ -15,8 +15,9 @@ import time
 
 import pytest
 import requests
-from cluster import Cluster, wait_for
 from playwright.sync_api import sync_playwright
+
+from tests.harness.cluster import Cluster, wait_for
 
 CHROMIUM = os.environ.get("KVRAFT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

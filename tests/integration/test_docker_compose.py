@@ -23,10 +23,10 @@ import time
 import pytest
 import requests
 import websocket
-from cluster import quote_key, wait_for
 
 from chaos import compose as dc
 from kvraft.report import decode_value
+from tests.harness.cluster import quote_key, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -19,9 +19,9 @@ import socket
 import pytest
 import requests
 import websocket
-from cluster import wait_for
 
 from chaos import compose as dc
+from tests.harness.cluster import wait_for
 
 FILE = dc.ROOT / "deploy" / "compose-node.yml"
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-from cluster import Cluster, wait_for
-
 from kvraft.hlc import Version
 from kvraft.storage import Record, Storage
+from tests.harness.cluster import Cluster, wait_for
 
 
 def _non_leader(c: Cluster) -> int:

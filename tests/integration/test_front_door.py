@@ -17,7 +17,8 @@ import socket
 import time
 
 import pytest
-from cluster import ADMIN_TOKEN, Cluster, peer_headers, wait_for
+
+from tests.harness.cluster import ADMIN_TOKEN, Cluster, peer_headers, wait_for
 
 HEAD_S, BODY_S, IDLE_S = 1.5, 2.0, 2.0
 PER_CLIENT = 24

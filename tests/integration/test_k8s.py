@@ -35,8 +35,9 @@ import pytest
 import requests
 import websocket
 import yaml
-from cluster import wait_for
-from compose_local import NetnsNetwork
+
+from tests.harness.cluster import wait_for
+from tests.harness.compose_local import NetnsNetwork
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -3,7 +3,7 @@ fourth node that then really joins (it registers, is seen alive, gets partitions
 data), bad requests are refused and change nothing, ``DELETE /cluster/members/<id>`` drains and
 removes it, and refusals of the cluster's state are 409s. Every answer is checked against the
 OpenAPI document with schemathesis' checks (the fuzz only sends these operations invalid input,
-see tests/apifuzz.py).
+see tests/harness/apifuzz.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 
 import requests
 import schemathesis
-from cluster import Cluster, NodeProc, free_ports, wait_for
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -23,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.openapi import document
+from tests.harness.cluster import Cluster, NodeProc, free_ports, wait_for
 
 TOKEN = "members-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,7 +16,6 @@ import json
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import requests
 import schemathesis
@@ -31,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.openapi import document, path_of
+from tests.harness.cluster import ROOT
 
 CHECKS = [
     not_a_server_error,
@@ -46,10 +46,9 @@ MAX_EXAMPLES = 200
 UNDOCUMENTED_RULES = {"/static/<path:filename>"}
 
 _RULES_SCRIPT = """
-import json, sys, tempfile, warnings
+import json, tempfile, warnings
 warnings.simplefilter("ignore")
-sys.path.insert(0, sys.argv[1])
-from cluster import free_ports
+from tests.harness.cluster import free_ports
 from kvraft.config import Config
 from kvraft.node import Node
 from api.app import create_app
@@ -68,10 +67,11 @@ with tempfile.TemporaryDirectory() as tmp:
 
 def app_rules() -> dict[str, set[str]]:
     """Flask rule -> methods (without the automatic HEAD and OPTIONS) of a real app, built in
-    a child process so its Raft member and threads end with it."""
-    tests_dir = str(Path(__file__).parents[1])
+    a child process so its Raft member and threads end with it (run from the repository root,
+    where ``python -c`` finds the ``tests`` package)."""
     out = subprocess.run(
-        [sys.executable, "-c", _RULES_SCRIPT, tests_dir],
+        [sys.executable, "-c", _RULES_SCRIPT],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -260,9 +260,8 @@ def test_every_405_lists_the_routes_methods_in_allow_on_every_node(cluster):
             documented = {m.upper() for m in doc["paths"][path] if m != "parameters"}
             assert _allowed(resp) - {"HEAD", "OPTIONS"} == documented, (method, target)
     # the fast path's peer routes (their secret first: without it, 403 like every /peer/)
-    from cluster import SECRET
-
     from kvraft import peerauth
+    from tests.harness.cluster import SECRET
 
     key = peerauth.derive(SECRET, peerauth.PEER_HTTP)
     for peer in ("/peer/apply", "/peer/stream"):

@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 import websocket
-from cluster import ADMIN, Cluster, quote_key
 
 from kvraft.ftp import FtpServer
 from kvraft.report import decode_value
+from tests.harness.cluster import ADMIN, Cluster, quote_key
 
 USER, PASSWORD = "kvraft", "report-test-pw"
 TOKEN = "report-test-token"

@@ -1,14 +1,13 @@
 """``schemathesis run --checks all`` finds nothing: a real 3-node cluster and FTP server, every
 phase (coverage, fuzzing, stateful through the document's links), a fixed seed, 300 examples
 per operation. The longer run (random seed, 1,000 examples) is ``make api-fuzz``; what is run
-and why the membership changes are fuzzed with negative cases only: tests/apifuzz.py.
+and why the membership changes are fuzzed with negative cases only: tests/harness/apifuzz.py.
 """
 
 from __future__ import annotations
 
-import apifuzz
-
 from api.openapi import document
+from tests.harness import apifuzz
 
 SEED = 17
 EXAMPLES = 300

@@ -16,11 +16,12 @@ import socket
 import ssl
 
 import pytest
-from cluster import Cluster
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.harness.cluster import Cluster
 
 
 def _name(cn: str) -> x509.Name:

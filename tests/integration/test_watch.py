@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 import websocket
-from cluster import Cluster, wait_for
 
 from kvraft.hlc import Version
 from kvraft.storage import Record
 from kvraft.watch import ChangeHub, ClusterFeed, Event, PeerSubscriptions
+from tests.harness.cluster import Cluster, wait_for
 
 # -- on a real cluster --------------------------------------------------------------------
 

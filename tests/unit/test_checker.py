@@ -4,18 +4,14 @@ partition rules, which keys to poll, how a client classifies an error)."""
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # chaos/ is not an installed package
-
-from chaos import checker  # noqa: E402
-from chaos.nemesis import KINDS, SKEW_BANDS_MS, plan, skew_ms, split_majority  # noqa: E402
-from chaos.netns import (  # noqa: E402
+from chaos import checker
+from chaos.nemesis import KINDS, SKEW_BANDS_MS, plan, skew_ms, split_majority
+from chaos.netns import (
     LOSS_CHAIN,
     PART_CHAIN,
     base_rules,
@@ -23,8 +19,8 @@ from chaos.netns import (  # noqa: E402
     loss_rule,
     partition_rules,
 )
-from chaos.verify import keys_to_poll  # noqa: E402
-from chaos.workload import classify, read_outcome, write_outcome  # noqa: E402
+from chaos.verify import keys_to_poll
+from chaos.workload import classify, read_outcome, write_outcome
 
 NODES = ["n1", "n2", "n3"]
 

@@ -11,8 +11,6 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from kvraft import clientcli as cc
-from kvraft.cli import build_parser
 from kvraft.client import (
     DEFAULT_NODES,
     BadRequest,
@@ -26,6 +24,9 @@ from kvraft.client import (
     normalize_node,
     quote_key,
 )
+from kvraft.client import cli as cc
+from kvraft.client import format as fmt
+from kvraft_cmd.main import build_parser
 
 CLUSTER = {
     "leader": "n2",
@@ -79,36 +80,36 @@ CLUSTER = {
     ],
 )
 def test_human_bytes(n, text):
-    assert cc.human_bytes(n) == text
+    assert fmt.human_bytes(n) == text
 
 
 def test_table_pads_columns_aligns_right_and_has_no_trailing_spaces():
-    text = cc.format_table(("A", "NUM", "C"), [("x", 5, ""), ("long", 123, None)], right=(1,))
+    text = fmt.format_table(("A", "NUM", "C"), [("x", 5, ""), ("long", 123, None)], right=(1,))
     assert text.splitlines() == ["A     NUM  C", "x       5", "long  123  -"]
 
 
 def test_columns_go_down_then_across_within_the_width():
     items = [f"k{i}" for i in range(7)]
-    assert cc.format_columns(items, width=16).splitlines() == ["k0  k2  k4  k6", "k1  k3  k5"]
-    assert cc.format_columns(items, width=1).splitlines() == items  # never fewer than 1 column
-    assert cc.format_columns([]) == ""
+    assert fmt.format_columns(items, width=16).splitlines() == ["k0  k2  k4  k6", "k1  k3  k5"]
+    assert fmt.format_columns(items, width=1).splitlines() == items  # never fewer than 1 column
+    assert fmt.format_columns([]) == ""
 
 
 def test_bar_with_total_without_total_and_past_an_estimate():
-    assert cc.render_bar("ls", 5, 10, width=10) == "ls [#####.....]  50%  5/10"
-    assert cc.render_bar("ls", 25, 10, width=4) == "ls [####] 100%  25/10"
-    assert cc.render_bar("ls", 5) == "ls  5"
-    assert cc.render_bar("export", None, elapsed=1.25) == "export  1.2s"
+    assert fmt.render_bar("ls", 5, 10, width=10) == "ls [#####.....]  50%  5/10"
+    assert fmt.render_bar("ls", 25, 10, width=4) == "ls [####] 100%  25/10"
+    assert fmt.render_bar("ls", 5) == "ls  5"
+    assert fmt.render_bar("export", None, elapsed=1.25) == "export  1.2s"
 
 
 def test_partition_balance_counts_every_node_and_degraded_partitions():
-    assert cc.partition_balance(CLUSTER) == {"n1": 3, "n2": 3, "n3": 2}
-    assert cc.degraded_partitions(CLUSTER) == 2  # partitions 1 and 2 have a replica on n3 (down)
-    assert cc.partition_balance({"nodes": [{"id": "a"}], "partitions": {}}) == {"a": 0}
+    assert fmt.partition_balance(CLUSTER) == {"n1": 3, "n2": 3, "n3": 2}
+    assert fmt.degraded_partitions(CLUSTER) == 2  # partitions 1 and 2 have a replica on n3 (down)
+    assert fmt.partition_balance({"nodes": [{"id": "a"}], "partitions": {}}) == {"a": 0}
 
 
 def test_status_shows_nodes_leader_summary_and_balance():
-    text = cc.format_status(CLUSTER)
+    text = fmt.format_status(CLUSTER)
     lines = text.splitlines()
     assert lines[0].split() == ["NODE", "HTTP", "ALIVE", "LEADER", "KEYS", "BYTES"]
     assert lines[1].split() == ["n1", "127.0.0.1:8001", "yes", "10", "2.0", "KiB"]
@@ -121,19 +122,19 @@ def test_status_shows_nodes_leader_summary_and_balance():
 
 
 def test_status_without_a_partition_map():
-    text = cc.format_status({"leader": None, "nodes": [], "partitions": {}})
+    text = fmt.format_status({"leader": None, "nodes": [], "partitions": {}})
     assert "leader none" in text and "no partition map yet" in text
 
 
 def test_write_line():
     res = {"key": "a", "version": "v1", "replicas": ["n1", "n2"], "acks": 2, "hinted": ["n3"]}
-    assert cc.format_write("created", res) == (
+    assert fmt.format_write("created", res) == (
         "created a  version v1  replicas n1,n2  acks 2  hinted on n3"
     )
 
 
 def test_value_json_is_text_when_utf8_else_base64():
-    assert cc.value_json("k", "é".encode(), "v", "n1") == {
+    assert fmt.value_json("k", "é".encode(), "v", "n1") == {
         "key": "k",
         "version": "v",
         "node": "n1",
@@ -141,9 +142,9 @@ def test_value_json_is_text_when_utf8_else_base64():
         "value": "é",
         "encoding": "utf-8",
     }
-    doc = cc.value_json("k", b"\xff\x00", "v", "n1")
+    doc = fmt.value_json("k", b"\xff\x00", "v", "n1")
     assert (doc["encoding"], doc["value"], doc["size"]) == ("base64", "/wA=", 2)
-    assert "value" not in cc.value_json("k", None, "v", "n1")
+    assert "value" not in fmt.value_json("k", None, "v", "n1")
 
 
 # -- value sources, node lists, exit codes -------------------------------------------------------

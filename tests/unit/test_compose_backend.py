@@ -23,14 +23,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # chaos/ is not an installed package
+from chaos import compose as compose_project
+from chaos import run as chaos_run
+from chaos.history import History
+from chaos.history import read as read_history
+from chaos.nemesis import KINDS, ComposeBackend, Nemesis, Unsupported, plan
 
-from chaos import compose as compose_project  # noqa: E402
-from chaos import run as chaos_run  # noqa: E402
-from chaos.history import History  # noqa: E402
-from chaos.history import read as read_history  # noqa: E402
-from chaos.nemesis import KINDS, ComposeBackend, Nemesis, Unsupported, plan  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 FAKE = r"""#!{python}
 import json, os, sys

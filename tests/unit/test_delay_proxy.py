@@ -22,13 +22,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # chaos/ is not an installed package
-
-from chaos import checker, netns, report  # noqa: E402
-from chaos.delay import Delays, Proxy, parse_control, release_time  # noqa: E402
-from chaos.history import History  # noqa: E402
-from chaos.history import read as read_history  # noqa: E402
-from chaos.nemesis import DELAYS_MS, KINDS, NETWORK_KINDS, LocalBackend, Nemesis, plan  # noqa: E402
+from chaos import checker, netns, report
+from chaos.delay import Delays, Proxy, parse_control, release_time
+from chaos.history import History
+from chaos.history import read as read_history
+from chaos.nemesis import DELAYS_MS, KINDS, NETWORK_KINDS, LocalBackend, Nemesis, plan
 
 CLIENT_IP, SERVER_IP = "127.0.0.2", "127.0.0.3"
 

@@ -11,7 +11,6 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-from test_stream import SECRET, Peer
 
 from kvraft.core.clockguard import ClockGuard, Verdict
 from kvraft.hlc import HLC, Version, wall_clock_ms
@@ -19,6 +18,7 @@ from kvraft.node import Node
 from kvraft.peer import PeerClient
 from kvraft.storage import Record, Storage
 from kvraft.watch import ChangeHub
+from tests.unit.test_stream import SECRET, Peer
 
 
 class DiskFullOnce(Storage):

@@ -21,7 +21,7 @@ import requests
 SECRET = "test-cluster-secret"
 ADMIN_TOKEN = "test-admin-token"  # every harness node has it (KVRAFT_ADMIN_TOKEN)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_ports(n: int) -> list[int]:

@@ -11,8 +11,9 @@ been sent. After every node failed the client waits (exponential backoff) and ma
 ``retries`` more passes before raising :class:`Unavailable`.
 
 Errors are typed (:class:`KvClientError` and subclasses) and carry the HTTP status, the server's
-error code and message. This module does no printing and reads the environment only for its
-defaults (``KVRAFT_NODES``, ``KVRAFT_TOKEN``). It is not thread-safe: use one client per thread.
+error code and message (kvraft.client.errors). This module does no printing; its defaults
+(``KVRAFT_NODES``, ``KVRAFT_TOKEN``, ``KVRAFT_ADMIN_TOKEN``) come from
+:class:`kvraft.config.ClientSettings`. It is not thread-safe: use one client per thread.
 """
 
 from __future__ import annotations
@@ -27,62 +28,22 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
+from ..config import ClientSettings
+from ..keys import LEVELS
+from .errors import (
+    RETRY_STATUSES,
+    BadRequest,
+    KvClientError,
+    ServerError,
+    Unavailable,
+    error_from_code,
+    error_from_status,
+)
+
 DEFAULT_NODES = ("http://127.0.0.1:8001", "http://127.0.0.1:8002", "http://127.0.0.1:8003")
-LEVELS = ("one", "quorum", "all")
-RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_PAGE = 1000  # the server's largest ``limit`` for GET /kv
 
 ProgressCallback = Callable[[dict], None]
-
-
-# -- errors --------------------------------------------------------------------------------------
-
-
-class KvClientError(Exception):
-    """Any failure of a client call. ``status`` is the HTTP status (None when there was none),
-    ``code`` the server's error code (``not_found``, ``bad_request``, ...), ``node`` the URL of
-    the node that answered (None when none did)."""
-
-    def __init__(
-        self, message: str, status: int | None = None, code: str = "error", node: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-        self.node = node
-
-
-class NotFound(KvClientError):
-    """404: the key is absent or deleted (or the node does not have that route)."""
-
-
-class BadRequest(KvClientError):
-    """A 4xx other than 401/403/404: the request was refused and changed nothing."""
-
-
-class Unauthorized(KvClientError):
-    """401/403: a missing or wrong bearer token (``KVRAFT_TOKEN``)."""
-
-
-class ServerError(KvClientError):
-    """A 5xx that is not a sign of unavailability (a server bug); never retried."""
-
-
-class Unavailable(KvClientError):
-    """No node could serve the request. ``errors`` lists (node URL, reason) per attempt.
-
-    For a write this means the outcome is unknown: it may or may not become visible later."""
-
-    def __init__(
-        self,
-        message: str,
-        errors: Sequence[tuple[str, str]] = (),
-        status: int | None = None,
-        node: str | None = None,
-    ) -> None:
-        super().__init__(message, status, "unavailable", node)
-        self.errors = list(errors)
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -151,8 +112,7 @@ def nodes_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
 
     A bare number N in ``KVRAFT_NODES`` (the node count ``kvraft up`` reads) means the local
     cluster of N nodes: ``http://127.0.0.1:8001`` onwards."""
-    environ = os.environ if environ is None else environ
-    raw = environ.get("KVRAFT_NODES", "").strip()
+    raw = ClientSettings.from_env(environ).nodes.strip()
     if raw.isdigit() and int(raw) > 0:
         return [f"http://127.0.0.1:{8001 + i}" for i in range(int(raw))]
     urls = [normalize_node(p) for p in raw.split(",") if p.strip()]
@@ -200,39 +160,6 @@ def _reason(exc: requests.RequestException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-CODE_STATUS = {
-    "not_found": 404,
-    "bad_request": 400,
-    "too_large": 413,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "unavailable": 503,
-}
-
-
-def error_from_status(status: int, code: str, message: str, node: str | None) -> KvClientError:
-    """The typed error for an HTTP status (see the class docstrings)."""
-    if status == 404:
-        return NotFound(message, status, code, node)
-    if status in (401, 403):
-        return Unauthorized(message, status, code, node)
-    if status in RETRY_STATUSES:
-        return Unavailable(message, [(node or "?", f"HTTP {status}: {message}")], status, node)
-    if 400 <= status < 500:
-        return BadRequest(message, status, code, node)
-    return ServerError(message, status, code, node)
-
-
-def error_from_code(code: str, message: str, node: str | None) -> KvClientError:
-    """The typed error for an error code sent without a status (websocket, NDJSON streams);
-    codes without a status of their own (``internal``, FTP failures) are :class:`ServerError`
-    unless they say ``unavailable``."""
-    status = CODE_STATUS.get(code, 503 if "unavailable" in code else 500)
-    err = error_from_status(status, code, message, node)
-    err.status = None
-    return err
-
-
 def _error_of(resp: requests.Response, node: str) -> KvClientError:
     try:
         body = resp.json()
@@ -252,8 +179,9 @@ ADMIN_TOKEN_FILE = os.path.join("data", "admin-token")
 
 def default_admin_token() -> str | None:
     """``KVRAFT_ADMIN_TOKEN``, else the first line of ``data/admin-token``, else None."""
-    if os.environ.get("KVRAFT_ADMIN_TOKEN"):
-        return os.environ["KVRAFT_ADMIN_TOKEN"]
+    from_env = ClientSettings.from_env().admin_token
+    if from_env:
+        return from_env
     try:
         with open(ADMIN_TOKEN_FILE) as f:
             return f.read().strip() or None
@@ -289,7 +217,7 @@ class Client:
     ) -> None:
         urls = [normalize_node(n) for n in nodes] if nodes else nodes_from_env()
         self.nodes: list[str] = list(dict.fromkeys(urls))  # de-duplicated, order kept
-        self.token = token if token is not None else (os.environ.get("KVRAFT_TOKEN") or None)
+        self.token = token if token is not None else ClientSettings.from_env().token
         self.admin_token = admin_token if admin_token is not None else default_admin_token()
         self.timeout = timeout
         self.retries = max(0, retries)

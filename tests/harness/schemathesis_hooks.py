@@ -1,5 +1,5 @@
-"""schemathesis hooks for the API fuzz (``SCHEMATHESIS_HOOKS=schemathesis_hooks``, with
-``tests/`` on ``PYTHONPATH``: tests/apifuzz.py sets both).
+"""schemathesis hooks for the API fuzz (``SCHEMATHESIS_HOOKS=tests.harness.schemathesis_hooks``,
+with the repository root on ``PYTHONPATH``: tests/harness/apifuzz.py sets both).
 
 A websocket upgrade answered 101 leaves the connection speaking WebSocket; ``requests`` does not
 know that and would send the next case's HTTP request on it (the node then reads it as a frame

@@ -1,7 +1,8 @@
 """``schemathesis run --checks all`` against a real 3-node cluster with a real FTP server.
 
 Used by tests/integration/test_schemathesis.py (fixed seed, 300 examples per operation) and by
-``make api-fuzz`` (``python tests/apifuzz.py``: a random seed, 1,000 examples per operation).
+``make api-fuzz`` (``python -m tests.harness.apifuzz``: a random seed, 1,000 examples per
+operation).
 
 Two runs, both with every check and the admin credential (``-H Authorization``):
 
@@ -36,11 +37,8 @@ from dataclasses import dataclass
 
 import requests
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from cluster import ROOT, Cluster  # noqa: E402
-
-from kvraft.ftp import FtpServer  # noqa: E402
+from kvraft.ftp import FtpServer
+from tests.harness.cluster import ROOT, Cluster
 
 TOKEN = "api-fuzz-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -149,8 +147,8 @@ def run(
     cmd = command(url, seed, examples, membership=membership)
     env = dict(
         os.environ,
-        SCHEMATHESIS_HOOKS="schemathesis_hooks",
-        PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT]),
+        SCHEMATHESIS_HOOKS="tests.harness.schemathesis_hooks",
+        PYTHONPATH=ROOT,
     )
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
