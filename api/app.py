@@ -1,11 +1,12 @@
-"""The HTTP layer: translates requests into calls on a :class:`kvraft.node.Node`.
+"""The HTTP layer: translates requests into calls on the Protocols of :mod:`api.ports`.
 
-``create_app(node)`` builds the Flask app: the public API (``/kv``, ``/cluster``, ``/health``,
-``/ready``, ``/metrics``); every peer message (``/peer/*``) goes to the node's one dispatcher,
-:class:`kvraft.peer.server.PeerServer`, which checks its signature. Who may call what is
-decided in :mod:`api.access`. Errors are
-mapped to status codes in one place (:func:`_error`); every body of an error is JSON
-``{"error": code, "message": text}`` and every response carries ``X-Kvraft-Node``.
+``create_app(kv, cluster, node)`` builds the Flask app: the public API (``/kv``, ``/cluster``,
+``/health``, ``/ready``, ``/metrics``) over ``kv`` and ``cluster``; every peer message
+(``/peer/*``) goes to the node's one dispatcher, :class:`kvraft.peer.server.PeerServer`, which
+checks its signature. Who may call what is decided in :mod:`api.access`; ``GET``/``PUT
+/kv/<key>`` are the handler of :mod:`api.kv`, shared with the fast path; errors are answered by
+the one table of :mod:`api.errors`. Every body of an error is JSON ``{"error": code, "message":
+text}`` and every response carries ``X-Kvraft-Node``.
 No store logic lives here.
 """
 
@@ -17,42 +18,37 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
-from wsproto.utilities import RemoteProtocolError
 
 from kvraft import peerauth
 from kvraft.core.balance import Balancer
-from kvraft.errors import BadRequest, KvError, TooLarge
+from kvraft.errors import BadRequest, TooLarge
 from kvraft.keys import check_key, check_level
 from kvraft.node import Node
 from kvraft.peer.messages import VERSION_HEADER
-from kvraft.storage import StorageClosed
 
-from . import access, balance, openapi, ui, ws
+from . import access, balance, kv, openapi, ui, ws
 from .fastpath import PEER_ROUTES, FastPath
 from .metrics import Metrics
+from .ports import Cluster, KeyValue
 
 PEER_MAX_BODY = 256 << 20
-WWW_AUTHENTICATE = 'Bearer realm="kvraft"'
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    415: "unsupported_media_type",
-}
 
 
-def create_app(node: Node) -> Flask:
+def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
+    """The Flask app of one node, with the fast path in front of it (``app.wsgi_app``).
+
+    ``kv_store`` serves the key operations and ``cluster`` the cluster view and operations
+    (:mod:`api.ports`); ``node`` is what is not behind a port yet: the peer endpoints, the
+    reports and the watch feed. A :class:`kvraft.node.Node` is all three."""
+    config = cluster.config
     app = Flask("kvraft", static_folder=None)
     app.url_map.converters["key"] = KeyConverter
     app.url_map.merge_slashes = False  # "/kv//x" is the key "/x", not a redirect to "x"
-    app.config["MAX_CONTENT_LENGTH"] = node.config.max_value_bytes  # routes may raise it
-    metrics = Metrics(node)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_value_bytes  # routes may raise it
+    metrics = Metrics(cluster)
     peers = node.peer_server  # the one dispatcher of peer messages, and their signatures
-    policy = access.Policy(node.config.token, node.config.admin_token)
+    policy = access.Policy(config.token, config.admin_token)
+    keys = kv.KeyHandler(kv_store, config.max_value_bytes)
 
     @app.before_request
     def _guard():
@@ -83,7 +79,7 @@ def create_app(node: Node) -> Flask:
 
     # query parameters the document gives an enum or a range, checked before the leader
     # balances (a redirect must not send a request the chosen node would refuse)
-    query_checks = openapi.query_checks(openapi.document(node.config.max_value_bytes))
+    query_checks = openapi.query_checks(openapi.document(config.max_value_bytes))
 
     @app.before_request
     def _check_query():
@@ -104,20 +100,18 @@ def create_app(node: Node) -> Flask:
         if key is not None:
             check_key(key)
         if request.method == "PUT":
-            _body(node.config.max_value_bytes, "value (max_value_bytes)")
+            _body(config.max_value_bytes, kv.VALUE_LIMIT)
         elif request.endpoint == "create":
             _new_value()
 
-    balancer = Balancer(node.config.balance)
+    balancer = Balancer(config.balance)
     balance.register(
         app, node, lambda limit: _body(limit, "body"), balancer, refused=_refused_by_target
     )
 
     @app.after_request
     def _stamp(resp: Response) -> Response:
-        resp.headers.setdefault("X-Kvraft-Node", node.id)  # a forwarded answer keeps its own
-        if resp.status_code == 401:  # RFC 9110 11.6.1: a 401 names its scheme
-            resp.headers.setdefault("WWW-Authenticate", WWW_AUTHENTICATE)
+        resp.headers.extend(kv.stamps(resp.status_code, resp.headers, cluster.id))
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         if not rule.startswith("/peer/"):
             metrics.observe(
@@ -130,52 +124,35 @@ def create_app(node: Node) -> Flask:
 
     @app.errorhandler(Exception)
     def _error(exc: Exception):
-        if isinstance(exc, KvError):
-            return _json_error(exc.status, exc.code, exc.message)
-        if isinstance(exc, HTTPException):
-            code = exc.code or 500
-            if code == 413:
-                return _json_error(
-                    413,
-                    "too_large",
-                    f"value exceeds max_value_bytes ({node.config.max_value_bytes} bytes)",
-                )
-            resp = _json_error(code, HTTP_CODES.get(code, "error"), exc.description or exc.name)
-            if code == 405:  # RFC 9110 15.5.6: a 405 lists the methods the resource has
-                resp.headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))
-            return resp
-        if isinstance(exc, RemoteProtocolError):  # a websocket handshake wsproto refused
-            return _json_error(400, "bad_request", f"not a valid WebSocket upgrade: {exc}")
-        if isinstance(exc, StorageClosed):
-            return _json_error(503, "unavailable", "node is shutting down")
-        app.logger.exception("unhandled error")
-        return _json_error(500, "internal", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, HTTPException) and exc.code == 413:  # werkzeug's MAX_CONTENT_LENGTH
+            return _json_error(
+                413,
+                "too_large",
+                f"value exceeds max_value_bytes ({config.max_value_bytes} bytes)",
+            )
+        resp = _answer(kv.error_of(exc))
+        if resp.status_code == 405:  # RFC 9110 15.5.6: a 405 lists the methods the resource has
+            resp.headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))
+        return resp
 
     # -- public API ----------------------------------------------------------------------------
 
     @app.put("/kv/<key:key>")
     def put(key: str):
-        w = check_level(request.args.get("w"), "quorum", "w")
-        res = node.put(key, _body(node.config.max_value_bytes, "value (max_value_bytes)"), w)
-        return jsonify(res.to_json()), (201 if res.created else 200)
+        return _answer(
+            keys.put(key, request.args.get("w"), lambda limit: _body(limit, kv.VALUE_LIMIT))
+        )
 
     @app.get("/kv/<key:key>")
     def get(key: str):
-        level = check_level(request.args.get("r"), "one", "r")
         if request.args.get("explain") not in (None, "", "0"):
-            return jsonify(node.explain(key))
-        rec = node.get(key, level)
-        version = rec.version.encode()
-        return Response(
-            rec.value,
-            200,
-            {"ETag": f'"{version}"', "X-Kvraft-Version": version},
-            mimetype="application/octet-stream",
-        )
+            check_level(request.args.get("r"), "one", "r")
+            return jsonify(kv_store.explain(key))
+        return _answer(keys.get(key, request.args.get("r")))
 
     @app.delete("/kv/<key:key>")
     def delete(key: str):
-        res = node.delete(key, check_level(request.args.get("w"), "quorum", "w"))
+        res = kv_store.delete(key, check_level(request.args.get("w"), "quorum", "w"))
         return jsonify({"key": res.key, "version": res.version.encode(), "acks": res.acks})
 
     @app.get("/kv")
@@ -184,55 +161,57 @@ def create_app(node: Node) -> Flask:
             limit = int(request.args.get("limit", "100"))
         except ValueError:
             raise BadRequest("limit must be an integer from 1 to 1000") from None
-        keys, nxt = node.list_keys(request.args.get("prefix", ""), request.args.get("after"), limit)
-        return jsonify({"keys": keys, "next": nxt})
+        found, nxt = kv_store.list_keys(
+            request.args.get("prefix", ""), request.args.get("after"), limit
+        )
+        return jsonify({"keys": found, "next": nxt})
 
     @app.post("/kv")
     def create():
         w = check_level(request.args.get("w"), "quorum", "w")
-        return jsonify(node.create(_new_value(), w).to_json()), 201
+        return jsonify(kv_store.create(_new_value(), w).to_json()), 201
 
     def _new_value() -> bytes:
         """The value of a ``POST /kv`` body ``{"value": "<text>"}``, as UTF-8."""
         try:
             # JSON escapes can take 6 bytes per byte of value
-            body = json.loads(_body(6 * node.config.max_value_bytes + 1024) or b"null")
+            body = json.loads(_body(6 * config.max_value_bytes + 1024) or b"null")
         except (ValueError, UnicodeDecodeError):
             raise BadRequest('body must be JSON {"value": "<text>"}') from None
         if not isinstance(body, dict) or not isinstance(body.get("value"), str):
             raise BadRequest('body must be JSON {"value": "<text>"}')
         value = body["value"].encode("utf-8", "surrogatepass")
-        if len(value) > node.config.max_value_bytes:
-            raise TooLarge(f"value exceeds max_value_bytes ({node.config.max_value_bytes} bytes)")
+        if len(value) > config.max_value_bytes:
+            raise TooLarge(f"value exceeds max_value_bytes ({config.max_value_bytes} bytes)")
         return value
 
-    @app.get("/cluster")
-    def cluster():
-        return jsonify(node.cluster())
+    @app.get("/cluster", endpoint="cluster")
+    def cluster_view():
+        return jsonify(cluster.cluster())
 
     @app.post("/cluster/members")
     def add_member():
         body = _json_body()
-        fields = [body.get(f) for f in ("id", "http", "raft")]
-        if not all(isinstance(f, str) for f in fields):
+        node_id, http, raft = (body.get(f) for f in ("id", "http", "raft"))
+        if not (isinstance(node_id, str) and isinstance(http, str) and isinstance(raft, str)):
             raise BadRequest(
                 'body must be JSON {"id": ..., "http": "HOST:PORT", "raft": "HOST:PORT"}'
             )
-        return jsonify(node.leader.add_member(*fields))  # it checks the fields
+        return jsonify(cluster.add_member(node_id, http, raft))  # it checks the fields
 
     @app.delete("/cluster/members/<node_id>")
     def remove_member(node_id: str):
-        return jsonify(node.leader.remove_member(node_id))
+        return jsonify(cluster.remove_member(node_id))
 
     @app.get("/health")
     def health():
-        return jsonify({"status": "ok", "node": node.id})
+        return jsonify({"status": "ok", "node": cluster.id})
 
     @app.get("/ready")
     def ready():
-        ok, why = node.ready()
+        ok, why = cluster.ready()
         if ok:
-            return jsonify({"status": "ready", "node": node.id, "leader": node.meta.leader_id()})
+            return jsonify({"status": "ready", "node": cluster.id, "leader": cluster.leader_id()})
         return _json_error(503, "not_ready", why)
 
     @app.get("/metrics")
@@ -287,11 +266,13 @@ def create_app(node: Node) -> Flask:
     )
 
     # the hottest requests (plain key GET/PUT, /peer/stream, /peer/apply) skip Flask
-    app.wsgi_app = FastPath(
+    app.wsgi_app = FastPath(  # type: ignore[method-assign]
         app.wsgi_app,
         node,
+        cluster,
+        keys,
         metrics,
-        PEER_MAX_BODY,  # type: ignore
+        PEER_MAX_BODY,
         balancer,
         peers,
         policy,
@@ -328,9 +309,14 @@ def _body(limit: int, what: str = "body") -> bytes:
     if data is None:
         request.max_content_length = limit + 1
         data = g.body = request.get_data(cache=False)
-    if len(data) > limit:
-        raise TooLarge(f"{what} exceeds {limit} bytes")
+    kv.too_large(len(data), limit, what)
     return data
+
+
+def _answer(answer: kv.Answer) -> Response:
+    """A :mod:`api.kv` answer as a Flask response."""
+    status, body, headers = answer
+    return Response(body, status, headers)
 
 
 def _json_error(status: int, code: str, message: str):

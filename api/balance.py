@@ -11,20 +11,28 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, request
 
 from kvraft.core.balance import Balancer
 from kvraft.errors import Unavailable
 from kvraft.node import Node
 from kvraft.peer import PeerConnectError, PeerError
 
+from . import kv
+from .ports import Cluster
+
 VIA = "X-Kvraft-Via"
 PASS_REQUEST = ("Content-Type", "Authorization", "Accept")
 PASS_RESPONSE = ("Content-Type", "ETag", "X-Kvraft-Version", "X-Kvraft-Node", "Location", "Allow")
 SAFE = ("GET", "HEAD")
+# the WSGI environ names of PASS_REQUEST
+_PASS_ENV = [
+    (h, "CONTENT_TYPE" if h == "Content-Type" else "HTTP_" + h.upper().replace("-", "_"))
+    for h in PASS_REQUEST
+]
 
 
-def balanced(node: Node, balancer: Balancer, method: str, local, forward, unknown):
+def balanced(node: Cluster, balancer: Balancer, method: str, local, forward, unknown):
     """The leader's choice for one request: ``local()`` when it picks this node, else
     ``forward(target)``; a forward never delivered (PeerConnectError) goes to another node, as
     does a read whose answer was lost; a write whose answer was lost is ``unknown(target,
@@ -73,6 +81,33 @@ def forward_request(
     return resp
 
 
+def forward_headers(environ: dict) -> dict[str, str]:
+    """The client's request headers a forward passes on (:data:`PASS_REQUEST`)."""
+    return {h: environ[k] for h, k in _PASS_ENV if k in environ}
+
+
+def answer_headers(resp, via: str) -> list[tuple[str, str]]:
+    """The headers of a forwarded answer: the peer's :data:`PASS_RESPONSE` ones, and ``VIA``."""
+    got = resp.headers
+    return [*((h, got[h.lower()]) for h in PASS_RESPONSE if h.lower() in got), (VIA, via)]
+
+
+def unknown(target: str, exc: Exception, via: str) -> kv.Answer:
+    """The honest 502 for a forwarded write whose answer was lost."""
+    status, body, headers = kv.error(502, "forward_failed", unknown_message(target, exc))
+    return status, body, [*headers, (VIA, via)]
+
+
+def raw_path(environ: dict) -> str:
+    """The request target as the client sent it (percent-encoded, ASCII)."""
+    raw = environ.get("RAW_URI")
+    if raw:
+        return raw
+    path = quote(environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace"), "/")
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
 def unknown_message(target: str, exc: Exception) -> str:
     return (
         f"node {target} took the write but did not answer ({exc}); "
@@ -91,7 +126,7 @@ def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None
             not (request.path == "/kv" or request.path.startswith("/kv/"))
             or request.routing_exception is not None  # 404, 405: answered here
             or request.headers.get(VIA)
-            or not node.meta.is_leader()
+            or not node.is_leader()
         ):
             return None
 
@@ -125,34 +160,21 @@ def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None
 
 
 def _forward(node: Node, target: str, body: bytes) -> Response:
-    headers = {h: request.headers[h] for h in PASS_REQUEST if h in request.headers}
-    resp = forward_request(node, target, request.method, _raw_path(), body, headers)
-    out = Response(resp.body, resp.status)
-    for h in PASS_RESPONSE:
-        if h.lower() in resp.headers:
-            out.headers[h] = resp.headers[h.lower()]
-    out.headers[VIA] = node.id
-    return out
+    environ = request.environ
+    resp = forward_request(
+        node, target, request.method, raw_path(environ), body, forward_headers(environ)
+    )
+    return Response(resp.body, resp.status, answer_headers(resp, node.id))
 
 
 def _redirect(node: Node, target: str) -> Response:
-    path = _raw_path()
+    path = raw_path(request.environ)
     out = Response(status=307)
     out.headers["Location"] = f"http://{node.address_of(target)}{path}"
     out.headers[VIA] = node.id
     return out
 
 
-def _raw_path() -> str:
-    """The request target as the client sent it (percent-encoded, ASCII)."""
-    raw = request.environ.get("RAW_URI")
-    if raw:
-        return raw
-    path = quote(request.path, safe="/")
-    return f"{path}?{request.query_string.decode('latin-1')}" if request.query_string else path
-
-
 def _unknown(node: Node, target: str, exc: Exception) -> Response:
-    resp = jsonify({"error": "forward_failed", "message": unknown_message(target, exc)})
-    resp.status_code = 502
-    return resp
+    status, body, headers = unknown(target, exc, node.id)
+    return Response(body, status, headers)

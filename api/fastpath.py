@@ -9,29 +9,31 @@ plain forms of the public ``GET /kv/<key>`` and ``PUT /kv/<key>`` (no query para
 ``r``/``w``, a Content-Length body), balanced at the leader with the same decision as Flask's
 hook (:func:`api.balance.balanced`). Everything else (explain, redirects, chunked uploads,
 unusual requests) goes to Flask, which answers the same way.
-Errors use the same JSON shape and codes as :mod:`api.app`.
+The public requests go through the same handler as Flask's (:mod:`api.kv`) and errors
+through the same table (:mod:`api.errors`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from urllib.parse import parse_qsl
 
 from kvraft import peerauth
 from kvraft.core.balance import Balancer
-from kvraft.errors import KvError, TooLarge
-from kvraft.keys import check_level
+from kvraft.errors import KvError
 from kvraft.node import Node
 from kvraft.peer import Apply, PeerServer
 from kvraft.peer.server import STREAM_PATH
-from kvraft.storage import StorageClosed
 
+from . import kv
 from .access import Policy
-from .balance import PASS_REQUEST, PASS_RESPONSE, VIA, balanced, forward_request, unknown_message
+from .balance import answer_headers, balanced, forward_headers, forward_request, raw_path, unknown
 from .httpd import BodyError
+from .kv import KeyHandler, error_of, stamps
+from .kv import error as _error
 from .metrics import Metrics
+from .ports import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,7 @@ _REASONS = {
     502: "BAD GATEWAY",
     503: "SERVICE UNAVAILABLE",
 }
-_PASS_ENV = [
-    (h, "CONTENT_TYPE" if h == "Content-Type" else "HTTP_" + h.upper().replace("-", "_"))
-    for h in PASS_REQUEST
-]
 _KV_ROUTE = "/kv/<key:key>"  # the Flask rule, so both paths share metric labels
-JSON = "application/json"
 # Rules served here (Flask's syntax) and their methods: the /kv one is also a Flask rule (which
 # serves what this path passes on); the peer ones exist only here. Any other method of a peer
 # route is a 405 with Allow. tests/integration/test_openapi.py checks these against the document.
@@ -66,6 +63,8 @@ class FastPath:
         self,
         app,
         node: Node,
+        cluster: Cluster,
+        keys: KeyHandler,
         metrics: Metrics,
         max_peer_body: int,
         balancer: Balancer,
@@ -74,7 +73,8 @@ class FastPath:
     ) -> None:
         self.app = app
         self.balancer = balancer
-        self.node = node
+        self.node = node  # the peer routes' (they move to kvraft.peer.server)
+        self.cluster, self.keys = cluster, keys
         self.metrics = metrics
         self.peers, self.policy = peers, policy
         self.token = node.config.token.encode()
@@ -85,7 +85,7 @@ class FastPath:
         if path == "/kv" or path.startswith("/kv/"):
             if environ.get("HTTP_X_KVRAFT_VIA") is not None:  # the leader counts its forwards
                 return self._kv(environ, start_response, path)
-            activity = self.node.activity  # this node's own clients' requests: its load, told
+            activity = self.cluster.activity  # this node's own clients' requests: its load, told
             activity.enter()  # to the leader's balancer in pings
             try:
                 return self._kv(environ, start_response, path)
@@ -106,7 +106,6 @@ class FastPath:
     # -- public --------------------------------------------------------------------------------
 
     def _public(self, environ, start_response, path: str, method: str):
-        node = self.node
         params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         level_name = "r" if method == "GET" else "w"
         if set(params) - {level_name} or method == "PUT" and not environ.get("CONTENT_LENGTH"):
@@ -119,87 +118,64 @@ class FastPath:
                 return self._answer(
                     start_response, method, started, status, body, [*headers, *refusal.headers]
                 )
-        if environ.get("HTTP_X_KVRAFT_VIA") is None and node.meta.is_leader():
+        if environ.get("HTTP_X_KVRAFT_VIA") is None and self.cluster.is_leader():
             status, body, headers = self._balanced(environ, path, method, params)
         else:
             status, body, headers = self._serve(environ, path, method, params)
         return self._answer(start_response, method, started, status, body, headers)
 
-    def _serve(self, environ, path: str, method: str, params: dict) -> tuple[int, bytes, list]:
+    def _serve(self, environ, path: str, method: str, params: dict) -> kv.Answer:
         """This node coordinates the read or write."""
-        node = self.node
         try:
             key = path[4:].encode("latin-1").decode("utf-8", "surrogateescape")
             if method == "GET":
-                rec = node.get(key, check_level(params.get("r"), "one", "r"))
-                version = rec.version.encode()
-                return (
-                    200,
-                    rec.value,
-                    [
-                        ("Content-Type", "application/octet-stream"),
-                        ("ETag", f'"{version}"'),
-                        ("X-Kvraft-Version", version),
-                    ],
-                )
-            level = check_level(params.get("w"), "quorum", "w")
-            value = self._value(environ)
-            res = node.put(key, value, level)
-            body = json.dumps(res.to_json(), separators=(",", ":")).encode()
-            return 201 if res.created else 200, body, [("Content-Type", JSON)]
-        except KvError as exc:
-            return _error(exc.status, exc.code, exc.message)
-        except StorageClosed:
-            return _error(503, "unavailable", "node is shutting down")
-        except ValueError as exc:  # a Content-Length that is not a number
-            return _error(400, "bad_request", str(exc))
+                return self.keys.get(key, params.get("r"))
+            return self.keys.put(key, params.get("w"), lambda limit: self._value(environ, limit))
         except BodyError:
             raise  # the body broke (malformed, late, the client left): the server answers it
-        except Exception as exc:  # noqa: BLE001 - the same last resort as Flask's handler
-            log.exception("unhandled error")
-            return _error(500, "internal", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one table answers every error (api.errors)
+            return error_of(exc)
 
-    def _value(self, environ) -> bytes:
-        """The PUT body (read once, kept for a second attempt); 413 past max_value_bytes."""
+    def _value(self, environ, limit: int) -> bytes:
+        """The PUT body (read once, kept for a second attempt); 413 past ``limit``."""
         value = environ.get("kvraft.body")
         if value is None:
-            limit = self.node.config.max_value_bytes
-            length = int(environ["CONTENT_LENGTH"])
-            if length > limit:
-                raise TooLarge(f"value (max_value_bytes) exceeds {limit} bytes")
+            length = int(environ["CONTENT_LENGTH"])  # ValueError: 400
+            kv.too_large(length, limit)
             value = environ["wsgi.input"].read(length) if length else b""
             environ["kvraft.body"] = value
         return value
 
-    def _balanced(self, environ, path: str, method: str, params: dict):
+    def _balanced(self, environ, path: str, method: str, params: dict) -> kv.Answer:
         """At the leader: serve here or forward to the node the balancer picks."""
-        node = self.node
+        node, cluster = self.node, self.cluster
 
         def local():
             try:
                 return self._serve(environ, path, method, params)
             finally:
-                self.balancer.done(node.id)
+                self.balancer.done(cluster.id)
 
         def forward(target: str):
-            body = self._value(environ) if method == "PUT" else b""
-            headers = {h: environ[k] for h, k in _PASS_ENV if k in environ}
+            body = self._value(environ, self.keys.max_value_bytes) if method == "PUT" else b""
             resp = forward_request(
-                node, target, method, environ.get("RAW_URI") or path, body, headers
+                node, target, method, raw_path(environ), body, forward_headers(environ)
             )
-            out = [(h, resp.headers[h.lower()]) for h in PASS_RESPONSE if h.lower() in resp.headers]
-            return resp.status, resp.body, [*out, (VIA, node.id)]
-
-        def unknown(target: str, exc: Exception):
-            status, body, headers = _error(502, "forward_failed", unknown_message(target, exc))
-            return status, body, [*headers, (VIA, node.id)]
+            return resp.status, resp.body, answer_headers(resp, cluster.id)
 
         try:
-            return balanced(node, self.balancer, method, local, forward, unknown)
-        except KvError as exc:
-            return _error(exc.status, exc.code, exc.message)
-        except ValueError as exc:
-            return _error(400, "bad_request", str(exc))
+            return balanced(
+                cluster,
+                self.balancer,
+                method,
+                local,
+                forward,
+                lambda target, exc: unknown(target, exc, cluster.id),
+            )
+        except BodyError:
+            raise  # as in _serve: the server answers it
+        except Exception as exc:  # noqa: BLE001 - one table answers every error (api.errors)
+            return error_of(exc)
 
     def _answer(self, start_response, method, started, status, body, headers):
         self.metrics.observe(method, _KV_ROUTE, status, time.perf_counter() - started)
@@ -229,21 +205,14 @@ class FastPath:
                 truncated=len(data) != length,
             )
         except KvError as exc:
-            status, body, headers = _error(exc.status, exc.code, exc.message)
+            status, body, headers = error_of(exc)
             return self._send(start_response, status, body, headers)
         headers = [("Content-Type", reply.content_type), *reply.headers]
         return self._send(start_response, reply.status, reply.body, headers)
 
     def _send(self, start_response, status: int, body: bytes, headers: list):
-        headers = [*headers, ("Content-Length", str(len(body)))]
-        if not any(h == "X-Kvraft-Node" for h, _v in headers):  # a forwarded answer keeps its
-            headers.append(("X-Kvraft-Node", self.node.id))
-        if status == 401 and not any(h == "WWW-Authenticate" for h, _v in headers):
-            headers.append(("WWW-Authenticate", 'Bearer realm="kvraft"'))  # RFC 9110 11.6.1
+        present = [h for h, _v in headers]
+        headers = [*headers, *stamps(status, present, self.cluster.id)]
+        headers.append(("Content-Length", str(len(body))))
         start_response(f"{status} {_REASONS.get(status, 'ERROR')}", headers)
         return [body]
-
-
-def _error(status: int, code: str, message: str) -> tuple[int, bytes, list]:
-    body = json.dumps({"error": code, "message": message}).encode()
-    return status, body, [("Content-Type", JSON)]

@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kvraft.node import Node
+from .ports import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ RAFT_STATES = ("follower", "candidate", "leader")
 
 
 class _NodeCollector:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Cluster) -> None:
         self.node = node
 
     def describe(self):
@@ -267,7 +267,7 @@ def _cluster_families(node_id: str, view: dict):
 
 
 class Metrics:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Cluster) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "kvraft_http_requests",

@@ -51,7 +51,7 @@ def serve(config: Config) -> None:
         why = exc.strerror or exc
         raise SystemExit(f"kvraft serve: cannot listen on {config.http}: {why}") from None
     node = Node(config)
-    server.app = create_app(node)
+    server.app = create_app(node, node, node)
     stopping = threading.Event()
 
     def on_signal(_signum, _frame) -> None:

@@ -33,7 +33,7 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.events import TextMessage
 
-from kvraft.errors import BadRequest, KvError
+from kvraft.errors import BadRequest
 from kvraft.keys import MAX_KEY_BYTES, check_level
 from kvraft.node import Node
 from kvraft.report import Reports, check_export_name, parse_report_request
@@ -41,6 +41,7 @@ from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions, Watcher
 from kvraft.watch import serve as serve_change_feeds
 
 from . import access
+from .errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,10 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
                 prefix = parse_report_request(data)
                 with reports.report(prefix) as f:
                     send_text_file(ws, f)
-            except KvError as exc:
-                ws.send(_ws_error(exc.code, exc.message))
             except (ConnectionClosed, OSError):
                 return  # the client went away
-            except Exception as exc:  # a bug must not end the client's socket
-                log.exception("report failed")
-                ws.send(_ws_error("internal", f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:  # an error, a bug too, must not end the client's socket
+                ws.send(_ws_error(*_described(exc, "report failed")))
 
     @sock.route("/watch")
     def watch(ws) -> None:
@@ -231,11 +229,9 @@ def _run(job: Callable[..., dict], created: bool = False):
     def work() -> None:
         try:
             lines.put(("done", job(lambda p: lines.put(("progress", p)))))
-        except KvError as exc:
-            lines.put(("error", {"error": exc.code, "message": exc.message}))
         except Exception as exc:  # reported on the stream; the status line is already sent
-            log.exception("export/import failed")
-            lines.put(("error", {"error": "internal", "message": f"{type(exc).__name__}: {exc}"}))
+            code, message = _described(exc, "export/import failed")
+            lines.put(("error", {"error": code, "message": message}))
 
     threading.Thread(target=work, name="export-import", daemon=True).start()
 
@@ -247,6 +243,14 @@ def _run(job: Callable[..., dict], created: bool = False):
                 return
 
     return Response(stream(), 200, mimetype="application/x-ndjson")
+
+
+def _described(exc: Exception, what: str) -> tuple[str, str]:
+    """``(code, message)`` of an error by the one table (:mod:`api.errors`); a bug is logged."""
+    _status, code, message = describe(exc)
+    if code == "internal":
+        log.error(what, exc_info=exc)
+    return code, message
 
 
 def _ws_error(code: str, message: str) -> str:

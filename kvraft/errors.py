@@ -1,9 +1,9 @@
-"""Errors the store raises; the HTTP layer maps each to one status code in one place."""
+"""Errors the store raises, by kind. They carry a message for people and no HTTP status or code:
+the HTTP layer maps each class to its answer in one table (``api/errors.py``)."""
 
 
 class KvError(Exception):
-    status = 500
-    code = "internal"
+    """Base of the store's errors; ``message`` is meant for the client."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -11,37 +11,26 @@ class KvError(Exception):
 
 
 class BadRequest(KvError):
-    status = 400
-    code = "bad_request"
+    """The request itself is wrong (key, level, body, name); it changed nothing."""
 
 
 class NotFound(KvError):
-    status = 404
-    code = "not_found"
+    """No such key, member or export."""
 
 
 class Conflict(KvError):
     """The request is well formed but the cluster's state does not allow it (a membership change
     that would leave too few nodes, a node id or Raft address taken by another member)."""
 
-    status = 409
-    code = "conflict"
-
 
 class TooLarge(KvError):
-    status = 413
-    code = "too_large"
+    """A value or body over its limit; it changed nothing."""
 
 
 class Unavailable(KvError):
     """Not enough replicas answered, or the cluster is not ready; retrying later may work."""
 
-    status = 503
-    code = "unavailable"
-
 
 class ClockOffset(Unavailable):
     """This node's clock is too far from its peers' to stamp versions; it refuses to coordinate
     writes until it is back within ``max_clock_offset``."""
-
-    code = "clock_offset"

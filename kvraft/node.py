@@ -728,3 +728,25 @@ class Node:
         s = self.meta.stats().get(self.id)
         if s is None or (s.keys, s.bytes, s.hints) != (keys, nbytes, hints):
             self.meta.report_stats(self.id, keys, nbytes, hints)
+
+    # -- public surface for the HTTP layer (api/ports.py), so it never reaches into the parts --
+
+    def leader_id(self) -> str | None:
+        """The id of the partition (Raft) leader this node knows, or None. Does not block."""
+        return self.meta.leader_id()
+
+    def is_leader(self) -> bool:
+        """Whether this node is the partition (Raft) leader now. Does not block."""
+        return self.meta.is_leader()
+
+    def add_member(self, node_id: str, http: str, raft: str) -> dict:
+        """Add a node to the cluster (done by the leader; forwarded to it from a follower).
+        Blocks on Raft. BadRequest for a malformed field, Conflict for a taken id or address,
+        Unavailable without a leader (then it may or may not have been applied)."""
+        return self.leader.add_member(node_id, http, raft)
+
+    def remove_member(self, node_id: str) -> dict:
+        """Mark ``node_id`` for removal (its partitions move first, then the leader removes it
+        from Raft); done by the leader, forwarded from a follower. Blocks on Raft; NotFound for
+        an unknown id, Conflict when too few nodes would remain or it is the leader itself."""
+        return self.leader.remove_member(node_id)

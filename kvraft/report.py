@@ -69,15 +69,9 @@ Progress = Callable[[dict], None]
 class FtpUnavailable(KvError):
     """The FTP server could not be reached or a transfer failed."""
 
-    status = 503
-    code = "ftp_unavailable"
-
 
 class FtpAuthFailed(KvError):
     """The FTP server refused this node's user or password."""
-
-    status = 502
-    code = "ftp_auth"
 
 
 @dataclass(frozen=True, slots=True)

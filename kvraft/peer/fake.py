@@ -42,7 +42,11 @@ class FakeNetwork:
         self,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        describe: Callable[[BaseException], tuple[int, str, str]] | None = None,
     ) -> None:
+        # a handler's error -> (status, code, message) as the HTTP layer would answer it
+        # (api.errors.describe); kvraft itself knows no status
+        self._describe = describe or (lambda exc: (500, "internal", str(exc)))
         self._sleep = sleep
         self._rng = rng or random.Random(0)
         self._lock = threading.Lock()
@@ -125,8 +129,9 @@ class FakeNetwork:
         try:
             answer = server.dispatch(decoded)
         except KvError as exc:
-            refusal = json.dumps({"error": exc.code, "message": exc.message}).encode()
-            raise PeerStatus(dst, exc.status, refusal) from exc
+            status, code, message = self._describe(exc)
+            refusal = json.dumps({"error": code, "message": message}).encode()
+            raise PeerStatus(dst, status, refusal) from exc
         with self._lock:
             self.delivered.append((src, dst, type(message).__name__))
         if lost_after:

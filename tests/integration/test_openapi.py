@@ -57,7 +57,7 @@ with tempfile.TemporaryDirectory() as tmp:
     node = Node(Config(id="n1", http=f"127.0.0.1:{http}", raft=f"127.0.0.1:{raft}",
                        secret="rules-secret", replication_factor=1, data_dir=tmp), start=False)
     try:
-        app = create_app(node)
+        app = create_app(node, node, node)
         print(json.dumps([[r.rule, sorted(r.methods - {"HEAD", "OPTIONS"})]
                           for r in app.url_map.iter_rules()]))
     finally:

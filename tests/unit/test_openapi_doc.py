@@ -1,8 +1,9 @@
 """The OpenAPI document on its own (no server): it loads, its references resolve, it keeps the
 API's conventions on every operation (JSON errors, X-Kvraft-Node, the bearer credentials, the
 HTTP server's own answers), and it cannot drift from the code's error table: every error class
-of kvraft and every error code the HTTP layer writes is in :data:`api.openapi.ERROR_CODES` with
-its status, and each of those statuses is documented. (Routes against the document:
+of kvraft has its row in :data:`api.errors.TABLE`, and every row and every error code the HTTP
+layer writes is in :data:`api.openapi.ERROR_CODES` with its status, and each of those statuses
+is documented. (Routes against the document:
 tests/integration/test_openapi.py, which builds the real app.)"""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import schemathesis
 
 import kvraft
+from api.errors import HTTP_CODES, TABLE, row
 from api.openapi import ERROR_CODES, SERVER_ANSWERS, document, path_of, query_checks
 from kvraft.errors import KvError
 
@@ -158,14 +160,20 @@ def test_every_error_class_of_the_store_is_in_the_error_table_with_its_status():
     classes = _error_classes()
     assert len(classes) >= 6  # BadRequest, NotFound, Conflict, TooLarge, Unavailable, Ftp...
     for cls in classes:
-        assert cls.code in ERROR_CODES, f"{cls.__module__}.{cls.__name__}: {cls.code}"
-        assert ERROR_CODES[cls.code][0] == cls.status, cls
+        # its own row or a row of a base below KvError: never the 500 of KvError itself
+        own = cls.__mro__[: cls.__mro__.index(KvError)]
+        assert any(base in TABLE for base in own), f"{cls.__module__}.{cls.__name__}"
+        status, code = row(cls)
+        assert status != 500, cls
+        assert ERROR_CODES.get(code, (None,))[0] == status, (cls, status, code)
+    for cls, (status, code) in TABLE.items():
+        assert ERROR_CODES.get(code, (None,))[0] == status, (cls, status, code)
 
 
-# the ways api/ writes an error: helpers, the HTTP server's HttpError, the access Refusal, and
-# the websocket handshake's (status, code, message) tuples
+# the ways api/ writes an error: helpers (api.kv.error and its aliases), the HTTP server's
+# HttpError, the access Refusal, and the websocket handshake's (status, code, message) tuples
 _WRITES = re.compile(
-    r"\b(?:_error|_json_error|_Reject|HttpError|Refusal)\(\s*(\d{3}),\s*"
+    r"\b(?:error|_error|_json_error|_Reject|HttpError|Refusal)\(\s*(\d{3}),\s*"
     r"\"([a-z_]+)\"|\breturn (\d{3}), \"([a-z_]+)\""
 )
 
@@ -174,8 +182,6 @@ def test_every_error_code_the_http_layer_writes_is_in_the_error_table():
     written = set()
     for source in API.glob("*.py"):
         written |= {(int(s or s2), c or c2) for s, c, s2, c2 in _WRITES.findall(source.read_text())}
-    from api.app import HTTP_CODES
-
     written |= {(s, c) for s, c in HTTP_CODES.items()}
     assert len(written) >= 10
     for status, code in sorted(written):

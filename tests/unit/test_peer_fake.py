@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from api.errors import describe
 from kvraft.errors import NotFound
 from kvraft.hlc import Version
 from kvraft.peer import FakeNetwork, PeerConnectError, PeerError, PeerStatus
@@ -60,7 +61,7 @@ def rec(key: str, ts: int) -> Record:
 @pytest.fixture
 def net():
     sleeps: list[float] = []
-    network = FakeNetwork(sleep=sleeps.append, rng=random.Random(7))
+    network = FakeNetwork(sleep=sleeps.append, rng=random.Random(7), describe=describe)
     network.sleeps = sleeps
     nodes = {n: DictNode(n) for n in ("n1", "n2", "n3")}
     for n, node in nodes.items():

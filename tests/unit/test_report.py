@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api.errors import describe
 from kvraft.errors import BadRequest, NotFound, Unavailable
 from kvraft.ftp import FtpAuthError, FtpError, new_remote_name
 from kvraft.hlc import Version
@@ -165,7 +166,7 @@ def test_export_progress_is_reported_every_page():
 def test_bad_export_files_are_rejected_with_the_line(raw, line, why):
     with pytest.raises(BadExport, match=f"line {line}: .*{why}") as info:
         list(read_export(io.BytesIO(raw), "export-x.json", max_value_bytes=4))
-    assert info.value.status == 400
+    assert describe(info.value)[:2] == (400, "bad_request")
 
 
 def test_overlong_line_is_rejected_without_reading_it_whole():
@@ -450,7 +451,7 @@ def test_ftp_failures_become_clear_errors(node, ftp, error, kind, code):
     for call in (reports.report, reports.export):
         with pytest.raises(kind) as info:
             call()
-        assert info.value.code == code and str(error) in info.value.message
+        assert describe(info.value)[1] == code and str(error) in info.value.message
     with pytest.raises(kind):
         reports.import_(new_remote_name("export", "n1"))
 

@@ -1,3 +1,8 @@
+"""The store contract (:class:`kvraft.storage.protocol.Store`), run against the SQLite store and
+the in-memory one (the ``store`` fixture, or ``KINDS`` where Hypothesis drives the test); the
+tests of SQLite's own machinery (its file and schema, the migration, the checkpointer) are
+SQLite-only."""
+
 import sqlite3
 import threading
 
@@ -7,27 +12,56 @@ from hypothesis import strategies as st
 
 from kvraft.core.antientropy import leaf_of
 from kvraft.hlc import Version
-from kvraft.storage import Record, Storage
+from kvraft.storage import MemoryStore, Record, Storage, StorageClosed
+
+KINDS = ["sqlite", "memory"]
 
 
 def rec(key, ts, node="n1", value=b"v", tomb=False, part=0):
     return Record(key, part, Version(ts, node), tomb, b"" if tomb else value)
 
 
-def test_last_writer_wins_and_reports_the_previous_state(tmp_path):
-    s = Storage(tmp_path / "s.db")
-    try:
-        first = s.apply(rec("a", 5, value=b"five"))
-        assert first.applied and first.prev is None and not first.prev_live
-        older = s.apply(rec("a", 4, value=b"four"))
-        assert not older.applied and older.prev == Version(5, "n1") and older.prev_live
-        tie = s.apply(rec("a", 5, node="n2", value=b"n2 wins the tie"))
-        assert tie.applied
-        assert s.get("a").value == b"n2 wins the tie"
-        s.apply(rec("a", 6, tomb=True))
-        assert s.get("a").tomb and s.live_keys == 0 and s.live_bytes == 0
-    finally:
-        s.close()
+def open_store(kind, directory, name="s.db"):
+    """A new store of this kind (SQLite: the file ``name`` in ``directory``)."""
+    return Storage(directory / name) if kind == "sqlite" else MemoryStore()
+
+
+def restart(kind, store, directory, name="s.db"):
+    """The store as its node finds it after a restart: SQLite reopens its file, the memory
+    store is rebuilt from the bytes of its snapshot."""
+    if kind == "sqlite":
+        store.close()
+        return Storage(directory / name)
+    saved = store.snapshot()
+    store.close()
+    return MemoryStore.restore(saved)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def store(kind, tmp_path):
+    s = open_store(kind, tmp_path)
+    yield s
+    s.close()
+
+
+def test_last_writer_wins_and_reports_the_previous_state(store):
+    s = store
+    first = s.apply(rec("a", 5, value=b"five"))
+    assert first.applied and first.prev is None and not first.prev_live
+    older = s.apply(rec("a", 4, value=b"four"))
+    assert not older.applied and older.prev == Version(5, "n1") and older.prev_live
+    tie = s.apply(rec("a", 5, node="n2", value=b"n2 wins the tie"))
+    assert tie.applied
+    assert s.get("a").value == b"n2 wins the tie"
+    again = s.apply(rec("a", 5, node="n2", value=b"n2 wins the tie"))  # a retry: held already
+    assert not again.applied and again.prev == Version(5, "n2")
+    s.apply(rec("a", 6, tomb=True))
+    assert s.get("a").tomb and s.live_keys == 0 and s.live_bytes == 0
 
 
 def test_counters_survive_reopen_and_match_sql(tmp_path):
@@ -47,50 +81,174 @@ def test_counters_survive_reopen_and_match_sql(tmp_path):
     again.close()
 
 
-def test_scan_prefix_after_limit_includes_tombstones(tmp_path):
-    s = Storage(tmp_path / "s.db")
-    try:
-        s.apply_many([rec(k, 1) for k in ["a", "b/1", "b/2", "b/3", "c"]])
-        s.apply(rec("b/2", 2, tomb=True))
-        assert [r.key for r in s.scan("b/")] == ["b/1", "b/2", "b/3"]
-        assert [r.key for r in s.scan("b/", after="b/1", limit=1)] == ["b/2"]
-        assert s.scan("b/", after="b/1", limit=1)[0].tomb
-        assert [r.key for r in s.scan("", after="b/3")] == ["c"]
+def test_figures_survive_a_restart(kind, tmp_path):
+    s = open_store(kind, tmp_path)
+    s.apply_many([rec(f"k{i}", i + 1, value=b"x" * i) for i in range(50)])
+    s.apply(rec("k3", 100, tomb=True))
+    s.add_hint("n2", rec("h", 300))  # hints do not count in max_ts
+    s.purge_tombstones(0, 101)  # deleting the newest record does not lower max_ts...
+    figures = (s.live_keys, s.live_bytes, s.max_ts, s.hints_pending)
+    assert figures == (49, 1222, 100, 1)
+    s = restart(kind, s, tmp_path)
+    try:  # ...but a restart finds the largest timestamp still stored
+        assert (s.live_keys, s.live_bytes, s.max_ts, s.hints_pending) == (49, 1222, 50, 1)
     finally:
         s.close()
 
 
-def test_hints_are_kept_until_dropped(tmp_path):
-    s = Storage(tmp_path / "s.db")
+def test_scan_prefix_after_limit_includes_tombstones(store):
+    s = store
+    s.apply_many([rec(k, 1) for k in ["a", "b/1", "b/2", "b/3", "c"]])
+    s.apply(rec("b/2", 2, tomb=True))
+    assert [r.key for r in s.scan("b/")] == ["b/1", "b/2", "b/3"]
+    assert [r.key for r in s.scan("b/", after="b/1", limit=1)] == ["b/2"]
+    assert s.scan("b/", after="b/1", limit=1)[0].tomb
+    assert [r.key for r in s.scan("", after="b/3")] == ["c"]
+    assert {r.value for r in s.scan("")} == {b""}  # values omitted
+    assert [r.key for r in s.scan("b/", after="a")] == ["b/1", "b/2", "b/3"]
+
+
+def test_scan_partition_is_in_key_order_with_values(store):
+    s = store
+    s.apply_many([rec(k, 1, value=k.encode(), part=p) for k, p in [("b", 1), ("a", 1), ("c", 2)]])
+    s.apply(rec("d", 2, tomb=True, part=1))
+    assert [(r.key, r.value, r.tomb) for r in s.scan_partition(1)] == [
+        ("a", b"a", False),
+        ("b", b"b", False),
+        ("d", b"", True),
+    ]
+    assert [r.key for r in s.scan_partition(1, after="a", limit=1)] == ["b"]
+    assert s.scan_partition(3) == []
+
+
+def test_hints_are_kept_until_dropped(store):
+    s = store
+    s.add_hint("n2", rec("a", 1))
+    s.add_hint("n2", rec("b", 2))
+    s.add_hint("n3", rec("c", 3))
+    assert s.hint_targets() == {"n2": 2, "n3": 1} and s.hints_pending == 3
+    hints = s.hints_for("n2")
+    assert [h.record.key for h in hints] == ["a", "b"]
+    assert s.get("a") is None  # a hint is not the store's own record
+    s.drop_hints(h.id for h in hints)
+    assert s.hint_targets() == {"n3": 1} and s.hints_pending == 1
+
+
+def test_hint_ids_grow_and_are_not_reused_after_a_restart(kind, tmp_path):
+    s = open_store(kind, tmp_path)
+    s.add_hint("n2", rec("a", 1))
+    s.add_hint("n2", rec("b", 2))
+    first = [h.id for h in s.hints_for("n2")]
+    assert first == sorted(first) and len(set(first)) == 2
+    s.drop_hints(first)
+    s = restart(kind, s, tmp_path)
     try:
-        s.add_hint("n2", rec("a", 1))
-        s.add_hint("n2", rec("b", 2))
-        s.add_hint("n3", rec("c", 3))
-        assert s.hint_targets() == {"n2": 2, "n3": 1} and s.hints_pending == 3
-        hints = s.hints_for("n2")
-        assert [h.record.key for h in hints] == ["a", "b"]
-        s.drop_hints(h.id for h in hints)
-        assert s.hint_targets() == {"n3": 1} and s.hints_pending == 1
+        s.add_hint("n2", rec("c", 3))
+        (again,) = s.hints_for("n2")
+        assert again.id > max(first) and again.record == rec("c", 3)
+        assert s.hints_for("n2", limit=0) == []
     finally:
         s.close()
 
 
-def test_concurrent_writers_group_commit_without_loss(tmp_path):
-    s = Storage(tmp_path / "s.db")
+def test_concurrent_writers_group_commit_without_loss(store):
+    s = store
+
+    def writer(t):
+        for i in range(100):
+            s.apply(rec(f"t{t}-{i}", i + 1))
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert s.live_keys == 800
+
+
+def test_a_key_missing_below_the_watermark_is_refused_a_held_key_is_not(store):
+    s = store
+    s.apply(rec("held", 5, part=1))
+    s.watermarks = {1: 10}
+    refused = s.apply(rec("gone", 9, part=1))
+    assert not refused.applied and refused.prev is None and not refused.prev_live
+    assert s.get("gone") is None
+    assert s.apply(rec("gone", 10, part=1)).applied  # at the watermark: kept
+    assert s.apply(rec("held", 7, part=1)).applied  # a held key follows last writer wins
+    assert s.apply(rec("other", 1, part=2)).applied  # another partition's watermark is 0
+
+
+def test_watermarks_are_not_durable(kind, tmp_path):
+    s = open_store(kind, tmp_path)
+    s.watermarks = {0: 10}
+    s = restart(kind, s, tmp_path)
     try:
-
-        def writer(t):
-            for i in range(100):
-                s.apply(rec(f"t{t}-{i}", i + 1))
-
-        threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert s.live_keys == 800
+        assert s.watermarks == {}
+        assert s.apply(rec("a", 1)).applied
     finally:
         s.close()
+
+
+def test_forget_purge_and_drop_partition_delete_only_what_they_name(store):
+    s = store
+    s.apply_many(
+        [
+            rec("a", 5, part=1),
+            rec("b", 6, part=1, tomb=True),
+            rec("c", 20, part=1, tomb=True),
+            rec("d", 5, part=2, value=b"dd"),
+            rec("e", 5, part=2, tomb=True),
+        ]
+    )
+    assert s.partitions_held() == {1, 2}
+    assert s.forget(1, ["a", "c", "d", "missing"], 10) == 1  # c is too new, d is in 2
+    assert s.get("a") is None and s.get("c") is not None and s.get("d") is not None
+    assert s.forget(1, [], 10) == 0
+    assert s.purge_tombstones(1, 20) == 1  # b; c is not below 20
+    assert [r.key for r in s.scan_partition(1)] == ["c"]
+    assert (s.live_keys, s.live_bytes) == (1, 2)
+    assert s.drop_partition(2) == 2
+    assert s.partitions_held() == {1} and (s.live_keys, s.live_bytes) == (0, 0)
+    assert s.leaf_hashes(2) == [0] * len(s.leaf_hashes(1))
+    assert s.drop_partition(2) == 0
+
+
+def test_a_record_in_another_partition_moves_its_key(store):
+    s = store
+    s.apply(rec("a", 1, part=1))
+    s.apply(rec("a", 2, part=2, value=b"moved"))
+    assert s.partitions_held() == {2} and s.get("a").part == 2
+    assert s.leaf_entries(2, [leaf_of("a")]) == {"a": (Version(2, "n1"), False)}
+    assert s.leaf_entries(1, [leaf_of("a")]) == {}
+    assert s.scan_partition(1) == [] and s.live_keys == 1
+
+
+def test_get_many_answers_the_keys_held(store):
+    s = store
+    s.apply_many([rec("a", 1), rec("b", 2, tomb=True)])
+    got = s.get_many(["b", "missing", "a"])
+    assert sorted(got, key=lambda r: r.key) == [rec("a", 1), rec("b", 2, tomb=True)]
+    assert s.get_many([]) == []
+
+
+def test_writes_after_close_raise_storage_closed(kind, tmp_path):
+    s = open_store(kind, tmp_path)
+    s.apply(rec("a", 1))
+    s.close()
+    s.close()  # idempotent
+    for write in (
+        lambda: s.apply(rec("a", 2)),
+        lambda: s.apply_many([rec("b", 1)]),
+        lambda: s.add_hint("n2", rec("c", 1)),
+        lambda: s.drop_hints([1]),
+        lambda: s.forget(0, ["a"], 10),
+        lambda: s.purge_tombstones(0, 10),
+        lambda: s.drop_partition(0),
+    ):
+        with pytest.raises(StorageClosed):
+            write()
+    assert s.apply_many([]) == [] and s.forget(0, [], 10) == 0  # nothing to write: no error
+    s.drop_hints([])
 
 
 ops = st.lists(
@@ -103,14 +261,15 @@ ops = st.lists(
 
 @settings(max_examples=50, deadline=None)
 @given(ops)
-def test_any_order_of_applies_converges_to_the_newest(tmp_path_factory, items):
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_order_of_applies_converges_to_the_newest(kind, tmp_path_factory, items):
     # a version names exactly one write (the HLC never repeats on a node): keep the first of each
     items = list({(k, ts, node): (k, ts, node, t) for k, ts, node, t in reversed(items)}.values())
     records = [
         rec(k, ts, node, value=f"{k}{ts}{node}".encode(), tomb=t) for k, ts, node, t in items
     ]
     d = tmp_path_factory.mktemp("s")
-    a, b = Storage(d / "a.db"), Storage(d / "b.db")
+    a, b = open_store(kind, d, "a.db"), open_store(kind, d, "b.db")
     try:
         a.apply_many(records)
         for r in reversed(records):
@@ -159,18 +318,18 @@ def test_rewrites_keep_the_rows_and_the_hash_tree_as_a_rebuild_would(tmp_path):
         s.close()
 
 
-def test_a_rolled_back_commit_leaves_the_hash_tree_as_it_was(tmp_path):
-    s = Storage(tmp_path / "r.db")
-    try:
-        s.apply(rec("a", 1, part=3))
-        before = (s.leaf_hashes(3), s.partitions_held())
-        unbindable = Record("b", 3, Version(2, "n1"), False, {"not": "bytes"})  # type: ignore
-        with pytest.raises(sqlite3.Error):  # "a" is rewritten, then "b" fails: all rolled back
-            s.apply_many([rec("a", 5, value=b"new", part=3), unbindable])
-        assert (s.leaf_hashes(3), s.partitions_held()) == before
-        assert s.get("a").version == Version(1, "n1") and s.get("b") is None
-    finally:
-        s.close()
+def test_a_rolled_back_commit_leaves_the_hash_tree_as_it_was(store, kind):
+    """A batch with a record the store cannot keep raises and stores nothing of the batch."""
+    s = store
+    s.apply(rec("a", 1, part=3))
+    before = (s.leaf_hashes(3), s.partitions_held())
+    unbindable = Record("b", 3, Version(2, "n1"), False, {"not": "bytes"})  # type: ignore
+    error = sqlite3.Error if kind == "sqlite" else TypeError
+    with pytest.raises(error):  # "a" is rewritten, then "b" fails: all rolled back
+        s.apply_many([rec("a", 5, value=b"new", part=3), unbindable])
+    assert (s.leaf_hashes(3), s.partitions_held()) == before
+    assert s.get("a").version == Version(1, "n1") and s.get("b") is None
+    assert (s.live_keys, s.live_bytes, s.max_ts) == (1, 1, 1)
 
 
 OLD_RECORDS = """CREATE TABLE records (key TEXT PRIMARY KEY, part INTEGER NOT NULL,
@@ -239,15 +398,12 @@ def test_commits_do_not_checkpoint_the_background_thread_does(tmp_path):
     assert not s._checkpointer.is_alive()
 
 
-def test_storing_a_hint_tells_the_newest_version_held_of_its_key(tmp_path):
+def test_storing_a_hint_tells_the_newest_version_held_of_its_key(store):
     """The stand-in's answer lets a coordinator stamp above a newer copy it keeps for a replica
     that is down (forward-only versions through hints)."""
-    s = Storage(tmp_path / "s.db")
-    try:
-        assert s.add_hint("n2", rec("a", 5)) == Version(5, "n1")
-        assert s.add_hint("n3", rec("a", 3)) == Version(5, "n1")  # an older one: 5 still newest
-        s.apply(rec("a", 9))
-        assert s.add_hint("n2", rec("a", 7)) == Version(9, "n1")  # its own record counts too
-        assert s.add_hint("n2", rec("b", 1)) == Version(1, "n1")
-    finally:
-        s.close()
+    s = store
+    assert s.add_hint("n2", rec("a", 5)) == Version(5, "n1")
+    assert s.add_hint("n3", rec("a", 3)) == Version(5, "n1")  # an older one: 5 still newest
+    s.apply(rec("a", 9))
+    assert s.add_hint("n2", rec("a", 7)) == Version(9, "n1")  # its own record counts too
+    assert s.add_hint("n2", rec("b", 1)) == Version(1, "n1")

@@ -24,10 +24,12 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import Any
 
-from .core.antientropy import LEAVES, leaf_of, record_hash
-from .model import ApplyResult, Record, Version
+from ..core.antientropy import leaf_of, record_hash
+from ..model import ApplyResult, Record, Version
+from .protocol import Hint, StorageClosed
+from .rules import LeafTrees, keeps
 
 __all__ = ["ApplyResult", "Hint", "Record", "Storage", "StorageClosed", "Version"]
 
@@ -62,13 +64,6 @@ CREATE INDEX IF NOT EXISTS hints_key ON hints(key, ts);
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Hint:
-    id: int
-    target: str
-    record: Record
-
-
 _REPLACE = (
     "INSERT OR REPLACE INTO records(key, part, leaf, ts, node, tomb, value) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -80,11 +75,8 @@ _UPSERT = (
 )
 
 log = logging.getLogger(__name__)
+_Queued = tuple[str, list[Any], list[bool], list[Any]]  # op, items, done flag, results slot
 CHECKPOINT_PERIOD = 0.25  # seconds between WAL checkpoints (only after commits)
-
-
-class StorageClosed(RuntimeError):
-    pass
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -116,14 +108,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 class Storage:
-    """SQLite-backed record store. Thread-safe: any thread may call any method."""
+    """SQLite-backed record store (:class:`kvraft.storage.protocol.Store`). Thread-safe: any
+    thread may call any method."""
 
-    def __init__(self, path: str | os.PathLike, fsync: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], fsync: bool = False) -> None:
         self.path = os.fspath(path)
         self.fsync = fsync
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._local = threading.local()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()  # guards the counters below
         wconn = self._connect()
@@ -135,9 +128,8 @@ class Storage:
         self._keys, self._bytes = int(row[0]), int(row[1])
         self._max_ts = int(wconn.execute("SELECT COALESCE(MAX(ts), 0) FROM records").fetchone()[0])
         self._hints = int(wconn.execute("SELECT COUNT(*) FROM hints").fetchone()[0])
-        self._leaves: dict[int, list[int]] = {}  # partition -> leaf hashes
+        self._trees = LeafTrees()  # partition -> leaf hashes, and rows held
         self._undo: list[tuple[int, int, int, int]] = []  # tree changes of the open transaction
-        self._part_rows: dict[int, int] = {}  # partition -> rows held (tombstones included)
         self.watermarks: dict[int, int] = {}  # partition -> purge watermark (HLC ts)
         for key, part, leaf, ts, node, tomb in wconn.execute(
             "SELECT key, part, leaf, ts, node, tomb FROM records"
@@ -214,7 +206,8 @@ class Storage:
 
     def apply(self, record: Record) -> ApplyResult:
         """Store ``record`` if newer than what is stored. Blocks until durable."""
-        return self._submit("apply", [record])[0]
+        result: ApplyResult = self._submit("apply", [record])[0]
+        return result
 
     def apply_many(self, records: Sequence[Record]) -> list[ApplyResult]:
         return self._submit("apply", list(records)) if records else []
@@ -222,14 +215,15 @@ class Storage:
     def add_hint(self, target: str, record: Record) -> Version:
         """Keep ``record`` for ``target`` until :meth:`drop_hints` says it was delivered; return
         the newest version of its key this node now holds (as a hint or a record)."""
-        return self._submit("hint", [(target, record)])[0]
+        newest: Version = self._submit("hint", [(target, record)])[0]
+        return newest
 
     def drop_hints(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         if ids:
             self._submit("drop_hints", ids)
 
-    def _submit(self, op: str, items: list) -> list:
+    def _submit(self, op: str, items: list[Any]) -> list[Any]:
         """Queue a write and return once it is committed.
 
         Group commit without a writer thread: whichever caller gets the write lock commits
@@ -237,13 +231,13 @@ class Storage:
         done when they get the lock in turn. Alone, a caller commits its own write at once.
         """
         done = [False]  # set by the committer, read under the write lock: no Event needed
-        slot: list = []
+        slot: list[Any] = []
         self._queue.put((op, items, done, slot))
         with self._wlock:
             if self._closed and not done[0]:
                 raise StorageClosed("storage is closed")
             while not done[0]:
-                batch = []
+                batch: list[_Queued] = []
                 while len(batch) < 512:
                     try:
                         batch.append(self._queue.get_nowait())
@@ -254,7 +248,7 @@ class Storage:
             raise slot[0]
         return slot
 
-    def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Queued]) -> None:
         deltas = [0, 0, 0, self._max_ts]  # keys, bytes, hints, max ts
         outputs = []
         self._undo = []
@@ -282,7 +276,7 @@ class Storage:
             slot.extend(out)
             done[0] = True
 
-    def _do(self, conn: sqlite3.Connection, op: str, item, deltas: list):
+    def _do(self, conn: sqlite3.Connection, op: str, item: Any, deltas: list[int]) -> Any:
         if op == "apply":
             rec: Record = item
             row = conn.execute(
@@ -290,10 +284,8 @@ class Storage:
             ).fetchone()
             prev = Version(row[0], row[1]) if row else None
             prev_live = bool(row) and not row[2]
-            if prev is not None and prev >= rec.version:
+            if not keeps(prev, rec.version, self.watermarks.get(rec.part, 0)):
                 return ApplyResult(False, prev, prev_live)
-            if prev is None and rec.version.ts < self.watermarks.get(rec.part, 0):
-                return ApplyResult(False, None, False)  # deleted and purged since
             leaf = leaf_of(rec.key)
             values = (
                 rec.key,
@@ -381,20 +373,12 @@ class Storage:
     def _tree(self, part: int, leaf: int, h: int, rows: int) -> None:
         """XOR a record hash in or out of leaf ``leaf`` (the record key's ``leaf_of``) of a
         partition's tree (under the write lock, or at open)."""
-        leaves = self._leaves.get(part)
-        if leaves is None:
-            leaves = self._leaves[part] = [0] * LEAVES
-        leaves[leaf] ^= h
-        n = self._part_rows.get(part, 0) + rows
-        if n:
-            self._part_rows[part] = n
-        else:
-            self._part_rows.pop(part, None)
-            self._leaves.pop(part, None)
+        self._trees.change(part, leaf, h, rows)
 
     def purge_tombstones(self, part: int, below_ts: int) -> int:
         """Delete the partition's tombstones older than ``below_ts``; returns how many."""
-        return self._submit("purge", [(part, below_ts)])[0]
+        purged: int = self._submit("purge", [(part, below_ts)])[0]
+        return purged
 
     def forget(self, part: int, keys: Sequence[str], below: int) -> int:
         """Delete these keys' records if older than ``below``: keys whose tombstone won and was
@@ -403,16 +387,16 @@ class Storage:
 
     def drop_partition(self, part: int) -> int:
         """Delete every record of a partition this node no longer holds; returns how many."""
-        return self._submit("purge", [(part, None)])[0]
+        dropped: int = self._submit("purge", [(part, None)])[0]
+        return dropped
 
     # -- anti-entropy reads --------------------------------------------------------------------
 
     def partitions_held(self) -> set[int]:
-        return set(self._part_rows)
+        return self._trees.partitions_held()
 
     def leaf_hashes(self, part: int) -> list[int]:
-        leaves = self._leaves.get(part)
-        return list(leaves) if leaves is not None else [0] * LEAVES
+        return self._trees.leaf_hashes(part)
 
     def leaf_entries(self, part: int, leaves: Sequence[int]) -> dict[str, tuple[Version, bool]]:
         out: dict[str, tuple[Version, bool]] = {}
@@ -511,6 +495,6 @@ class Storage:
             self._wconn.close()
 
 
-def _record(row: Sequence) -> Record:
+def _record(row: Sequence[Any]) -> Record:
     key, part, ts, node, tomb, value = row
     return Record(key, part, Version(ts, node), bool(tomb), bytes(value))
