@@ -9,7 +9,10 @@ no sockets.
   the parts of the request line, HTTP/1.0 or 1.1 only (505), ``Host`` exactly once in HTTP/1.1,
   ``Content-Length`` of at most 20 digits, ``Transfer-Encoding`` only ``chunked`` (501) and only
   in HTTP/1.1, no underscore in a field name (``X_A`` would alias ``X-A`` in the WSGI environ),
-  ``Connection`` read as a list of tokens, and the size limits (414, 431).
+  ``Connection`` read as a list of tokens, and the size limits (414, 431). llhttp calls back
+  only at the end of the head: once it has accepted the bytes, each field line is one
+  ``name:value`` line ending in CRLF, and the reader takes the fields from those bytes in one
+  pass (a bounded cache maps each name to its environ key and what it means to the server).
 - A chunked body goes through h11 (:class:`ChunkedBody`), which checks chunk sizes (1 to 20 hex
   digits, nothing else), the CRLF after every chunk and the trailer section (bounded), and says
   where the message ends, so a request pipelined after it starts at the right byte.
@@ -23,7 +26,6 @@ differential test (tests/unit/test_http1_differential.py) holds these decisions 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import h11
 import httptools
@@ -33,7 +35,6 @@ MAX_HEADERS = 100  # field lines (and, for a chunked body, trailer lines)
 MAX_HEAD_BYTES = 16384  # the whole head, request line included
 MAX_LEADING_CRLF = 8  # empty lines tolerated before a request line (RFC 9112, 2.2)
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
-_SPECIAL = frozenset(("HOST", "CONTENT_LENGTH", "TRANSFER_ENCODING", "CONNECTION", "EXPECT"))
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\r\n")
 
 
@@ -49,38 +50,102 @@ def bad(message: str) -> HttpError:
     return HttpError(400, "bad_request", message)
 
 
-@dataclass(slots=True)
 class Head:
     """A valid request head. Header names and values are latin-1 text, in arrival order."""
 
-    method: str
-    target: str
-    version: str  # "HTTP/1.1" or "HTTP/1.0"
-    headers: list[tuple[str, str]]
-    environ: dict[str, str]  # the fields as WSGI environ keys (HTTP_X_A, CONTENT_TYPE, ...)
-    raw: bytes  # the head's bytes (leading empty lines not included)
-    length: int  # Content-Length (0 when absent or chunked)
-    chunked: bool
-    keep_alive: bool  # what the request asks for (the server may still close)
-    upgrade: bool  # Connection: upgrade with an Upgrade header
-    expect_continue: bool
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "environ",
+        "raw",
+        "length",
+        "chunked",
+        "keep_alive",
+        "upgrade",
+        "expect_continue",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        environ: dict,
+        raw: bytes,
+        length: int,
+        chunked: bool,
+        keep_alive: bool,
+        upgrade: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version  # "HTTP/1.1" or "HTTP/1.0"
+        self.environ = environ  # the fields as WSGI environ keys (HTTP_X_A, CONTENT_TYPE, ...)
+        self.raw = raw  # the head's bytes (leading empty lines not included)
+        self.length = length  # Content-Length (0 when absent or chunked)
+        self.chunked = chunked
+        self.keep_alive = keep_alive  # what the request asks for (the server may still close)
+        self.upgrade = upgrade  # Connection: upgrade with an Upgrade header
+        self.expect_continue = expect_continue
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The field lines as (name, value), in arrival order (computed from :attr:`raw`)."""
+        return [
+            (name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
+            for name, _, value in (f.partition(b":") for f in _field_lines(self.raw))
+        ]
 
 
-class _Collector:
-    __slots__ = ("url", "headers", "complete")
+def _field_lines(raw: bytes) -> list[bytes]:
+    """The field lines of a head llhttp accepted (CRLF line endings, no obs-fold)."""
+    lines = raw[raw.index(b"\r\n") + 2 : -2].split(b"\r\n")
+    lines.pop()  # after the last field's CRLF (or the request line's, with no field)
+    return lines
+
+
+# What a field name means to the server, by kind: most are plain (0); these are checked.
+_PLAIN, _UNDERSCORE, _HOST, _LENGTH, _TYPE, _TE, _CONNECTION, _EXPECT = range(8)
+_KINDS = {
+    "HOST": _HOST,
+    "CONTENT_LENGTH": _LENGTH,
+    "CONTENT_TYPE": _TYPE,
+    "TRANSFER_ENCODING": _TE,
+    "CONNECTION": _CONNECTION,
+    "EXPECT": _EXPECT,
+}
+_NAMES: dict[bytes, tuple[str, str, int]] = {}  # raw name -> (name, environ key, kind)
+_NAMES_MAX = 1024  # the cache stops growing here (names a client invents are not kept)
+
+
+def _name(raw: bytes) -> tuple[str, str, int]:
+    """What a field name llhttp accepted (a token) means: its text, its WSGI environ key and
+    its kind. Cached: the names of a workload are few."""
+    name = raw.decode("latin-1")
+    key = name.upper().replace("-", "_")
+    kind = _UNDERSCORE if "_" in name else _KINDS.get(key, _PLAIN)
+    if kind != _TYPE and kind != _LENGTH:
+        key = "HTTP_" + key
+    got = (name, key, kind)
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[raw] = got
+    return got
+
+
+class _End:
+    """What llhttp calls back: only the end of the head. It checks every part of the head
+    without calling into Python for it (the fields are read from the bytes it accepted,
+    afterwards); httptools looks the other names up, and a None saves an AttributeError each.
+    Apart from the reader, so that the parser's reference to it makes no cycle."""
+
+    __slots__ = ("complete",)
+    on_url = on_header = on_body = on_message_begin = on_message_complete = None
+    on_chunk_header = on_chunk_complete = None
 
     def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        if len(self.headers) > MAX_HEADERS:
-            raise HttpError(431, "headers_too_large", f"over {MAX_HEADERS} header fields")
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -90,12 +155,13 @@ class HeadReader:
     """Reads one request head from bytes fed in as they arrive. Not thread-safe (one per
     request)."""
 
-    __slots__ = ("_buf", "_parser", "_got", "_leading", "_started")
+    __slots__ = ("_buf", "_raw", "_parser", "_end", "_leading", "_started")
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._got = _Collector()
-        self._parser = httptools.HttpRequestParser(self._got)
+        self._raw = b""
+        self._end = _End()
+        self._parser = httptools.HttpRequestParser(self._end)
         self._leading = 0
         self._started = False
 
@@ -123,11 +189,13 @@ class HeadReader:
             ):
                 # the whole head in one piece (the usual case): no copy into the buffer
                 self._started = True
-                head = data[start : end + 4]
+                head = data[start : end + 4] if start or end + 4 < len(data) else data
+                if head.count(b"\r\n") > MAX_HEADERS + 2:
+                    raise HttpError(431, "headers_too_large", f"over {MAX_HEADERS} header fields")
                 self._feed(head)
-                if not self._got.complete:
+                if not self._end.complete:
                     raise bad("malformed request head")
-                self._buf += head
+                self._raw = head
                 return end + 4
         self._started = True
         buf = self._buf
@@ -141,87 +209,82 @@ class HeadReader:
         end += 4
         self._check_size(end)
         self._feed(memoryview(buf)[seen:end])
-        if not self._got.complete:
+        if not self._end.complete:
             raise bad("malformed request head")
         used = start + end - seen
         del buf[end:]
+        self._raw = bytes(buf).lstrip(b"\r\n")  # "\r" and "\n" came in separate reads
         return used
 
     def _check_size(self, size: int) -> None:
-        line_end = self._buf.find(b"\r\n", 0, MAX_LINE + 2)
+        buf = self._buf
+        line_end = buf.find(b"\r\n", 0, MAX_LINE + 2)
         if line_end < 0 and size > MAX_LINE:
             raise HttpError(414, "uri_too_long", f"request line over {MAX_LINE} bytes")
         if size > MAX_HEAD_BYTES:
             raise HttpError(431, "headers_too_large", f"request head over {MAX_HEAD_BYTES} bytes")
+        if buf.count(b"\r\n", 0, size) > MAX_HEADERS + 3:  # (+1: a CRLF split before the head)
+            raise HttpError(431, "headers_too_large", f"over {MAX_HEADERS} header fields")
 
     def _feed(self, data) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # llhttp stops at the end of an upgrade's head; head() reads the flag
-        except HttpError:
-            raise
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, HttpError):
-                raise cause from None
-            raise bad(f"malformed request: {exc}") from None
         except httptools.HttpParserError as exc:
             raise bad(f"malformed request: {exc}") from None
 
-    def head(self) -> Head:
+    def head(self, environ: dict | None = None) -> Head:
         """The head, once :meth:`feed` said it is complete; raises :class:`HttpError` for the
-        rules llhttp leaves to the server."""
-        raw = bytes(self._buf)
-        line = _REQUEST_LINE.match(raw.lstrip(b"\r\n"))  # "\r" and "\n" in separate reads
+        rules llhttp leaves to the server. The fields are added to ``environ`` (WSGI keys; a
+        new dict if None), which becomes :attr:`Head.environ`."""
+        raw = self._raw
+        line = _REQUEST_LINE.match(raw)
         if line is None:
             raise bad("malformed request line")
-        major, minor = line.group(3), line.group(4)
+        method, target, major, minor = line.groups()
         if major != b"1" or minor not in (b"0", b"1"):
             raise HttpError(505, "http_version_not_supported", "HTTP/1.1 or HTTP/1.0 only")
-        version = "HTTP/1.1" if minor == b"1" else "HTTP/1.0"
-        headers: list[tuple[str, str]] = []
-        environ: dict[str, str] = {}
+        http11 = minor == b"1"
+        if environ is None:
+            environ = {}
         hosts = 0
         length = 0
         te = None
         connection = ""
         expect = ""
-        for name_b, value_b in self._got.headers:
-            name, value = name_b.decode("latin-1"), value_b.decode("latin-1")
-            if value[-1:] in (" ", "\t"):  # llhttp drops the OWS before a value, not after
-                value = value.rstrip(" \t")
-            upper = name.upper()
-            key = upper.replace("-", "_")
-            if key in _SPECIAL:
-                if "_" in name:
+        names = _NAMES
+        fields = _field_lines(raw)
+        if len(fields) > MAX_HEADERS:
+            raise HttpError(431, "headers_too_large", f"over {MAX_HEADERS} header fields")
+        for field in fields:
+            name_b, _, value_b = field.partition(b":")
+            name, key, kind = names.get(name_b) or _name(name_b)
+            value = value_b.strip(b" \t").decode("latin-1")
+            if kind:
+                if kind == _UNDERSCORE:  # X_A would alias X-A in the WSGI environ
                     raise bad(f"header name {name!r} has an underscore")
-                if key == "HOST":
+                if kind == _HOST:
                     hosts += 1
-                elif key == "CONTENT_LENGTH":
+                elif kind == _LENGTH:
                     if not value.isascii() or not value.isdigit() or len(value) > 20:
                         raise bad("Content-Length is not a number of at most 20 digits")
                     length = int(value)
-                elif key == "TRANSFER_ENCODING":
+                elif kind == _TE:
                     if te is not None:
                         raise HttpError(501, "not_implemented", "one Transfer-Encoding only")
                     te = value.lower()
-                elif key == "CONNECTION":
+                elif kind == _CONNECTION:
                     connection += "," + value.lower()
-                elif key == "EXPECT":
+                elif kind == _EXPECT:
                     expect = value.lower()
-            elif "_" in name:  # X_A would alias X-A in the WSGI environ
-                raise bad(f"header name {name!r} has an underscore")
-            headers.append((name, value))
-            if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
-                key = "HTTP_" + key
-                if key in environ:
-                    environ[key] += "," + value
-                    continue
-            elif key in environ:
-                raise bad(f"repeated {name} header")
-            environ[key] = value
-        if version == "HTTP/1.1" and hosts != 1:
+                if (kind == _LENGTH or kind == _TYPE) and key in environ:
+                    raise bad(f"repeated {name} header")
+            if key in environ:
+                environ[key] += "," + value
+            else:
+                environ[key] = value
+        if http11 and hosts != 1:
             raise bad("HTTP/1.1 needs exactly one Host header")
         if hosts > 1:
             raise bad("more than one Host header")
@@ -231,30 +294,26 @@ class HeadReader:
                 raise HttpError(
                     501, "not_implemented", "only Transfer-Encoding: chunked is supported"
                 )
-            if version != "HTTP/1.1":
+            if not http11:
                 raise bad("Transfer-Encoding in an HTTP/1.0 request")
             chunked = True
             environ.pop("HTTP_TRANSFER_ENCODING", None)  # the server decodes it
         if connection:
             tokens = {t.strip() for t in connection.split(",")}
-            keep = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+            keep = "close" not in tokens if http11 else "keep-alive" in tokens
         else:
-            keep = version == "HTTP/1.1"
-        upgrade = bool(self._parser.should_upgrade())
+            keep = http11
         return Head(
-            method=line.group(1).decode("latin-1"),
-            target=line.group(2).decode("latin-1"),
-            version=version,
-            headers=headers,
-            environ=environ,
-            raw=raw,
-            length=length,
-            chunked=chunked,
-            keep_alive=keep,
-            upgrade=upgrade,
-            expect_continue=expect == "100-continue"
-            and version == "HTTP/1.1"
-            and (chunked or length > 0),
+            method.decode("latin-1"),
+            target.decode("latin-1"),
+            "HTTP/1.1" if http11 else "HTTP/1.0",
+            environ,
+            raw,
+            length,
+            chunked,
+            keep,
+            self._parser.should_upgrade(),
+            expect == "100-continue" and http11 and (chunked or length > 0),
         )
 
 

@@ -261,6 +261,9 @@ class _Connection:
         self.broken = False  # the byte stream is out of step: close after this answer
         self.buf = b""  # bytes received after the current request (a pipelined one)
         self._rfile = None
+        self._base = server._base_environ(addr)  # what every request's environ starts from
+        self._base["gunicorn.socket"] = sock  # simple-websocket takes the socket from here
+        self._base["kvraft.connection"] = self  # an upgraded peer stream takes the connection
 
     @property
     def rfile(self):
@@ -288,6 +291,7 @@ class _Connection:
             log.debug("connection from %s ended: %s", self.addr, exc)  # the client went away
         finally:
             self.server._forget(self)
+            self._base = {}  # it refers to this connection: no cycle left behind
             try:
                 if self._rfile is not None:
                     self._rfile.close()
@@ -307,20 +311,34 @@ class _Connection:
     def read_head(self, idle_timeout: float) -> tuple[Head, bytes]:
         """The next request's head and the bytes received after it. Raises _Closed when the
         connection ends (or stays idle ``idle_timeout``) before a request, HttpError for a bad
-        or late one."""
-        server = self.server
+        or late one. The head's environ is this connection's base environ plus its fields."""
+        server, sock = self.server, self.sock
         reader = HeadReader()
         data, self.buf = self.buf, b""
         deadline = time.monotonic() + idle_timeout
+        if not data:  # the usual case: one recv brings the whole head
+            if server.stopping.is_set():
+                raise _Closed()
+            if sock.gettimeout() != idle_timeout:  # a syscall: only when it changes
+                sock.settimeout(idle_timeout)
+            try:
+                data = sock.recv(RECV)
+            except TimeoutError:
+                raise _Closed() from None
+            except OSError as exc:
+                raise _Closed() from exc
+            if not data:
+                raise _Closed()
         started = False
         while True:
             if data:
                 used = reader.feed(data)
                 if reader.started and not started:
                     started, self.busy = True, True
-                    deadline = time.monotonic() + server.head_timeout
+                    if used is None:
+                        deadline = time.monotonic() + server.head_timeout
                 if used is not None:
-                    return reader.head(), data[used:]
+                    return reader.head(self._base.copy()), data[used:]
             elif server.stopping.is_set() and not started:
                 raise _Closed()
             left = deadline - time.monotonic()
@@ -332,9 +350,9 @@ class _Connection:
                         f"request head not received within {server.head_timeout:g} s",
                     )
                 raise _Closed()
-            self.sock.settimeout(left)
+            sock.settimeout(left)
             try:
-                data = self.sock.recv(RECV)
+                data = sock.recv(RECV)
             except TimeoutError:
                 data = b""
                 if time.monotonic() < deadline:
@@ -369,9 +387,7 @@ class _Connection:
             self.busy = False
 
     def _environ(self, head: Head, rest: bytes) -> tuple[dict, _Body]:
-        server = self.server
-        environ = server._base_environ(self.addr)
-        environ.update(head.environ)
+        environ = head.environ
         target = head.target
         if target.startswith(("http://", "https://")):  # absolute form
             target = "/" + target.split("://", 1)[1].partition("/")[2]
@@ -379,17 +395,15 @@ class _Connection:
         path = path.partition("#")[0]
         if not path.startswith("/") and not (head.method == "OPTIONS" and path == "*"):
             raise HttpError(400, "bad_request", "request target must start with /")
-        environ.update(
-            REQUEST_METHOD=head.method,
-            SERVER_PROTOCOL=head.version,
-            RAW_URI=target,
-            PATH_INFO=unquote_to_bytes(path).decode("latin-1"),
-            QUERY_STRING=query,
-        )
+        environ["REQUEST_METHOD"] = head.method
+        environ["SERVER_PROTOCOL"] = head.version
+        environ["RAW_URI"] = target
+        if "%" in path or not path.isascii():  # (unquote_to_bytes encodes text as UTF-8 first)
+            path = unquote_to_bytes(path).decode("latin-1")
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = query
         body = _Body(self, head, rest)
         environ["wsgi.input"] = body
-        environ["gunicorn.socket"] = self.sock  # simple-websocket takes the socket from here
-        environ["kvraft.connection"] = self  # an upgraded peer stream takes the connection over
         return environ, body
 
     def _respond(self, environ: dict, body: _Body, request: Head) -> bool:
@@ -435,7 +449,7 @@ class _Connection:
                 closing = True  # an unread body we cannot skip: the stream is out of step
             if server.stopping.is_set() or self.broken:
                 closing = True
-            lines.append(f"Date: {server.date()}\r\nServer: {server.server_name}\r\n")
+            lines.append(server.date_server())
             if closing:
                 lines.append("Connection: close\r\n\r\n")
             elif environ["SERVER_PROTOCOL"] == "HTTP/1.0":
@@ -616,6 +630,7 @@ class HttpServer:
         self._refusals: queue.Queue[tuple[_Connection, HttpError]] = queue.Queue(REFUSAL_QUEUE)
         self._refusers: list[threading.Thread] = []
         self._date = (0, "")
+        self._date_server = (0, "")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -651,6 +666,13 @@ class HttpServer:
         if self._date[0] != now:
             self._date = (now, formatdate(now, usegmt=True))
         return self._date[1]
+
+    def date_server(self) -> str:
+        """The ``Date`` and ``Server`` header lines of an answer (made once a second)."""
+        now = int(time.time())
+        if self._date_server[0] != now:
+            self._date_server = (now, f"Date: {self.date()}\r\nServer: {self.server_name}\r\n")
+        return self._date_server[1]
 
     def serve_forever(self, poll: float = 0.5) -> None:
         """Accept connections until :meth:`shutdown`; each gets a daemon thread."""

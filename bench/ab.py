@@ -6,7 +6,9 @@
 Each round starts a 3-node cluster (`kvraft up`) from A, runs every op for ``--seconds`` with
 ``--concurrency`` connections spread over the nodes (bench/loadgen.py, 100-byte values), stops
 it, then does the same from B; A and B alternate so drift of the machine falls on both. Prints
-per-op medians of throughput and p99 for A and B and their ratio B/A. The clusters run with the
+per-op medians of throughput and p99 for A and B, their ratio B/A and the spread of the
+per-round ratios, and the CPU time the nodes spent per request (user + system, from /proc: on a
+machine shared with other work it moves less than throughput does). The clusters run with the
 ``python`` of this interpreter and the code of each checkout (``python -m kvraft`` from its
 directory imports that checkout's packages first).
 """
@@ -22,13 +24,46 @@ from pathlib import Path
 from bench.kvraft_cluster import KvraftCluster
 from bench.loadgen import run_sync
 
+_TICK = os.sysconf("SC_CLK_TCK")
 
-def one(repo: Path, ops: list[str], seconds: float, concurrency: int, env: dict) -> dict:
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def one(
+    repo: Path, ops: list[str], seconds: float, concurrency: int, env: dict, base: int = 18301
+) -> dict:
+    """op -> (req/s, p99 ms, errors, node CPU us per request) for one cluster of ``repo``."""
     out = {}
-    with KvraftCluster(repo=repo, env=dict(os.environ, **env)) as kv:
+    ports = {"http_base": base, "raft_base": base + 100, "ftp_port": base + 200}
+    with KvraftCluster(repo=repo, env=dict(os.environ, **env), **ports) as kv:
+        nodes = _children(kv.proc.pid) if kv.proc is not None else []
         for op in ops:  # put first: get reads the keys it wrote
-            res = run_sync(kv.urls, "kvraft", op, concurrency, seconds=seconds, warmup=1.0)
-            out[op] = (res.throughput, res.p99_ms, res.errors)
+            warm = run_sync(kv.urls, "kvraft", op, concurrency, seconds=1.0, warmup=0.0)
+            del warm  # (the same warm-up as before, outside the CPU count)
+            cpu = _cpu(nodes)
+            res = run_sync(kv.urls, "kvraft", op, concurrency, seconds=seconds, warmup=0.0)
+            used = _cpu(nodes) - cpu
+            per = used / max(1, res.throughput * seconds) * 1e6
+            out[op] = (res.throughput, res.p99_ms, res.errors, per)
     return out
 
 
@@ -41,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--ops", default="put,get")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for both clusters")
+    ap.add_argument(
+        "--port-base",
+        type=int,
+        default=18301,
+        help="first HTTP port (Raft ports from +100, FTP at +200): another run can pick others",
+    )
     args = ap.parse_args(argv)
     ops = args.ops.split(",")
     env = dict(e.split("=", 1) for e in args.env)
@@ -49,24 +90,36 @@ def main(argv: list[str] | None = None) -> int:
         for side, repo in (
             (("A", args.a), ("B", args.b)) if rnd % 2 == 0 else (("B", args.b), ("A", args.a))
         ):
-            r = one(repo.resolve(), ops, args.seconds, args.concurrency, env)
+            r = one(repo.resolve(), ops, args.seconds, args.concurrency, env, args.port_base)
             runs[side].append(r)
             print(
                 f"round {rnd + 1} {side}: "
                 + ", ".join(
-                    f"{op} {t:,.0f} req/s p99 {p:.1f} ms errors {e}" for op, (t, p, e) in r.items()
+                    f"{op} {t:,.0f} req/s p99 {p:.1f} ms errors {e} node CPU {c:.0f} us/req"
+                    for op, (t, p, e, c) in r.items()
                 ),
                 file=sys.stderr,
                 flush=True,
             )
-    print(f"| op (c={args.concurrency}) | A req/s | B req/s | B/A | A p99 ms | B p99 ms |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"| op (c={args.concurrency}) | A req/s | B req/s | B/A | B/A per round, min-max "
+        "| A p99 ms | B p99 ms | node CPU us/req A / B | A/B CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for op in ops:
-        ta = statistics.median(r[op][0] for r in runs["A"])
-        tb = statistics.median(r[op][0] for r in runs["B"])
-        pa = statistics.median(r[op][1] for r in runs["A"])
-        pb = statistics.median(r[op][1] for r in runs["B"])
-        print(f"| {op} | {ta:,.0f} | {tb:,.0f} | {tb / ta:.3f} | {pa:.1f} | {pb:.1f} |")
+        med = {
+            (side, i): statistics.median(r[op][i] for r in runs[side])
+            for side in "AB"
+            for i in range(4)
+        }
+        ta, tb = med["A", 0], med["B", 0]
+        # a round's ratio: B against the A run next to it (the same round)
+        pairs = [b[op][0] / a[op][0] for a, b in zip(runs["A"], runs["B"], strict=True)]
+        print(
+            f"| {op} | {ta:,.0f} | {tb:,.0f} | {tb / ta:.3f} | {min(pairs):.2f}-{max(pairs):.2f} "
+            f"| {med['A', 1]:.1f} | {med['B', 1]:.1f} | {med['A', 3]:.0f} / {med['B', 3]:.0f} "
+            f"| {med['A', 3] / med['B', 3]:.3f} |"
+        )
     return 0
 
 

@@ -12,7 +12,6 @@ This module does no HTTP itself (the peer transport is injected) and never impor
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -20,12 +19,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlencode
 
 from ..hlc import Version
 from ..model import Record
-from ..transport import PeerClient, PeerError, PeerResponse
-from ..wire import decode_records
+from ..peer import Peers
 from .hub import QUEUE_SIZE, ChangeHub, Subscription
 from .subscriptions import POLL_LIMIT
 
@@ -49,56 +46,25 @@ class PeerFeed(Protocol):
 
 
 class HttpPeerFeed:
-    """:class:`PeerFeed` over the peer HTTP transport (``/peer/changes/*``, secret attached).
+    """:class:`PeerFeed` over the node's peer client (the change-feed messages of
+    :mod:`kvraft.peer.messages`). Liveness marks of the node are left alone: a long-poll is not
+    a health probe (the client does not mark these messages)."""
 
-    ``address(node_id)`` gives a member's HTTP address (None if unknown). Liveness marks of the
-    node are left alone: a long-poll is not a health probe.
-    """
-
-    def __init__(
-        self, client: PeerClient, address: Callable[[str], str | None], timeout: float
-    ) -> None:
-        self._client = client
-        self._address = address
+    def __init__(self, peers: Peers, timeout: float) -> None:
+        self._peers = peers
         self._timeout = timeout
 
-    def _call(
-        self, node_id: str, method: str, path: str, params: dict, timeout: float | None = None
-    ) -> PeerResponse:
-        addr = self._address(node_id)
-        if addr is None:
-            raise PeerError(f"{node_id} is not a member")
-        return self._client.request(
-            addr,
-            method,
-            f"{path}?{urlencode(params)}",
-            timeout=self._timeout if timeout is None else timeout,
-        )
-
     def open(self, node_id: str, prefix: str) -> str:
-        resp = self._call(node_id, "POST", "/peer/changes/open", {"prefix": prefix})
-        if resp.status != 200:
-            raise PeerError(f"{node_id}: HTTP {resp.status} opening a change feed")
-        return str(json.loads(resp.body)["sid"])
+        return self._peers.watch_open(node_id, prefix, timeout=self._timeout)
 
     def poll(
         self, node_id: str, sid: str, after: int, wait: float
     ) -> tuple[int, list[Record]] | None:
-        resp = self._call(
-            node_id,
-            "GET",
-            "/peer/changes/poll",
-            {"sid": sid, "after": after, "wait": wait},
-            timeout=wait + self._timeout,
-        )
-        if resp.status == 410:
-            return None
-        if resp.status != 200:
-            raise PeerError(f"{node_id}: HTTP {resp.status} polling a change feed")
-        return int(resp.headers.get("x-kvraft-seq", "")), list(decode_records(resp.body))
+        batch = self._peers.watch_poll(node_id, sid, after, wait, timeout=wait + self._timeout)
+        return None if batch.gone else (batch.seq, list(batch.records))
 
     def close(self, node_id: str, sid: str) -> None:
-        self._call(node_id, "POST", "/peer/changes/close", {"sid": sid})
+        self._peers.watch_close(node_id, sid, timeout=self._timeout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ A node only applies the records of the partitions it holds, so another node's
 closes it. Batches are acknowledged (a lost answer is sent again) and a subscription nobody
 polls expires.
 
-This module must not do HTTP or import Flask: the peer transport hands it the calls.
+:func:`serve` registers the change-feed peer messages (open, poll, close) on the node's peer
+server. This module must not do HTTP or import Flask: the peer server hands it the messages.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model import Record
+from ..peer import PeerServer, WatchBatch, WatchClose, WatchOpen, WatchOpened, WatchPoll
+from ..peer.messages import Done
 from .hub import ChangeHub, Subscription
 
 POLL_LIMIT = 1000  # records per long-poll answer
@@ -131,3 +134,23 @@ class PeerSubscriptions:
             subs = [self._subs.pop(sid).sub for sid in stale]
         for sub in subs:
             sub.close()
+
+
+def serve(server: PeerServer, subs: PeerSubscriptions, max_wait: float) -> None:
+    """Answer the change-feed messages from ``subs`` on ``server`` (a poll waits at most
+    ``max_wait`` seconds)."""
+    server.register(WatchOpen, lambda msg: WatchOpened(subs.open(msg.prefix)))
+
+    def poll(msg: WatchPoll) -> WatchBatch:
+        answer = subs.poll(msg.sid, msg.after, min(max_wait, max(0.0, msg.wait)))
+        if answer is None:
+            return WatchBatch(gone=True)
+        return WatchBatch(answer[0], tuple(answer[1]))
+
+    server.register(WatchPoll, poll)
+
+    def close(msg: WatchClose) -> Done:
+        subs.close(msg.sid)
+        return Done()
+
+    server.register(WatchClose, close)
