@@ -3,12 +3,14 @@
 - :mod:`.format`: the report and export file formats (pure encoders, validating decoders);
 - :mod:`.read`: reading the cluster's live keys through the node's public read API;
 - :mod:`.ftp`: the :class:`Uploader` seam, its ftplib client and the remote file names;
-- :mod:`.job`: :class:`Reports`, the report, export and import jobs.
+- :mod:`.job`: :class:`Reports`, the report, export and import jobs;
+- :mod:`.fake`: :class:`MemoryUploader`, the in-memory Uploader for tests.
 
 ``api/`` and the command import from here. The FTP server is the command's
 (``kvraft_cmd.ftpserver``). Nothing here imports Flask or pyftpdlib.
 """
 
+from .fake import MemoryUploader
 from .format import (
     BadExport,
     ChainReader,
@@ -43,6 +45,7 @@ __all__ = [
     "FtpClient",
     "FtpError",
     "FtpUnavailable",
+    "MemoryUploader",
     "ReportSource",
     "Reports",
     "Source",

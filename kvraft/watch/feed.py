@@ -34,15 +34,26 @@ REMEMBER_KEYS = 20_000  # keys whose last version the feed remembers (LRU): copi
 
 
 class PeerFeed(Protocol):
-    """How a ClusterFeed reaches the peers. Each call raises ConnectionError if unreachable."""
+    """How a ClusterFeed reaches the peers' :class:`~kvraft.watch.subscriptions.PeerSubscriptions`.
 
-    def open(self, node_id: str, prefix: str) -> str: ...
+    Every call blocks (``poll`` up to ``wait`` seconds plus the transport's timeout), may be
+    made from several threads at once, and raises ConnectionError (PeerError) or ValueError
+    when the peer cannot be reached or answers nonsense."""
+
+    def open(self, node_id: str, prefix: str) -> str:
+        """Open a subscription to changes under ``prefix`` on ``node_id``; its id."""
+        ...
 
     def poll(
         self, node_id: str, sid: str, after: int, wait: float
-    ) -> tuple[int, list[Record]] | None: ...
+    ) -> tuple[int, list[Record]] | None:
+        """``(seq, records)``: the batch after batch ``after`` of ``sid``; None when the peer
+        no longer knows ``sid`` (restart, expiry, overflow: changes may have been missed)."""
+        ...
 
-    def close(self, node_id: str, sid: str) -> None: ...
+    def close(self, node_id: str, sid: str) -> None:
+        """Drop subscription ``sid`` on ``node_id`` (it expires on its own otherwise)."""
+        ...
 
 
 class HttpPeerFeed:

@@ -3,7 +3,6 @@ Reports against an in-memory node and FTP server."""
 
 from __future__ import annotations
 
-import ftplib
 import io
 import json
 import random
@@ -40,6 +39,7 @@ from kvraft.reports import (
     write_export_body,
     write_report,
 )
+from kvraft.reports.fake import MemoryUploader
 from kvraft.storage import Record
 
 keys_st = st.text(
@@ -311,36 +311,6 @@ class FakeNode:
         return {k: r.value for k, r in self.storage.records.items() if not r.tomb}
 
 
-class FakeFtp:
-    """upload/download like FtpClient, into a dict; ``fail`` makes every call raise it."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.fail: Exception | None = None
-        self.largest_read = 0
-
-    def upload(self, name: str, src) -> int:
-        if self.fail:
-            raise self.fail
-        chunks = []
-        while block := src.read(64 * 1024):
-            self.largest_read = max(self.largest_read, len(block))
-            chunks.append(block)
-        self.files[name] = b"".join(chunks)
-        return len(self.files[name])
-
-    def download(self, name: str, dst) -> int:
-        if self.fail:
-            raise self.fail
-        if name not in self.files:
-            try:
-                raise ftplib.error_perm("550 No such file or directory.")
-            except ftplib.error_perm as err:
-                raise FtpError(f"FTP transfer failed: RETR {name}: {err}") from err
-        dst.write(self.files[name])
-        return len(self.files[name])
-
-
 @pytest.fixture
 def node(tmp_path):
     n = FakeNode(str(tmp_path / "n1"))
@@ -357,7 +327,7 @@ def node(tmp_path):
 
 @pytest.fixture
 def ftp():
-    return FakeFtp()
+    return MemoryUploader()
 
 
 def test_report_goes_through_ftp_and_holds_every_live_key(node, ftp):
