@@ -143,6 +143,7 @@ class FtpClient:
         return received
 
     def delete(self, remote_name: str) -> None:
+        """DELE ``remote_name``; FtpError if it does not exist or cannot be removed."""
         _check_remote_name(remote_name)
         self._session(f"DELE {remote_name}", lambda ftp: ftp.delete(remote_name))
 

@@ -61,3 +61,23 @@ def test_passive_port_range_parses_and_refuses_nonsense():
     for bad in ("", "x-y", "30009-30000", "1-10", "30000-99999", "2000-13000"):
         with pytest.raises(ValueError, match="passive ports"):
             parse_port_range(bad)
+
+
+def test_pyftpdlib_is_imported_only_by_the_commands_ftp_server():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    importers = []
+    for path in sorted(
+        p for d in ("kvraft", "kvraft_cmd", "api") for p in (root / d).rglob("*.py")
+    ):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] == "pyftpdlib" for n in names):
+                importers.append(str(path.relative_to(root)))
+    assert sorted(set(importers)) == ["kvraft_cmd/ftpserver.py"]
