@@ -498,3 +498,26 @@ def test_a_key_no_replica_answers_for_fails_the_report_and_nothing_is_uploaded(n
         Reports(StrictNode(node, [], fail_on="k/00042"), ftp=ftp).report()
     assert ftp.files == {}
     assert list((Path(node.config.data_dir) / "spool").iterdir()) == []
+
+
+def test_node_offers_every_public_method_reports_read_and_write_through():
+    """ReportSource (and Source) name only public members of Node, with Node's parameters."""
+    import inspect
+
+    from kvraft.node import Node
+    from kvraft.reports import ReportSource, Source
+
+    methods = {
+        name: inspect.signature(fn)
+        for proto in (Source, ReportSource)
+        for name, fn in vars(proto).items()
+        if inspect.isfunction(fn) and not name.startswith("_")
+    }
+    assert set(methods) == {"list_keys", "get", "cluster", "put"}
+    for name, wanted in methods.items():
+        got = inspect.signature(getattr(Node, name))
+        assert list(got.parameters) == list(wanted.parameters), name
+        defaults = [p.default for p in got.parameters.values()]
+        assert defaults == [p.default for p in wanted.parameters.values()], name
+    init = inspect.getsource(Node.__init__)
+    assert "self.id = " in init and "self.config = " in init
