@@ -123,6 +123,7 @@ def test_a_write_that_fails_locally_still_reads_its_replica_answer(tmp_path):
         assert peer_store.get("first").value == b"1"  # applied there: not acknowledged, synced
     finally:
         node.peers.close()
+        node.pool.shutdown()
         peer.go.set()
         peer.stop()
         node.store.close()
@@ -145,6 +146,7 @@ def pair(tmp_path):
     node.store.full = False
     yield node, peer_store
     node.peers.close()
+    node.pool.shutdown()
     peer.stop()
     node.store.close()
     peer_store.close()
@@ -207,4 +209,5 @@ def test_a_newer_version_a_stand_in_holds_makes_the_write_go_above_it(tmp_path, 
         assert len(sent) == 2 and sent[0] < v1 < sent[1] == result.version
         assert result.hinted == ("n3",) and result.acks == 2
     finally:
+        node.pool.shutdown()
         node.store.close()
