@@ -10,17 +10,23 @@ skew it.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
+from .clock import Clock, SystemClock, physical_ms
 from .model import LOGICAL_BITS, LOGICAL_MASK, Version
 
-__all__ = ["HLC", "LOGICAL_BITS", "LOGICAL_MASK", "Version", "wall_clock_ms"]
+__all__ = ["HLC", "LOGICAL_BITS", "LOGICAL_MASK", "Version", "clock_ms", "wall_clock_ms"]
 
 
 def wall_clock_ms(offset_ms: int = 0) -> Callable[[], int]:
-    """A physical clock in ms, optionally skewed by ``offset_ms`` (chaos clock-skew injection)."""
-    return lambda: int(time.time() * 1000) + offset_ms
+    """A physical clock in ms, optionally skewed by ``offset_ms`` (chaos clock-skew injection):
+    the system clock's milliseconds (:class:`kvraft.clock.SystemClock`)."""
+    return clock_ms(SystemClock(offset_ms))
+
+
+def clock_ms(clock: Clock) -> Callable[[], int]:
+    """The physical part of an HLC read from ``clock`` (wall milliseconds)."""
+    return lambda: physical_ms(clock)
 
 
 class HLC:
@@ -31,6 +37,8 @@ class HLC:
     ``max_ahead_ms``, a timestamp further than that ahead of this node's physical clock is not
     folded in (``observe`` returns False): one bad clock must not drag every node's versions into
     the future. The same bound applies to ``last`` (the newest timestamp in the local store).
+    The physical part comes from ``physical_ms`` (a function) or from ``clock`` (a
+    :class:`kvraft.clock.Clock`; the system clock when neither is given).
     """
 
     def __init__(
@@ -38,8 +46,12 @@ class HLC:
         physical_ms: Callable[[], int] | None = None,
         last: int = 0,
         max_ahead_ms: int | None = None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
-        self._physical = physical_ms or wall_clock_ms()
+        if physical_ms is not None and clock is not None:
+            raise ValueError("give the HLC a physical_ms function or a clock, not both")
+        self._physical = physical_ms or clock_ms(clock or SystemClock())
         self._max_ahead = max_ahead_ms
         self._lock = threading.Lock()
         self._last = last if self._within(last) else 0

@@ -1,15 +1,13 @@
-"""A kvraft node: the coordinator of reads and writes, and its background duties.
+"""A kvraft node: the wiring of its parts (the coordinator of reads and writes among them) and
+its background duties.
 
 The node ties the seams together: local :class:`~kvraft.storage.Storage`, the Raft metadata
 (:class:`~kvraft.meta.Meta`), the peer transport and the HLC. Decisions (placement, acks needed,
 stand-in order, newest version) come from pure modules; this one does the IO.
 
-Write path: stamp an HLC version, send the record to the remote replicas first and commit the
-local copy while they work (one thread, pooled connections), store a hint on a stand-in node for
-each replica that failed, and succeed when the acks meet ``w`` (hints count for ``one`` and
-``quorum``, never for ``all``).
-Read path: ``r=one`` reads the first reachable replica (this node's store if it is one);
-``quorum``/``all`` ask that many replicas, return the newest and repair the stale ones.
+Reads and writes of user keys are the :class:`~kvraft.coordinator.Coordinator`'s: the node builds
+it over its store, peers, metadata view and HLC, and its public put/get/delete/list_keys/create
+delegate to it.
 
 Background threads: registration in Raft, liveness pings, hint delivery, stats reports, sync rounds
 (:mod:`kvraft.sync`) and, on the Raft leader, :mod:`kvraft.leader`'s duties. Operator views are in
@@ -23,22 +21,22 @@ import os
 import threading
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 
 from . import peer as m
 from . import reports, sync, views
+from .clock import SystemClock
 from .config import Config
-from .core import placement, quorum
+from .coordinator import ClockStanding, Coordinator, WriteResult
+from .core import placement
 from .core.balance import Activity
 from .core.clockguard import ClockGuard, Verdict
 from .core.clockguard import sample as clock_sample
-from .errors import BadRequest, ClockOffset, NotFound, Unavailable
-from .hlc import HLC, Version, wall_clock_ms
-from .keys import check_key, new_key
+from .errors import Unavailable
+from .hlc import HLC
 from .leader import Leader
 from .meta import Meta, MetaUnavailable
-from .peer import PeerClient, PeerError, PeerServer, Sent
+from .peer import PeerClient, PeerError, PeerServer
 from .storage import ApplyResult, Record, Storage
 from .sync import Syncer
 from .watch import ChangeHub
@@ -52,25 +50,6 @@ LEADER_INTERVAL = 0.5
 SYNC_TICK = 0.25
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    key: str
-    version: Version
-    replicas: tuple[str, ...]
-    acks: int
-    created: bool
-    hinted: tuple[str, ...] = ()
-
-    def to_json(self) -> dict:
-        return {
-            "key": self.key,
-            "version": self.version.encode(),
-            "replicas": list(self.replicas),
-            "acks": self.acks,
-            "hinted": list(self.hinted),
-        }
-
-
 class Node:
     """One kvraft node. Create it in the serving process (pysyncobj's tick thread lives here)."""
 
@@ -81,8 +60,9 @@ class Node:
         os.makedirs(config.data_dir, exist_ok=True)
         self.storage = Storage(os.path.join(config.data_dir, "store.db"), fsync=config.fsync)
         max_offset_ms = int(config.max_clock_offset * 1000)
+        self.clock = SystemClock(config.clock_offset_ms)  # wall time skewed as configured
         self.hlc = HLC(
-            wall_clock_ms(config.clock_offset_ms),
+            clock=self.clock,
             last=self.storage.max_ts,
             max_ahead_ms=max_offset_ms,
         )
@@ -115,6 +95,18 @@ class Node:
         self.activity = Activity()  # data requests this node is serving now (told in pings)
         self._joined = False  # with --join: the cluster has added us to its Raft members
         self._born = time.monotonic()  # liveness reference for nodes never heard from
+        self.coordinator = Coordinator(
+            self.id,
+            config,
+            self.storage,
+            self.peers,
+            self,
+            self.hlc,
+            self.pool,
+            self.count,
+            self.changes.publish,
+            lambda: ClockStanding(self._clock_last, self._clock_checked),
+        )
         self.syncer = Syncer(self)
         self.leader = Leader(self)
         self.serve_peers(self.peer_server)
@@ -237,29 +229,20 @@ class Node:
             self._clock_checked = checked = 2 * self._clock.measured() >= peers
         return checked
 
-    def _check_clock(self) -> None:
-        """Refuse to coordinate a write while this node's clock is out of bounds (the verdict
-        the ping duty last reached, so a write costs no recomputation)."""
-        verdict = self._clock_last
-        if not verdict.ok:
-            self.count("writes_clock_refused")
-            raise ClockOffset(
-                verdict.describe() + ": this node refuses to coordinate writes "
-                "until its clock is back within bounds; write through another node"
-            )
-        if not self._clock_checked:
-            self.count("writes_clock_refused")
-            raise Unavailable(
-                "this node has not measured its clock offset to its peers yet "
-                "(at least half of them must answer a ping); retry shortly"
-            )
-
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
         _epoch, pmap = self.meta.partitions()
         if not pmap or not self.meta.caught_up():
             raise Unavailable("this node has no current partition map yet; retry shortly")
         part = placement.partition_of(key, len(pmap))
         return part, pmap[part]
+
+    def watermarks(self) -> dict[int, int]:
+        """Partition -> purge watermark, from the Raft metadata."""
+        return self.meta.watermarks()
+
+    def partition_map(self) -> list[tuple[str, ...]]:
+        """Replicas of every partition (empty before the first map)."""
+        return self.meta.partitions()[1]
 
     def readable(self, part: int) -> tuple[str, ...]:
         """Replicas of ``part`` that may serve reads: those not still being filled."""
@@ -279,15 +262,8 @@ class Node:
     def serve_peers(self, server: PeerServer) -> None:
         """Register this node's answers to peer messages on ``server`` (the store's reads and
         writes, hints, pings, membership; the sync round's tree messages)."""
-        server.register(m.Apply, lambda msg: m.Applied(tuple(self.apply_local(list(msg.records)))))
+        self.coordinator.serve(server)  # Apply, Scan, Hint
         server.register(m.ReadKeys, self._answer_read)
-        server.register(
-            m.Scan,
-            lambda msg: m.Records(tuple(self.storage.scan(msg.prefix, msg.after, msg.limit))),
-        )
-        server.register(
-            m.Hint, lambda msg: m.HintStored(self.hint_local(msg.target, list(msg.records)))
-        )
         server.register(m.Ping, self._answer_ping)
         server.register(m.MemberChange, self._answer_members)
         sync.serve(server, self.storage)
@@ -314,277 +290,36 @@ class Node:
         return m.JsonAnswer(self.leader.remove_member(msg.id))
 
     def _send_records(self, node_id: str, records: list[Record]) -> list[ApplyResult]:
-        if node_id == self.id:
-            return self.apply_local(records)
-        return list(self.peers.apply(node_id, records).results)
-
-    def _send_hint(self, holder: str, target: str, record: Record) -> Version | None:
-        """Store ``record`` as a hint for ``target`` on ``holder``; return the newest version of
-        the key the holder has (None from a holder that does not say)."""
-        if holder == self.id:
-            return self.storage.add_hint(target, record)
-        return self.peers.hint(holder, target, record)
-
-    def _fetch(self, node_id: str, key: str) -> Record | None:
-        if node_id == self.id:
-            return self.storage.get(key)
-        return self.peers.read(node_id, key)  # reads to one peer go together
+        return self.coordinator.send_records(node_id, records)
 
     # -- local (peer endpoint) operations ----------------------------------------------------------
 
     def apply_local(self, records: list[Record], observe: bool = True) -> list[ApplyResult]:
         """Apply records to this node's store (last writer wins); ``observe`` folds their
         versions into the HLC (records from elsewhere)."""
-        for r in records if observe else ():
-            self._observe(r.version)
-        results = self.storage.apply_many(records)
-        self.changes.publish(r for r, res in zip(records, results, strict=True) if res.applied)
-        return results
+        return self.coordinator.apply_local(records, observe)
 
-    def _observe(self, version: Version) -> None:
-        """Fold a version seen elsewhere into the HLC, unless it is too far ahead to trust."""
-        if not self.hlc.observe(version.ts):
-            self.count("clock_refused")
-            log.info(
-                "not folding in %s from %s: more than max_clock_offset ahead of this node's clock",
-                version.encode(),
-                version.node,
-            )
-
-    def hint_local(self, target: str, records: list[Record]) -> Version | None:
-        """Store hints for ``target``; return the newest version held of the last one's key."""
-        newest = None
-        for r in records:
-            newest = self.storage.add_hint(target, r)
-        self.count("hints_stored", len(records))
-        return newest
-
-    # -- writes --------------------------------------------------------------------------------
+    # -- reads and writes: the coordinator's (kvraft.coordinator) --------------------------------
 
     def put(self, key: str, value: bytes, w: str = "quorum") -> WriteResult:
-        check_key(key)
-        return self._write(key, value, False, w)
+        return self.coordinator.put(key, value, w)
 
     def create(self, value: bytes, w: str = "quorum") -> WriteResult:
-        return self._write(new_key(), value, False, w)
+        return self.coordinator.create(value, w)
 
     def delete(self, key: str, w: str = "quorum") -> WriteResult:
-        check_key(key)
-        placement.required_acks(w, self.rf)
-        part, _replicas = self.replicas_of(key)
-        answers = self._gather(list(self.readable(part)), key)  # newest any replica has
-        if not answers:
-            raise Unavailable(f"no replica of {key!r} answered")
-        current = quorum.newest(answers.values())
-        if current is None or current.tomb:
-            raise NotFound(f"key {key!r} not found")
-        self._check_clock()
-        if self.config.test_fault == "lww_ack":  # the negative control: today's plain rule
-            return self._write(key, b"", True, w)
-        self._observe(current.version)
-        return self._write(key, b"", True, w, floor=current.version)  # stamped above it
-
-    def _write(
-        self, key: str, value: bytes, tomb: bool, w: str, floor: Version | None = None
-    ) -> WriteResult:
-        """Stamp, send, tally; stamp again above what a replica kept (forward-only versions).
-
-        The decisions are :class:`kvraft.core.quorum.WriteTally`'s; this method does the IO. A
-        replica answer counts as an ack only when the replica now holds this write's version
-        (:mod:`kvraft.core.versionrule`). A replica that kept a newer version teaches the
-        coordinator that version: the write is stamped again above it and sent again, at most
-        ``versionrule.ATTEMPTS`` times. Raises Unavailable when the acks (with hints, for
-        ``one``/``quorum``) stay below ``w``: the write may or may not be visible later."""
-        need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
-        part, replicas = self.replicas_of(key)
-        self._check_clock()
-        tally = quorum.WriteTally(
-            key,
-            w,
-            need,
-            len(replicas),
-            floor=floor,
-            lww_ack=self.config.test_fault == "lww_ack",
-            all_acked=self.config.test_fault == "drop_replication",
-        )
-        while True:
-            record = Record(key, part, tally.stamp(self.hlc.now(), self.id), tomb, value)
-            if self.config.test_fault == "ack_without_write":  # negative control for the checker
-                return WriteResult(key, record.version, replicas, need, True)
-            results, failed = self._send_write(record, replicas)
-            for res in results:
-                tally.add(None, res)
-            for r in failed:
-                tally.fail(r)
-            out = tally.response()
-            if isinstance(out, quorum.NeedWatermark):
-                out = tally.watermark(self.meta.watermarks().get(part, 0))
-            if isinstance(out, quorum.PlaceHints):
-                out = tally.hinted(*self._hint(part, replicas, list(out.failed), record))
-            if not isinstance(out, quorum.Restamp):
-                break
-            if out.observe:
-                self._observe(out.above)
-        if tally.restamps:
-            self.count("writes_restamped", tally.restamps)
-        if isinstance(out, quorum.Unavailable):
-            if out.learned is not None:
-                self._observe(out.learned)
-            if out.acks is not None:
-                self.count("writes")
-                self.count("replica_acks", out.acks)
-            self.count("writes_unavailable")
-            raise Unavailable(out.reason)
-        assert isinstance(out, quorum.Ok)
-        self.count("writes")
-        self.count("replica_acks", out.acks)
-        return WriteResult(key, out.version, replicas, out.effective, out.created, out.hinted)
-
-    def _send_write(
-        self, record: Record, replicas: tuple[str, ...]
-    ) -> tuple[list[ApplyResult], list[str]]:
-        """Send ``record`` to its replicas: the remote ones first (batched with other writes to
-        the same peer), the local copy committed while they work. Returns the answers and the
-        replicas that failed (down, or the request failed: maybe applied)."""
-        tickets: dict[str, Sent] = {}
-        local = None
-        failed: list[str] = []
-        for r in replicas:
-            if r == self.id:
-                local = r
-            elif self.config.test_fault == "drop_replication":
-                continue  # the replica silently misses this write (acks counted as if sent)
-            elif not self.is_alive(r):
-                failed.append(r)
-            else:
-                tickets[r] = self.peers.send_apply(r, record)
-        results: list[ApplyResult] = []
-        error: BaseException | None = None  # raised once every ticket has been read
-        if local is not None:
-            try:  # stamped by this node's HLC: nothing to fold in
-                results.append(self.apply_local([record], observe=False)[0])
-            except BaseException as exc:  # noqa: BLE001 - e.g. a full disk; re-raised below
-                error = exc
-        for r, t in tickets.items():  # read every ticket, whatever happened: a batch whose
-            try:  # answer nobody reads would hold its peer's lane (every later write waits)
-                results.append(t.result())
-            except PeerError as exc:
-                log.info("replica %s failed for %r: %s", r, record.key, exc)
-                failed.append(r)
-            except Exception as exc:  # noqa: BLE001 - not the peer's fault: a bug; re-raised
-                error = error or exc
-        if error is not None:
-            raise error
-        return results, failed
-
-    def _hint(
-        self, part: int, replicas: tuple[str, ...], failed: list[str], record: Record
-    ) -> tuple[list[str], Version | None]:
-        """Store ``record`` as a hint for each failed replica on a live stand-in; return the
-        holders and the newest version of the key any of them holds."""
-        holders: list[str] = []
-        newest: Version | None = None
-        candidates = [
-            s for s in placement.stand_ins(part, replicas, list(self.members())) if self.is_alive(s)
-        ]
-        for target in failed:
-            while candidates:
-                holder = candidates.pop(0)
-                try:
-                    held = self._send_hint(holder, target, record)
-                except PeerError:
-                    continue
-                if held is not None and (newest is None or held > newest):
-                    newest = held
-                holders.append(holder)
-                self.count("hints_stored")
-                break
-        return holders, newest
-
-    # -- reads ---------------------------------------------------------------------------------
+        return self.coordinator.delete(key, w)
 
     def get(self, key: str, r: str = "one") -> Record:
-        check_key(key)
-        rec = self._read(key, r)
-        self.count("reads")
-        if rec is None or rec.tomb:
-            raise NotFound(f"key {key!r} not found")
-        return rec
-
-    def _read(self, key: str, level: str) -> Record | None:
-        part, _all = self.replicas_of(key)
-        replicas = self.readable(part)
-        # while a lost replica is being refilled, "all" means every filled replica
-        need = placement.required_acks(level, min(self.rf, len(replicas)))
-        order = quorum.read_order(replicas, self.id, {n: self.is_alive(n) for n in replicas})
-        if level == "one":
-            errors = []
-            for i, n in enumerate(order):
-                try:
-                    found = self._fetch(n, key)
-                except (PeerError, ValueError) as exc:
-                    errors.append(str(exc))
-                    continue
-                if found is None and i + 1 < len(order):
-                    # a miss may be a replica whose copy still waits as a hint elsewhere (it was
-                    # down for the write): ask the others before answering "not found"
-                    found = quorum.newest(self._gather(order[i + 1 :], key).values())
-                return found
-            raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
-        tally = quorum.ReadTally(key, level, need)
-        for n, answer in self._gather(order, key).items():
-            tally.add(n, answer)
-        out = tally.response()
-        if isinstance(out, quorum.Unavailable):
-            raise Unavailable(out.reason)
-        for n, rec in tally.repairs():
-            self.count("read_repairs")
-            self.pool.submit(self._repair, n, rec)
-        return out.record
-
-    def _gather(self, nodes: list[str], key: str) -> dict[str, Record | None]:
-        futures = {self.pool.submit(self._fetch, n, key): n for n in nodes}
-        answers: dict[str, Record | None] = {}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                try:
-                    answers[futures[fut]] = fut.result()
-                except (PeerError, ValueError):
-                    pass
-        return answers
-
-    def _repair(self, node_id: str, record: Record) -> None:
-        try:
-            self._send_records(node_id, [record])
-        except PeerError:
-            pass  # anti-entropy and hints cover it later
+        return self.coordinator.get(key, r)
 
     def list_keys(
         self, prefix: str = "", after: str | None = None, limit: int = 100
     ) -> tuple[list[str], str | None]:
-        """Sorted live keys under ``prefix`` after ``after``, merged over every reachable node."""
-        if not 1 <= limit <= 1000:
-            raise BadRequest("limit must be 1 to 1000")
-        nodes = [n for n in self.members() if self.is_alive(n)] or [self.id]
-        futures = {self.pool.submit(self._scan, n, prefix, after, limit): n for n in nodes}
-        answers: list[tuple[str, list[Record]]] = []
-        pmap = self.meta.partitions()[1]
-        for fut, node_id in futures.items():
-            try:
-                answers.append((node_id, fut.result()))
-            except (PeerError, ValueError):
-                continue
-        if not answers:
-            raise Unavailable("no node answered the listing")
-        page = quorum.merge_listing(answers, pmap, limit)
-        return page.keys, page.next
+        return self.coordinator.list_keys(prefix, after, limit)
 
-    def _scan(self, node_id: str, prefix: str, after: str | None, limit: int) -> list[Record]:
-        if node_id == self.id:
-            return self.storage.scan(prefix, after, limit)
-        return list(self.peers.scan(node_id, prefix, after, limit).records)
+    def _gather(self, nodes: list[str], key: str) -> dict[str, Record | None]:
+        return self.coordinator.gather(nodes, key)
 
     def explain(self, key: str) -> dict:
         return views.explain(self, key)

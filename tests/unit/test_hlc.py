@@ -44,3 +44,27 @@ def test_version_text_round_trips(ts, node):
 def test_version_order_is_timestamp_then_node_id():
     assert Version(2, "a") > Version(1, "z")
     assert Version(1, "b") > Version(1, "a")
+
+
+def test_the_hlc_takes_its_physical_time_from_an_injected_clock():
+    from kvraft.clock import FakeClock
+
+    clock = FakeClock(start=100.0)
+    hlc = HLC(clock=clock)
+    assert hlc.physical() == 100_000 and hlc.now() >> LOGICAL_BITS == 100_000
+    clock.step(2.5)
+    assert hlc.now() >> LOGICAL_BITS == 102_500
+    ahead = clock.skewed(300)  # another node's view of the same time, 300 ms ahead
+    assert HLC(clock=ahead).physical() == 102_800
+    clock.set(50.0)  # the wall clock stepped back: the HLC still moves forward
+    assert hlc.now() > (102_500 << LOGICAL_BITS)
+
+
+def test_the_system_clock_keeps_the_configured_offset():
+    from kvraft.clock import SystemClock
+    from kvraft.hlc import wall_clock_ms
+
+    plain, skewed = SystemClock(), SystemClock(offset_ms=60_000)
+    assert 59_000 < (skewed.time() - plain.time()) * 1000 < 61_000
+    assert 59_000 < wall_clock_ms(60_000)() - wall_clock_ms()() < 61_000
+    assert 59_000 < HLC(clock=skewed).physical() - HLC().physical() < 61_000

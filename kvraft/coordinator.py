@@ -1,0 +1,457 @@
+"""The coordinator: a node's reads and writes of user keys, over its injected parts.
+
+A :class:`Coordinator` turns ``put``/``create``/``delete``/``get``/``list_keys`` into messages to
+the replicas and feeds their answers to the pure tallies of :mod:`kvraft.core.quorum`; it also
+holds the two pieces of IO those decisions ask for: hint placement on stand-ins and read repair.
+Its parts come through the constructor: the node id and config, a
+:class:`~kvraft.storage.Store`, a :class:`~kvraft.peer.client.Peers`, a :class:`PlacementView`
+(partition map, liveness and members: the metadata it reads), the HLC, a counter sink, the
+change publisher, the clock verdict and an executor for parallel peer calls.
+
+Write path: stamp an HLC version, send the record to the remote replicas first and commit the
+local copy while they work, store a hint on a stand-in node for each replica that failed, and
+succeed when the acks meet ``w`` (hints count for ``one`` and ``quorum``, never for ``all``).
+Read path: ``r=one`` reads the first reachable replica (this node's store if it is one);
+``quorum``/``all`` ask that many replicas, return the newest and repair the stale ones.
+
+It must not: start threads of its own beyond the executor's tasks, read the wall clock, decide
+quorum rules itself (that is :mod:`kvraft.core.quorum`), import Flask or know HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import peer as m
+from .config import Config
+from .core import placement, quorum
+from .core.clockguard import Verdict
+from .errors import BadRequest, ClockOffset, NotFound, Unavailable
+from .hlc import HLC, Version
+from .keys import check_key, new_key
+from .peer import PeerError, Peers, PeerServer, Sent
+from .storage import ApplyResult, Record, Store
+
+__all__ = ["ClockStanding", "Coordinator", "PlacementView", "WriteResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    key: str
+    version: Version
+    replicas: tuple[str, ...]
+    acks: int
+    created: bool
+    hinted: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "version": self.version.encode(),
+            "replicas": list(self.replicas),
+            "acks": self.acks,
+            "hinted": list(self.hinted),
+        }
+
+
+class PlacementView(Protocol):
+    """The metadata the coordinator reads (the node over Raft; a static map in tests). Calls do
+    not block on the network and are safe from any thread."""
+
+    def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
+        """The key's partition and its replicas; Unavailable without a current map."""
+        ...
+
+    def readable(self, part: int) -> tuple[str, ...]:
+        """Replicas of ``part`` that may serve reads (not still being filled)."""
+        ...
+
+    def watermarks(self) -> Mapping[int, int]:
+        """Partition -> purge watermark (HLC ts below which tombstones may be gone)."""
+        ...
+
+    def partition_map(self) -> Sequence[Sequence[str]]:
+        """Replicas of every partition, by partition id (empty before the first map)."""
+        ...
+
+    def members(self) -> Mapping[str, str]:
+        """Node id -> address, for the current members."""
+        ...
+
+    def is_alive(self, node_id: str) -> bool:
+        """Whether the last contact with ``node_id`` succeeded."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClockStanding:
+    """What writes go by: the clock guard's last verdict and whether it rests on evidence."""
+
+    verdict: Verdict
+    checked: bool
+
+
+class Coordinator:
+    """Reads and writes of one node. Thread-safe: any number of request threads may call it at
+    once (its parts are thread-safe; the tallies are per call). Every public call blocks on the
+    network until the replicas answer or the peer timeout passes.
+
+    Errors: BadRequest (bad key, level or limit: nothing was sent), NotFound, ClockOffset and
+    Unavailable before a write is sent (nothing applied), and Unavailable from a write that was
+    sent: then it **may have been applied** on some replica and may become visible later (its
+    message says which). Errors of the local store are raised as they are (the write may be on
+    a remote replica)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        config: Config,
+        store: Store,
+        peers: Peers,
+        view: PlacementView,
+        hlc: HLC,
+        pool: Executor,
+        count: Callable[[str, int], None],
+        publish: Callable[[Iterable[Record]], None],
+        clock: Callable[[], ClockStanding],
+    ) -> None:
+        self.id = node_id
+        self.config = config
+        self.rf = config.replication_factor
+        self.store = store
+        self.peers = peers
+        self.view = view
+        self.hlc = hlc
+        self.pool = pool
+        self._count = count
+        self._publish = publish
+        self._clock = clock
+
+    def count(self, name: str, n: int = 1) -> None:
+        self._count(name, n)
+
+    # -- serving peers -------------------------------------------------------------------------
+
+    def serve(self, server: PeerServer) -> None:
+        """Register the answers to the peer messages of the data path that this coordinator
+        owns: Apply (a replica write), Hint and Scan. ReadKeys is registered by its owner (the
+        node answers it with a byte budget for reports)."""
+        server.register(m.Apply, lambda msg: m.Applied(tuple(self.apply_local(list(msg.records)))))
+        server.register(
+            m.Scan,
+            lambda msg: m.Records(tuple(self.store.scan(msg.prefix, msg.after, msg.limit))),
+        )
+        server.register(
+            m.Hint, lambda msg: m.HintStored(self.hint_local(msg.target, list(msg.records)))
+        )
+
+    def apply_local(self, records: list[Record], observe: bool = True) -> list[ApplyResult]:
+        """Apply records to this node's store (last writer wins); ``observe`` folds their
+        versions into the HLC (records from elsewhere). Blocks on the store's commit."""
+        for r in records if observe else ():
+            self.observe(r.version)
+        results = self.store.apply_many(records)
+        self._publish(r for r, res in zip(records, results, strict=True) if res.applied)
+        return results
+
+    def observe(self, version: Version) -> None:
+        """Fold a version seen elsewhere into the HLC, unless it is too far ahead to trust."""
+        if not self.hlc.observe(version.ts):
+            self.count("clock_refused")
+            log.info(
+                "not folding in %s from %s: more than max_clock_offset ahead of this node's clock",
+                version.encode(),
+                version.node,
+            )
+
+    def hint_local(self, target: str, records: list[Record]) -> Version | None:
+        """Store hints for ``target``; return the newest version held of the last one's key."""
+        newest = None
+        for r in records:
+            newest = self.store.add_hint(target, r)
+        self.count("hints_stored", len(records))
+        return newest
+
+    # -- peer calls ----------------------------------------------------------------------------
+
+    def send_records(self, node_id: str, records: list[Record]) -> list[ApplyResult]:
+        """Apply ``records`` on ``node_id`` (this node's store when it is this node). Blocks;
+        PeerError means they may or may not have been applied."""
+        if node_id == self.id:
+            return self.apply_local(records)
+        return list(self.peers.apply(node_id, records).results)
+
+    def send_hint(self, holder: str, target: str, record: Record) -> Version | None:
+        """Store ``record`` as a hint for ``target`` on ``holder``; return the newest version of
+        the key the holder has (None from a holder that does not say)."""
+        if holder == self.id:
+            return self.store.add_hint(target, record)
+        return self.peers.hint(holder, target, record)
+
+    def fetch(self, node_id: str, key: str) -> Record | None:
+        if node_id == self.id:
+            return self.store.get(key)
+        return self.peers.read(node_id, key)  # reads to one peer go together
+
+    def check_clock(self) -> None:
+        """Refuse to coordinate a write while this node's clock is out of bounds (the verdict
+        the ping duty last reached, so a write costs no recomputation)."""
+        standing = self._clock()
+        verdict = standing.verdict
+        if not verdict.ok:
+            self.count("writes_clock_refused")
+            raise ClockOffset(
+                verdict.describe() + ": this node refuses to coordinate writes "
+                "until its clock is back within bounds; write through another node"
+            )
+        if not standing.checked:
+            self.count("writes_clock_refused")
+            raise Unavailable(
+                "this node has not measured its clock offset to its peers yet "
+                "(at least half of them must answer a ping); retry shortly"
+            )
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes, w: str = "quorum") -> WriteResult:
+        check_key(key)
+        return self.write(key, value, False, w)
+
+    def create(self, value: bytes, w: str = "quorum") -> WriteResult:
+        return self.write(new_key(), value, False, w)
+
+    def delete(self, key: str, w: str = "quorum") -> WriteResult:
+        """Delete ``key``: a tombstone stamped above the newest version any replica holds.
+        NotFound when no replica holds a live value."""
+        check_key(key)
+        placement.required_acks(w, self.rf)
+        part, _replicas = self.view.replicas_of(key)
+        answers = self.gather(list(self.view.readable(part)), key)  # newest any replica has
+        if not answers:
+            raise Unavailable(f"no replica of {key!r} answered")
+        current = quorum.newest(answers.values())
+        if current is None or current.tomb:
+            raise NotFound(f"key {key!r} not found")
+        self.check_clock()
+        if self.config.test_fault == "lww_ack":  # the negative control: today's plain rule
+            return self.write(key, b"", True, w)
+        self.observe(current.version)
+        return self.write(key, b"", True, w, floor=current.version)  # stamped above it
+
+    def write(
+        self, key: str, value: bytes, tomb: bool, w: str, floor: Version | None = None
+    ) -> WriteResult:
+        """Stamp, send, tally; stamp again above what a replica kept (forward-only versions).
+
+        The decisions are :class:`kvraft.core.quorum.WriteTally`'s; this method does the IO. A
+        replica answer counts as an ack only when the replica now holds this write's version
+        (:mod:`kvraft.core.versionrule`). A replica that kept a newer version teaches the
+        coordinator that version: the write is stamped again above it and sent again, at most
+        ``versionrule.ATTEMPTS`` times. Raises Unavailable when the acks (with hints, for
+        ``one``/``quorum``) stay below ``w``: the write may or may not be visible later."""
+        need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
+        part, replicas = self.view.replicas_of(key)
+        self.check_clock()
+        tally = quorum.WriteTally(
+            key,
+            w,
+            need,
+            len(replicas),
+            floor=floor,
+            lww_ack=self.config.test_fault == "lww_ack",
+            all_acked=self.config.test_fault == "drop_replication",
+        )
+        while True:
+            record = Record(key, part, tally.stamp(self.hlc.now(), self.id), tomb, value)
+            if self.config.test_fault == "ack_without_write":  # negative control for the checker
+                return WriteResult(key, record.version, replicas, need, True)
+            results, failed = self.send_write(record, replicas)
+            for res in results:
+                tally.add(None, res)
+            for r in failed:
+                tally.fail(r)
+            out = tally.response()
+            if isinstance(out, quorum.NeedWatermark):
+                out = tally.watermark(self.view.watermarks().get(part, 0))
+            if isinstance(out, quorum.PlaceHints):
+                out = tally.hinted(*self.hint(part, replicas, list(out.failed), record))
+            if not isinstance(out, quorum.Restamp):
+                break
+            if out.observe:
+                self.observe(out.above)
+        if tally.restamps:
+            self.count("writes_restamped", tally.restamps)
+        if isinstance(out, quorum.Unavailable):
+            if out.learned is not None:
+                self.observe(out.learned)
+            if out.acks is not None:
+                self.count("writes")
+                self.count("replica_acks", out.acks)
+            self.count("writes_unavailable")
+            raise Unavailable(out.reason)
+        assert isinstance(out, quorum.Ok)
+        self.count("writes")
+        self.count("replica_acks", out.acks)
+        return WriteResult(key, out.version, replicas, out.effective, out.created, out.hinted)
+
+    def send_write(
+        self, record: Record, replicas: tuple[str, ...]
+    ) -> tuple[list[ApplyResult], list[str]]:
+        """Send ``record`` to its replicas: the remote ones first (batched with other writes to
+        the same peer), the local copy committed while they work. Returns the answers and the
+        replicas that failed (down, or the request failed: maybe applied)."""
+        tickets: dict[str, Sent] = {}
+        local = None
+        failed: list[str] = []
+        for r in replicas:
+            if r == self.id:
+                local = r
+            elif self.config.test_fault == "drop_replication":
+                continue  # the replica silently misses this write (acks counted as if sent)
+            elif not self.view.is_alive(r):
+                failed.append(r)
+            else:
+                tickets[r] = self.peers.send_apply(r, record)
+        results: list[ApplyResult] = []
+        error: BaseException | None = None  # raised once every ticket has been read
+        if local is not None:
+            try:  # stamped by this node's HLC: nothing to fold in
+                results.append(self.apply_local([record], observe=False)[0])
+            except BaseException as exc:  # noqa: BLE001 - e.g. a full disk; re-raised below
+                error = exc
+        for r, t in tickets.items():  # read every ticket, whatever happened: a batch whose
+            try:  # answer nobody reads would hold its peer's lane (every later write waits)
+                results.append(t.result())
+            except PeerError as exc:
+                log.info("replica %s failed for %r: %s", r, record.key, exc)
+                failed.append(r)
+            except Exception as exc:  # noqa: BLE001 - not the peer's fault: a bug; re-raised
+                error = error or exc
+        if error is not None:
+            raise error
+        return results, failed
+
+    def hint(
+        self, part: int, replicas: tuple[str, ...], failed: list[str], record: Record
+    ) -> tuple[list[str], Version | None]:
+        """Store ``record`` as a hint for each failed replica on a live stand-in; return the
+        holders and the newest version of the key any of them holds."""
+        holders: list[str] = []
+        newest: Version | None = None
+        candidates = [
+            s
+            for s in placement.stand_ins(part, replicas, list(self.view.members()))
+            if self.view.is_alive(s)
+        ]
+        for target in failed:
+            while candidates:
+                holder = candidates.pop(0)
+                try:
+                    held = self.send_hint(holder, target, record)
+                except PeerError:
+                    continue
+                if held is not None and (newest is None or held > newest):
+                    newest = held
+                holders.append(holder)
+                self.count("hints_stored")
+                break
+        return holders, newest
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, key: str, r: str = "one") -> Record:
+        """The key's record at read level ``r``; NotFound when absent or deleted."""
+        check_key(key)
+        rec = self.read(key, r)
+        self.count("reads")
+        if rec is None or rec.tomb:
+            raise NotFound(f"key {key!r} not found")
+        return rec
+
+    def read(self, key: str, level: str) -> Record | None:
+        """The newest record of ``key`` the replicas asked at ``level`` hold (tombstones
+        included); stale replicas are repaired in the background (``r`` above ``one``)."""
+        part, _all = self.view.replicas_of(key)
+        replicas = self.view.readable(part)
+        # while a lost replica is being refilled, "all" means every filled replica
+        need = placement.required_acks(level, min(self.rf, len(replicas)))
+        order = quorum.read_order(replicas, self.id, {n: self.view.is_alive(n) for n in replicas})
+        if level == "one":
+            errors = []
+            for i, n in enumerate(order):
+                try:
+                    found = self.fetch(n, key)
+                except (PeerError, ValueError) as exc:
+                    errors.append(str(exc))
+                    continue
+                if found is None and i + 1 < len(order):
+                    # a miss may be a replica whose copy still waits as a hint elsewhere (it was
+                    # down for the write): ask the others before answering "not found"
+                    found = quorum.newest(self.gather(order[i + 1 :], key).values())
+                return found
+            raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
+        tally = quorum.ReadTally(key, level, need)
+        for n, answer in self.gather(order, key).items():
+            tally.add(n, answer)
+        out = tally.response()
+        if isinstance(out, quorum.Unavailable):
+            raise Unavailable(out.reason)
+        for n, rec in tally.repairs():
+            self.count("read_repairs")
+            self.pool.submit(self.repair, n, rec)
+        return out.record
+
+    def gather(self, nodes: Sequence[str], key: str) -> dict[str, Record | None]:
+        """Ask each of ``nodes`` for ``key`` in parallel; the answers of those that answered.
+        Blocks until every one answered or failed."""
+        futures: dict[Future[Record | None], str] = {
+            self.pool.submit(self.fetch, n, key): n for n in nodes
+        }
+        answers: dict[str, Record | None] = {}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                try:
+                    answers[futures[fut]] = fut.result()
+                except (PeerError, ValueError):
+                    pass
+        return answers
+
+    def repair(self, node_id: str, record: Record) -> None:
+        """Write ``record`` to a stale replica; a failure is left to hints and anti-entropy."""
+        try:
+            self.send_records(node_id, [record])
+        except PeerError:
+            pass  # anti-entropy and hints cover it later
+
+    def list_keys(
+        self, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> tuple[list[str], str | None]:
+        """Sorted live keys under ``prefix`` after ``after``, merged over every reachable node."""
+        if not 1 <= limit <= 1000:
+            raise BadRequest("limit must be 1 to 1000")
+        nodes = [n for n in self.view.members() if self.view.is_alive(n)] or [self.id]
+        futures = {self.pool.submit(self.scan, n, prefix, after, limit): n for n in nodes}
+        answers: list[tuple[str, list[Record]]] = []
+        pmap = self.view.partition_map()
+        for fut, node_id in futures.items():
+            try:
+                answers.append((node_id, fut.result()))
+            except (PeerError, ValueError):
+                continue
+        if not answers:
+            raise Unavailable("no node answered the listing")
+        page = quorum.merge_listing(answers, pmap, limit)
+        return page.keys, page.next
+
+    def scan(self, node_id: str, prefix: str, after: str | None, limit: int) -> list[Record]:
+        if node_id == self.id:
+            return self.store.scan(prefix, after, limit)
+        return list(self.peers.scan(node_id, prefix, after, limit).records)
