@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(
         f"| op (c={args.concurrency}) | A req/s | B req/s | B/A | B/A per round, min-max "
-        "| A p99 ms | B p99 ms | node CPU us/req A / B | A/B CPU |"
+        "| A p99 ms | B p99 ms | node CPU us/req A / B | A/B CPU "
+        "| B-A CPU us/req per round: median (min..max), rounds B>A |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for op in ops:
         med = {
             (side, i): statistics.median(r[op][i] for r in runs[side])
@@ -115,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         ta, tb = med["A", 0], med["B", 0]
         # a round's ratio: B against the A run next to it (the same round)
         pairs = [b[op][0] / a[op][0] for a, b in zip(runs["A"], runs["B"], strict=True)]
+        # the same for CPU: what B costs more than A in each round, in us per request (the
+        # machine's load moves both runs of a round together, so this spreads less than A / B)
+        extra = [b[op][3] - a[op][3] for a, b in zip(runs["A"], runs["B"], strict=True)]
         print(
             f"| {op} | {ta:,.0f} | {tb:,.0f} | {tb / ta:.3f} | {min(pairs):.2f}-{max(pairs):.2f} "
             f"| {med['A', 1]:.1f} | {med['B', 1]:.1f} | {med['A', 3]:.0f} / {med['B', 3]:.0f} "
-            f"| {med['A', 3] / med['B', 3]:.3f} |"
+            f"| {med['A', 3] / med['B', 3]:.3f} | {statistics.median(extra):+.0f} "
+            f"({min(extra):+.0f}..{max(extra):+.0f}), {sum(e > 0 for e in extra)} of "
+            f"{len(extra)} |"
         )
     return 0
 
