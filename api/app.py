@@ -1,11 +1,12 @@
 """The HTTP layer: translates requests into calls on the Protocols of :mod:`api.ports`.
 
 ``create_app(kv, cluster, node)`` builds the Flask app: the public API (``/kv``, ``/cluster``,
-``/health``, ``/ready``, ``/metrics``) over ``kv`` and ``cluster``, and the peer endpoints
-(``/peer/*``, signed with the peer key), which still take the node itself. Who may call what is
-decided in :mod:`api.access`; ``GET``/``PUT /kv/<key>`` are the handler of :mod:`api.kv`, shared
-with the fast path; errors are answered by the one table of :mod:`api.errors`. Every body of an
-error is JSON ``{"error": code, "message": text}`` and every response carries ``X-Kvraft-Node``.
+``/health``, ``/ready``, ``/metrics``) over ``kv`` and ``cluster``; every peer message
+(``/peer/*``) goes to the node's one dispatcher, :class:`kvraft.peer.server.PeerServer`, which
+checks its signature. Who may call what is decided in :mod:`api.access`; ``GET``/``PUT
+/kv/<key>`` are the handler of :mod:`api.kv`, shared with the fast path; errors are answered by
+the one table of :mod:`api.errors`. Every body of an error is JSON ``{"error": code, "message":
+text}`` and every response carries ``X-Kvraft-Node``.
 No store logic lives here.
 """
 
@@ -18,15 +19,15 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from kvraft import peerauth, sync
+from kvraft import peerauth
 from kvraft.core.balance import Balancer
 from kvraft.errors import BadRequest, TooLarge
 from kvraft.keys import check_key, check_level
 from kvraft.node import Node
-from kvraft.wire import WireError, decode_records, encode_records
+from kvraft.peer.messages import VERSION_HEADER
 
 from . import access, balance, kv, openapi, ui, ws
-from .fastpath import FastPath
+from .fastpath import PEER_ROUTES, FastPath
 from .metrics import Metrics
 from .ports import Cluster, KeyValue
 
@@ -45,7 +46,7 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
     app.url_map.merge_slashes = False  # "/kv//x" is the key "/x", not a redirect to "x"
     app.config["MAX_CONTENT_LENGTH"] = config.max_value_bytes  # routes may raise it
     metrics = Metrics(cluster)
-    verifier = peerauth.Verifier(peerauth.derive(config.secret, peerauth.PEER_HTTP))
+    peers = node.peer_server  # the one dispatcher of peer messages, and their signatures
     policy = access.Policy(config.token, config.admin_token)
     keys = kv.KeyHandler(kv_store, config.max_value_bytes)
 
@@ -54,29 +55,26 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
         g.started = time.perf_counter()
         path, method = request.path, request.method
         peer_ok = False
-        if path.startswith("/peer/") or (
-            access.is_admin(method, path) and request.headers.get(peerauth.HEADER)
-        ):
-            # the proof covers the body: read it (within the peer limit) before anything else
+        if path.startswith("/peer/"):
+            return None  # the peer dispatcher checks the signature (once) and answers
+        if access.is_admin(method, path) and request.headers.get(peerauth.HEADER):
+            # a node acting for the cluster (a forward): the proof covers the body
             body = (
                 _body(PEER_MAX_BODY)
                 if (request.content_length or request.headers.get("Transfer-Encoding"))
                 else b""
             )
-            why = verifier.check(
+            why = peers.verify(
                 request.headers.get(peerauth.HEADER), method, raw_target(request.environ), body
             )
-            if why and path.startswith("/peer/"):
-                return _json_error(403, "forbidden", why)
             peer_ok = not why
-        if not path.startswith("/peer/"):
-            refusal = policy.check(
-                method, path, request.headers.get("Authorization"), peer_ok, ui.PUBLIC_PATHS
-            ) or access.check_json(method, path, request.headers.get("Content-Type"))
-            if refusal is not None:
-                resp = _json_error(refusal.status, refusal.code, refusal.message)
-                resp.headers.extend(refusal.headers)
-                return resp
+        refusal = policy.check(
+            method, path, request.headers.get("Authorization"), peer_ok, ui.PUBLIC_PATHS
+        ) or access.check_json(method, path, request.headers.get("Content-Type"))
+        if refusal is not None:
+            resp = _json_error(refusal.status, refusal.code, refusal.message)
+            resp.headers.extend(refusal.headers)
+            return resp
         return None
 
     # query parameters the document gives an enum or a range, checked before the leader
@@ -224,65 +222,6 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
     ws.register(app, node, lambda limit: _body(limit))
     ui.register(app, node)
 
-    # -- peer endpoints ------------------------------------------------------------------------
-
-    @app.post("/peer/hint")
-    def peer_hint():
-        target = request.args.get("target", "")
-        if not target:
-            raise BadRequest("target is required")
-        newest = node.hint_local(target, _records())
-        return jsonify({"stored": True, "newest": newest.encode() if newest else None})
-
-    @app.get("/peer/scan")
-    def peer_scan():
-        try:
-            limit = min(10000, max(1, int(request.args.get("limit", "1000"))))
-        except ValueError:
-            raise BadRequest("limit must be an integer") from None
-        recs = node.storage.scan(request.args.get("prefix", ""), request.args.get("after"), limit)
-        return Response(encode_records(recs), mimetype="application/octet-stream")
-
-    @app.post("/peer/tree")
-    def peer_tree():
-        return jsonify(sync.answer_tree(node.storage, _json_body()))
-
-    @app.post("/peer/entries")
-    def peer_entries():
-        return jsonify(sync.answer_entries(node.storage, _json_body()))
-
-    @app.post("/peer/forget")
-    def peer_forget():
-        return jsonify(sync.answer_forget(node.storage, _json_body()))
-
-    @app.post("/peer/fetch")
-    def peer_fetch():
-        return Response(
-            sync.answer_fetch(node.storage, _json_body()), mimetype="application/octet-stream"
-        )
-
-    @app.post("/peer/members")
-    def peer_members():
-        body = _json_body()
-        if body.get("op") == "add":
-            return jsonify(
-                node.leader.add_member(str(body["id"]), str(body["http"]), str(body["raft"]))
-            )
-        return jsonify(node.leader.remove_member(str(body.get("id", ""))))
-
-    @app.get("/peer/ping")
-    def peer_ping():
-        return jsonify(
-            {
-                "id": node.id,
-                "keys": node.storage.live_keys,
-                "ready": node.ready()[0],
-                "load": node.activity.value,
-                "clock_ms": node.hlc.physical(),
-                "raft_members": list(node.meta.raft_members()),
-            }
-        )
-
     def _json_body() -> dict:
         try:
             body = json.loads(_body(PEER_MAX_BODY) or b"{}")
@@ -292,11 +231,39 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
             raise BadRequest("body must be a JSON object")
         return body
 
-    def _records():
-        try:
-            return list(decode_records(_body(PEER_MAX_BODY)))
-        except WireError as exc:
-            raise BadRequest(f"bad peer message: {exc}") from None
+    # -- peer messages: every /peer/* request goes to the node's one dispatcher ------------------
+
+    def peer(**_path):
+        body = (
+            _body(PEER_MAX_BODY)
+            if (request.content_length or request.headers.get("Transfer-Encoding"))
+            else b""
+        )
+        reply = peers.handle(
+            request.method,
+            raw_target(request.environ),
+            request.headers.get(peerauth.HEADER),
+            body,
+            request.headers.get(VERSION_HEADER),
+        )
+        resp = Response(reply.body, reply.status, content_type=reply.content_type)
+        resp.headers.extend(reply.headers)
+        return resp
+
+    # a rule per message (the routing table shows them); the fast path serves its own first
+    for path, methods in peers.routes().items():
+        if path not in PEER_ROUTES:
+            app.add_url_rule(
+                path, f"peer {path}", peer, methods=methods, provide_automatic_options=False
+            )
+    # any other /peer/ target or method: the dispatcher answers (403 unsigned, else 404/405)
+    app.add_url_rule(
+        "/peer/<path:_path>",
+        "peer",
+        peer,
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
+        provide_automatic_options=False,
+    )
 
     # the hottest requests (plain key GET/PUT, /peer/stream, /peer/apply) skip Flask
     app.wsgi_app = FastPath(  # type: ignore[method-assign]
@@ -307,7 +274,7 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
         metrics,
         PEER_MAX_BODY,
         balancer,
-        verifier,
+        peers,
         policy,
     )
     return app

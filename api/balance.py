@@ -16,7 +16,7 @@ from flask import Flask, Response, g, request
 from kvraft.core.balance import Balancer
 from kvraft.errors import Unavailable
 from kvraft.node import Node
-from kvraft.transport import PeerConnectError, PeerError
+from kvraft.peer import PeerConnectError, PeerError
 
 from . import kv
 from .ports import Cluster
@@ -68,8 +68,8 @@ def forward_request(
 ):
     """Send a client request to ``target`` as the leader's forward; the peer's response."""
     headers = {**headers, VIA: node.id}
-    resp = node.peers.request(
-        node._addr(target),
+    resp = node.peers.forward(
+        target,
         method,
         raw_path,
         body,
@@ -170,7 +170,7 @@ def _forward(node: Node, target: str, body: bytes) -> Response:
 def _redirect(node: Node, target: str) -> Response:
     path = raw_path(request.environ)
     out = Response(status=307)
-    out.headers["Location"] = f"http://{node._addr(target)}{path}"
+    out.headers["Location"] = f"http://{node.address_of(target)}{path}"
     out.headers[VIA] = node.id
     return out
 

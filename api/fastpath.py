@@ -1,34 +1,36 @@
 """A plain-WSGI fast path in front of Flask for the hottest requests.
 
 Served here without Flask's request machinery (about ten times less work per request):
-``POST /peer/stream`` (the upgrade to a peer stream, :mod:`kvraft.stream`, which then carries
-every replicated write and every read of a key this node does not hold), ``POST /peer/apply``
-(anti-entropy and hint deliveries), and the plain forms of the public ``GET /kv/<key>`` and
-``PUT /kv/<key>`` (no query parameters but ``r``/``w``, a Content-Length body), balanced at the
-leader with the same decision as Flask's hook (:func:`api.balance.balanced`). Everything else
-(explain, redirects, chunked uploads, unusual requests) goes to Flask, which answers the same
-way.
+``POST /peer/stream`` (the upgrade to a peer stream, :mod:`kvraft.peer.stream`, which then
+carries every replicated write and every read of a key this node does not hold) and ``POST
+/peer/apply`` (anti-entropy and hint deliveries), both answered by the node's peer dispatcher
+(:class:`kvraft.peer.server.PeerServer`) as Flask's peer rule answers the others, and the
+plain forms of the public ``GET /kv/<key>`` and ``PUT /kv/<key>`` (no query parameters but
+``r``/``w``, a Content-Length body), balanced at the leader with the same decision as Flask's
+hook (:func:`api.balance.balanced`). Everything else (explain, redirects, chunked uploads,
+unusual requests) goes to Flask, which answers the same way.
 The public requests go through the same handler as Flask's (:mod:`api.kv`) and errors
 through the same table (:mod:`api.errors`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from urllib.parse import parse_qsl
 
-from kvraft import peerauth, stream
+from kvraft import peerauth
 from kvraft.core.balance import Balancer
-from kvraft.node import Node, result_to_json
-from kvraft.wire import WireError, decode_records, encode_records
+from kvraft.errors import KvError
+from kvraft.node import Node
+from kvraft.peer import Apply, PeerServer
+from kvraft.peer.server import STREAM_PATH
 
 from . import kv
 from .access import Policy
 from .balance import answer_headers, balanced, forward_headers, forward_request, raw_path, unknown
 from .httpd import BodyError
-from .kv import JSON, KeyHandler, error_of, stamps
+from .kv import KeyHandler, error_of, stamps
 from .kv import error as _error
 from .metrics import Metrics
 from .ports import Cluster
@@ -52,7 +54,7 @@ _KV_ROUTE = "/kv/<key:key>"  # the Flask rule, so both paths share metric labels
 # Rules served here (Flask's syntax) and their methods: the /kv one is also a Flask rule (which
 # serves what this path passes on); the peer ones exist only here. Any other method of a peer
 # route is a 405 with Allow. tests/integration/test_openapi.py checks these against the document.
-PEER_ROUTES = {"/peer/apply": ("POST",), stream.PATH: ("POST",)}
+PEER_ROUTES = {Apply.PATH: (Apply.METHOD,), STREAM_PATH: ("POST",)}
 ROUTES = {_KV_ROUTE: ("GET", "PUT"), **PEER_ROUTES}
 
 
@@ -66,7 +68,7 @@ class FastPath:
         metrics: Metrics,
         max_peer_body: int,
         balancer: Balancer,
-        verifier: peerauth.Verifier,
+        peers: PeerServer,
         policy: Policy,
     ) -> None:
         self.app = app
@@ -74,10 +76,9 @@ class FastPath:
         self.node = node  # the peer routes' (they move to kvraft.peer.server)
         self.cluster, self.keys = cluster, keys
         self.metrics = metrics
-        self.verifier, self.policy = verifier, policy
+        self.peers, self.policy = peers, policy
         self.token = node.config.token.encode()
         self.max_peer_body = max_peer_body
-        self._handlers = {stream.APPLY: self._apply_frame, stream.GET: self._get_frame}
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -98,10 +99,8 @@ class FastPath:
         return self.app(environ, start_response)
 
     def _other(self, environ, start_response, path: str, method: str | None):
-        if path == "/peer/apply":
-            return self._peer(environ, start_response, self._apply, path, method)
-        if path == stream.PATH:
-            return self._peer(environ, start_response, self._stream, path, method)
+        if path in PEER_ROUTES:
+            return self._peer(environ, start_response)
         return self.app(environ, start_response)
 
     # -- public --------------------------------------------------------------------------------
@@ -184,9 +183,9 @@ class FastPath:
 
     # -- peers ---------------------------------------------------------------------------------
 
-    def _peer(self, environ, start_response, handler, path: str, method: str | None):
-        """Read the body (the signature covers it), check the signature and the method, then
-        handle."""
+    def _peer(self, environ, start_response):
+        """Read the body (the signature covers it), then the peer dispatcher answers: it checks
+        the signature and the method. The stream upgrade serves the stream on this thread."""
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -195,46 +194,21 @@ class FastPath:
             status, body, headers = _error(413, "too_large", "peer message too large")
             return self._send(start_response, status, body, headers)
         data = environ["wsgi.input"].read(length) if length else b""
-        why = self.verifier.check(
-            environ.get(peerauth.ENVIRON),
-            environ["REQUEST_METHOD"],
-            environ.get("RAW_URI") or environ.get("PATH_INFO", ""),
-            data,
-        )
-        if why:
-            status, body, headers = _error(403, "forbidden", why)
-        elif method not in PEER_ROUTES[path]:
-            allow = ", ".join(PEER_ROUTES[path])
-            status, body, headers = _error(
-                405, "method_not_allowed", f"{path} takes {allow}, not {method}"
+        try:
+            reply = self.peers.handle(
+                environ["REQUEST_METHOD"],
+                environ.get("RAW_URI") or environ.get("PATH_INFO", ""),
+                environ.get(peerauth.ENVIRON),
+                data,
+                environ.get("HTTP_X_KVRAFT_PEER_VERSION"),
+                environ,
+                truncated=len(data) != length,
             )
-            headers.append(("Allow", allow))
-        elif len(data) != length:
-            status, body, headers = _error(400, "bad_request", "peer message truncated")
-        else:
-            try:
-                status, body, headers = handler(environ, data)
-            except WireError as exc:
-                status, body, headers = _error(400, "bad_request", f"bad peer message: {exc}")
-        return self._send(start_response, status, body, headers)
-
-    def _apply(self, environ, data: bytes):
-        results = self.node.apply_local(list(decode_records(data)))
-        body = json.dumps([result_to_json(r) for r in results]).encode()
-        return 200, body, [("Content-Type", JSON)]
-
-    def _stream(self, environ, data: bytes):
-        """Upgrade to a replica-write stream (:mod:`kvraft.stream`), served on this
-        connection's thread until the peer closes it."""
-        return _error(
-            400, "bad_request", stream.upgrade(environ, self._handlers, self.max_peer_body)
-        )
-
-    def _apply_frame(self, payload: bytes) -> bytes:
-        return stream.encode_results(self.node.apply_local(list(decode_records(payload))))
-
-    def _get_frame(self, payload: bytes) -> bytes:
-        return encode_records(self.node.storage.get_many(stream.decode_keys(payload)))
+        except KvError as exc:
+            status, body, headers = error_of(exc)
+            return self._send(start_response, status, body, headers)
+        headers = [("Content-Type", reply.content_type), *reply.headers]
+        return self._send(start_response, reply.status, reply.body, headers)
 
     def _send(self, start_response, status: int, body: bytes, headers: list):
         present = [h for h, _v in headers]

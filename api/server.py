@@ -13,8 +13,8 @@ import signal
 import ssl
 import threading
 
-from kvraft import transport
 from kvraft.config import Config
+from kvraft.peer import http as peer_http
 
 from .app import create_app
 from .httpd import HttpServer
@@ -33,7 +33,7 @@ def serve(config: Config) -> None:
     tls = None
     if config.tls_cert:
         tls = server_tls(config)
-        transport.use_tls(client_tls(config))  # peers speak HTTPS to each other too
+        peer_http.use_tls(client_tls(config))  # peers speak HTTPS to each other too
     try:
         server = HttpServer(
             None,

@@ -10,7 +10,8 @@ Routes added by :func:`register`:
   without the token: :data:`PUBLIC_PATHS` lists it for the app's guard.
 - ``GET /stats`` - operation counters (reads and writes coordinated) of every member, asked in
   parallel with a short timeout; the page derives operations per second from two answers.
-- ``GET /peer/stats`` - this node's counters (cluster secret required, like every ``/peer/``).
+- the peer message :class:`kvraft.peer.messages.Stats` (this node's counters, signed like every
+  peer message) is registered on the node's peer server.
 - ``GET /openapi.json`` - :func:`api.openapi.document`.
 
 This module only translates; it never changes the store.
@@ -29,7 +30,7 @@ from pathlib import Path
 from flask import Flask, Response, jsonify
 
 from kvraft.node import Node
-from kvraft.transport import PeerError
+from kvraft.peer import JsonAnswer, PeerError, PeerStatus, Stats
 
 from . import openapi
 
@@ -74,7 +75,8 @@ def own_stats(node: Node) -> dict:
 
 
 def register(app: Flask, node: Node) -> None:
-    """Add the dashboard, ``/stats``, ``/peer/stats`` and ``/openapi.json`` to ``app``."""
+    """Add the dashboard, ``/stats`` and ``/openapi.json`` to ``app``, and the answer to the
+    Stats peer message to the node's peer server."""
     try:
         page, csp = build_page()
     except OSError as exc:  # a packaging mistake must not stop the node; / says what is wrong
@@ -111,8 +113,8 @@ def register(app: Flask, node: Node) -> None:
     def stats():
         members = node.members()
         futures = {
-            n: pool.submit(_peer_stats, node, addr)
-            for n, addr in members.items()
+            n: pool.submit(_peer_stats, node, n)
+            for n in members
             if n != node.id and node.is_alive(n)
         }
         out = {n: {"ok": False, "error": "down"} for n in members}
@@ -121,17 +123,13 @@ def register(app: Flask, node: Node) -> None:
             out[n] = fut.result()
         return jsonify({"node": node.id, "time": time.time(), "nodes": out})
 
-    @app.get("/peer/stats")
-    def peer_stats():
-        return jsonify(own_stats(node))
+    node.peer_server.register(Stats, lambda _msg: JsonAnswer(own_stats(node)))
 
 
-def _peer_stats(node: Node, addr: str) -> dict:
+def _peer_stats(node: Node, node_id: str) -> dict:
     try:
-        resp = node.peers.request(addr, "GET", "/peer/stats", timeout=STATS_TIMEOUT)
-        if resp.status != 200:
-            return {"ok": False, "error": f"HTTP {resp.status}"}
-        answer = json.loads(resp.body)
-        return answer if isinstance(answer, dict) else {"ok": False, "error": "bad answer"}
+        return node.peers.stats(node_id, timeout=STATS_TIMEOUT)
+    except PeerStatus as exc:
+        return {"ok": False, "error": f"HTTP {exc.status}"}
     except (PeerError, ValueError) as exc:
         return {"ok": False, "error": str(exc)}

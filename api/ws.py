@@ -1,5 +1,6 @@
-"""WebSocket endpoints (``/report``, ``/watch``), ``POST /export`` and ``POST /import``, and the
-peer endpoints they need (``/peer/records``, ``/peer/changes/*``).
+"""WebSocket endpoints (``/report``, ``/watch``), ``POST /export`` and ``POST /import``; the
+change-feed peer messages the watch needs are registered on the node's peer server
+(:func:`kvraft.watch.serve`).
 
 This module only translates: messages and requests in, calls on :mod:`kvraft.report` and
 :mod:`kvraft.watch` out, errors to JSON. On a socket an error is a message
@@ -35,9 +36,9 @@ from wsproto.events import TextMessage
 from kvraft.errors import BadRequest
 from kvraft.keys import MAX_KEY_BYTES, check_level
 from kvraft.node import Node
-from kvraft.report import Reports, check_export_name, local_records, parse_report_request
+from kvraft.report import Reports, check_export_name, parse_report_request
 from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions, Watcher
-from kvraft.wire import encode_records
+from kvraft.watch import serve as serve_change_feeds
 
 from . import access
 from .errors import describe
@@ -64,10 +65,11 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
     sock = Sock(app)
     reports = Reports(node)
     subs = PeerSubscriptions(node.changes)
+    serve_change_feeds(node.peer_server, subs, MAX_POLL_WAIT)  # the change-feed peer messages
     feed = ClusterFeed(
         node.id,
         node.changes,
-        HttpPeerFeed(node.peers, lambda n: node.members().get(n), node.config.peer_timeout),
+        HttpPeerFeed(node.peers, node.config.peer_timeout),
         lambda: node.members(),
         node.is_alive,
     )
@@ -131,50 +133,6 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
             raise BadRequest('body must be JSON {"name": "<export name>"}')
         name = check_export_name(body["name"])
         return _run(lambda progress=None: reports.import_(name, w, progress))
-
-    # -- peer endpoints (the app's guard checks the cluster secret) -------------------------
-
-    @app.post("/peer/records")
-    def peer_records():
-        try:
-            keys = json.loads(read_body(256 << 20))["keys"]
-            max_bytes = int(request.args.get("max_bytes", str(8 << 20)))
-        except (ValueError, KeyError, TypeError):
-            raise BadRequest('body must be JSON {"keys": [...]}') from None
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise BadRequest("keys must be a list of strings")
-        records, done = local_records(node.storage.get, keys, max(1, max_bytes))
-        return Response(
-            encode_records(records),
-            mimetype="application/octet-stream",
-            headers={"X-Kvraft-Done": str(done)},
-        )
-
-    @app.post("/peer/changes/open")
-    def peer_changes_open():
-        return jsonify({"sid": subs.open(request.args.get("prefix", ""))})
-
-    @app.get("/peer/changes/poll")
-    def peer_changes_poll():
-        try:
-            wait = min(MAX_POLL_WAIT, max(0.0, float(request.args.get("wait", "1"))))
-            after = int(request.args.get("after", "0"))
-        except ValueError:
-            raise BadRequest("wait must be seconds and after a batch number") from None
-        answer = subs.poll(request.args.get("sid", ""), after, wait)
-        if answer is None:
-            return _error(410, "gone", "unknown or expired change subscription")
-        seq, records = answer
-        return Response(
-            encode_records(records),
-            mimetype="application/octet-stream",
-            headers={"X-Kvraft-Seq": str(seq)},
-        )
-
-    @app.post("/peer/changes/close")
-    def peer_changes_close():
-        subs.close(request.args.get("sid", ""))
-        return jsonify({"closed": True})
 
 
 def handshake_error(method: str, headers) -> tuple[int, str, str] | None:

@@ -44,6 +44,7 @@ from bench.matrix import measure_urls
 from kvraft import peerauth
 from kvraft.core.placement import partition_of
 from kvraft.hlc import Version
+from kvraft.peer.messages import decode_results
 from kvraft.storage import Record
 from kvraft.wire import encode_records
 
@@ -374,7 +375,7 @@ def bulk_load(c: GrowthCluster, pmap: dict, start: int, stop: int, deadline_s: f
                 )
                 if status != 200:
                     raise RuntimeError(f"/peer/apply on {node_id}: status {status} {resp[:200]!r}")
-                applied += sum(1 for r in json.loads(resp) if r.get("applied"))
+                applied += sum(1 for r in decode_results(resp) if r.applied)
             done += len(batch)
             now = time.monotonic()
             if now - last_report >= 10:

@@ -10,7 +10,6 @@ Membership requests reaching another node are forwarded to the leader over the p
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -21,7 +20,7 @@ from .core import leaderplan
 from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .hlc import LOGICAL_BITS
 from .meta import MetaUnavailable
-from .transport import PeerError
+from .peer import MemberChange, PeerError, PeerStatus
 
 if TYPE_CHECKING:
     from .node import Node
@@ -110,9 +109,7 @@ class Leader:
         another member holds; adding a member already added is a no-op."""
         check_new_member(node_id, http, raft)
         if not self.meta.is_leader():
-            return self._to_leader(
-                "/peer/members", {"op": "add", "id": node_id, "http": http, "raft": raft}
-            )
+            return self._to_leader(MemberChange("add", node_id, http, raft))
         members = self.meta.members()
         known = members.get(node_id)
         if known is not None and known.raft != raft:
@@ -127,7 +124,7 @@ class Leader:
     def remove_member(self, node_id: str) -> dict:
         """Drain ``node_id`` (its partitions move to other nodes first), then remove it."""
         if not self.meta.is_leader():
-            return self._to_leader("/peer/members", {"op": "remove", "id": node_id})
+            return self._to_leader(MemberChange("remove", node_id))
         members = self.node.members()
         if node_id not in members:
             raise NotFound(f"no member {node_id!r}")
@@ -145,21 +142,19 @@ class Leader:
         self.meta.set_removing(tuple(sorted(set(self.meta.removing()) | {node_id})))
         return {"removing": node_id}
 
-    def _to_leader(self, path: str, body: dict) -> dict:
+    def _to_leader(self, change: MemberChange) -> dict:
         leader = self.meta.leader_id()
         if leader is None or leader == self.node.id:
             raise Unavailable("no Raft leader to make the membership change; retry")
         try:
-            resp = self.node.peers.request(
-                self.node._addr(leader), "POST", path, json.dumps(body).encode()
-            )
+            return self.node.peers.change_members(leader, change)
+        except PeerStatus as exc:  # the leader refused it: its error, as it gave it
+            err = {"bad_request": BadRequest, "not_found": NotFound, "conflict": Conflict}
+            raise err.get(exc.code, Unavailable)(
+                exc.message or f"leader answered {exc.status}"
+            ) from None
         except PeerError as exc:  # maybe applied: the client retries (adding twice is a no-op)
             raise Unavailable(f"the Raft leader {leader} did not answer: {exc}; retry") from None
-        data = json.loads(resp.body or b"{}")
-        if resp.status >= 400:
-            err = {400: BadRequest, 404: NotFound, 409: Conflict}.get(resp.status, Unavailable)
-            raise err(data.get("message", f"leader answered {resp.status}"))
-        return data
 
 
 def check_new_member(node_id: str, http: str, raft: str) -> None:

@@ -18,7 +18,6 @@ Background threads: registration in Raft, liveness pings, hint delivery, stats r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -26,10 +25,9 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
-from . import stream, views
-from .batch import PeerBatcher, Ticket
+from . import peer as m
+from . import report, sync, views
 from .config import Config
 from .core import placement, quorum
 from .core.balance import Activity
@@ -40,12 +38,10 @@ from .hlc import HLC, Version, wall_clock_ms
 from .keys import check_key, new_key
 from .leader import Leader
 from .meta import Meta, MetaUnavailable
+from .peer import PeerClient, PeerError, PeerServer, Sent
 from .storage import ApplyResult, Record, Storage
-from .stream import PeerStream, StreamRefused
 from .sync import Syncer
-from .transport import PeerClient, PeerConnectError, PeerError
 from .watch import ChangeHub
-from .wire import decode_records, encode_records
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +90,16 @@ class Node:
         # the last verdict: what writes go by, and what a change is logged against
         self._clock_last = Verdict(True, {}, (), max_offset_ms)
         self._clock_checked = False  # every peer pinged once: the verdict has had its chance
-        self.peers = PeerClient(config.secret, timeout=config.peer_timeout)
+        self._stop = threading.Event()
+        self.peers = PeerClient(
+            config.secret,
+            config.peer_timeout,
+            address_of=self.address_of,
+            mark=self._mark,
+            stopping=self._stop.is_set,
+            max_value_bytes=config.max_value_bytes,
+        )
+        self.peer_server = PeerServer(config.secret)  # api/ mounts it; handlers: serve_peers
         raft_peers = config.peers
         if config.join and not os.path.exists(os.path.join(config.data_dir, "raft.journal")):
             raft_peers = self._peers_from(config.join)
@@ -103,19 +108,16 @@ class Node:
         self.changes = ChangeHub()  # every record applied here, for /watch
         self.counters: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
-        # (node id, stream.APPLY or stream.GET) -> its batcher, and the stream the batches use
-        self._batchers: dict[tuple[str, int], PeerBatcher] = {}
-        self._streams: dict[tuple[str, int], PeerStream] = {}
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
         self._peer_ready: dict[str, bool] = {}  # node id -> ready at the last ping
         self._peer_load: dict[str, int] = {}  # node id -> data requests it was serving then
         self.activity = Activity()  # data requests this node is serving now (told in pings)
-        self._stop = threading.Event()
         self._joined = False  # with --join: the cluster has added us to its Raft members
         self._born = time.monotonic()  # liveness reference for nodes never heard from
         self.syncer = Syncer(self)
         self.leader = Leader(self)
+        self.serve_peers(self.peer_server)
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
         if start:
@@ -152,13 +154,20 @@ class Node:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.meta.close()
         self.peers.close()
-        for peer in list(self._streams.values()):
-            peer.close()
         self.storage.close()
 
     def count(self, name: str, n: int = 1) -> None:
         with self._counter_lock:
             self.counters[name] += n
+
+    def counter_values(self) -> dict[str, int]:
+        """A consistent copy of this node's counters (thread-safe)."""
+        with self._counter_lock:
+            return dict(self.counters)
+
+    def batch_stats(self) -> dict[str, int]:
+        """Replica-write and read batches sent to peers, and the records they carried."""
+        return self.peers.batch_stats()
 
     # -- cluster view --------------------------------------------------------------------------
 
@@ -258,7 +267,8 @@ class Node:
         filling = state.filling.get(part, ())
         return tuple(n for n in state.partitions[part] if n not in filling)
 
-    def _addr(self, node_id: str) -> str:
+    def address_of(self, node_id: str) -> str:
+        """The HTTP address (``host:port``) of member ``node_id``; PeerError if unknown."""
         http = self.meta.http_of(node_id)
         if http is None:
             raise PeerError(f"unknown node {node_id}")
@@ -266,111 +276,59 @@ class Node:
 
     # -- peer calls ------------------------------------------------------------------------------
 
-    def _peer(
-        self, node_id: str, method: str, path: str, body: bytes = b"", timeout: float | None = None
-    ) -> bytes:
-        """One request to a peer; marks its liveness; raises PeerError unless the answer is 2xx."""
-        try:
-            resp = self.peers.request(self._addr(node_id), method, path, body, timeout=timeout)
-        except PeerError:
-            self._mark(node_id, False)
-            raise
-        self._mark(node_id, True)
-        if resp.status >= 300:
-            raise PeerError(f"{node_id}: HTTP {resp.status}: {resp.body[:200]!r}")
-        return resp.body
+    def serve_peers(self, server: PeerServer) -> None:
+        """Register this node's answers to peer messages on ``server`` (the store's reads and
+        writes, hints, pings, membership; the sync round's tree messages)."""
+        server.register(m.Apply, lambda msg: m.Applied(tuple(self.apply_local(list(msg.records)))))
+        server.register(m.ReadKeys, self._answer_read)
+        server.register(
+            m.Scan,
+            lambda msg: m.Records(tuple(self.storage.scan(msg.prefix, msg.after, msg.limit))),
+        )
+        server.register(
+            m.Hint, lambda msg: m.HintStored(self.hint_local(msg.target, list(msg.records)))
+        )
+        server.register(m.Ping, self._answer_ping)
+        server.register(m.MemberChange, self._answer_members)
+        sync.serve(server, self.storage)
 
-    def _batcher(self, node_id: str, kind: int = stream.APPLY) -> PeerBatcher:
-        """The batcher of replica writes (APPLY) or reads (GET) to ``node_id``."""
-        b = self._batchers.get((node_id, kind))
-        if b is None:
-            with self._counter_lock:
-                b = self._batchers.get((node_id, kind))
-                if b is None:  # one lane: the peer's stream carries one batch at a time
-                    b = self._batchers[(node_id, kind)] = PeerBatcher(
-                        lambda items: self._stream_send(node_id, kind, items),
-                        lambda sent: self._stream_answer(node_id, kind, *sent),
-                        lanes=1,
-                        max_records=256 if kind == stream.APPLY else self._read_batch_keys,
-                    )
-        return b
+    def _answer_read(self, msg: m.ReadKeys) -> m.Records:
+        if msg.max_bytes is None:
+            return m.Records(tuple(self.storage.get_many(list(msg.keys))))
+        records, done = report.local_records(self.storage.get, msg.keys, msg.max_bytes)
+        return m.Records(tuple(records), done)
 
-    @property
-    def _read_batch_keys(self) -> int:
-        """Keys per read batch: the answer (every value at its largest) stays near 16 MiB."""
-        return max(1, min(256, (16 << 20) // self.config.max_value_bytes))
+    def _answer_ping(self, _msg: m.Ping) -> m.Pong:
+        return m.Pong(
+            self.id,
+            self.storage.live_keys,
+            self.ready()[0],
+            self.activity.value,
+            self.hlc.physical(),
+            tuple(self.meta.raft_members()),
+        )
 
-    def _stream_send(self, node_id: str, kind: int, items: list) -> tuple:
-        """Send a batch (records to apply, or keys to read) on ``node_id``'s stream for
-        ``kind`` (opened on first use)."""
-        if self._stop.is_set():  # close() has closed the streams: open no new ones
-            raise PeerConnectError(f"{node_id}: this node is shutting down")
-        try:
-            addr = self._addr(node_id)
-            peer = self._streams.get((node_id, kind))
-            if peer is None or peer.addr != addr:
-                if peer is not None:
-                    peer.close()
-                answer_limit = (
-                    64 << 20
-                    if kind == stream.APPLY  # results: 12 bytes and an id
-                    else self._read_batch_keys * (self.config.max_value_bytes + (64 << 10))
-                )
-                peer = self._streams[(node_id, kind)] = PeerStream(
-                    addr, self.config.secret, self.config.peer_timeout, answer_limit
-                )
-            peer.send(
-                encode_records(items) if kind == stream.APPLY else stream.encode_keys(items), kind
-            )
-        except PeerError:
-            self._mark(node_id, False)
-            raise
-        return peer, items
-
-    def _stream_answer(self, node_id: str, kind: int, peer: PeerStream, items: list) -> list:
-        """One result per item: an ApplyResult per record, the stored Record (or None) per key."""
-        try:
-            payload = peer.receive()
-        except StreamRefused:
-            self._mark(node_id, True)  # it answered: up, but it did not serve the batch
-            raise
-        except PeerError:
-            self._mark(node_id, False)
-            raise
-        self._mark(node_id, True)
-        try:
-            if kind == stream.APPLY:
-                return stream.decode_results(payload)
-            found = {r.key: r for r in decode_records(payload)}
-            return [found.get(k) for k in items]
-        except ValueError as exc:  # StreamError, WireError
-            raise PeerError(f"{node_id}: bad stream answer: {exc}") from exc
+    def _answer_members(self, msg: m.MemberChange) -> m.JsonAnswer:
+        if msg.op == "add":
+            return m.JsonAnswer(self.leader.add_member(msg.id, msg.http, msg.raft))
+        return m.JsonAnswer(self.leader.remove_member(msg.id))
 
     def _send_records(self, node_id: str, records: list[Record]) -> list[ApplyResult]:
         if node_id == self.id:
             return self.apply_local(records)
-        body = self._peer(node_id, "POST", "/peer/apply", encode_records(records))
-        return [_result_from_json(x) for x in json.loads(body)]
+        return list(self.peers.apply(node_id, records).results)
 
     def _send_hint(self, holder: str, target: str, record: Record) -> Version | None:
         """Store ``record`` as a hint for ``target`` on ``holder``; return the newest version of
         the key the holder has (None from a holder that does not say)."""
         if holder == self.id:
             return self.storage.add_hint(target, record)
-        body = self._peer(
-            holder, "POST", "/peer/hint?" + urlencode({"target": target}), encode_records([record])
-        )
-        try:
-            newest = json.loads(body).get("newest")
-            return Version.decode(newest) if isinstance(newest, str) else None
-        except (ValueError, AttributeError):
-            return None
+        return self.peers.hint(holder, target, record)
 
     def _fetch(self, node_id: str, key: str) -> Record | None:
         if node_id == self.id:
             return self.storage.get(key)
-        batcher = self._batcher(node_id, stream.GET)  # reads to one peer go together
-        return batcher.result(batcher.submit(key, len(key) + 16))
+        return self.peers.read(node_id, key)  # reads to one peer go together
 
     # -- local (peer endpoint) operations ----------------------------------------------------------
 
@@ -488,8 +446,7 @@ class Node:
         """Send ``record`` to its replicas: the remote ones first (batched with other writes to
         the same peer), the local copy committed while they work. Returns the answers and the
         replicas that failed (down, or the request failed: maybe applied)."""
-        size = len(record.key) + len(record.value) + 64
-        tickets: dict[str, Ticket] = {}
+        tickets: dict[str, Sent] = {}
         local = None
         failed: list[str] = []
         for r in replicas:
@@ -500,7 +457,7 @@ class Node:
             elif not self.is_alive(r):
                 failed.append(r)
             else:
-                tickets[r] = self._batcher(r, stream.APPLY).submit(record, size)
+                tickets[r] = self.peers.send_apply(r, record)
         results: list[ApplyResult] = []
         error: BaseException | None = None  # raised once every ticket has been read
         if local is not None:
@@ -510,7 +467,7 @@ class Node:
                 error = exc
         for r, t in tickets.items():  # read every ticket, whatever happened: a batch whose
             try:  # answer nobody reads would hold its peer's lane (every later write waits)
-                results.append(self._batchers[(r, stream.APPLY)].result(t))
+                results.append(t.result())
             except PeerError as exc:
                 log.info("replica %s failed for %r: %s", r, record.key, exc)
                 failed.append(r)
@@ -627,10 +584,7 @@ class Node:
     def _scan(self, node_id: str, prefix: str, after: str | None, limit: int) -> list[Record]:
         if node_id == self.id:
             return self.storage.scan(prefix, after, limit)
-        q = {"prefix": prefix, "limit": limit}
-        if after is not None:
-            q["after"] = after
-        return list(decode_records(self._peer(node_id, "GET", "/peer/scan?" + urlencode(q))))
+        return list(self.peers.scan(node_id, prefix, after, limit).records)
 
     def explain(self, key: str) -> dict:
         return views.explain(self, key)
@@ -646,11 +600,10 @@ class Node:
         deadline = time.monotonic() + 60
         while True:
             try:
-                resp = self.peers.request(http, "GET", "/peer/ping")
-                if resp.status == 200:
-                    rafts = json.loads(resp.body)["raft_members"]
+                rafts = self.peers.ping_at(http).raft_members
+                if rafts:
                     return tuple(r for r in rafts if r != self.config.raft)
-            except (PeerError, ValueError, KeyError):
+            except (PeerError, ValueError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach {http} to join its cluster")
@@ -662,16 +615,11 @@ class Node:
                 self._joined = True
                 return
             try:
-                body = json.dumps(
-                    {
-                        "op": "add",
-                        "id": self.id,
-                        "raft": self.config.raft,
-                        "http": self.config.advertise or self.config.http,
-                    }
+                change = m.MemberChange(
+                    "add", self.id, self.config.advertise or self.config.http, self.config.raft
                 )
-                self.peers.request(
-                    self.config.join, "POST", "/peer/members", body.encode(), timeout=15
+                self.peers.change_members(
+                    self.config.join, change, timeout=15, addr=self.config.join
                 )
             except PeerError as exc:
                 log.info("join pending: %s", exc)
@@ -696,18 +644,13 @@ class Node:
         """Ping a peer: its liveness, readiness and load, and a sample of its clock's offset."""
         try:
             t0 = self.hlc.physical()
-            body = self._peer(
-                node_id, "GET", "/peer/ping", timeout=min(1.0, self.config.peer_timeout)
-            )
+            pong = self.peers.ping(node_id, timeout=min(1.0, self.config.peer_timeout))
             t1 = self.hlc.physical()
-            answer = json.loads(body)
-            self._peer_ready[node_id] = bool(answer.get("ready", True))
-            self._peer_load[node_id] = max(0, int(answer.get("load", 0)))
-            if isinstance(answer.get("clock_ms"), int):
+            self._peer_ready[node_id] = pong.ready
+            self._peer_load[node_id] = pong.load
+            if pong.clock_ms is not None:
                 with self._counter_lock:
-                    self._clock.add(
-                        node_id, clock_sample(t0, t1, answer["clock_ms"], time.monotonic())
-                    )
+                    self._clock.add(node_id, clock_sample(t0, t1, pong.clock_ms, time.monotonic()))
                 self.clock_verdict()
         except (PeerError, ValueError, TypeError, AttributeError):
             self._peer_ready[node_id] = False
@@ -775,9 +718,8 @@ class Node:
     def _cluster_rafts(self) -> tuple[str, ...]:
         """Raft members as the cluster we join sees them (our own view may lag)."""
         try:
-            resp = self.peers.request(self.config.join, "GET", "/peer/ping", timeout=2)
-            return tuple(json.loads(resp.body)["raft_members"])
-        except (PeerError, ValueError, KeyError):
+            return self.peers.ping_at(self.config.join, timeout=2).raft_members
+        except (PeerError, ValueError):
             return ()
 
     def _report_stats_once(self) -> None:
@@ -808,16 +750,3 @@ class Node:
         from Raft); done by the leader, forwarded from a follower. Blocks on Raft; NotFound for
         an unknown id, Conflict when too few nodes would remain or it is the leader itself."""
         return self.leader.remove_member(node_id)
-
-
-def _result_from_json(x: dict) -> ApplyResult:
-    prev = Version.decode(x["prev"]) if x.get("prev") else None
-    return ApplyResult(bool(x["applied"]), prev, bool(x["prev_live"]))
-
-
-def result_to_json(res: ApplyResult) -> dict:
-    return {
-        "applied": res.applied,
-        "prev": res.prev.encode() if res.prev else None,
-        "prev_live": res.prev_live,
-    }

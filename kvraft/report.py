@@ -47,9 +47,8 @@ from .errors import BadRequest, KvError, NotFound, Unavailable
 from .ftp import FtpAuthError, FtpClient, FtpError, new_remote_name
 from .hlc import Version
 from .keys import MAX_KEY_BYTES, check_key
+from .peer import PeerError
 from .storage import Record
-from .transport import PeerError
-from .wire import decode_records
 
 if TYPE_CHECKING:
     from .node import Node
@@ -387,20 +386,8 @@ def _fetch_all(node: Node, src: str, keys: list[str]) -> list[Record]:
 def _fetch_some(node: Node, src: str, keys: list[str]) -> tuple[list[Record], int]:
     if src == node.id:
         return local_records(node.storage.get, keys)
-    addr = node.members().get(src)
-    if addr is None:
-        raise PeerError(f"{src} is not a member")
-    body = json.dumps({"keys": keys}).encode()
-    resp = node.peers.request(
-        addr,
-        "POST",
-        f"/peer/records?max_bytes={FETCH_BYTES}",
-        body,
-        headers={"Content-Type": "application/json"},
-    )
-    if resp.status != 200:
-        raise PeerError(f"{src}: HTTP {resp.status}: {resp.body[:200]!r}")
-    return list(decode_records(resp.body)), int(resp.headers.get("x-kvraft-done", len(keys)))
+    answer = node.peers.read_keys(src, keys, max_bytes=FETCH_BYTES)
+    return list(answer.records), len(keys) if answer.done is None else answer.done
 
 
 # -- FTP --------------------------------------------------------------------------------------

@@ -9,26 +9,24 @@ exchanged grow with the difference. It then reports the partitions synced with a
 in Raft (which clears filling replicas and lets the next round advance tombstone watermarks),
 purges tombstones below the watermarks, and hands off (then drops) partitions it no longer holds.
 
-Peer side: :func:`answer_tree`, :func:`answer_entries` and :func:`answer_fetch` read the local
-store for the endpoints under ``/peer/``.
+Peer side: :func:`serve` registers the answers to the tree, entries and forget messages
+(:mod:`kvraft.peer.messages`), reads of the local store, on the node's peer server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import peer as m
 from .core import antientropy as ae
 from .core import syncplan
 from .core.placement import MapState
-from .hlc import Version
+from .peer import PeerError, Peers, PeerServer
 from .storage import Storage
-from .transport import PeerError
-from .wire import decode_records, encode_records
 
 if TYPE_CHECKING:
     from .node import Node
@@ -55,35 +53,35 @@ class RoundStats:
 # -- peer side (reads of the local store) --------------------------------------------------------
 
 
-def answer_tree(storage: Storage, req: Mapping) -> dict:
-    """``{"roots": [p], "groups": [p], "leaves": {p: [g]}}`` -> the hashes asked for."""
-    out: dict = {"roots": {}, "groups": {}, "leaves": {}}
-    for p in req.get("roots", []):
-        out["roots"][str(p)] = ae.root_hash(storage.leaf_hashes(int(p)))
-    for p in req.get("groups", []):
-        out["groups"][str(p)] = ae.group_hashes(storage.leaf_hashes(int(p)))
-    for p, groups in req.get("leaves", {}).items():
-        leaves = storage.leaf_hashes(int(p))
-        out["leaves"][str(p)] = {
-            str(g): [leaves[i] for i in ae.leaves_in_group(int(g))] for g in groups
-        }
-    return out
+def answer_tree(storage: Storage, req: m.Tree) -> m.TreeHashes:
+    """The hashes a :class:`~kvraft.peer.messages.Tree` request asks for."""
+    leaves_of: dict[int, dict[int, list[int]]] = {}
+    for p, groups in req.leaves.items():
+        leaves = storage.leaf_hashes(p)
+        leaves_of[p] = {g: [leaves[i] for i in ae.leaves_in_group(g)] for g in groups}
+    return m.TreeHashes(
+        {p: ae.root_hash(storage.leaf_hashes(p)) for p in req.roots},
+        {p: ae.group_hashes(storage.leaf_hashes(p)) for p in req.groups},
+        leaves_of,
+    )
 
 
-def answer_entries(storage: Storage, req: Mapping) -> dict:
-    """``{"part": p, "leaves": [l]}`` -> ``{key: [ts, node, tomb]}`` for those leaves."""
-    entries = storage.leaf_entries(int(req["part"]), [int(x) for x in req["leaves"]])
-    return {k: [v.ts, v.node, int(t)] for k, (v, t) in entries.items()}
+def answer_entries(storage: Storage, req: m.Entries) -> m.LeafEntries:
+    """The (version, tombstone) of every key in those leaves."""
+    return m.LeafEntries(dict(storage.leaf_entries(req.part, list(req.leaves))))
 
 
-def answer_forget(storage: Storage, req: Mapping) -> dict:
-    """``{"part": p, "keys": [...], "below": ts}``: drop those keys if older than ``below``."""
-    below = min(int(req["below"]), storage.watermarks.get(int(req["part"]), 0))
-    return {"forgotten": storage.forget(int(req["part"]), [str(k) for k in req["keys"]], below)}
+def answer_forget(storage: Storage, req: m.Forget) -> m.Forgotten:
+    """Drop those keys if older than ``below`` (and this node's own watermark)."""
+    below = min(req.below, storage.watermarks.get(req.part, 0))
+    return m.Forgotten(storage.forget(req.part, list(req.keys), below))
 
 
-def answer_fetch(storage: Storage, req: Mapping) -> bytes:
-    return encode_records(storage.get_many([str(k) for k in req["keys"]]))
+def serve(server: PeerServer, storage: Storage) -> None:
+    """Answer the sync messages from ``storage`` on ``server``."""
+    server.register(m.Tree, lambda req: answer_tree(storage, req))
+    server.register(m.Entries, lambda req: answer_entries(storage, req))
+    server.register(m.Forget, lambda req: answer_forget(storage, req))
 
 
 # -- primary side ----------------------------------------------------------------------------------
@@ -103,11 +101,6 @@ class Syncer:
             "tombstones_purged": 0,
             "records_handed_off": 0,
         }
-
-    def _json(self, node_id: str, path: str, body: dict) -> tuple[dict, int]:
-        data = json.dumps(body, separators=(",", ":")).encode()
-        raw = self.node._peer(node_id, "POST", path, data)
-        return json.loads(raw), len(data) + len(raw)
 
     def tick(self) -> RoundStats | None:
         """Run the current round if it is new to this node. Called periodically."""
@@ -167,34 +160,30 @@ class Syncer:
         being filled for (it lacks records because it never had them, not because they were
         deleted, so nothing it lacks is taken for a purged key)."""
         storage = self.node.storage
+        peers = self.node.peers
         push_keys: list[str] = []
         pull_keys: list[str] = []
-        for diff in ae.descend(storage, _PeerTree(self, other, stats), parts):
+        for diff in ae.descend(storage, _PeerTree(peers, other, stats), parts):
             p, ours, theirs = diff.part, diff.ours, diff.theirs
             push, pull = ae.plan_exchange(ours, theirs)
             mark = storage.watermarks.get(p, 0)
             doomed = syncplan.forget(push, pull, ours, theirs, mark, p in filling)
             if doomed.there:
-                _resp, n = self._json(
-                    other, "/peer/forget", {"part": p, "keys": doomed.there, "below": mark}
-                )
-                stats.bytes += n
+                stats.bytes += peers.forget(other, p, doomed.there, mark).wire_bytes
                 stats.purged += len(doomed.there)
             stats.purged += storage.forget(p, doomed.here, mark)
             push_keys += [k for k in push if k not in doomed.here]
             pull_keys += [k for k in pull if k not in doomed.there]
         if push_keys:
             records = storage.get_many(push_keys)
-            body = encode_records(records)
-            raw = self.node._peer(other, "POST", "/peer/apply", body)
-            stats.bytes += len(body) + len(raw)
+            applied = peers.apply(other, records)
+            stats.bytes += applied.wire_bytes
             stats.records += len(records)
-            stats.repaired += sum(1 for r in json.loads(raw) if r["applied"])
+            stats.repaired += sum(1 for r in applied.results if r.applied)
         if pull_keys:
-            data = json.dumps({"keys": pull_keys}).encode()
-            raw = self.node._peer(other, "POST", "/peer/fetch", data)
-            stats.bytes += len(data) + len(raw)
-            records = list(decode_records(raw))
+            fetched = peers.read_keys(other, pull_keys)
+            stats.bytes += fetched.wire_bytes
+            records = list(fetched.records)
             stats.records += len(records)
             stats.repaired += sum(r.applied for r in self.node.apply_local(records))
 
@@ -226,9 +215,8 @@ class Syncer:
             batch = node.storage.scan_partition(part, after, HANDOFF_BATCH)
             if not batch:
                 break
-            body = encode_records(batch)
             for r in replicas:
-                node._peer(r, "POST", "/peer/apply", body)
+                node.peers.apply(r, batch)
             sent += len(batch)
             after = batch[-1].key
         node.storage.drop_partition(part)
@@ -236,36 +224,31 @@ class Syncer:
 
 
 class _PeerTree:
-    """The other replica's hash tree over ``/peer/tree`` and ``/peer/entries`` (the network side
-    of :func:`kvraft.core.antientropy.descend`); counts the bytes in ``stats``. Raises PeerError,
-    and ValueError or KeyError on a malformed answer."""
+    """The other replica's hash tree over the Tree and Entries peer messages (the network side
+    of :func:`kvraft.core.antientropy.descend`); counts the bytes in ``stats``. Raises
+    PeerError (a malformed answer too)."""
 
-    def __init__(self, syncer: Syncer, other: str, stats: RoundStats) -> None:
-        self._json = syncer._json
+    def __init__(self, peers: Peers, other: str, stats: RoundStats) -> None:
+        self.peers = peers
         self.other = other
         self.stats = stats
 
     def roots(self, parts: Sequence[int]) -> dict[int, int]:
-        resp, n = self._json(self.other, "/peer/tree", {"roots": list(parts)})
-        self.stats.bytes += n
-        return {p: int(resp["roots"][str(p)]) for p in parts}
+        resp = self.peers.tree(self.other, m.Tree(roots=tuple(parts)))
+        self.stats.bytes += resp.wire_bytes
+        return {p: resp.roots[p] for p in parts}
 
     def groups(self, parts: Sequence[int]) -> dict[int, list[int]]:
-        resp, n = self._json(self.other, "/peer/tree", {"groups": list(parts)})
-        self.stats.bytes += n
-        return {p: [int(h) for h in resp["groups"][str(p)]] for p in parts}
+        resp = self.peers.tree(self.other, m.Tree(groups=tuple(parts)))
+        self.stats.bytes += resp.wire_bytes
+        return {p: resp.groups[p] for p in parts}
 
     def leaves(self, want: Mapping[int, Sequence[int]]) -> dict[int, dict[int, list[int]]]:
-        asked = {str(p): list(groups) for p, groups in want.items()}
-        resp, n = self._json(self.other, "/peer/tree", {"leaves": asked})
-        self.stats.bytes += n
-        return {
-            p: {g: [int(h) for h in resp["leaves"][str(p)][str(g)]] for g in groups}
-            for p, groups in want.items()
-        }
+        resp = self.peers.tree(self.other, m.Tree(leaves=want))
+        self.stats.bytes += resp.wire_bytes
+        return {p: {g: resp.leaves[p][g] for g in groups} for p, groups in want.items()}
 
     def entries(self, part: int, leaves: Sequence[int]) -> dict[str, ae.Entry]:
-        body = {"part": part, "leaves": list(leaves)}
-        remote_entries, n = self._json(self.other, "/peer/entries", body)
-        self.stats.bytes += n
-        return {k: (Version(v[0], v[1]), bool(v[2])) for k, v in remote_entries.items()}
+        resp = self.peers.entries(self.other, part, leaves)
+        self.stats.bytes += resp.wire_bytes
+        return dict(resp.entries)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import stream
 from .core import placement
 from .keys import check_key
 
@@ -154,8 +153,7 @@ def sync_view(node: Node) -> dict:
 
 
 def metrics(node: Node) -> dict[str, float]:
-    with node._counter_lock:
-        out = {k: float(v) for k, v in node.counters.items()}
+    out = {k: float(v) for k, v in node.counter_values().items()}
     st = node.meta.status()
     out.update(
         {
@@ -175,11 +173,5 @@ def metrics(node: Node) -> dict[str, float]:
         }
     )
     out.update({k: float(v) for k, v in node.syncer.totals.items()})
-    batchers = list(node._batchers.items())
-    for kind, batches, items in (
-        (stream.APPLY, "replica_batches", "replica_batched_records"),
-        (stream.GET, "read_batches", "read_batched_keys"),
-    ):
-        out[batches] = float(sum(b.requests for (_n, k), b in batchers if k == kind))
-        out[items] = float(sum(b.records for (_n, k), b in batchers if k == kind))
+    out.update({k: float(v) for k, v in node.batch_stats().items()})
     return out

@@ -17,7 +17,6 @@ This module does no HTTP itself (the peer transport is injected) and never impor
 
 from __future__ import annotations
 
-import json
 import queue
 import secrets
 import threading
@@ -26,12 +25,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
-from urllib.parse import urlencode
 
 from .hlc import Version
+from .peer import (
+    Peers,
+    PeerServer,
+    WatchBatch,
+    WatchClose,
+    WatchOpen,
+    WatchOpened,
+    WatchPoll,
+)
+from .peer.messages import Done
 from .storage import Record
-from .transport import PeerClient, PeerError, PeerResponse
-from .wire import decode_records
 
 QUEUE_SIZE = 10000
 POLL_WAIT = 1.0  # seconds a peer holds a long-poll open when nothing changes
@@ -233,56 +239,45 @@ class PeerFeed(Protocol):
 
 
 class HttpPeerFeed:
-    """:class:`PeerFeed` over the peer HTTP transport (``/peer/changes/*``, secret attached).
+    """:class:`PeerFeed` over the node's peer client (the change-feed messages of
+    :mod:`kvraft.peer.messages`). Liveness marks of the node are left alone: a long-poll is not
+    a health probe (the client does not mark these messages)."""
 
-    ``address(node_id)`` gives a member's HTTP address (None if unknown). Liveness marks of the
-    node are left alone: a long-poll is not a health probe.
-    """
-
-    def __init__(
-        self, client: PeerClient, address: Callable[[str], str | None], timeout: float
-    ) -> None:
-        self._client = client
-        self._address = address
+    def __init__(self, peers: Peers, timeout: float) -> None:
+        self._peers = peers
         self._timeout = timeout
 
-    def _call(
-        self, node_id: str, method: str, path: str, params: dict, timeout: float | None = None
-    ) -> PeerResponse:
-        addr = self._address(node_id)
-        if addr is None:
-            raise PeerError(f"{node_id} is not a member")
-        return self._client.request(
-            addr,
-            method,
-            f"{path}?{urlencode(params)}",
-            timeout=self._timeout if timeout is None else timeout,
-        )
-
     def open(self, node_id: str, prefix: str) -> str:
-        resp = self._call(node_id, "POST", "/peer/changes/open", {"prefix": prefix})
-        if resp.status != 200:
-            raise PeerError(f"{node_id}: HTTP {resp.status} opening a change feed")
-        return str(json.loads(resp.body)["sid"])
+        return self._peers.watch_open(node_id, prefix, timeout=self._timeout)
 
     def poll(
         self, node_id: str, sid: str, after: int, wait: float
     ) -> tuple[int, list[Record]] | None:
-        resp = self._call(
-            node_id,
-            "GET",
-            "/peer/changes/poll",
-            {"sid": sid, "after": after, "wait": wait},
-            timeout=wait + self._timeout,
-        )
-        if resp.status == 410:
-            return None
-        if resp.status != 200:
-            raise PeerError(f"{node_id}: HTTP {resp.status} polling a change feed")
-        return int(resp.headers.get("x-kvraft-seq", "")), list(decode_records(resp.body))
+        batch = self._peers.watch_poll(node_id, sid, after, wait, timeout=wait + self._timeout)
+        return None if batch.gone else (batch.seq, list(batch.records))
 
     def close(self, node_id: str, sid: str) -> None:
-        self._call(node_id, "POST", "/peer/changes/close", {"sid": sid})
+        self._peers.watch_close(node_id, sid, timeout=self._timeout)
+
+
+def serve(server: PeerServer, subs: PeerSubscriptions, max_wait: float) -> None:
+    """Answer the change-feed messages from ``subs`` on ``server`` (a poll waits at most
+    ``max_wait`` seconds)."""
+    server.register(WatchOpen, lambda msg: WatchOpened(subs.open(msg.prefix)))
+
+    def poll(msg: WatchPoll) -> WatchBatch:
+        answer = subs.poll(msg.sid, msg.after, min(max_wait, max(0.0, msg.wait)))
+        if answer is None:
+            return WatchBatch(gone=True)
+        return WatchBatch(answer[0], tuple(answer[1]))
+
+    server.register(WatchPoll, poll)
+
+    def close(msg: WatchClose) -> Done:
+        subs.close(msg.sid)
+        return Done()
+
+    server.register(WatchClose, close)
 
 
 @dataclass(frozen=True, slots=True)

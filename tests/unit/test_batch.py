@@ -1,4 +1,4 @@
-"""PeerBatcher (kvraft/batch.py): concurrent writes to one peer share requests, results go back
+"""PeerBatcher (kvraft/peer/batch.py): concurrent writes to one peer share requests, results go back
 to the right callers, errors reach every record of a batch, and nothing waits forever."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from kvraft.batch import PeerBatcher
-from kvraft.transport import PeerConnectError, PeerError
+from kvraft.peer.batch import PeerBatcher
+from kvraft.peer.http import PeerConnectError, PeerError
 
 
 class FakePeer:

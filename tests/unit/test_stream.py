@@ -1,6 +1,7 @@
-"""The replica-write stream (kvraft/stream.py) between a real PeerStream and a real HttpServer on
-127.0.0.1, applying into a real SQLite store: lockstep batches on one connection, a peer that
-restarts, refuses, fails, stalls or shuts down, and the binary result encoding."""
+"""The replica-write stream (kvraft/peer/stream.py) between a real PeerStream and a real
+HttpServer on 127.0.0.1, applying into a real SQLite store: lockstep batches on one
+connection, a peer that restarts, refuses, fails, stalls or shuts down, and the binary result
+encoding."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import threading
 import pytest
 
 from api.httpd import HttpServer
-from kvraft import peerauth, stream
+from kvraft import peerauth
 from kvraft.hlc import Version
+from kvraft.peer import messages, stream
+from kvraft.peer.http import PeerConnectError, PeerError
+from kvraft.peer.wire import decode_records, encode_records
 from kvraft.storage import ApplyResult, Record, Storage
-from kvraft.transport import PeerConnectError, PeerError
-from kvraft.wire import decode_records, encode_records
 
 SECRET = "s3cret"
 LIMIT = 1 << 16
@@ -52,11 +54,11 @@ class Peer:
                 self.server.listener.shutdown(socket.SHUT_RDWR)  # new connections: refused
             self.local.conn.sock.shutdown(socket.SHUT_RDWR)
             raise ConnectionResetError("crashed after applying")
-        return stream.encode_results(results)
+        return messages.encode_results(results)
 
     def get(self, payload: bytes) -> bytes:
         self.reads += 1
-        return encode_records(self.store.get_many(stream.decode_keys(payload)))
+        return encode_records(self.store.get_many(messages.decode_keys(payload)))
 
     def app(self, environ, start_response):
         if self.verifier.check(
@@ -96,7 +98,7 @@ def rec(key: str, ts: int, value: bytes = b"v", node: str = "n1") -> Record:
 
 def roundtrip(s: stream.PeerStream, records: list[Record]) -> list[ApplyResult]:
     s.send(encode_records(records))
-    return stream.decode_results(s.receive())
+    return messages.decode_results(s.receive())
 
 
 def test_batches_go_in_lockstep_over_one_connection_and_answer_per_record(peer, store):
@@ -116,7 +118,7 @@ def test_reads_answer_the_stored_records_among_the_keys_asked(peer, store):
     s = stream.PeerStream(peer.addr, SECRET, timeout=5.0)
     tomb = Record("gone", 0, Version(5, "n2"), True)
     assert roundtrip(s, [rec("clé/é", 3, b"\x00\xff"), tomb])[0].applied
-    s.send(stream.encode_keys(["clé/é", "missing", "gone", "clé/é"]), stream.GET)
+    s.send(messages.encode_keys(["clé/é", "missing", "gone", "clé/é"]), stream.GET)
     found = {r.key: r for r in decode_records(s.receive())}
     assert found == {"clé/é": rec("clé/é", 3, b"\x00\xff"), "gone": tomb}
     # reads and writes share the stream's lockstep: a write right after still works
@@ -131,9 +133,9 @@ def test_an_answer_over_the_limit_is_an_error_and_is_not_asked_twice(peer):
     s = stream.PeerStream(peer.addr, SECRET, timeout=5.0)
     assert roundtrip(s, [rec("big", 1, b"x" * 4096)])[0].applied  # the stream is now reused
     small = stream.PeerStream(peer.addr, SECRET, timeout=5.0, limit=1024)
-    small.send(stream.encode_keys(["warm"]), stream.GET)
+    small.send(messages.encode_keys(["warm"]), stream.GET)
     small.receive()
-    small.send(stream.encode_keys(["big"]), stream.GET)
+    small.send(messages.encode_keys(["big"]), stream.GET)
     with pytest.raises(PeerError, match="over the limit of 1024"):
         small.receive()
     assert peer.reads == 2  # the oversized answer was not fetched once more
@@ -150,10 +152,10 @@ def test_a_stream_closed_while_waiting_for_its_answer_is_a_peer_error(peer):
 
 def test_keys_encode_and_decode():
     keys = ["a", "", "clé", "x" * 1000, "\udcff-raw"]  # surrogate-escaped bytes survive
-    data = stream.encode_keys(keys)
-    assert stream.decode_keys(data) == keys
-    with pytest.raises(stream.StreamError):
-        stream.decode_keys(data[:-1])
+    data = messages.encode_keys(keys)
+    assert messages.decode_keys(data) == keys
+    with pytest.raises(messages.MessageError):
+        messages.decode_keys(data[:-1])
 
 
 def test_results_encode_and_decode_every_shape():
@@ -162,12 +164,12 @@ def test_results_encode_and_decode_every_shape():
         ApplyResult(False, Version(2**63 - 1, "nœud-7"), True),
         ApplyResult(True, Version(0, "n"), False),
     ]
-    data = stream.encode_results(results)
-    assert stream.decode_results(data) == results
-    assert stream.decode_results(b"") == []
+    data = messages.encode_results(results)
+    assert messages.decode_results(data) == results
+    assert messages.decode_results(b"") == []
     for cut in (1, len(data) - 1):
-        with pytest.raises(stream.StreamError):
-            stream.decode_results(data[:cut])
+        with pytest.raises(messages.MessageError):
+            messages.decode_results(data[:cut])
 
 
 def test_a_peer_restarted_between_batches_gets_the_next_one_on_a_fresh_stream(store, tmp_path):

@@ -1,4 +1,4 @@
-"""The peer HTTP transport (kvraft/transport.py) against a scripted server on 127.0.0.1: what a
+"""The peer HTTP transport (kvraft/peer/http.py) against a scripted server on 127.0.0.1: what a
 caller is told when a request certainly did not arrive, and when it may have."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from kvraft.transport import PeerClient, PeerConnectError, PeerError
+from kvraft.peer.http import HttpTransport as PeerClient
+from kvraft.peer.http import PeerConnectError, PeerError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 

@@ -15,6 +15,7 @@ import pytest
 from kvraft.core.clockguard import ClockGuard, Verdict
 from kvraft.hlc import HLC, Version, wall_clock_ms
 from kvraft.node import Node
+from kvraft.peer import PeerClient
 from kvraft.storage import Record, Storage
 from kvraft.watch import ChangeHub
 from tests.unit.test_stream import SECRET, Peer
@@ -68,9 +69,11 @@ def coordinator(tmp_path, peer_addr: str) -> Node:
     node.storage = DiskFullOnce(tmp_path / "n1.db")
     node.changes = ChangeHub()
     node.counters, node._counter_lock = Counter(), threading.Lock()
-    node._batchers, node._streams = {}, {}
     node._alive, node._down = {}, {}
     node._stop = threading.Event()
+    node.peers = PeerClient(
+        SECRET, 5.0, node.address_of, node._mark, node._stop.is_set, node.config.max_value_bytes
+    )
     node._clock = ClockGuard(500)
     node._clock_last, node._clock_checked = Verdict(True, {}, (), 500), True
     return node
@@ -97,8 +100,7 @@ def test_a_write_that_fails_locally_still_reads_its_replica_answer(tmp_path):
         assert peer_store.get("second").value == b"2" and node.storage.get("second") is not None
         assert peer_store.get("first").value == b"1"  # applied there: not acknowledged, synced
     finally:
-        for s in node._streams.values():
-            s.close()
+        node.peers.close()
         peer.go.set()
         peer.stop()
         node.storage.close()
@@ -120,8 +122,7 @@ def pair(tmp_path):
     node = coordinator(tmp_path, peer.addr)
     node.storage.full = False
     yield node, peer_store
-    for s in node._streams.values():
-        s.close()
+    node.peers.close()
     peer.stop()
     node.storage.close()
     peer_store.close()

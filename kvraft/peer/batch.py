@@ -3,7 +3,7 @@
 Under load many client writes at once are bound for the same peer; sending each as its own
 request costs a request's framing and syscalls per record on both sides, and a commit each on
 the replica. A :class:`PeerBatcher` (the node keeps one per peer for writes and one for reads,
-each sending on its own :mod:`kvraft.stream`) lets at most ``lanes`` requests be in flight to
+each sending on its own :mod:`kvraft.peer.stream`) lets at most ``lanes`` requests be in flight to
 its peer; a record submitted while all lanes are busy waits in a queue, and when a lane frees up
 everything queued goes out together (up to ``max_records``/``max_bytes``), applied by the
 replica in one transaction. Alone, a record is sent at once: no timer, no added wait.
@@ -13,8 +13,8 @@ while the caller commits its local copy), and the caller that then waits for a b
 reads it for the whole batch, hands every record its result, and sends what queued meanwhile.
 
 Errors keep the transport's meaning for every record of a batch: a
-:class:`~kvraft.transport.PeerConnectError` (nothing was sent) or any other
-:class:`~kvraft.transport.PeerError` (it may have been applied).
+:class:`~kvraft.peer.http.PeerConnectError` (nothing was sent) or any other
+:class:`~kvraft.peer.http.PeerError` (it may have been applied).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .transport import PeerConnectError, PeerError
+from .http import PeerConnectError, PeerError
 
 Start = Callable[[list], Any]  # records -> a sent request (or raises PeerError)
 Finish = Callable[[Any], list]  # that request -> one result per record (or raises PeerError)

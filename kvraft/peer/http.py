@@ -1,4 +1,4 @@
-"""Peer transport: HTTP/1.1 requests to other nodes over persistent (keep-alive) connections.
+"""Peer HTTP transport: HTTP/1.1 requests to other nodes over persistent (keep-alive) connections.
 
 One small pool of connections per peer address, shared by all threads; a write therefore reuses
 an open TCP connection instead of opening one. A connection (:class:`Connection`) is a socket
@@ -19,8 +19,9 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
-from . import peerauth
+from .. import peerauth
 
 
 class PeerError(ConnectionError):
@@ -57,8 +58,8 @@ class Connection:
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        self.sock: socket.socket | None = None
-        self.rfile = None
+        self.sock: Any = None  # a socket once connected
+        self.rfile: Any = None  # its buffered reader
         self.will_close = False
 
     def connect(self) -> None:
@@ -122,7 +123,7 @@ class Connection:
         return PeerResponse(status, headers, body)
 
     def _chunked(self) -> bytes:
-        out = []
+        out: list[bytes] = []
         while True:
             size = int(self.rfile.readline(MAX_LINE).split(b";", 1)[0], 16)
             if size == 0:
@@ -156,7 +157,7 @@ class Pending:
     """A request sent on a pooled connection, its answer not read yet."""
 
     def __init__(
-        self, client: PeerClient, addr: str, req: tuple, timeout: float, idempotent: bool
+        self, client: HttpTransport, addr: str, req: tuple, timeout: float, idempotent: bool
     ) -> None:
         self.client, self.addr, self.req = client, addr, req
         self.timeout, self.idempotent = timeout, idempotent
@@ -212,7 +213,9 @@ class Pending:
         raise self.error or PeerError(f"{self.addr}: no answer")
 
 
-class PeerClient:
+class HttpTransport:
+    """Pooled keep-alive HTTP/1.1 to peer addresses; blocking, thread-safe."""
+
     def __init__(self, secret: str, timeout: float = 2.0, max_idle: int = 64) -> None:
         self._key = peerauth.derive(secret, peerauth.PEER_HTTP)
         self.timeout = timeout

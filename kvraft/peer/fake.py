@@ -1,0 +1,245 @@
+"""FakeNetwork: an in-process network of :class:`~kvraft.peer.server.PeerServer` by node id, for
+tests that script faults in milliseconds instead of cutting real sockets.
+
+``network.client("n1")`` is a :class:`FakePeers`: the same typed methods as
+:class:`~kvraft.peer.client.PeerClient` (the :class:`~kvraft.peer.client.Peers` protocol), each
+message encoded and decoded by its real codec and answered by the handler the destination
+registered on its server. Controls, all thread-safe:
+
+- ``drop(src, dst, after=False)``: messages from ``src`` to ``dst`` are lost (``after``: lost
+  on the way back, so the destination has acted on them: the sender gets a
+  :class:`PeerError` (maybe applied) rather than a :class:`PeerConnectError` (not delivered));
+- ``partition(*groups)``: sets of node ids that reach only their own set; ``heal()`` undoes
+  every partition and drop;
+- ``delay(seconds, src=None, dst=None)``: each delivery waits (through the injected ``sleep``);
+- ``reorder(window)``: each delivery waits a random extra 0 to ``window`` seconds (the
+  injected ``rng``), so concurrent messages arrive out of order;
+- ``crash(node)`` / ``restart(node, server)``: a node that is gone refuses connections.
+
+Liveness marks are told like the real client tells them (``mark`` per client).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import KvError
+from ..hlc import Version
+from ..storage import ApplyResult, Record
+from . import messages as m
+from .client import PeerStatus
+from .http import PeerConnectError, PeerError, PeerResponse
+from .server import PeerServer
+
+
+class FakeNetwork:
+    def __init__(
+        self,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        describe: Callable[[BaseException], tuple[int, str, str]] | None = None,
+    ) -> None:
+        # a handler's error -> (status, code, message) as the HTTP layer would answer it
+        # (api.errors.describe); kvraft itself knows no status
+        self._describe = describe or (lambda exc: (500, "internal", str(exc)))
+        self._sleep = sleep
+        self._rng = rng or random.Random(0)
+        self._lock = threading.Lock()
+        self._servers: dict[str, PeerServer] = {}
+        self._dropped: dict[tuple[str, str], bool] = {}  # (src, dst) -> lost after delivery
+        self._groups: list[frozenset[str]] = []
+        self._delays: dict[tuple[str | None, str | None], float] = {}
+        self._window = 0.0
+        self.delivered: list[tuple[str, str, str]] = []  # (src, dst, message type) in order
+
+    # -- membership of the network ---------------------------------------------------------------
+
+    def add(self, node_id: str, server: PeerServer) -> None:
+        with self._lock:
+            self._servers[node_id] = server
+
+    def crash(self, node_id: str) -> None:
+        with self._lock:
+            self._servers.pop(node_id, None)
+
+    def restart(self, node_id: str, server: PeerServer) -> None:
+        self.add(node_id, server)
+
+    def client(
+        self, node_id: str, mark: Callable[[str, bool], None] = lambda _n, _ok: None
+    ) -> FakePeers:
+        return FakePeers(self, node_id, mark)
+
+    # -- faults ----------------------------------------------------------------------------------
+
+    def drop(self, src: str, dst: str, after: bool = False) -> None:
+        with self._lock:
+            self._dropped[(src, dst)] = after
+
+    def partition(self, *groups: set[str] | frozenset[str]) -> None:
+        with self._lock:
+            self._groups = [frozenset(g) for g in groups]
+
+    def delay(self, seconds: float, src: str | None = None, dst: str | None = None) -> None:
+        with self._lock:
+            self._delays[(src, dst)] = seconds
+
+    def reorder(self, window: float) -> None:
+        with self._lock:
+            self._window = window
+
+    def heal(self) -> None:
+        with self._lock:
+            self._dropped.clear()
+            self._groups = []
+            self._delays.clear()
+            self._window = 0.0
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    def _cut(self, src: str, dst: str) -> bool:
+        if not self._groups:
+            return False
+        return not any(src in g and dst in g for g in self._groups)
+
+    def deliver(self, src: str, dst: str, message: Any) -> Any:
+        """Carry ``message`` from ``src`` to ``dst`` through its codec; the decoded answer.
+        Raises PeerConnectError (not delivered), PeerError (delivered, answer lost) or
+        PeerStatus (the handler refused it)."""
+        with self._lock:
+            server = self._servers.get(dst)
+            lost_after = self._dropped.get((src, dst))
+            cut = self._cut(src, dst)
+            wait = sum(
+                d for (s, t), d in self._delays.items() if s in (None, src) and t in (None, dst)
+            )
+            if self._window:
+                wait += self._rng.uniform(0, self._window)
+        if wait:
+            self._sleep(wait)
+        if server is None or cut or lost_after is False:
+            raise PeerConnectError(f"{dst}: unreachable from {src} (fake network)")
+        query, body = message.to_wire()
+        decoded = type(message).from_wire(query, body)
+        try:
+            answer = server.dispatch(decoded)
+        except KvError as exc:
+            status, code, message = self._describe(exc)
+            refusal = json.dumps({"error": code, "message": message}).encode()
+            raise PeerStatus(dst, status, refusal) from exc
+        with self._lock:
+            self.delivered.append((src, dst, type(message).__name__))
+        if lost_after:
+            raise PeerError(f"{dst}: the answer was lost (fake network)")
+        if isinstance(answer, m.WatchBatch) and answer.gone:
+            return answer
+        wire = answer.to_wire()
+        headers = {k.lower(): v for k, v in wire.headers}
+        return type(answer).from_wire(headers, wire.body)
+
+
+class _Done:
+    __slots__ = ("_result", "_error")
+
+    def __init__(self, result: ApplyResult | None, error: BaseException | None) -> None:
+        self._result, self._error = result, error
+
+    def result(self) -> ApplyResult:
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+class FakePeers:
+    """The peers of node ``me`` over a :class:`FakeNetwork` (no batching: one message each)."""
+
+    def __init__(self, network: FakeNetwork, me: str, mark: Callable[[str, bool], None]) -> None:
+        self.network, self.me, self._mark = network, me, mark
+
+    def _call(self, node_id: str, message: Any, liveness: bool = True) -> Any:
+        try:
+            answer = self.network.deliver(self.me, node_id, message)
+        except PeerStatus:
+            if liveness:
+                self._mark(node_id, True)
+            raise
+        except PeerError:
+            if liveness:
+                self._mark(node_id, False)
+            raise
+        if liveness:
+            self._mark(node_id, True)
+        return answer
+
+    def send_apply(self, node_id: str, record: Record) -> _Done:
+        try:
+            return _Done(self.apply(node_id, [record]).results[0], None)
+        except PeerError as exc:
+            return _Done(None, exc)
+
+    def apply(self, node_id: str, records: Sequence[Record]) -> m.Applied:
+        return self._call(node_id, m.Apply(tuple(records)))
+
+    def read(self, node_id: str, key: str) -> Record | None:
+        found = self._call(node_id, m.ReadKeys((key,))).records
+        return found[0] if found else None
+
+    def read_keys(
+        self, node_id: str, keys: Sequence[str], max_bytes: int | None = None
+    ) -> m.Records:
+        return self._call(node_id, m.ReadKeys(tuple(keys), max_bytes))
+
+    def scan(self, node_id: str, prefix: str, after: str | None, limit: int) -> m.Records:
+        return self._call(node_id, m.Scan(prefix, after, limit))
+
+    def hint(self, node_id: str, target: str, record: Record) -> Version | None:
+        return self._call(node_id, m.Hint(target, (record,))).newest
+
+    def ping(self, node_id: str, timeout: float | None = None) -> m.Pong:
+        return self._call(node_id, m.Ping())
+
+    def tree(self, node_id: str, request: m.Tree) -> m.TreeHashes:
+        return self._call(node_id, request)
+
+    def entries(self, node_id: str, part: int, leaves: Sequence[int]) -> m.LeafEntries:
+        return self._call(node_id, m.Entries(part, tuple(leaves)))
+
+    def forget(self, node_id: str, part: int, keys: Sequence[str], below: int) -> m.Forgotten:
+        return self._call(node_id, m.Forget(part, tuple(keys), below))
+
+    def change_members(self, node_id: str, change: m.MemberChange, **_kw: Any) -> dict:
+        return self._call(node_id, change, liveness=False).data
+
+    def stats(self, node_id: str, timeout: float | None = None) -> dict:
+        return self._call(node_id, m.Stats(), liveness=False).data
+
+    def watch_open(self, node_id: str, prefix: str, timeout: float | None = None) -> str:
+        return self._call(node_id, m.WatchOpen(prefix), liveness=False).sid
+
+    def watch_poll(
+        self, node_id: str, sid: str, after: int, wait: float, timeout: float | None = None
+    ) -> m.WatchBatch:
+        return self._call(node_id, m.WatchPoll(sid, after, wait), liveness=False)
+
+    def watch_close(self, node_id: str, sid: str, timeout: float | None = None) -> None:
+        self._call(node_id, m.WatchClose(sid), liveness=False)
+
+    def forward(self, node_id: str, method: str, target: str, *_a: Any, **_kw: Any) -> PeerResponse:
+        raise PeerConnectError(f"{node_id}: client requests are not carried by the fake network")
+
+    def batch_stats(self) -> dict[str, int]:
+        return {
+            "replica_batches": 0,
+            "replica_batched_records": 0,
+            "read_batches": 0,
+            "read_batched_keys": 0,
+        }
+
+    def close(self) -> None:
+        pass
