@@ -125,10 +125,14 @@ class _Body(io.RawIOBase):
     """``wsgi.input``: the request body, ``Content-Length`` or chunked, ending at its end.
 
     Sends ``100 Continue`` before the first read when the client asked for it; the body
-    deadline starts at that first read. Raises :class:`BodyError`."""
+    deadline starts at that first read. Raises :class:`BodyError`.
+
+    It keeps nothing of the head: the environ refers to the body (``wsgi.input``) and the head
+    to the environ, so a body holding its head would make a reference cycle per request, which
+    only the cyclic GC frees (and an IOBase in a cycle is finalized first)."""
 
     def __init__(self, conn: _Connection, head: Head, prefix: bytes) -> None:
-        self.conn, self.head = conn, head
+        self.conn = conn
         self.expect_continue = head.expect_continue
         self.deadline: float | None = None
         self.error: HttpError | None = None

@@ -16,9 +16,11 @@ directory imports that checkout's packages first).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench.kvraft_cluster import KvraftCluster
@@ -67,6 +69,42 @@ def one(
     return out
 
 
+def together(
+    repos: dict[str, Path], ops: list[str], seconds: float, concurrency: int, env: dict, base: int
+) -> dict[str, dict]:
+    """Like :func:`one`, for A's and B's clusters up at the same time (B's ports 300 above A's)
+    and loaded at the same time, each by its own load process: both runs of a round then share
+    the machine's load of that moment, which on a shared machine moves CPU per request by more
+    than the difference being measured."""
+    out: dict[str, dict] = {side: {} for side in repos}
+    with contextlib.ExitStack() as stack, ProcessPoolExecutor(len(repos)) as pool:
+        clusters = {}
+        for i, (side, repo) in enumerate(repos.items()):
+            at = base + 300 * i
+            ports = {"http_base": at, "raft_base": at + 100, "ftp_port": at + 200}
+            kv = stack.enter_context(KvraftCluster(repo=repo, env=dict(os.environ, **env), **ports))
+            clusters[side] = (kv, _children(kv.proc.pid) if kv.proc is not None else [])
+        for op in ops:  # put first: get reads the keys it wrote
+            for warm in [
+                pool.submit(run_sync, kv.urls, "kvraft", op, concurrency, seconds=1.0, warmup=0.0)
+                for kv, _ in clusters.values()
+            ]:
+                warm.result()
+            cpu = {side: _cpu(nodes) for side, (_, nodes) in clusters.items()}
+            runs = {
+                side: pool.submit(
+                    run_sync, kv.urls, "kvraft", op, concurrency, seconds=seconds, warmup=0.0
+                )
+                for side, (kv, _) in clusters.items()
+            }
+            results = {side: f.result() for side, f in runs.items()}
+            for side, res in results.items():
+                used = _cpu(clusters[side][1]) - cpu[side]
+                per = used / max(1, res.throughput * seconds) * 1e6
+                out[side][op] = (res.throughput, res.p99_ms, res.errors, per)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--a", required=True, type=Path, help="checkout A (before)")
@@ -82,11 +120,38 @@ def main(argv: list[str] | None = None) -> int:
         default=18301,
         help="first HTTP port (Raft ports from +100, FTP at +200): another run can pick others",
     )
+    ap.add_argument(
+        "--together",
+        action="store_true",
+        help="run A's and B's clusters at the same time, loaded at once (B's ports 300 above)",
+    )
     args = ap.parse_args(argv)
     ops = args.ops.split(",")
     env = dict(e.split("=", 1) for e in args.env)
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     for rnd in range(args.rounds):
+        if args.together:
+            pair = [("A", args.a.resolve()), ("B", args.b.resolve())]
+            both = together(
+                dict(pair if rnd % 2 == 0 else pair[::-1]),  # who gets the lower ports
+                ops,
+                args.seconds,
+                args.concurrency,
+                env,
+                args.port_base,
+            )
+            for side, r in both.items():
+                runs[side].append(r)
+                print(
+                    f"round {rnd + 1} {side} (together): "
+                    + ", ".join(
+                        f"{op} {t:,.0f} req/s p99 {p:.1f} ms errors {e} node CPU {c:.0f} us/req"
+                        for op, (t, p, e, c) in r.items()
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
+            continue
         for side, repo in (
             (("A", args.a), ("B", args.b)) if rnd % 2 == 0 else (("B", args.b), ("A", args.a))
         ):
@@ -103,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(
         f"| op (c={args.concurrency}) | A req/s | B req/s | B/A | B/A per round, min-max "
-        "| A p99 ms | B p99 ms | node CPU us/req A / B | A/B CPU |"
+        "| A p99 ms | B p99 ms | node CPU us/req A / B | A/B CPU "
+        "| B-A CPU us/req per round: median (min..max), rounds B>A |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for op in ops:
         med = {
             (side, i): statistics.median(r[op][i] for r in runs[side])
@@ -115,10 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         ta, tb = med["A", 0], med["B", 0]
         # a round's ratio: B against the A run next to it (the same round)
         pairs = [b[op][0] / a[op][0] for a, b in zip(runs["A"], runs["B"], strict=True)]
+        # the same for CPU: what B costs more than A in each round, in us per request (the
+        # machine's load moves both runs of a round together, so this spreads less than A / B)
+        extra = [b[op][3] - a[op][3] for a, b in zip(runs["A"], runs["B"], strict=True)]
         print(
             f"| {op} | {ta:,.0f} | {tb:,.0f} | {tb / ta:.3f} | {min(pairs):.2f}-{max(pairs):.2f} "
             f"| {med['A', 1]:.1f} | {med['B', 1]:.1f} | {med['A', 3]:.0f} / {med['B', 3]:.0f} "
-            f"| {med['A', 3] / med['B', 3]:.3f} |"
+            f"| {med['A', 3] / med['B', 3]:.3f} | {statistics.median(extra):+.0f} "
+            f"({min(extra):+.0f}..{max(extra):+.0f}), {sum(e > 0 for e in extra)} of "
+            f"{len(extra)} |"
         )
     return 0
 
