@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kvraft.core.clockguard import ClockGuard, Verdict
+from kvraft.duties import ClockWatch, Liveness, SystemClock
 from kvraft.hlc import HLC, Version, wall_clock_ms
 from kvraft.node import Node
 from kvraft.peer import PeerClient
@@ -69,13 +69,13 @@ def coordinator(tmp_path, peer_addr: str) -> Node:
     node.storage = DiskFullOnce(tmp_path / "n1.db")
     node.changes = ChangeHub()
     node.counters, node._counter_lock = Counter(), threading.Lock()
-    node._alive, node._down = {}, {}
-    node._stop = threading.Event()
+    node.liveness = Liveness("n1", SystemClock())
+    stop = threading.Event()
     node.peers = PeerClient(
-        SECRET, 5.0, node.address_of, node._mark, node._stop.is_set, node.config.max_value_bytes
+        SECRET, 5.0, node.address_of, node.liveness.mark, stop.is_set, node.config.max_value_bytes
     )
-    node._clock = ClockGuard(500)
-    node._clock_last, node._clock_checked = Verdict(True, {}, (), 500), True
+    node.clock_watch = ClockWatch(500, SystemClock())
+    node.clock_watch.checked = True
     return node
 
 
