@@ -22,13 +22,26 @@ from .sync import Syncer
 class Node(Protocol):
     """What the views read of a node."""
 
-    id: str
-    rf: int
-    config: Config
-    meta: Meta
-    storage: Store
-    syncer: Syncer
-    activity: Activity
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def rf(self) -> int: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def meta(self) -> Meta: ...
+
+    @property
+    def storage(self) -> Store: ...
+
+    @property
+    def syncer(self) -> Syncer: ...
+
+    @property
+    def activity(self) -> Activity: ...
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]: ...
 
@@ -53,14 +66,14 @@ def explain(node: Node, key: str) -> dict:
     check_key(key)
     part, replicas = node.replicas_of(key)
     answers = node.gather(sorted(node.members()), key)
-    versions = {}
+    versions: dict[str, str | None] = {}
     for n in sorted(node.members()):
+        rec = answers.get(n)
         if n not in answers:
             versions[n] = "unreachable"
-        elif answers[n] is None:
+        elif rec is None:
             versions[n] = None
         else:
-            rec = answers[n]
             versions[n] = ("tombstone:" if rec.tomb else "") + rec.version.encode()
     held = {versions.get(n) for n in replicas}
     stats = node.meta.stats()
@@ -98,7 +111,8 @@ def cluster(node: Node) -> dict:
     for node_id, m in sorted(members.items()):
         s = stats.get(node_id)
         if node_id == node.id:
-            keys, nbytes = node.storage.live_keys, node.storage.live_bytes
+            keys: int | None = node.storage.live_keys
+            nbytes: int | None = node.storage.live_bytes
         else:
             keys, nbytes = (s.keys, s.bytes) if s else (None, None)
         nodes.append(
