@@ -83,7 +83,12 @@ class Liveness:
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
         self._ready: dict[str, bool] = {}  # node id -> ready at the last ping
         self._load: dict[str, int] = {}  # node id -> data requests it was serving then
-        self._born = clock.monotonic()  # reference for nodes never heard from
+        self._born = clock.monotonic()  # reference for nodes never heard from (see started)
+
+    def started(self) -> None:
+        """Take now as the reference for nodes never heard from: the node calls it once its
+        metadata is open, so the time spent opening it counts as nobody's silence."""
+        self._born = self._clock.monotonic()
 
     def mark(self, node_id: str, ok: bool) -> None:
         (self._alive if ok else self._down)[node_id] = self._clock.monotonic()

@@ -129,6 +129,7 @@ class Node:
         self.counters: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
         self.activity = Activity()  # data requests this node is serving now (told in pings)
+        self.liveness.started()  # liveness reference for nodes never heard from
         self.syncer = Syncer(
             self.id,
             self.meta,
