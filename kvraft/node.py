@@ -11,9 +11,11 @@ each replica that failed, and succeed when the acks meet ``w`` (hints count for 
 Read path: ``r=one`` reads the first reachable replica (this node's store if it is one);
 ``quorum``/``all`` ask that many replicas, return the newest and repair the stale ones.
 
-Background threads: registration in Raft, liveness pings, hint delivery, stats reports, sync rounds
-(:mod:`kvraft.sync`) and, on the Raft leader, :mod:`kvraft.leader`'s duties. Operator views are in
-:mod:`kvraft.views`. This module never imports Flask.
+Background duties (registration, pings and the clock guard, hint delivery, stats reports, sync
+rounds, the Raft leader's duties) are objects with ``tick(now)`` in :mod:`kvraft.duties`,
+:mod:`kvraft.sync` and :mod:`kvraft.leader`; the node builds them with the parts they need and a
+:class:`kvraft.duties.Runner` drives them on the injected clock. Operator views are in
+:mod:`kvraft.views`. This module never imports Flask and reads no clock itself.
 """
 
 from __future__ import annotations
