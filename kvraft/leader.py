@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
-from .config import NODE_ID
+from .config import NODE_ID, Config
 from .core import leaderplan
 from .errors import BadRequest, Conflict, NotFound, Unavailable
-from .hlc import LOGICAL_BITS
-from .meta import MetaUnavailable
-from .peer import MemberChange, PeerError, PeerStatus
-
-if TYPE_CHECKING:
-    from .node import Node
+from .hlc import HLC, LOGICAL_BITS
+from .meta import Meta, MetaUnavailable
+from .peer import MemberChange, PeerClient, PeerError, PeerStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +33,48 @@ MEMBER_ADDRESS = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):" + PORT +
 
 
 class Leader:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.meta = node.meta
+    """The leader duty (``tick(now)``, driven by :class:`kvraft.duties.Runner`) and the
+    membership changes. Gets its parts, not the node: the metadata, the peers (to forward a
+    change to the leader), the HLC (a round's purge-safe timestamp), the members of the Raft
+    configuration (id -> HTTP address) and each node's silence (seconds since a good contact)."""
 
-    def tick(self) -> None:
+    def __init__(
+        self,
+        self_id: str,
+        config: Config,
+        meta: Meta,
+        peers: PeerClient,
+        hlc: HLC,
+        members: Callable[[], Mapping[str, str]],
+        silent_for: Callable[[str], float],
+    ) -> None:
+        self.self_id = self_id
+        self.config = config
+        self.rf = config.replication_factor
+        self.meta = meta
+        self.peers = peers
+        self.hlc = hlc
+        self.members = members
+        self.silent_for = silent_for
+
+    def tick(self, now: float) -> None:
         """Raft leader only: first placement, moves toward a healthy map, sync rounds (the
-        decisions are :func:`kvraft.core.leaderplan.step`'s; this performs them)."""
+        decisions are :func:`kvraft.core.leaderplan.step`'s; this performs them). ``now``: the
+        wall clock in seconds. Blocks on Raft (each change up to its timeout)."""
         if not self.meta.is_leader():
             return
-        now = time.time()
         for instruction in leaderplan.step(self.view(), now):
             self._perform(instruction)
 
     def view(self) -> leaderplan.LeaderView:
-        """What the plan needs, read from the metadata and the node's liveness figures."""
-        node, meta, config = self.node, self.meta, self.node.config
+        """What the plan needs, read from the metadata and the liveness figures."""
+        meta, config = self.meta, self.config
         epoch, state = meta.map_state()
-        members = node.members()
+        members = self.members()
         stats = meta.stats()
         rnd = meta.sync_round()
         return leaderplan.LeaderView(
-            self_id=node.id,
+            self_id=self.self_id,
             epoch=epoch,
             state=state,
             members=tuple(members),
@@ -66,12 +82,12 @@ class Leader:
             registered={m.id: m.raft for m in meta.members().values()},
             stored={n: s.bytes for n, s in stats.items()},
             hints={n: s.hints for n, s in stats.items()},
-            silent={n: node.silent_for(n) for n in members},
+            silent={n: self.silent_for(n) for n in members},
             removing=tuple(meta.removing()),
             round_id=rnd.id,
             round_started_at=rnd.started_at,
             partitions=config.partitions,
-            replication_factor=node.rf,
+            replication_factor=self.rf,
             dead_after=config.dead_after,
             sync_interval=config.sync_interval,
             peer_timeout=config.peer_timeout,
@@ -92,7 +108,7 @@ class Leader:
             except MetaUnavailable as exc:
                 log.info("removal of %s pending: %s", instruction.node_id, exc)
         elif isinstance(instruction, leaderplan.StartRound):
-            safe_ts = max(0, self.node.hlc.now() - (instruction.margin_ms << LOGICAL_BITS))
+            safe_ts = max(0, self.hlc.now() - (instruction.margin_ms << LOGICAL_BITS))
             try:
                 meta.start_round(
                     instruction.round_id, safe_ts, instruction.started_at, instruction.hints_clear
@@ -125,16 +141,15 @@ class Leader:
         """Drain ``node_id`` (its partitions move to other nodes first), then remove it."""
         if not self.meta.is_leader():
             return self._to_leader(MemberChange("remove", node_id))
-        members = self.node.members()
+        members = self.members()
         if node_id not in members:
             raise NotFound(f"no member {node_id!r}")
         remaining = len(members) - len(set(self.meta.removing()) | {node_id})
-        if remaining < self.node.rf:
+        if remaining < self.rf:
             raise Conflict(
-                f"removing {node_id} would leave {remaining} nodes for replication "
-                f"factor {self.node.rf}"
+                f"removing {node_id} would leave {remaining} nodes for replication factor {self.rf}"
             )
-        if node_id == self.node.id:
+        if node_id == self.self_id:
             raise Conflict(
                 "the Raft leader cannot remove itself; ask it to another node "
                 "after a leader change, or stop it and let re-replication act"
@@ -144,10 +159,10 @@ class Leader:
 
     def _to_leader(self, change: MemberChange) -> dict:
         leader = self.meta.leader_id()
-        if leader is None or leader == self.node.id:
+        if leader is None or leader == self.self_id:
             raise Unavailable("no Raft leader to make the membership change; retry")
         try:
-            return self.node.peers.change_members(leader, change)
+            return self.peers.change_members(leader, change)
         except PeerStatus as exc:  # the leader refused it: its error, as it gave it
             err = {"bad_request": BadRequest, "not_found": NotFound, "conflict": Conflict}
             raise err.get(exc.code, Unavailable)(

@@ -150,37 +150,15 @@ class MetaUnavailable(RuntimeError):
     """A metadata change could not be committed (no quorum or timed out)."""
 
 
-class Meta:
-    """Adapter over pysyncobj. Reads are lock-free snapshots; writes block with a timeout."""
+class MetaReads:
+    """The read methods over a :class:`MetaState` (``self.state``), shared by :class:`Meta`
+    and the in-memory :class:`kvraft.metafake.FakeMeta`. Lock-free snapshots: the state is
+    copy-on-write. Subclasses provide ``leader_raft``."""
 
-    def __init__(
-        self,
-        self_raft: str,
-        peers: tuple[str, ...],
-        data_dir: str,
-        secret: str,
-        on_state_change: Callable[[int, int], None] | None = None,
-    ) -> None:
-        os.makedirs(data_dir, exist_ok=True)
-        self.state = MetaState()
-        self.self_raft = self_raft
-        conf = SyncObjConf(
-            password=raft_password(secret),  # a derived key, not the secret itself
-            bindAddress=self_raft,  # not 0.0.0.0: Raft listens only where it was told to
-            appendEntriesUseBatch=False,
-            journalFile=os.path.join(data_dir, "raft.journal"),
-            fullDumpFile=os.path.join(data_dir, "raft.dump"),
-            dynamicMembershipChange=True,
-            commandsWaitLeader=True,
-            onStateChanged=on_state_change,
-            raftMinTimeout=0.4,
-            raftMaxTimeout=1.4,
-            connectionRetryTime=1.0,
-            logCompactionMinEntries=20000,
-        )
-        self._raft = SyncObj(self_raft, list(peers), conf, consumers=[self.state])
+    state: MetaState
 
-    # -- reads ---------------------------------------------------------------------------------
+    def leader_raft(self) -> str | None:
+        raise NotImplementedError
 
     def http_of(self, node_id: str) -> str | None:
         """A member's HTTP address (on every peer call: no copies made)."""
@@ -217,6 +195,46 @@ class Meta:
     def rebalances(self) -> int:
         return self.state.rebalances
 
+    def leader_id(self) -> str | None:
+        addr = self.leader_raft()
+        for node_id, (_http, raft) in self.state.members.items():
+            if raft == addr:
+                return node_id
+        return None
+
+
+class Meta(MetaReads):
+    """Adapter over pysyncobj. Reads are lock-free snapshots; writes block with a timeout."""
+
+    def __init__(
+        self,
+        self_raft: str,
+        peers: tuple[str, ...],
+        data_dir: str,
+        secret: str,
+        on_state_change: Callable[[int, int], None] | None = None,
+    ) -> None:
+        os.makedirs(data_dir, exist_ok=True)
+        self.state = MetaState()
+        self.self_raft = self_raft
+        conf = SyncObjConf(
+            password=raft_password(secret),  # a derived key, not the secret itself
+            bindAddress=self_raft,  # not 0.0.0.0: Raft listens only where it was told to
+            appendEntriesUseBatch=False,
+            journalFile=os.path.join(data_dir, "raft.journal"),
+            fullDumpFile=os.path.join(data_dir, "raft.dump"),
+            dynamicMembershipChange=True,
+            commandsWaitLeader=True,
+            onStateChanged=on_state_change,
+            raftMinTimeout=0.4,
+            raftMaxTimeout=1.4,
+            connectionRetryTime=1.0,
+            logCompactionMinEntries=20000,
+        )
+        self._raft = SyncObj(self_raft, list(peers), conf, consumers=[self.state])
+
+    # -- reads (the rest are :class:`MetaReads`') ----------------------------------------------
+
     def raft_members(self) -> tuple[str, ...]:
         """Raft addresses of every member of the Raft configuration, this node included."""
         others = [n.address for n in self._raft.otherNodes]
@@ -225,13 +243,6 @@ class Meta:
     def leader_raft(self) -> str | None:
         node = self._raft._getLeader()
         return node.address if node is not None else None
-
-    def leader_id(self) -> str | None:
-        addr = self.leader_raft()
-        for node_id, (_http, raft) in self.state.members.items():
-            if raft == addr:
-                return node_id
-        return None
 
     def caught_up(self) -> bool:
         """Whether this member has applied the log up to the leader's commit index once since

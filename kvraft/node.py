@@ -9,9 +9,11 @@ Reads and writes of user keys are the :class:`~kvraft.coordinator.Coordinator`'s
 it over its store, peers, metadata view and HLC, and its public put/get/delete/list_keys/create
 delegate to it.
 
-Background threads: registration in Raft, liveness pings, hint delivery, stats reports, sync rounds
-(:mod:`kvraft.sync`) and, on the Raft leader, :mod:`kvraft.leader`'s duties. Operator views are in
-:mod:`kvraft.views`. This module never imports Flask.
+Background duties (registration, pings and the clock guard, hint delivery, stats reports, sync
+rounds, the Raft leader's duties) are objects with ``tick(now)`` in :mod:`kvraft.duties`,
+:mod:`kvraft.sync` and :mod:`kvraft.leader`; the node builds them with the parts they need and a
+:class:`kvraft.duties.Runner` drives them on the injected clock. Operator views are in
+:mod:`kvraft.views`. This module never imports Flask and reads no clock itself.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,12 +31,27 @@ from .config import Config
 from .coordinator import ClockStanding, Coordinator, WriteResult
 from .core import placement
 from .core.balance import Activity
-from .core.clockguard import ClockGuard, Verdict
-from .core.clockguard import sample as clock_sample
+from .core.clockguard import Verdict
+from .duties import (
+    HINT_INTERVAL,
+    LEADER_INTERVAL,
+    PING_INTERVAL,
+    REGISTER_INTERVAL,
+    STATS_INTERVAL,
+    SYNC_TICK,
+    Clock,
+    ClockWatch,
+    HintDelivery,
+    Liveness,
+    Ping,
+    Register,
+    Runner,
+    StatsReport,
+)
 from .errors import Unavailable
 from .hlc import HLC
 from .leader import Leader
-from .meta import Meta, MetaUnavailable
+from .meta import Meta
 from .peer import PeerClient, PeerError, PeerServer
 from .storage import ApplyResult, Record, Storage
 from .sync import Syncer
@@ -43,40 +59,46 @@ from .watch import ChangeHub
 
 log = logging.getLogger(__name__)
 
-PING_INTERVAL = 0.5
-HINT_INTERVAL = 0.5
-STATS_INTERVAL = 2.0
-LEADER_INTERVAL = 0.5
-SYNC_TICK = 0.25
+__all__ = [
+    "HINT_INTERVAL",
+    "LEADER_INTERVAL",
+    "PING_INTERVAL",
+    "STATS_INTERVAL",
+    "SYNC_TICK",
+    "Node",
+    "WriteResult",
+]
 
 
 class Node:
     """One kvraft node. Create it in the serving process (pysyncobj's tick thread lives here)."""
 
-    def __init__(self, config: Config, start: bool = True) -> None:
+    def __init__(self, config: Config, start: bool = True, clock: Clock | None = None) -> None:
+        """Open the store and the metadata (pysyncobj starts here), wire the parts, and with
+        ``start`` start the background duties. ``clock`` defaults to the system clocks."""
         self.config = config
         self.id = config.id
         self.rf = config.replication_factor
+        self.clock: Clock = clock or SystemClock()  # duties, liveness: never skewed
         os.makedirs(config.data_dir, exist_ok=True)
         self.storage = Storage(os.path.join(config.data_dir, "store.db"), fsync=config.fsync)
         max_offset_ms = int(config.max_clock_offset * 1000)
-        self.clock = SystemClock(config.clock_offset_ms)  # wall time skewed as configured
+        # the HLC's physical clock: skewed as configured (KVRAFT_CLOCK_OFFSET_MS, chaos skew)
+        hlc_clock = clock or SystemClock(config.clock_offset_ms)
         self.hlc = HLC(
-            clock=self.clock,
+            clock=hlc_clock,
             last=self.storage.max_ts,
             max_ahead_ms=max_offset_ms,
         )
-        self._clock = ClockGuard(max_offset_ms)  # guarded by _counter_lock
-        # the last verdict: what writes go by, and what a change is logged against
-        self._clock_last = Verdict(True, {}, (), max_offset_ms)
-        self._clock_checked = False  # every peer pinged once: the verdict has had its chance
-        self._stop = threading.Event()
+        self.clock_watch = ClockWatch(max_offset_ms, self.clock)
+        self.liveness = Liveness(self.id, self.clock)
+        self.runner = Runner(self.clock)
         self.peers = PeerClient(
             config.secret,
             config.peer_timeout,
             address_of=self.address_of,
-            mark=self._mark,
-            stopping=self._stop.is_set,
+            mark=self.liveness.mark,
+            stopping=self.runner.stopping,
             max_value_bytes=config.max_value_bytes,
         )
         self.peer_server = PeerServer(config.secret)  # api/ mounts it; handlers: serve_peers
@@ -88,13 +110,7 @@ class Node:
         self.changes = ChangeHub()  # every record applied here, for /watch
         self.counters: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
-        self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
-        self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
-        self._peer_ready: dict[str, bool] = {}  # node id -> ready at the last ping
-        self._peer_load: dict[str, int] = {}  # node id -> data requests it was serving then
         self.activity = Activity()  # data requests this node is serving now (told in pings)
-        self._joined = False  # with --join: the cluster has added us to its Raft members
-        self._born = time.monotonic()  # liveness reference for nodes never heard from
         self.coordinator = Coordinator(
             self.id,
             config,
@@ -105,44 +121,73 @@ class Node:
             self.pool,
             self.count,
             self.changes.publish,
-            lambda: ClockStanding(self._clock_last, self._clock_checked),
+            lambda: ClockStanding(self.clock_watch.last, self.clock_watch.checked),
         )
-        self.syncer = Syncer(self)
-        self.leader = Leader(self)
+        self._joined = False  # with --join: the cluster has added us to its Raft members
+        self.liveness.started()  # liveness reference for nodes never heard from
+        self.syncer = Syncer(
+            self.id,
+            self.meta,
+            self.storage,
+            self.peers,
+            self.hlc,
+            self.is_alive,
+            self.apply_local,
+            self.clock,
+        )
+        self.leader = Leader(
+            self.id,
+            config,
+            self.meta,
+            self.peers,
+            self.hlc,
+            members=self.members,
+            silent_for=self.liveness.silent_for,
+        )
+        self.pinger = Ping(
+            self.id,
+            members=self.members,
+            raft_size=lambda: len(self.meta.raft_members()),
+            peers=self.peers,
+            hlc=self.hlc,
+            liveness=self.liveness,
+            clock=self.clock_watch,
+            peer_timeout=config.peer_timeout,
+            submit=self.pool.submit,
+        )
+        self.hints = HintDelivery(
+            self.id,
+            self.meta.partitions,
+            self.storage,
+            self._send_records,
+            self.apply_local,
+            self.is_alive,
+            self.count,
+        )
+        for name, duty, period in (
+            ("register", Register(config, self.meta, self.peers), REGISTER_INTERVAL),
+            ("ping", self.pinger, PING_INTERVAL),
+            ("hints", self.hints, HINT_INTERVAL),
+            ("stats", StatsReport(self.id, self.storage, self.meta), STATS_INTERVAL),
+            ("leader", self.leader, LEADER_INTERVAL),
+            ("sync", self.syncer, SYNC_TICK),
+        ):
+            self.runner.add(name, duty, period)
         self.serve_peers(self.peer_server)
-        self._threads: list[threading.Thread] = []
-        self.started_at = time.time()
+        self.started_at = self.clock.time()
         if start:
             self.start()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for name, fn, period in (
-            ("register", self._register_once, 0.3),
-            ("ping", self._ping_once, PING_INTERVAL),
-            ("hints", self._deliver_hints_once, HINT_INTERVAL),
-            ("stats", self._report_stats_once, STATS_INTERVAL),
-            ("leader", self.leader.tick, LEADER_INTERVAL),
-            ("sync", self.syncer.tick, SYNC_TICK),
-        ):
-            t = threading.Thread(target=self._loop, args=(fn, period), name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _loop(self, fn, period: float) -> None:
-        while True:
-            try:
-                fn()
-            except Exception:  # a background duty must never die; it retries next period
-                log.exception("%s failed", fn.__name__)
-            if self._stop.wait(period):
-                return
+        """Start the background duties (one thread each). Returns at once."""
+        self.runner.start()
 
     def close(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=5)
+        """Stop the duties (waits up to 5 s for each), then close the pool, metadata, peer
+        connections and store."""
+        self.runner.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.meta.close()
         self.peers.close()
@@ -170,17 +215,11 @@ class Node:
 
     def is_alive(self, node_id: str) -> bool:
         """Whether the last contact with ``node_id`` succeeded (optimistic before any contact)."""
-        if node_id == self.id:
-            return True
-        down = self._down.get(node_id)
-        return down is None or self._alive.get(node_id, 0.0) >= down
+        return self.liveness.is_alive(node_id)
 
     def silent_for(self, node_id: str) -> float:
         """Seconds since the last good contact with ``node_id`` (or since this node started)."""
-        return time.monotonic() - self._alive.get(node_id, self._born)
-
-    def _mark(self, node_id: str, ok: bool) -> None:
-        (self._alive if ok else self._down)[node_id] = time.monotonic()
+        return self.liveness.silent_for(node_id)
 
     def ready(self) -> tuple[bool, str]:
         if self.meta.leader_raft() is None:
@@ -203,31 +242,13 @@ class Node:
     def clock_verdict(self) -> Verdict:
         """Whether this node's clock is within ``max_clock_offset`` of the majority of the peers
         it could measure (from its pings); logs when the verdict changes."""
-        peers = [n for n in self.members() if n != self.id]
-        with self._counter_lock:
-            verdict = self._clock.verdict(peers, time.monotonic())
-            changed, self._clock_last = verdict.ok != self._clock_last.ok, verdict
-        if changed and not verdict.ok:
-            log.warning("clock offset guard: %s; refusing to coordinate writes", verdict.describe())
-        elif changed:
-            log.warning(
-                "clock offset guard: back within bounds (%s)",
-                ", ".join(f"{p} {o:+.0f} ms" for p, o in verdict.offsets_ms.items()),
-            )
-        return verdict
+        return self.pinger.verdict()
 
     def clock_checked(self) -> bool:
         """At least half of the Raft peers have answered a ping with their clock since this node
         started, so the verdict rests on evidence (once true it stays so: a member added later
         is judged as its samples come)."""
-        if self._clock_checked:
-            return True
-        if self.id not in self.members():  # the metadata is not loaded yet
-            return False
-        peers = len(self.meta.raft_members()) - 1
-        with self._counter_lock:
-            self._clock_checked = checked = 2 * self._clock.measured() >= peers
-        return checked
+        return self.pinger.check_clock()
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
         _epoch, pmap = self.meta.partitions()
@@ -240,7 +261,7 @@ class Node:
         """Partition -> purge watermark, from the Raft metadata."""
         return self.meta.watermarks()
 
-    def partition_map(self) -> list[tuple[str, ...]]:
+    def partition_map(self) -> tuple[tuple[str, ...], ...]:
         """Replicas of every partition (empty before the first map)."""
         return self.meta.partitions()[1]
 
@@ -331,8 +352,9 @@ class Node:
         return views.metrics(self)
 
     def _peers_from(self, http: str) -> tuple[str, ...]:
-        """Raft addresses of a running cluster, asked from one of its members (``--join``)."""
-        deadline = time.monotonic() + 60
+        """Raft addresses of a running cluster, asked from one of its members (``--join``).
+        Blocks up to 60 s; RuntimeError if it never answers."""
+        deadline = self.clock.monotonic() + 60
         while True:
             try:
                 rafts = self.peers.ping_at(http).raft_members
@@ -340,129 +362,23 @@ class Node:
                     return tuple(r for r in rafts if r != self.config.raft)
             except (PeerError, ValueError):
                 pass
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach {http} to join its cluster")
-            time.sleep(0.5)
-
-    def _register_once(self) -> None:
-        if self.config.join and not self._joined:
-            if self.config.raft in self._cluster_rafts():
-                self._joined = True
-                return
-            try:
-                change = m.MemberChange(
-                    "add", self.id, self.config.advertise or self.config.http, self.config.raft
-                )
-                self.peers.change_members(
-                    self.config.join, change, timeout=15, addr=self.config.join
-                )
-            except PeerError as exc:
-                log.info("join pending: %s", exc)
-            return
-        me = self.meta.members().get(self.id)
-        advertised = self.config.advertise or self.config.http
-        if me is not None and me.http == advertised and me.raft == self.config.raft:
-            return
-        try:
-            self.meta.register(self.id, advertised)
-        except MetaUnavailable as exc:
-            log.info("registration pending: %s", exc)
-
-    def _ping_once(self) -> None:
-        self.clock_checked()  # the verdicts writes go by, from the pings so far
-        self.clock_verdict()
-        for node_id in self.members():
-            if node_id != self.id:
-                self.pool.submit(self._ping, node_id)
-
-    def _ping(self, node_id: str) -> None:
-        """Ping a peer: its liveness, readiness and load, and a sample of its clock's offset."""
-        try:
-            t0 = self.hlc.physical()
-            pong = self.peers.ping(node_id, timeout=min(1.0, self.config.peer_timeout))
-            t1 = self.hlc.physical()
-            self._peer_ready[node_id] = pong.ready
-            self._peer_load[node_id] = pong.load
-            if pong.clock_ms is not None:
-                with self._counter_lock:
-                    self._clock.add(node_id, clock_sample(t0, t1, pong.clock_ms, time.monotonic()))
-                self.clock_verdict()
-        except (PeerError, ValueError, TypeError, AttributeError):
-            self._peer_ready[node_id] = False
-            self._peer_load.pop(node_id, None)
-        finally:
-            self.clock_checked()
+            if self.runner.wait(0.5):
+                raise RuntimeError("stopped while joining")
 
     def peer_loads(self) -> dict[str, int]:
         """The data requests each peer said it was serving at its last ping."""
-        return dict(self._peer_load)
+        return self.liveness.peer_loads()
 
     def serving(self, node_id: str) -> bool:
         """Alive and ready to serve (last ping): what the leader balances requests over."""
-        return node_id == self.id or (
-            self.is_alive(node_id) and self._peer_ready.get(node_id, True)
-        )
+        return self.liveness.serving(node_id)
 
-    def _deliver_hints_once(self) -> None:
-        """Deliver hints to their targets when alive. A hint whose target no longer holds the
-        record's partition (it died and was replaced, or left) goes to the current replicas."""
-        _epoch, pmap = self.meta.partitions()
-        if not pmap:
-            return
-        for target in self.storage.hint_targets():
-            for _ in range(64):  # bounded work per period
-                hints = self.storage.hints_for(target)
-                if not hints or not self._deliver(target, hints, pmap):
-                    break
-
-    def _deliver(self, target: str, hints, pmap) -> bool:
-        """Send one batch of hints; drop those delivered. False when nothing could be sent."""
-        if target == self.id:
-            self.apply_local([h.record for h in hints])
-            self.storage.drop_hints(h.id for h in hints)
-            return True
-        direct = [h for h in hints if target in pmap[h.record.part % len(pmap)]]
-        moved = [h for h in hints if h not in direct]
-        done = []
-        if direct and self.is_alive(target):
-            try:
-                results = self._send_records(target, [h.record for h in direct])
-                done += direct
-                # the target kept a newer copy: an acknowledged write ordered below it
-                self.count(
-                    "hints_superseded",
-                    sum(
-                        1
-                        for h, res in zip(direct, results, strict=True)
-                        if not res.applied and res.prev != h.record.version
-                    ),
-                )
-            except (PeerError, ValueError):
-                pass
-        for h in moved:
-            try:
-                for r in pmap[h.record.part % len(pmap)]:
-                    self._send_records(r, [h.record])
-                done.append(h)
-            except (PeerError, ValueError):
-                break
-        self.storage.drop_hints(h.id for h in done)
-        self.count("hints_delivered", len(done))
-        return len(done) == len(hints)
-
-    def _cluster_rafts(self) -> tuple[str, ...]:
-        """Raft members as the cluster we join sees them (our own view may lag)."""
-        try:
-            return self.peers.ping_at(self.config.join, timeout=2).raft_members
-        except (PeerError, ValueError):
-            return ()
-
-    def _report_stats_once(self) -> None:
-        keys, nbytes = self.storage.live_keys, self.storage.live_bytes
-        hints = self.storage.hints_pending
-        s = self.meta.stats().get(self.id)
-        if s is None or (s.keys, s.bytes, s.hints) != (keys, nbytes, hints):
-            self.meta.report_stats(self.id, keys, nbytes, hints)
+    def gather(self, nodes: list[str], key: str) -> dict[str, Record | None]:
+        """Each reachable node's version of ``key`` (asked in parallel); blocks until every
+        node answered or failed (for :func:`kvraft.views.explain`)."""
+        return self._gather(nodes, key)
 
     # -- public surface for the HTTP layer (api/ports.py), so it never reaches into the parts --
 

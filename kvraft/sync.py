@@ -16,20 +16,23 @@ Peer side: :func:`serve` registers the answers to the tree, entries and forget m
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import peer as m
 from .core import antientropy as ae
 from .core import syncplan
 from .core.placement import MapState
+from .hlc import HLC
+from .meta import Meta
 from .peer import PeerError, Peers, PeerServer
-from .storage import Storage
+from .storage import ApplyResult, Record, Store
 
-if TYPE_CHECKING:
-    from .node import Node
+
+class Monotonic(Protocol):
+    def monotonic(self) -> float: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class RoundStats:
 # -- peer side (reads of the local store) --------------------------------------------------------
 
 
-def answer_tree(storage: Storage, req: m.Tree) -> m.TreeHashes:
+def answer_tree(storage: Store, req: m.Tree) -> m.TreeHashes:
     """The hashes a :class:`~kvraft.peer.messages.Tree` request asks for."""
     leaves_of: dict[int, dict[int, list[int]]] = {}
     for p, groups in req.leaves.items():
@@ -66,18 +69,18 @@ def answer_tree(storage: Storage, req: m.Tree) -> m.TreeHashes:
     )
 
 
-def answer_entries(storage: Storage, req: m.Entries) -> m.LeafEntries:
+def answer_entries(storage: Store, req: m.Entries) -> m.LeafEntries:
     """The (version, tombstone) of every key in those leaves."""
     return m.LeafEntries(dict(storage.leaf_entries(req.part, list(req.leaves))))
 
 
-def answer_forget(storage: Storage, req: m.Forget) -> m.Forgotten:
+def answer_forget(storage: Store, req: m.Forget) -> m.Forgotten:
     """Drop those keys if older than ``below`` (and this node's own watermark)."""
     below = min(req.below, storage.watermarks.get(req.part, 0))
     return m.Forgotten(storage.forget(req.part, list(req.keys), below))
 
 
-def serve(server: PeerServer, storage: Storage) -> None:
+def serve(server: PeerServer, storage: Store) -> None:
     """Answer the sync messages from ``storage`` on ``server``."""
     server.register(m.Tree, lambda req: answer_tree(storage, req))
     server.register(m.Entries, lambda req: answer_entries(storage, req))
@@ -88,8 +91,30 @@ def serve(server: PeerServer, storage: Storage) -> None:
 
 
 class Syncer:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """The sync duty (``tick(now)``, driven by :class:`kvraft.duties.Runner`): runs each round
+    the leader opens, as the primary of this node's partitions. Gets its parts, not the node:
+    the metadata, the local store, the peers, the HLC, the liveness test, the local apply (which
+    publishes to watchers) and a clock for the round's duration."""
+
+    def __init__(
+        self,
+        self_id: str,
+        meta: Meta,
+        storage: Store,
+        peers: Peers,
+        hlc: HLC,
+        is_alive: Callable[[str], bool],
+        apply_local: Callable[[list[Record]], list[ApplyResult]],
+        clock: Monotonic,
+    ) -> None:
+        self.self_id = self_id
+        self.meta = meta
+        self.storage = storage
+        self.peers = peers
+        self.hlc = hlc
+        self.is_alive = is_alive
+        self.apply_local = apply_local
+        self.clock = clock
         self.last_round = 0
         self.last = RoundStats()
         self._purged: dict[int, int] = {}  # partition -> watermark it was last purged below
@@ -102,27 +127,27 @@ class Syncer:
             "records_handed_off": 0,
         }
 
-    def tick(self) -> RoundStats | None:
-        """Run the current round if it is new to this node. Called periodically."""
-        rnd = self.node.meta.sync_round()
+    def tick(self, now: float = 0.0) -> RoundStats | None:
+        """Run the current round if it is new to this node (blocks for the round's peer calls).
+        ``now`` is unused: rounds are opened by the leader, and timed by the clock."""
+        rnd = self.meta.sync_round()
         if rnd.id <= self.last_round:
             return None
-        self.node.hlc.observe(rnd.started_ts)
+        self.hlc.observe(rnd.started_ts)
         stats = self.run_round(rnd.id)
         self.last_round = rnd.id
         return stats
 
     def run_round(self, round_id: int) -> RoundStats:
-        t0 = time.monotonic()
-        node = self.node
+        t0 = self.clock.monotonic()
         stats = RoundStats(round_id=round_id)
-        _epoch, state = node.meta.map_state()
-        alive = {n: node.is_alive(n) for reps in state.partitions for n in reps}
-        plan = syncplan.primaries(state, node.id, alive)
+        _epoch, state = self.meta.map_state()
+        alive = {n: self.is_alive(n) for reps in state.partitions for n in reps}
+        plan = syncplan.primaries(state, self.self_id, alive)
         stats.partitions = len(plan.parts)
-        ok_with: dict[int, set[str]] = {p: {node.id} for p in plan.parts}
+        ok_with: dict[int, set[str]] = {p: {self.self_id} for p in plan.parts}
         for other, parts in sorted(plan.peers.items()):
-            if not node.is_alive(other):
+            if not self.is_alive(other):
                 continue
             try:
                 filling = {p for p in parts if other in state.filling.get(p, ())}
@@ -136,11 +161,11 @@ class Syncer:
         stats.synced = len(done)
         if done:
             try:
-                node.meta.complete_sync(round_id, done)
+                self.meta.complete_sync(round_id, done)
             except Exception as exc:  # noqa: BLE001 - reported next round
                 stats.errors.append(f"complete_sync: {exc}")
         self._collect(state, stats)
-        stats.seconds = time.monotonic() - t0
+        stats.seconds = self.clock.monotonic() - t0
         self.last = stats
         for name, value in (
             ("sync_rounds", 1),
@@ -159,8 +184,8 @@ class Syncer:
         """Sync ``parts`` with replica ``other``; ``filling``: the parts ``other`` is still
         being filled for (it lacks records because it never had them, not because they were
         deleted, so nothing it lacks is taken for a purged key)."""
-        storage = self.node.storage
-        peers = self.node.peers
+        storage = self.storage
+        peers = self.peers
         push_keys: list[str] = []
         pull_keys: list[str] = []
         for diff in ae.descend(storage, _PeerTree(peers, other, stats), parts):
@@ -185,16 +210,15 @@ class Syncer:
             stats.bytes += fetched.wire_bytes
             records = list(fetched.records)
             stats.records += len(records)
-            stats.repaired += sum(r.applied for r in self.node.apply_local(records))
+            stats.repaired += sum(r.applied for r in self.apply_local(records))
 
     def _collect(self, state: MapState, stats: RoundStats) -> None:
         """Purge tombstones below the watermarks; hand off partitions this node left."""
-        node = self.node
-        storage = node.storage
-        marks = node.meta.watermarks()
-        storage.watermarks = syncplan.held_watermarks(marks, state, node.id)
+        storage = self.storage
+        marks = self.meta.watermarks()
+        storage.watermarks = syncplan.held_watermarks(marks, state, self.self_id)
         held = storage.partitions_held()
-        for step in syncplan.collect(held, state, node.id, marks, self._purged):
+        for step in syncplan.collect(held, state, self.self_id, marks, self._purged):
             if isinstance(step, syncplan.Purge):
                 stats.purged += storage.purge_tombstones(step.part, step.below)
                 self._purged[step.part] = step.below
@@ -207,19 +231,18 @@ class Syncer:
     def _hand_off(self, part: int, replicas: tuple[str, ...]) -> int:
         """Send every record of a partition this node no longer holds to its replicas, then
         drop it. Receivers keep what is newer (and drop what a purged tombstone deleted)."""
-        node = self.node
-        if not all(node.is_alive(r) for r in replicas):
+        if not all(self.is_alive(r) for r in replicas):
             return 0
         after, sent = "", 0
         for _ in range(100000):
-            batch = node.storage.scan_partition(part, after, HANDOFF_BATCH)
+            batch = self.storage.scan_partition(part, after, HANDOFF_BATCH)
             if not batch:
                 break
             for r in replicas:
-                node.peers.apply(r, batch)
+                self.peers.apply(r, batch)
             sent += len(batch)
             after = batch[-1].key
-        node.storage.drop_partition(part)
+        self.storage.drop_partition(part)
         return sent
 
 

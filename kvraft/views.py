@@ -1,32 +1,79 @@
 """Read-only views of a node for operators: ``/cluster``, ``?explain=1`` and metrics figures.
 
-Functions of a :class:`~kvraft.node.Node`; they read its metadata, store and counters and change
+Functions of the parts a node shows (:class:`Node`, the protocol declared here, which
+:class:`kvraft.node.Node` implements); they read its metadata, store and counters and change
 nothing (``explain`` asks every member for its version of the key, and repairs nothing).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from .config import Config
 from .core import placement
+from .core.balance import Activity
+from .core.clockguard import Verdict
 from .keys import check_key
+from .meta import Meta
+from .storage import Record, Store
+from .sync import Syncer
 
-if TYPE_CHECKING:
-    from .node import Node
+
+class Node(Protocol):
+    """What the views read of a node."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def rf(self) -> int: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def meta(self) -> Meta: ...
+
+    @property
+    def storage(self) -> Store: ...
+
+    @property
+    def syncer(self) -> Syncer: ...
+
+    @property
+    def activity(self) -> Activity: ...
+
+    def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]: ...
+
+    def members(self) -> dict[str, str]: ...
+
+    def gather(self, nodes: list[str], key: str) -> dict[str, Record | None]: ...
+
+    def is_alive(self, node_id: str) -> bool: ...
+
+    def serving(self, node_id: str) -> bool: ...
+
+    def peer_loads(self) -> dict[str, int]: ...
+
+    def clock_verdict(self) -> Verdict: ...
+
+    def counter_values(self) -> dict[str, int]: ...
+
+    def batch_stats(self) -> dict[str, int]: ...
 
 
 def explain(node: Node, key: str) -> dict:
     check_key(key)
     part, replicas = node.replicas_of(key)
-    answers = node._gather(sorted(node.members()), key)
-    versions = {}
+    answers = node.gather(sorted(node.members()), key)
+    versions: dict[str, str | None] = {}
     for n in sorted(node.members()):
+        rec = answers.get(n)
         if n not in answers:
             versions[n] = "unreachable"
-        elif answers[n] is None:
+        elif rec is None:
             versions[n] = None
         else:
-            rec = answers[n]
             versions[n] = ("tombstone:" if rec.tomb else "") + rec.version.encode()
     held = {versions.get(n) for n in replicas}
     stats = node.meta.stats()
@@ -64,7 +111,8 @@ def cluster(node: Node) -> dict:
     for node_id, m in sorted(members.items()):
         s = stats.get(node_id)
         if node_id == node.id:
-            keys, nbytes = node.storage.live_keys, node.storage.live_bytes
+            keys: int | None = node.storage.live_keys
+            nbytes: int | None = node.storage.live_bytes
         else:
             keys, nbytes = (s.keys, s.bytes) if s else (None, None)
         nodes.append(
@@ -147,9 +195,6 @@ def sync_view(node: Node) -> dict:
             1 for r in node.meta.synced().values() if r >= rnd.id - 1
         ),
     }
-
-
-# -- background duties ---------------------------------------------------------------------
 
 
 def metrics(node: Node) -> dict[str, float]:
