@@ -1,6 +1,6 @@
 """Quorum tallies of the coordinator, in the style of riak_kv's ``put_core``/``get_core``.
 
-The coordinator (:mod:`kvraft.node`) does the IO: it sends a write or a read to the replicas and
+The coordinator (:mod:`kvraft.coordinator`) does the IO: it sends a write or a read to the replicas and
 feeds each answer to a tally (``add``); the tally says whether the answers are enough, what the
 outcome is (as data: :class:`Ok`, :class:`Restamp`, :class:`PlaceHints`, :class:`NeedWatermark`,
 :class:`ReadOk`, :class:`Unavailable`) and which replicas to repair (``repairs()``: (node, record)
