@@ -1,8 +1,8 @@
 """Quorum tallies of the coordinator, in the style of riak_kv's ``put_core``/``get_core``.
 
-The coordinator (:mod:`kvraft.coordinator`) does the IO: it sends a write or a read to the
-replicas and feeds each answer to a tally (``add``); the tally says whether the answers are
-enough, what the outcome is (as data: :class:`Ok`, :class:`Restamp`, :class:`PlaceHints`, :class:`NeedWatermark`,
+The coordinator (:mod:`kvraft.coordinator`) does the IO: it sends a write or a read to the replicas
+and feeds each answer to a tally (``add``); the tally says whether the answers are enough, what the
+outcome is (as data: :class:`Ok`, :class:`Restamp`, :class:`PlaceHints`, :class:`NeedWatermark`,
 :class:`ReadOk`, :class:`Unavailable`) and which replicas to repair (``repairs()``: (node, record)
 pairs). The listing merge and the newest-value / stale-replica choices are functions here too.
 
