@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from kvraft.errors import NotFound, Unavailable
+from kvraft.model import LEVELS
 from tests.harness.inproc import InProcCluster
 
 NODES = ("n1", "n2", "n3")
 KEYS = ("a", "b", "c", "d")
-LEVELS = ("one", "quorum", "all")
 
 _GONE = None  # the model's value of a deleted or never written key
 SKEW_MS = 400  # clocks skew within the offset guard's bound (500 ms)

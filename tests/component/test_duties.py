@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from types import SimpleNamespace
 
+from kvraft.clock import FakeClock
 from kvraft.duties import ClockWatch, HintDelivery, Liveness, Ping, Runner, StatsReport
 from kvraft.hlc import HLC, Version
 from kvraft.leader import Leader
@@ -20,21 +21,12 @@ NODES = ("n1", "n2", "n3", "n4")
 RAFT = {n: f"127.0.0.1:{9000 + i}" for i, n in enumerate(NODES, 1)}
 
 
-class FakeClock:
-    """Wall and monotonic time that move only when the test says."""
-
-    def __init__(self, wall: float = 1_000_000.0) -> None:
-        self.wall, self.mono = wall, 500.0  # (a real monotonic clock is never 0)
-
-    def time(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
+def fake_clock() -> FakeClock:
+    """The shared fake clock at wall time 1,000,000 s and monotonic 500 s (a real monotonic clock
+    is never 0)."""
+    clock = FakeClock(start=1_000_000.0 - 500.0)
+    clock.step(500.0)
+    return clock
 
 
 def members_of(meta: FakeMeta):
@@ -50,7 +42,7 @@ def leader_cluster(dead_after: float = 4.0, sync_interval: float = 5.0):
         meta.register(n, f"127.0.0.1:{8000 + int(n[1:])}")
         meta.report_stats(n, 0, 0, 0)
     raft.set_leader(RAFT["n1"])
-    clock = FakeClock()
+    clock = fake_clock()
     liveness = Liveness("n1", clock)
     config = SimpleNamespace(
         partitions=8,
@@ -90,13 +82,13 @@ def test_a_node_silent_for_dead_after_is_replaced_in_the_map_and_not_before():
     assert "n4" in holders(metas["n1"])
     on_n4 = [p for p, reps in enumerate(metas["n1"].map_state()[1].partitions) if "n4" in reps]
     for _ in range(3):  # n2 and n3 answer every second; n4 has gone silent
-        clock.advance(1.0)
+        clock.step(1.0)
         for n in ("n2", "n3"):
             liveness.mark(n, True)
         leader.tick(clock.time())
     assert "n4" in holders(metas["n1"]), "3 s of silence is not dead_after (4 s)"
     for _ in range(2):
-        clock.advance(1.0)
+        clock.step(1.0)
         for n in ("n2", "n3"):
             liveness.mark(n, True)
         leader.tick(clock.time())
@@ -112,10 +104,10 @@ def test_a_sync_round_opens_every_sync_interval_of_the_leaders_clock_and_not_bef
     leader.tick(clock.time())  # no round yet: round 0 "started" at the epoch
     rnd = metas["n2"].sync_round()
     assert rnd.id == 1 and rnd.started_at == clock.time()
-    clock.advance(4.9)
+    clock.step(4.9)
     leader.tick(clock.time())
     assert metas["n2"].sync_round().id == 1, "4.9 s after the last round: too early"
-    clock.advance(0.1)
+    clock.step(0.1)
     leader.tick(clock.time())
     assert metas["n2"].sync_round().id == 2
 
@@ -125,7 +117,7 @@ def test_a_follower_after_a_leader_change_performs_no_leader_duty():
     leader.tick(clock.time())
     raft.set_leader(RAFT["n2"])
     before = raft.applied
-    clock.advance(60.0)  # n1 would open a round and declare everyone dead
+    clock.step(60.0)  # n1 would open a round and declare everyone dead
     leader.tick(clock.time())
     assert raft.applied == before and metas["n1"].sync_round().id == 0
 
@@ -159,7 +151,7 @@ class StoreNode:
 
 
 def hint_setup():
-    clock = FakeClock()
+    clock = fake_clock()
     net = FakeNetwork(sleep=lambda _s: None)
     n2 = StoreNode("n2", clock)
     net.add("n2", n2.server)
@@ -200,11 +192,11 @@ def test_a_hint_waits_out_a_partition_and_is_delivered_after_heal_and_a_good_pin
     hints.tick(clock.time())  # the attempt fails and marks n2 down
     assert not liveness.is_alive("n2")
     assert store.hints_pending == 1 and n2.store.get("k") is None
-    clock.advance(0.5)
+    clock.step(0.5)
     hints.tick(clock.time())  # n2 is down: not even tried
     assert store.hints_pending == 1
     net.heal()
-    clock.advance(0.5)
+    clock.step(0.5)
     hints.tick(clock.time())
     assert store.hints_pending == 1, "healed, but nothing told this node n2 is back yet"
     ping.tick(clock.time())
@@ -226,7 +218,7 @@ def test_a_ping_answered_after_heal_gives_the_clock_guard_its_sample():
 
 
 def test_the_runner_ticks_each_duty_on_its_own_period_of_the_injected_clock():
-    clock = FakeClock()
+    clock = fake_clock()
     ticks: list[tuple[str, float]] = []
 
     class Probe:
@@ -246,7 +238,7 @@ def test_the_runner_ticks_each_duty_on_its_own_period_of_the_injected_clock():
     runner.add("slow", Probe("slow"), 2.0)
     for _ in range(9):  # 0.0, 0.25, ... 2.0
         runner.run_due()
-        clock.advance(0.25)
+        clock.step(0.25)
     assert [t for t in ticks if t[0] == "slow"] == [("slow", 1_000_000.0), ("slow", 1_000_002.0)]
     assert len([t for t in ticks if t[0] == "fast"]) == 5
 
