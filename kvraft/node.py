@@ -53,7 +53,7 @@ from .hlc import HLC
 from .leader import Leader
 from .meta import Meta
 from .peer import PeerClient, PeerError, PeerServer
-from .storage import ApplyResult, Record, Storage
+from .storage import Record, Storage
 from .sync import Syncer
 from .watch import ChangeHub
 
@@ -132,7 +132,7 @@ class Node:
             self.peers,
             self.hlc,
             self.is_alive,
-            self.apply_local,
+            self.coordinator.apply_local,
             self.clock,
         )
         self.leader = Leader(
@@ -159,8 +159,8 @@ class Node:
             self.id,
             self.meta.partitions,
             self.storage,
-            self._send_records,
-            self.apply_local,
+            self.coordinator.send_records,
+            self.coordinator.apply_local,
             self.is_alive,
             self.count,
         )
@@ -310,16 +310,6 @@ class Node:
             return m.JsonAnswer(self.leader.add_member(msg.id, msg.http, msg.raft))
         return m.JsonAnswer(self.leader.remove_member(msg.id))
 
-    def _send_records(self, node_id: str, records: list[Record]) -> list[ApplyResult]:
-        return self.coordinator.send_records(node_id, records)
-
-    # -- local (peer endpoint) operations ----------------------------------------------------------
-
-    def apply_local(self, records: list[Record], observe: bool = True) -> list[ApplyResult]:
-        """Apply records to this node's store (last writer wins); ``observe`` folds their
-        versions into the HLC (records from elsewhere)."""
-        return self.coordinator.apply_local(records, observe)
-
     # -- reads and writes: the coordinator's (kvraft.coordinator) --------------------------------
 
     def put(self, key: str, value: bytes, w: str = "quorum") -> WriteResult:
@@ -338,9 +328,6 @@ class Node:
         self, prefix: str = "", after: str | None = None, limit: int = 100
     ) -> tuple[list[str], str | None]:
         return self.coordinator.list_keys(prefix, after, limit)
-
-    def _gather(self, nodes: list[str], key: str) -> dict[str, Record | None]:
-        return self.coordinator.gather(nodes, key)
 
     def explain(self, key: str) -> dict:
         return views.explain(self, key)
@@ -378,7 +365,7 @@ class Node:
     def gather(self, nodes: list[str], key: str) -> dict[str, Record | None]:
         """Each reachable node's version of ``key`` (asked in parallel); blocks until every
         node answered or failed (for :func:`kvraft.views.explain`)."""
-        return self._gather(nodes, key)
+        return self.coordinator.gather(nodes, key)
 
     # -- public surface for the HTTP layer (api/ports.py), so it never reaches into the parts --
 
