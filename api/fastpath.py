@@ -73,7 +73,7 @@ class FastPath:
     ) -> None:
         self.app = app
         self.balancer = balancer
-        self.node = node  # the peer routes' (they move to kvraft.peer.server)
+        self.node = node  # forward_request sends through its peer client
         self.cluster, self.keys = cluster, keys
         self.metrics = metrics
         self.peers, self.policy = peers, policy
