@@ -12,8 +12,9 @@ Every node of a cluster runs the same version (:data:`VERSION`); the client send
 
 The messages are grouped by what they are for; import them from here:
 
-- :mod:`.codec`: the version, :class:`Wire`, :class:`Answer`, :class:`MessageError` and the
-  shared encodings (apply results, keys, JSON);
+- :mod:`.codec`: the version, :class:`Wire`, :class:`Answer`, :class:`MessageError`,
+  :class:`Refusal` (why a request is refused) and the shared encodings (apply results, keys,
+  JSON);
 - :mod:`.records`: :class:`Apply`, :class:`ReadKeys`, :class:`Scan`, :class:`Hint` (records
   written, read and handed off);
 - :mod:`.control`: :class:`Ping`, :class:`MemberChange`, :class:`Stats` (liveness, membership,
@@ -38,6 +39,7 @@ from .codec import (
     VERSION_HEADER,
     Answer,
     MessageError,
+    Refusal,
     Wire,
     decode_keys,
     decode_results,
@@ -93,6 +95,7 @@ __all__ = [
     "Pong",
     "ReadKeys",
     "Records",
+    "Refusal",
     "Scan",
     "Stats",
     "Tree",

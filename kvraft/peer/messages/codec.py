@@ -2,7 +2,8 @@
 
 :data:`VERSION` is the peer protocol's version; the client sends it in :data:`VERSION_HEADER`
 and the server refuses another one. :class:`Wire` is an encoded answer, :class:`Answer` the
-base of every answer. Apply results have one encoding (:func:`encode_results`), used by ``POST
+base of every answer; a request the receiver will not answer with its ``ANSWER`` is refused for
+one :class:`Refusal`. Apply results have one encoding (:func:`encode_results`), used by ``POST
 /peer/apply`` and by the stream's ``APPLY`` frames alike; keys on the stream have one
 (:func:`encode_keys`); records have one (:mod:`kvraft.peer.wire`). Decoding raises
 :class:`MessageError` (a ValueError) for anything malformed; nothing is ever unpickled.
@@ -13,6 +14,7 @@ The helpers below the public names (:func:`records_of`, :func:`dumps`, :func:`an
 
 from __future__ import annotations
 
+import enum
 import json
 import struct
 from collections.abc import Mapping, Sequence
@@ -32,6 +34,19 @@ STREAM_APPLY, STREAM_GET = 1, 3  # frame kinds on the peer stream (kvraft.peer.s
 
 class MessageError(ValueError):
     """A malformed peer message or answer."""
+
+
+class Refusal(enum.Enum):
+    """Why a receiver refuses a peer request instead of answering it; it did nothing. The
+    protocol's own outcomes: the HTTP binding (:data:`kvraft.peer.http.REFUSALS`) gives each
+    its status and error code. A handler's error (:class:`kvraft.errors.KvError`) is not one:
+    the node's HTTP layer maps those."""
+
+    BAD_SIGNATURE = "bad_signature"  # missing, wrong, or replayed (checked before anything)
+    MALFORMED = "malformed"  # truncated, undecodable, another protocol version, a bad upgrade
+    NO_SUCH_MESSAGE = "no_such_message"  # no message is served at that path
+    WRONG_METHOD = "wrong_method"  # the path's message takes another method
+    GONE = "gone"  # the change subscription polled is unknown or expired: resubscribe
 
 
 @dataclass(frozen=True, slots=True)
