@@ -45,8 +45,8 @@ from kvraft import peerauth
 from kvraft.core.placement import partition_of
 from kvraft.hlc import Version
 from kvraft.peer.messages import decode_results
+from kvraft.peer.wire import encode_records
 from kvraft.storage import Record
-from kvraft.wire import encode_records
 
 OUT = Path(__file__).resolve().parent / "out"
 NODE_COUNTS = (3, 5, 7)

@@ -43,8 +43,8 @@ import requests
 
 from kvraft.core.placement import partition_of
 from kvraft.hlc import Version
+from kvraft.peer.wire import encode_records
 from kvraft.storage import Record
-from kvraft.wire import encode_records
 from tests.harness.cluster import SECRET, Cluster, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

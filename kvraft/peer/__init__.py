@@ -1,12 +1,14 @@
 """The peer seam: every message one node sends another, the client that sends them and the
 server that answers them.
 
-- :mod:`.messages`: each message a frozen, versioned dataclass with its codec;
+- :mod:`.messages`: each message a frozen, versioned dataclass with its codec, grouped by
+  concept (records, control, sync, watch) over one shared codec;
 - :mod:`.client`: :class:`PeerClient`, one typed method per message, over HTTP
   (:mod:`.http`) and the peer stream (:mod:`.stream`) with its batchers (:mod:`.batch`);
   :class:`Peers` is the protocol callers depend on;
 - :mod:`.server`: :class:`PeerServer`, the one dispatcher of ``/peer/*`` (signature, decode,
-  handler, encode), mounted by ``api/``;
+  handler; a :class:`Refused` request for a :class:`Refusal`), and its HTTP edge ``handle``
+  mounted by ``api/``, which gives answers and refusals their statuses (:data:`.http.REFUSALS`);
 - :mod:`.fake`: :class:`FakeNetwork`, an in-process network with drops, delays, partitions and
   reordering, for tests;
 - :mod:`.wire`: the binary record codec.
@@ -34,6 +36,7 @@ from .messages import (
     Pong,
     ReadKeys,
     Records,
+    Refusal,
     Scan,
     Stats,
     Tree,
@@ -44,7 +47,7 @@ from .messages import (
     WatchOpened,
     WatchPoll,
 )
-from .server import PeerServer, Reply
+from .server import PeerServer, Refused, Reply
 from .stream import StreamRefused
 
 __all__ = [
@@ -72,6 +75,8 @@ __all__ = [
     "Pong",
     "ReadKeys",
     "Records",
+    "Refusal",
+    "Refused",
     "Reply",
     "Scan",
     "Sent",

@@ -28,7 +28,7 @@ from ..hlc import Version
 from ..storage import ApplyResult, Record
 from . import messages as m
 from .batch import PeerBatcher, Ticket
-from .http import HttpTransport, PeerConnectError, PeerError, PeerResponse
+from .http import REFUSALS, HttpTransport, PeerConnectError, PeerError, PeerResponse
 from .stream import PeerStream, StreamRefused
 
 APPLY, READ = m.STREAM_APPLY, m.STREAM_GET
@@ -318,7 +318,7 @@ class PeerClient:
                 node_id, m.WatchPoll(sid, after, wait), timeout=timeout, liveness=False
             )
         except PeerStatus as exc:
-            if exc.status == 410:
+            if exc.status == REFUSALS[m.Refusal.GONE][0]:
                 return m.WatchBatch(gone=True)
             raise
 

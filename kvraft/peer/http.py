@@ -8,7 +8,13 @@ answer). Every request carries a proof that the sender knows the cluster secret 
 key derived from it, :mod:`kvraft.peerauth`), never the secret itself. A request that fails on a
 reused connection (the peer closed it while idle) is retried once on a new connection: every
 peer request is idempotent (records apply by last-writer-wins). Blocking; thread-safe. Raises
-:class:`PeerError` for anything but an HTTP response."""
+:class:`PeerError` for anything but an HTTP response.
+
+This module is also the peer protocol's HTTP binding: :data:`REFUSALS`, the one table that gives
+each :class:`~kvraft.peer.messages.Refusal` its status and error code, is what
+:meth:`kvraft.peer.server.PeerServer.handle` writes and :class:`kvraft.peer.client.PeerClient`
+reads back. A handler's error is not a refusal: the node's HTTP layer maps it
+(``api/errors.py``)."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import peerauth
+from .messages import Refusal
 
 
 class PeerError(ConnectionError):
@@ -31,6 +38,16 @@ class PeerError(ConnectionError):
 class PeerConnectError(PeerError):
     """No connection could be opened: the request was certainly not delivered."""
 
+
+# the peer protocol over HTTP: an answer is 200, a refusal (nothing done) its status and code
+OK = 200
+REFUSALS: dict[Refusal, tuple[int, str]] = {
+    Refusal.BAD_SIGNATURE: (403, "forbidden"),
+    Refusal.MALFORMED: (400, "bad_request"),
+    Refusal.NO_SUCH_MESSAGE: (404, "not_found"),
+    Refusal.WRONG_METHOD: (405, "method_not_allowed"),
+    Refusal.GONE: (410, "gone"),
+}
 
 IDLE_LIMIT = 30.0  # seconds; servers close idle keep-alive connections after a while
 MAX_LINE = 65536

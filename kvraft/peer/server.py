@@ -1,12 +1,16 @@
 """The one dispatcher of peer messages: every ``/peer/*`` request a node receives goes through
-:meth:`PeerServer.handle`.
+:meth:`PeerServer.receive`, and over HTTP through :meth:`PeerServer.handle`.
 
-It verifies the request's signature once (:mod:`kvraft.peerauth`: an HMAC with a key derived
-from the cluster secret, with a replay check), finds the message by path and method
-(:data:`kvraft.peer.messages.BY_PATH`), decodes it, calls the handler registered for its type
-and encodes the answer. The peer stream (``POST /peer/stream``) is served here too: its frames
-decode to the same :class:`~kvraft.peer.messages.Apply` and
-:class:`~kvraft.peer.messages.ReadKeys` messages and go to the same handlers.
+``receive`` verifies the request's signature once (:mod:`kvraft.peerauth`: an HMAC with a key
+derived from the cluster secret, with a replay check), finds the message by path and method
+(:data:`kvraft.peer.messages.BY_PATH`), decodes it and returns the answer of the handler
+registered for its type; a request it will not answer is :class:`Refused` for a
+:class:`~kvraft.peer.messages.Refusal` (bad signature, malformed, no such message, wrong
+method, gone), with no HTTP status. ``handle`` is its HTTP edge: the answer encoded (200) or
+the refusal with the status and error code of :data:`kvraft.peer.http.REFUSALS`. The peer
+stream (``POST /peer/stream``) is served here too: its frames decode to the same
+:class:`~kvraft.peer.messages.Apply` and :class:`~kvraft.peer.messages.ReadKeys` messages and
+go to the same handlers.
 
 Handlers are registered by whoever holds the state they read (the node, the watch
 subscriptions, the dashboard's counters): ``register(MessageType, handler)``, ``handler(message)
@@ -28,8 +32,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import peerauth
+from . import http, stream
 from . import messages as m
-from . import stream
 
 STREAM_PATH = stream.PATH
 MAX_BODY = 256 << 20  # a peer message (a sync push or a hand-off batch) is at most this large
@@ -45,8 +49,19 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def _error(status: int, code: str, message: str, *headers: tuple[str, str]) -> Reply:
-    body = json.dumps({"error": code, "message": message}).encode()
+class Refused(Exception):
+    """The request is refused for ``refusal`` (nothing was done); ``message`` says why, for
+    the peer, and ``allow`` is the method the path takes (``WRONG_METHOD`` only)."""
+
+    def __init__(self, refusal: m.Refusal, message: str, allow: str | None = None) -> None:
+        super().__init__(message)
+        self.refusal, self.message, self.allow = refusal, message, allow
+
+
+def _refused(refused: Refused) -> Reply:
+    status, code = http.REFUSALS[refused.refusal]
+    body = json.dumps({"error": code, "message": refused.message}).encode()
+    headers = () if refused.allow is None else (("Allow", refused.allow),)
     return Reply(status, body, m.JSON, headers)
 
 
@@ -97,57 +112,74 @@ class PeerServer:
         environ: dict | None = None,
         truncated: bool = False,
     ) -> Reply:
-        """Answer one ``/peer/*`` request: ``target`` is the request target as sent (path and
-        query, what the peer signed), ``auth`` its signature header, ``body`` the whole body,
-        ``version`` the :data:`~kvraft.peer.messages.VERSION_HEADER` value if any. ``environ``
-        (the WSGI environ) is needed only for the stream upgrade, which serves the stream on
-        the calling thread until the peer closes it and then raises ``StopIteration`` (the
-        server closes the connection without another byte). ``truncated``: the body ended
-        before its declared length (answered 400 once the signature is checked).
+        """The HTTP answer to one ``/peer/*`` request: :meth:`receive`'s answer encoded (200),
+        or its refusal with the status and code :data:`kvraft.peer.http.REFUSALS` gives it.
 
-        Raises what the handler raises (a KvError is the caller's to map to a status)."""
+        Raises what the handler raises (a KvError is the caller's to map to a status), and
+        ``StopIteration`` after serving a stream (see :meth:`receive`)."""
+        try:
+            answer = self.receive(method, target, auth, body, version, environ, truncated)
+        except Refused as refused:
+            return _refused(refused)
+        wire = answer.to_wire()
+        return Reply(http.OK, wire.body, wire.content_type, wire.headers)
+
+    def receive(
+        self,
+        method: str,
+        target: str,
+        auth: str | None,
+        body: bytes,
+        version: str | None = None,
+        environ: dict | None = None,
+        truncated: bool = False,
+    ) -> Any:
+        """The answer to one ``/peer/*`` request, as a message: ``target`` is the request
+        target as sent (path and query, what the peer signed), ``auth`` its signature header,
+        ``body`` the whole body, ``version`` the :data:`~kvraft.peer.messages.VERSION_HEADER`
+        value if any. ``environ`` (the WSGI environ) is needed only for the stream upgrade,
+        which serves the stream on the calling thread until the peer closes it and then raises
+        ``StopIteration`` (the server closes the connection without another byte).
+        ``truncated``: the body ended before its declared length.
+
+        Checks, in order: the signature (each is accepted once), truncation and the protocol
+        version, the path, the method, the body. Raises :class:`Refused` when one fails (the
+        handler was not called), and what the handler raises. No HTTP status here."""
         why = self.verify(auth, method, target, body)
         if why:
-            return _error(403, "forbidden", why)
+            raise Refused(m.Refusal.BAD_SIGNATURE, why)
         if truncated:
-            return _error(400, "bad_request", "peer message truncated")
+            raise Refused(m.Refusal.MALFORMED, "peer message truncated")
         if version is not None and version != str(m.VERSION):
-            return _error(
-                400,
-                "bad_request",
+            raise Refused(
+                m.Refusal.MALFORMED,
                 f"peer protocol version {version}, this node speaks {m.VERSION}",
             )
         parts = urlsplit(target)
         path = parts.path
         if path == STREAM_PATH:
             if method != "POST":
-                return _error(
-                    405, "method_not_allowed", f"{path} takes POST, not {method}", ("Allow", "POST")
-                )
+                raise Refused(m.Refusal.WRONG_METHOD, f"{path} takes POST, not {method}", "POST")
             if environ is None:
-                return _error(400, "bad_request", "this transport cannot hand a connection over")
+                raise Refused(m.Refusal.MALFORMED, "this transport cannot hand a connection over")
             message = stream.upgrade(environ, self._stream_handlers(), self.max_body)
-            return _error(400, "bad_request", message)
+            raise Refused(m.Refusal.MALFORMED, message)
         kind = m.BY_PATH.get(path)
         if kind is None or kind not in self._handlers:
-            return _error(404, "not_found", f"no peer message at {path}")
+            raise Refused(m.Refusal.NO_SUCH_MESSAGE, f"no peer message at {path}")
         if method != kind.METHOD:
-            return _error(
-                405,
-                "method_not_allowed",
-                f"{path} takes {kind.METHOD}, not {method}",
-                ("Allow", kind.METHOD),
+            raise Refused(
+                m.Refusal.WRONG_METHOD, f"{path} takes {kind.METHOD}, not {method}", kind.METHOD
             )
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         try:
-            message = kind.from_wire(query, body)
+            decoded = kind.from_wire(query, body)
         except ValueError as exc:  # MessageError
-            return _error(400, "bad_request", str(exc))
-        answer = self.dispatch(message)
+            raise Refused(m.Refusal.MALFORMED, str(exc)) from None
+        answer = self.dispatch(decoded)
         if isinstance(answer, m.WatchBatch) and answer.gone:
-            return _error(410, "gone", "unknown or expired change subscription")
-        wire = answer.to_wire()
-        return Reply(200, wire.body, wire.content_type, wire.headers)
+            raise Refused(m.Refusal.GONE, "unknown or expired change subscription")
+        return answer
 
     def _stream_handlers(self) -> dict[int, Callable[[bytes], bytes]]:
         def apply(payload: bytes) -> bytes:

@@ -26,11 +26,11 @@ import requests
 
 from api.openapi import document
 from api.ui import PUBLIC_PATHS
-from kvraft import stream
 from kvraft.core.placement import partition_of
 from kvraft.hlc import Version
+from kvraft.peer import stream
+from kvraft.peer.wire import decode_records, encode_records
 from kvraft.storage import Record
-from kvraft.wire import decode_records, encode_records
 from tests.harness.cluster import SECRET, Cluster, peer_headers, wait_for
 from tests.integration.test_openapi import app_rules
 

@@ -207,8 +207,8 @@ def test_read_repair_fixes_a_stale_replica(cluster):
     replicas = first["replicas"]
     # make one replica stale: write a newer version straight to the other replica's peer endpoint
     from kvraft.hlc import Version
+    from kvraft.peer.wire import encode_records
     from kvraft.storage import Record
-    from kvraft.wire import encode_records
 
     newer = Version(Version.decode(first["version"]).ts + 1, "n9")
     target = next(n for n in cluster.nodes if n.id == replicas[0])

@@ -10,8 +10,8 @@ import requests
 from kvraft.core.antientropy import leaf_of  # noqa: F401 - documents what buckets keys
 from kvraft.core.placement import partition_of
 from kvraft.hlc import Version
+from kvraft.peer.wire import encode_records
 from kvraft.storage import Record
-from kvraft.wire import encode_records
 from tests.harness.cluster import ADMIN, Cluster, peer_headers, wait_for
 
 FAST = {"KVRAFT_SYNC_INTERVAL": "1", "KVRAFT_DEAD_AFTER": "4"}

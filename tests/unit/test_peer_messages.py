@@ -1,4 +1,4 @@
-"""Every peer message and answer (kvraft/peer/messages.py) survives its own codec, and malformed
+"""Every peer message and answer (kvraft/peer/messages/) survives its own codec, and malformed
 input is refused with MessageError (a ValueError), never a crash or a wrong message."""
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from kvraft import peerauth
 from kvraft.errors import Conflict
 from kvraft.hlc import Version
 from kvraft.peer import messages as m
-from kvraft.peer.server import PeerServer
+from kvraft.peer.http import REFUSALS
+from kvraft.peer.server import PeerServer, Refused
 from kvraft.storage import ApplyResult, Record
 
 SECRET = "server-secret"
@@ -114,3 +115,34 @@ def test_routes_list_every_registered_message_and_the_stream(server):
 def test_the_stream_needs_post_and_a_connection(server):
     assert signed(server, "GET", "/peer/stream").status == 405
     assert signed(server, "POST", "/peer/stream").status == 400  # no environ to take over
+
+
+def test_receive_refuses_for_a_protocol_reason_with_no_http_status(server):
+    def refusal(method, target, body=b"", sign=True, **kw):
+        auth = peerauth.sign(KEY, method, target, body) if sign else None
+        with pytest.raises(Refused) as caught:
+            server.receive(method, target, auth, body, **kw)
+        return caught.value.refusal, caught.value.allow
+
+    assert refusal("POST", "/peer/apply", sign=False) == (m.Refusal.BAD_SIGNATURE, None)
+    assert refusal("POST", "/peer/apply", truncated=True) == (m.Refusal.MALFORMED, None)
+    assert refusal("GET", "/peer/ping", version="0") == (m.Refusal.MALFORMED, None)
+    assert refusal("POST", "/peer/apply", b"\x02junk") == (m.Refusal.MALFORMED, None)
+    assert refusal("GET", "/peer/scan") == (m.Refusal.NO_SUCH_MESSAGE, None)
+    assert refusal("GET", "/peer/apply") == (m.Refusal.WRONG_METHOD, "POST")
+    assert refusal("GET", "/peer/stream") == (m.Refusal.WRONG_METHOD, "POST")
+    assert server.applied == []
+    pong = server.receive("GET", "/peer/ping", peerauth.sign(KEY, "GET", "/peer/ping", b""), b"")
+    assert pong == m.Pong("n1", clock_ms=5)  # the answer as a message, not encoded
+
+
+def test_a_gone_subscription_is_refused_gone_and_answered_410_by_the_one_table():
+    s = PeerServer(SECRET)
+    s.register(m.WatchPoll, lambda msg: m.WatchBatch(gone=msg.sid == "old"))
+    gone = signed(s, "GET", "/peer/changes/poll?sid=old&after=0&wait=0")
+    assert gone.status == 410 and json.loads(gone.body)["error"] == "gone"
+    assert signed(s, "GET", "/peer/changes/poll?sid=new&after=0&wait=0").status == 200
+    # every refusal has its own status and code, and 200 is none of them
+    assert set(REFUSALS) == set(m.Refusal)
+    assert len({status for status, _code in REFUSALS.values()}) == len(REFUSALS)
+    assert all(400 <= status < 500 for status, _code in REFUSALS.values())

@@ -4,8 +4,8 @@ from kvraft.config import Config, ConfigError
 from kvraft.errors import BadRequest
 from kvraft.hlc import Version
 from kvraft.keys import check_key, check_level
+from kvraft.peer.wire import WireError, decode_records, encode_records
 from kvraft.storage import Record
-from kvraft.wire import WireError, decode_records, encode_records
 
 
 def test_records_round_trip_binary_values_and_tombstones():
