@@ -7,20 +7,23 @@ metadata (:class:`~kvraft.metafake.FakeMeta` on one :class:`~kvraft.metafake.Fak
 duty and membership changes (:class:`kvraft.leader.Leader`), the anti-entropy round
 (:class:`kvraft.sync.Syncer`, the real descent of :mod:`kvraft.core.antientropy` over the Tree and
 Entries messages), hint delivery (:class:`kvraft.duties.HintDelivery`), registration
-(:class:`kvraft.duties.Register`) and the stored-data report (:class:`kvraft.duties.StatsReport`).
-Its :class:`~kvraft.peer.server.PeerServer` answers what a node's does: Apply, Hint and Scan
-(``Coordinator.serve``), ReadKeys (without a byte budget), Ping, MemberChange and the sync
-messages (:func:`kvraft.sync.serve`). No pysyncobj, no threads of the duties' own: the test calls
-``sync_round``, ``leader_tick``, ``deliver_hints`` (each ticks the duties of the live nodes once,
-in id order). Peer calls run inline by default (:class:`InlineExecutor`), so a scenario is
-deterministic; ``threads=True`` gives each node a thread pool for concurrent tests.
+(:class:`kvraft.duties.Register`), pings (:class:`kvraft.duties.Ping`) and the stored-data report
+(:class:`kvraft.duties.StatsReport`). Its :class:`~kvraft.peer.server.PeerServer` answers what a
+node's does: Apply, Hint and Scan (``Coordinator.serve``), ReadKeys (without a byte budget),
+Ping, MemberChange and the sync messages (:func:`kvraft.sync.serve`). No pysyncobj and no duty
+threads: the test calls ``sync_round``, ``leader_tick``, ``deliver_hints``, ``ping`` (each ticks
+one duty of every live node once, in id order). Peer calls run inline by default
+(:class:`InlineExecutor`), so a scenario is deterministic; ``threads=True`` gives each node a
+thread pool for concurrent tests.
 
 The initial partition map is fixed (``partitions`` partitions of ``rf`` replicas, placed round
 robin, proposed through FakeMeta); the leader is ``n1`` (``set_leader`` moves it). Liveness as
 the coordinator sees it is the last mark its peer client told (a failed call marks the node
 down until a later call succeeds; ``heal`` forgets the marks); the leader's silence figures come
 from a :class:`kvraft.duties.Liveness` on the cluster's clock, and ``dead_after`` is an hour by
-default so that clock steps in a scenario declare nobody dead unless it asks to.
+default so that clock steps in a scenario declare nobody dead unless it asks to (then it pings,
+so that the leader hears from the nodes that are up). The coordinators' clock verdict is fixed
+(``InProcNode.verdict``), not the ping duty's.
 
 Crash and restart go through the store's bytes: ``crash`` keeps ``MemoryStore.snapshot()``
 and takes the node off the network; ``restart`` builds a new node from ``MemoryStore.restore``
@@ -35,13 +38,14 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.errors import describe
 from kvraft import peer as m
 from kvraft.clock import FakeClock
 from kvraft.config import Config
 from kvraft.coordinator import ClockStanding, Coordinator
 from kvraft.core import placement
 from kvraft.core.clockguard import Verdict
-from kvraft.duties import HintDelivery, Liveness, Register, StatsReport
+from kvraft.duties import ClockWatch, HintDelivery, Liveness, Ping, Register, StatsReport
 from kvraft.errors import Unavailable
 from kvraft.hlc import HLC
 from kvraft.leader import Leader
@@ -135,6 +139,7 @@ class InProcNode:
     hints: HintDelivery
     register: Register
     stats: StatsReport
+    pinger: Ping
     counters: Counter[str] = field(default_factory=Counter)
     published: list[Record] = field(default_factory=list)
     verdict: ClockStanding = field(
@@ -160,7 +165,8 @@ class InProcCluster:
         self.rf, self.partitions, self.fault = rf, partitions, fault
         self.dead_after, self.sync_interval = dead_after, sync_interval
         self.clock = FakeClock()
-        self.network = FakeNetwork()  # delays sleep for real (the reorder test)
+        # delays sleep for real (the reorder test); a handler's refusal answers as over HTTP
+        self.network = FakeNetwork(describe=describe)
         self.raft = FakeRaft(raft_of(i) for i in self.ids)
         self.raft.set_leader(raft_of(self.ids[0]))
         self.threads = threads
@@ -279,6 +285,17 @@ class InProcCluster:
             hints,
             Register(config, meta, peers),  # type: ignore[arg-type]  # no --join: never called
             StatsReport(node_id, store, meta),
+            Ping(
+                node_id,
+                members=view.members,
+                raft_size=lambda: len(meta.raft_members()),
+                peers=peers,
+                hlc=hlc,
+                liveness=liveness,
+                clock=ClockWatch(MAX_OFFSET_MS, self.clock),  # not what writes go by: verdict
+                peer_timeout=config.peer_timeout,
+                submit=lambda fn: fn(),
+            ),
             counters,
             published,
         )
@@ -372,6 +389,12 @@ class InProcCluster:
             node.hints.tick(self.clock.time())
             delivered += node.counters["hints_delivered"] - before
         return delivered
+
+    def ping(self) -> None:
+        """Every live node's ping duty ticks once (inline): the liveness marks and the leader's
+        silence figures from each answer or failure."""
+        for node_id in self.live():
+            self.nodes[node_id].pinger.tick(self.clock.time())
 
     def report_stats(self) -> None:
         for node_id in self.live():
