@@ -224,3 +224,80 @@ def test_a_round_exchanges_only_the_difference(cluster):
     assert stats.records == 1 and stats.repaired == 1
     assert stats.bytes < 200 * 100 // 2, stats.bytes
     assert all(agree(cluster, k) for k in keys)
+
+
+def rounds_until(cluster: InProcCluster, done, limit: int = 12, ping: bool = False) -> int:
+    """Sync rounds (with hint delivery, and pings if asked) until ``done()``; how many."""
+    for n in range(1, limit + 1):
+        if ping:
+            cluster.ping()
+        cluster.deliver_hints()
+        cluster.sync_round()
+        if done():
+            return n
+    raise AssertionError(f"not done after {limit} rounds")
+
+
+def test_tombstones_are_purged_only_after_rounds_that_synced_every_replica(cluster):
+    """A delete while n2 is cut off (its hint undelivered): rounds go by, but the partition is
+    never synced with n2, so its watermark stays put and n1 keeps the tombstone. After the heal
+    the tombstone reaches n2, the rounds that then sync every replica with no hints pending move
+    the watermark past it, and both replicas purge it; the key stays deleted."""
+    key = cluster.key_on(("n1", "n2"), "gone")
+    kept = cluster.key_on(("n1", "n2"), "kept")
+    part = part_of(cluster, key)
+    cluster["n1"].put(key, b"v1", w="all")
+    cluster["n1"].put(kept, b"v1", w="all")
+    cluster.sync_round()  # synced once with every replica, before the cut
+    assert cluster.meta.synced()[part] == 1
+    cluster.network.partition({"n1", "n3"}, {"n2"})
+    cluster["n1"].delete(key, w="quorum")  # n1 and a hint on n3
+    for _ in range(4):
+        cluster.sync_round()
+    assert cluster.meta.watermarks().get(part, 0) == 0
+    assert cluster.held("n1", key).tomb and cluster.held("n2", key).value == b"v1"
+    cluster.heal()
+    rounds_until(cluster, lambda: all(cluster.held(n, key) is None for n in ("n1", "n2")))
+    assert cluster.meta.watermarks()[part] > cluster.held("n1", kept).version.ts
+    assert value_at_all(cluster, "n3", key) is None
+    assert value_at_all(cluster, "n3", kept) == b"v1"
+    assert sum(cluster.nodes[n].syncer.totals["tombstones_purged"] for n in cluster.ids) >= 2
+
+
+def test_a_node_declared_dead_that_comes_back_after_the_purge_does_not_resurrect_a_delete():
+    """n2 crashes holding ``key``; the delete goes to n1 and a hint. n2 stays silent past
+    ``dead_after``: the leader replaces it by n3, the hint goes to the new replicas, rounds
+    fill n3, advance the watermark and purge the tombstone. Then n2 restarts from its old
+    bytes: it hands off the partition it no longer holds, with its old value of ``key``, and
+    the receivers refuse it below the watermark. ``key`` stays deleted; ``kept`` is kept."""
+    cluster = InProcCluster(n=3, rf=2, partitions=4, dead_after=8.0)
+    try:
+        key = cluster.key_on(("n1", "n2"), "gone")
+        kept = cluster.key_on(("n1", "n2"), "kept")
+        part = part_of(cluster, key)
+        cluster["n1"].put(key, b"old", w="all")
+        cluster["n1"].put(kept, b"v1", w="all")
+        cluster.crash("n2")
+        cluster["n1"].delete(key, w="quorum")
+        assert cluster.nodes["n3"].store.hint_targets() == {"n2": 1}
+
+        def purged() -> bool:
+            reps = cluster.pmap[part]
+            return "n2" not in reps and all(cluster.held(r, key) is None for r in reps)
+
+        rounds_until(cluster, purged, ping=True)
+        assert cluster.nodes["n3"].store.hints_pending == 0, "delivered to the new replicas"
+        assert cluster.meta.watermarks()[part] > cluster.held("n1", kept).version.ts
+        cluster.heal()  # n2 restarts from its bytes: it still holds the old value
+        assert cluster.held("n2", key).value == b"old"
+        cluster.ping()
+        cluster.run_syncers()  # n2 runs the current round: it hands its old partitions off
+        assert cluster.nodes["n2"].syncer.totals["records_handed_off"] >= 2
+        assert cluster.held("n2", key) is None
+        for n in cluster.pmap[part]:
+            assert cluster.held(n, key) is None, n
+        for n in cluster.ids:
+            assert value_at_all(cluster, n, key) is None
+            assert value_at_all(cluster, n, kept) == b"v1"
+    finally:
+        cluster.close()
