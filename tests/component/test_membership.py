@@ -216,3 +216,48 @@ def test_a_dead_node_is_replaced_and_the_replacement_is_filled_by_the_round_not_
         assert sum(cluster.nodes[n].syncer.totals["records_handed_off"] for n in cluster.ids) == 0
     finally:
         cluster.close()
+
+
+def test_a_leader_change_in_the_middle_of_a_rebalance_lets_the_new_leader_finish_it():
+    """n1 proposes the moves toward the new n4 and is then no longer the leader: n2 (whose
+    leader duty had done nothing so far) finishes the moves from the map in the metadata."""
+    cluster = InProcCluster(n=3, rf=2, partitions=8)
+    try:
+        expected = workload(cluster, "l")
+        cluster.add_node("n4")
+        cluster.nodes["n1"].leader.add_member("n4", http_of("n4"), raft_of("n4"))
+        cluster.register()
+        cluster.clock.step(cluster.sync_interval)
+        cluster.leader_tick()  # n1 proposes the moves and opens a round
+        assert cluster.meta.map_state()[1].filling
+        cluster.set_leader("n2")
+        cluster.run_syncers()
+        expected |= workload(cluster, "m", 12)
+        settle(cluster)
+        assert sum("n4" in reps for reps in cluster.pmap) == 4
+        check_reads(cluster, expected)
+    finally:
+        cluster.close()
+
+
+def test_the_joining_node_crashing_mid_fill_restarts_from_its_bytes_and_the_fill_completes():
+    """n4 crashes after the first fill round (some partitions filled, writes since on it) and
+    restarts from its store's bytes while more writes arrive; the next rounds complete the
+    moves and every acked key reads back with r=all."""
+    cluster = InProcCluster(n=3, rf=2, partitions=8)
+    try:
+        expected = workload(cluster, "j")
+        cluster.add_node("n4")
+        cluster.nodes["n1"].leader.add_member("n4", http_of("n4"), raft_of("n4"))
+        cluster.register()
+        cluster.sync_round()
+        expected |= workload(cluster, "k", 12)
+        cluster.crash("n4")
+        expected |= workload(cluster, "l", 12)
+        cluster.sync_round()  # n4 is down: its partitions cannot be reported synced
+        cluster.heal()  # n4 restarts from the bytes of the crash
+        settle(cluster)
+        assert sum("n4" in reps for reps in cluster.pmap) == 4
+        check_reads(cluster, expected)
+    finally:
+        cluster.close()
