@@ -228,7 +228,7 @@ class InProcCluster:
         leader = Leader(
             node_id,
             config,
-            meta,
+            meta,  # type: ignore[arg-type]  # FakeMeta has Meta's methods
             peers,  # type: ignore[arg-type]  # FakePeers has the methods Leader calls
             hlc,
             members=view.members,
