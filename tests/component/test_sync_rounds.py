@@ -303,3 +303,58 @@ def test_a_node_declared_dead_that_comes_back_after_the_purge_does_not_resurrect
             assert value_at_all(cluster, n, kept) == b"v1"
     finally:
         cluster.close()
+
+
+def test_a_write_landing_between_the_descent_and_the_push_is_not_overwritten_by_the_push(cluster):
+    """The primary n1 found ``key`` newer on its side and pushes it; just before the push
+    arrives, a newer write of ``key`` lands on n2 (through n2, which cannot reach n1). The push
+    is refused by last writer wins, n2 keeps the newest write, and the next round brings it to
+    n1."""
+    key = cluster.key_on(("n1", "n2"))
+    cluster["n1"].put(key, b"v1", w="all")
+    cluster.network.drop("n1", "n2")
+    cluster["n1"].put(key, b"v2 on n1", w="one")
+    cluster.heal()
+    cluster.network.drop("n2", "n1")  # n2's calls to n1 fail; the round's calls to n2 work
+    landed: list[bytes] = []
+
+    def write_before_the_push(src: str, dst: str, message: object) -> None:
+        if (src, dst) == ("n1", "n2") and isinstance(message, m.Apply) and not landed:
+            landed.append(b"v3 on n2")
+            cluster.clock.step(0.01)
+            cluster["n2"].put(key, b"v3 on n2", w="one")
+
+    cluster.network.on_send(write_before_the_push)
+    stats = cluster.sync_round()["n1"]
+    cluster.network.on_send(None)
+    assert landed and stats.repaired == 0, "the push was refused"
+    assert cluster.held("n2", key).value == b"v3 on n2"
+    assert cluster.held("n1", key).value == b"v2 on n1"
+    cluster.heal()
+    cluster.sync_round()
+    assert agree(cluster, key) and cluster.held("n1", key).value == b"v3 on n2"
+
+
+def test_a_crashed_primarys_partitions_are_synced_by_the_next_replica_once_it_saw_it_fail():
+    """Three replicas per partition; n1, the primary of all of them, crashes, and n3 misses
+    writes coordinated by n2. Once n2's pings have seen n1 fail, n2 is the primary: the round
+    (opened by the new leader n2) repairs n3, and nothing is reported synced while n1 is
+    down."""
+    cluster = InProcCluster(n=3, rf=3, partitions=4)
+    try:
+        key = cluster.key_on(("n1", "n2", "n3"))
+        cluster.crash("n1")
+        cluster.set_leader("n2")
+        cluster.network.drop("n2", "n3")
+        cluster["n2"].put(key, b"v", w="one")
+        cluster.network.heal()
+        for node in cluster.nodes.values():
+            node.view.alive.pop("n3", None)
+        cluster.ping()
+        assert not cluster.nodes["n2"].view.is_alive("n1")
+        stats = cluster.sync_round()
+        assert stats["n2"].partitions == 4 and stats["n2"].repaired == 1
+        assert cluster.held("n3", key).value == b"v"
+        assert stats["n2"].synced == 0, "n1 is a replica of every partition: not synced"
+    finally:
+        cluster.close()
