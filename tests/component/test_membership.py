@@ -261,3 +261,56 @@ def test_the_joining_node_crashing_mid_fill_restarts_from_its_bytes_and_the_fill
         check_reads(cluster, expected)
     finally:
         cluster.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug: a deleted key comes back for a round. A replica still being filled has no purge "
+        "watermark for the partition in its store (syncplan.held_watermarks skips filling "
+        "replicas; Syncer._collect sets store.watermarks only at the end of that node's own "
+        "round), so storage.rules.keeps() accepts a hand-off of a value whose tombstone was "
+        "purged; the primary's Forget to it is capped at its watermark 0 (sync.answer_forget), "
+        "complete_sync makes it readable, and r=all reads return the deleted value until the "
+        "next round makes it forget"
+    ),
+)
+def test_a_dead_node_handing_off_to_a_filling_replica_after_the_purge_does_not_resurrect():
+    """n2 dies holding ``key``; the delete is acked by n1 and a hint; n2 is replaced, the
+    tombstone purged everywhere. Then n3 (the replacement) is drained, so the partition gets a
+    filling replica n4; n2 restarts from its old bytes and hands off its old partition to the
+    replicas, n4 included, before the round fills n4. ``key`` must stay deleted."""
+    cluster = InProcCluster(n=4, rf=2, partitions=4, dead_after=8.0)
+    try:
+        key = cluster.key_on(("n1", "n2"), "gone")
+        part = cluster.nodes["n1"].view.replicas_of(key)[0]
+        cluster["n1"].put(key, b"old", w="all")
+        cluster.crash("n2")
+        cluster["n1"].delete(key, w="quorum")
+        for _ in range(ROUNDS):
+            cluster.ping()
+            cluster.deliver_hints()
+            cluster.sync_round()
+            reps = cluster.pmap[part]
+            if "n2" not in reps and settled(cluster):
+                if all(cluster.held(r, key) is None for r in reps):
+                    break
+        else:
+            raise AssertionError("the tombstone was not purged")
+        reps = cluster.pmap[part]
+        assert reps == ("n1", "n3") and cluster.meta.watermarks()[part] > 0, reps
+        cluster.nodes["n1"].leader.remove_member("n3")
+        cluster.clock.step(cluster.sync_interval)
+        cluster.leader_tick()  # drains n3: n4 fills the partition, a round is opened
+        assert cluster.meta.map_state()[1].filling[part] == ("n4",)
+        cluster.heal()  # n2 restarts from its bytes, still holding the old value
+        assert cluster.held("n2", key).value == b"old"
+        cluster.ping()
+        assert cluster.nodes["n2"].syncer.tick(0.0).handed_off == 1  # to n1, n3 and n4
+        cluster.run_syncers()  # n1 fills n4 and reports the partition synced
+        assert part not in cluster.meta.map_state()[1].filling
+        for n in cluster.live():
+            with pytest.raises(NotFound):
+                cluster[n].get(key, "all")
+    finally:
+        cluster.close()
