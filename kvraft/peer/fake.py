@@ -14,7 +14,9 @@ registered on its server. Controls, all thread-safe:
 - ``delay(seconds, src=None, dst=None)``: each delivery waits (through the injected ``sleep``);
 - ``reorder(window)``: each delivery waits a random extra 0 to ``window`` seconds (the
   injected ``rng``), so concurrent messages arrive out of order;
-- ``crash(node)`` / ``restart(node, server)``: a node that is gone refuses connections.
+- ``crash(node)`` / ``restart(node, server)``: a node that is gone refuses connections;
+- ``on_send(hook)``: ``hook(src, dst, message)`` is called before each delivery (outside the
+  lock), so a scenario can change the faults at a chosen message (cut a round half way).
 
 Liveness marks are told like the real client tells them (``mark`` per client).
 """
@@ -55,6 +57,7 @@ class FakeNetwork:
         self._groups: list[frozenset[str]] = []
         self._delays: dict[tuple[str | None, str | None], float] = {}
         self._window = 0.0
+        self._hook: Callable[[str, str, Any], None] | None = None
         self.delivered: list[tuple[str, str, str]] = []  # (src, dst, message type) in order
 
     # -- membership of the network ---------------------------------------------------------------
@@ -93,6 +96,11 @@ class FakeNetwork:
         with self._lock:
             self._window = window
 
+    def on_send(self, hook: Callable[[str, str, Any], None] | None) -> None:
+        """Call ``hook(src, dst, message)`` before each delivery (None: no hook)."""
+        with self._lock:
+            self._hook = hook
+
     def heal(self) -> None:
         with self._lock:
             self._dropped.clear()
@@ -111,6 +119,9 @@ class FakeNetwork:
         """Carry ``message`` from ``src`` to ``dst`` through its codec; the decoded answer.
         Raises PeerConnectError (not delivered), PeerError (delivered, answer lost) or
         PeerStatus (the handler refused it)."""
+        hook = self._hook
+        if hook is not None:
+            hook(src, dst, message)
         with self._lock:
             server = self._servers.get(dst)
             lost_after = self._dropped.get((src, dst))

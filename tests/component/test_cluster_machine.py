@@ -1,6 +1,8 @@
 """A Hypothesis state machine over the in-process cluster: puts and deletes through any node,
 at any write level, while the network drops, partitions and heals, clocks skew (inside the
-offset guard's bound) and nodes crash and restart from their store's bytes.
+offset guard's bound) and nodes crash and restart from their store's bytes; between them the
+background duties run (anti-entropy rounds opened by the leader, hint delivery) and the
+membership changes (n4 added, then one node drained out) through the real leader.
 
 Invariant (checked after a heal and hint delivery, and at the end): for every key, an r=all
 read returns the last acknowledged write (a delete: not found), unless an in-doubt write of
@@ -24,9 +26,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from kvraft.errors import NotFound, Unavailable
+from kvraft.errors import Conflict, NotFound, Unavailable
 from kvraft.model import LEVELS
-from tests.harness.inproc import InProcCluster
+from tests.harness.inproc import InProcCluster, http_of, raft_of
 
 NODES = ("n1", "n2", "n3")
 KEYS = ("a", "b", "c", "d")
@@ -44,6 +46,8 @@ class ClusterMachine(RuleBasedStateMachine):
         self.doubt: dict[str, set[bytes | None]] = {}  # key -> values it may give instead
         self.serial = 0
         self.faulty = False  # a fault is active since the last heal
+        self.joined = False  # n4 was added
+        self.removed: str | None = None  # the node being drained (or drained) out
 
     def _fault(self) -> None:
         self.faulty = True
@@ -133,6 +137,40 @@ class ClusterMachine(RuleBasedStateMachine):
     def restart(self, node: str) -> None:
         self._fault()  # its hints are still undelivered
         self.cluster.restart(node)
+
+    # -- background duties and membership -------------------------------------------------------
+
+    @rule()
+    def sync_round(self) -> None:
+        """One anti-entropy round as the duties run it (the leader may move partitions too),
+        whatever faults are active."""
+        self.cluster.sync_round()
+
+    @rule()
+    def deliver_hints(self) -> None:
+        self.cluster.deliver_hints()
+
+    @precondition(lambda self: not self.joined)
+    @rule()
+    def add_member(self) -> None:
+        """n4 joins through the leader (``Leader.add_member``) and registers; later rounds
+        move partitions to it. No fault rule targets it, but a partition cuts it off too."""
+        c = self.cluster
+        c.add_node("n4")
+        c.nodes["n1"].leader.add_member("n4", http_of("n4"), raft_of("n4"))
+        c.register()
+        self.joined = True
+
+    @precondition(lambda self: self.joined and self.removed is None)
+    @rule(node=st.sampled_from(NODES[1:]))
+    def remove_member(self, node: str) -> None:
+        """A node is drained out through the leader (``Leader.remove_member``); later rounds
+        move its partitions away and the leader forgets it. It stays up as a coordinator."""
+        try:
+            self.cluster.nodes["n1"].leader.remove_member(node)
+        except Conflict:
+            return
+        self.removed = node
 
     @rule()
     def heal_and_check(self) -> None:

@@ -1,17 +1,33 @@
-"""An in-process cluster of coordinators for the component tier (tests/component).
+"""An in-process cluster of nodes for the component tier (tests/component).
 
 Each node is a :class:`kvraft.coordinator.Coordinator` over a :class:`~kvraft.storage.MemoryStore`,
 a :class:`~kvraft.clock.FakeClock` view (skewable per node) and the fake network
-(:class:`~kvraft.peer.fake.FakeNetwork`); its :class:`~kvraft.peer.server.PeerServer` answers the
-messages the coordinator sends (Apply, Hint, Scan through ``Coordinator.serve``; ReadKeys as the
-node answers it without a byte budget). There is no Raft: placement is a fixed partition map
-(:class:`StaticView`). Peer calls run inline by default (:class:`InlineExecutor`), so a
-scenario is deterministic; ``threads=True`` gives each node a thread pool for concurrent tests.
+(:class:`~kvraft.peer.fake.FakeNetwork`), with the node's real background duties over shared
+metadata (:class:`~kvraft.metafake.FakeMeta` on one :class:`~kvraft.metafake.FakeRaft`): the leader
+duty and membership changes (:class:`kvraft.leader.Leader`), the anti-entropy round
+(:class:`kvraft.sync.Syncer`, the real descent of :mod:`kvraft.core.antientropy` over the Tree and
+Entries messages), hint delivery (:class:`kvraft.duties.HintDelivery`), registration
+(:class:`kvraft.duties.Register`), pings (:class:`kvraft.duties.Ping`) and the stored-data report
+(:class:`kvraft.duties.StatsReport`). Its :class:`~kvraft.peer.server.PeerServer` answers what a
+node's does: Apply, Hint and Scan (``Coordinator.serve``), ReadKeys (without a byte budget),
+Ping, MemberChange and the sync messages (:func:`kvraft.sync.serve`). No pysyncobj and no duty
+threads: the test calls ``sync_round``, ``leader_tick``, ``deliver_hints``, ``ping`` (each ticks
+one duty of every live node once, in id order). Peer calls run inline by default
+(:class:`InlineExecutor`), so a scenario is deterministic; ``threads=True`` gives each node a
+thread pool for concurrent tests.
+
+The initial partition map is fixed (``partitions`` partitions of ``rf`` replicas, placed round
+robin, proposed through FakeMeta); the leader is ``n1`` (``set_leader`` moves it). Liveness as
+the coordinator sees it is the last mark its peer client told (a failed call marks the node
+down until a later call succeeds; ``heal`` forgets the marks); the leader's silence figures come
+from a :class:`kvraft.duties.Liveness` on the cluster's clock, and ``dead_after`` is an hour by
+default so that clock steps in a scenario declare nobody dead unless it asks to (then it pings,
+so that the leader hears from the nodes that are up). The coordinators' clock verdict is fixed
+(``InProcNode.verdict``), not the ping duty's.
 
 Crash and restart go through the store's bytes: ``crash`` keeps ``MemoryStore.snapshot()``
-and takes the node off the network; ``restart`` builds a new node from ``MemoryStore.restore``.
-``deliver_hints`` does what the node's hint duty does, in the simplest form: each held hint goes
-to its target when reachable and is dropped once applied.
+and takes the node off the network; ``restart`` builds a new node from ``MemoryStore.restore``
+(a new HLC, a new Syncer that has run no round yet, the same metadata).
 """
 
 from __future__ import annotations
@@ -22,20 +38,36 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.errors import describe
 from kvraft import peer as m
 from kvraft.clock import FakeClock
 from kvraft.config import Config
 from kvraft.coordinator import ClockStanding, Coordinator
 from kvraft.core import placement
 from kvraft.core.clockguard import Verdict
+from kvraft.duties import ClockWatch, HintDelivery, Liveness, Ping, Register, StatsReport
 from kvraft.errors import Unavailable
 from kvraft.hlc import HLC
-from kvraft.peer import PeerError, PeerServer
+from kvraft.leader import Leader
+from kvraft.metafake import FakeMeta, FakeRaft
+from kvraft.peer import FakePeers, PeerServer
 from kvraft.peer.fake import FakeNetwork
 from kvraft.storage import MemoryStore, Record
+from kvraft.sync import RoundStats, Syncer
+from kvraft.sync import serve as serve_sync
 
 SECRET = "component-tier-secret"
 MAX_OFFSET_MS = 500
+DEAD_AFTER = 3600.0
+SYNC_INTERVAL = 5.0
+
+
+def http_of(node_id: str) -> str:
+    return f"127.0.0.1:{8000 + int(node_id[1:])}"
+
+
+def raft_of(node_id: str) -> str:
+    return f"127.0.0.1:{9000 + int(node_id[1:])}"
 
 
 class InlineExecutor(Executor):
@@ -50,33 +82,41 @@ class InlineExecutor(Executor):
         return fut
 
 
-class StaticView:
-    """A fixed partition map and the liveness marks the node's peer client tells."""
+class MetaView:
+    """The coordinator's :class:`~kvraft.coordinator.PlacementView` over FakeMeta, read as
+    :class:`kvraft.node.Node` reads Meta; liveness is the last mark told (``alive``), and every
+    mark also goes to ``liveness`` (the leader's silence figures)."""
 
-    def __init__(self, me: str, pmap: list[tuple[str, ...]], members: dict[str, str]) -> None:
-        self.me, self.pmap, self._members = me, pmap, members
+    def __init__(self, me: str, meta: FakeMeta, liveness: Liveness) -> None:
+        self.me, self.meta, self.liveness = me, meta, liveness
         self.alive: dict[str, bool] = {}
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
-        if not self.pmap:
+        _epoch, pmap = self.meta.partitions()
+        if not pmap:
             raise Unavailable("no partition map")
-        part = placement.partition_of(key, len(self.pmap))
-        return part, self.pmap[part]
+        part = placement.partition_of(key, len(pmap))
+        return part, pmap[part]
 
     def readable(self, part: int) -> tuple[str, ...]:
-        return self.pmap[part]
+        _epoch, state = self.meta.map_state()
+        filling = state.filling.get(part, ())
+        return tuple(n for n in state.partitions[part] if n not in filling)
 
     def watermarks(self) -> dict[int, int]:
-        return {}
+        return self.meta.watermarks()
 
-    def partition_map(self) -> list[tuple[str, ...]]:
-        return self.pmap
+    def partition_map(self) -> tuple[tuple[str, ...], ...]:
+        return self.meta.partitions()[1]
 
     def members(self) -> dict[str, str]:
-        return dict(self._members)
+        """Node id -> HTTP address of the registered members of the Raft configuration."""
+        raft = set(self.meta.raft_members())
+        return {x.id: x.http for x in self.meta.members().values() if x.raft in raft}
 
     def mark(self, node_id: str, ok: bool) -> None:
         self.alive[node_id] = ok
+        self.liveness.mark(node_id, ok)
 
     def is_alive(self, node_id: str) -> bool:
         return node_id == self.me or self.alive.get(node_id, True)
@@ -85,11 +125,21 @@ class StaticView:
 @dataclass
 class InProcNode:
     id: str
+    config: Config
     store: MemoryStore
     clock: FakeClock
-    view: StaticView
+    meta: FakeMeta
+    view: MetaView
     server: PeerServer
+    peers: FakePeers
+    hlc: HLC
     coordinator: Coordinator
+    leader: Leader
+    syncer: Syncer
+    hints: HintDelivery
+    register: Register
+    stats: StatsReport
+    pinger: Ping
     counters: Counter[str] = field(default_factory=Counter)
     published: list[Record] = field(default_factory=list)
     verdict: ClockStanding = field(
@@ -108,27 +158,47 @@ class InProcCluster:
         partitions: int = 8,
         threads: bool = False,
         fault: str = "",
+        dead_after: float = DEAD_AFTER,
+        sync_interval: float = SYNC_INTERVAL,
     ) -> None:
         self.ids = [f"n{i + 1}" for i in range(n)]
-        self.pmap = [tuple(self.ids[(p + j) % n] for j in range(rf)) for p in range(partitions)]
-        self.members = {i: f"{i}.inproc" for i in self.ids}
-        self.config = Config(
-            id="n1",
-            replication_factor=rf,
-            peers=tuple(f"127.0.0.1:{9100 + i}" for i in range(1, n)),
-            secret=SECRET,
-            test_fault=fault,
-        )
+        self.rf, self.partitions, self.fault = rf, partitions, fault
+        self.dead_after, self.sync_interval = dead_after, sync_interval
         self.clock = FakeClock()
-        self.network = FakeNetwork()  # delays sleep for real (the reorder test)
+        # delays sleep for real (the reorder test); a handler's refusal answers as over HTTP
+        self.network = FakeNetwork(describe=describe)
+        self.raft = FakeRaft(raft_of(i) for i in self.ids)
+        self.raft.set_leader(raft_of(self.ids[0]))
         self.threads = threads
         self.nodes: dict[str, InProcNode] = {}
         self.crashed: dict[str, bytes] = {}  # node id -> its store's bytes at the crash
         for node_id in self.ids:
             self.nodes[node_id] = self._build(node_id, MemoryStore(), self.clock.skewed(0))
+            self.nodes[node_id].register.tick(self.clock.time())
+        first = [tuple(self.ids[(p + j) % n] for j in range(rf)) for p in range(partitions)]
+        meta = self.nodes[self.ids[0]].meta
+        assert meta.set_partitions(0, placement.MapState(tuple(first)))
+
+    def _config(self, node_id: str) -> Config:
+        return Config(
+            id=node_id,
+            http=http_of(node_id),
+            raft=raft_of(node_id),
+            peers=tuple(raft_of(i) for i in self.ids if i != node_id),
+            secret=SECRET,
+            partitions=self.partitions,
+            replication_factor=self.rf,
+            dead_after=self.dead_after,
+            sync_interval=self.sync_interval,
+            peer_timeout=1.0,
+            test_fault=self.fault,
+        )
 
     def _build(self, node_id: str, store: MemoryStore, clock: FakeClock) -> InProcNode:
-        view = StaticView(node_id, self.pmap, self.members)
+        config = self._config(node_id)
+        meta = FakeMeta(self.raft, config.raft)  # in the Raft configuration once added to it
+        liveness = Liveness(node_id, self.clock)
+        view = MetaView(node_id, meta, liveness)
         server = PeerServer(SECRET)
         hlc = HLC(clock=clock, last=store.max_ts, max_ahead_ms=MAX_OFFSET_MS)
         counters: Counter[str] = Counter()
@@ -142,11 +212,12 @@ class InProcCluster:
 
         pool: Executor = ThreadPoolExecutor(8) if self.threads else InlineExecutor()
         holder: list[InProcNode] = []
+        peers = self.network.client(node_id, view.mark)
         coordinator = Coordinator(
             node_id,
-            self.config,
+            config,
             store,
-            self.network.client(node_id, view.mark),
+            peers,
             view,
             hlc,
             pool,
@@ -154,9 +225,80 @@ class InProcCluster:
             publish,
             lambda: holder[0].verdict,
         )
+        leader = Leader(
+            node_id,
+            config,
+            meta,  # type: ignore[arg-type]  # FakeMeta has Meta's methods
+            peers,  # type: ignore[arg-type]  # FakePeers has the methods Leader calls
+            hlc,
+            members=view.members,
+            silent_for=liveness.silent_for,
+        )
+        syncer = Syncer(
+            node_id,
+            meta,  # type: ignore[arg-type]  # FakeMeta has Meta's methods
+            store,
+            peers,
+            hlc,
+            view.is_alive,
+            coordinator.apply_local,
+            self.clock,
+        )
+        hints = HintDelivery(
+            node_id,
+            meta.partitions,
+            store,
+            coordinator.send_records,
+            coordinator.apply_local,
+            view.is_alive,
+            count,
+        )
         coordinator.serve(server)
         server.register(m.ReadKeys, lambda msg: m.Records(tuple(store.get_many(list(msg.keys)))))
-        node = InProcNode(node_id, store, clock, view, server, coordinator, counters, published)
+        server.register(
+            m.Ping,
+            lambda _msg: m.Pong(
+                node_id, store.live_keys, True, 0, hlc.physical(), tuple(meta.raft_members())
+            ),
+        )
+
+        def change_members(msg: m.MemberChange) -> m.JsonAnswer:
+            if msg.op == "add":
+                return m.JsonAnswer(leader.add_member(msg.id, msg.http, msg.raft))
+            return m.JsonAnswer(leader.remove_member(msg.id))
+
+        server.register(m.MemberChange, change_members)
+        serve_sync(server, store)
+        node = InProcNode(
+            node_id,
+            config,
+            store,
+            clock,
+            meta,
+            view,
+            server,
+            peers,
+            hlc,
+            coordinator,
+            leader,
+            syncer,
+            hints,
+            Register(config, meta, peers),  # type: ignore[arg-type]  # no --join: never called
+            StatsReport(node_id, store, meta),
+            Ping(
+                node_id,
+                members=view.members,
+                raft_size=lambda: len(meta.raft_members()),
+                peers=peers,
+                hlc=hlc,
+                liveness=liveness,
+                clock=ClockWatch(MAX_OFFSET_MS, self.clock),  # not what writes go by: verdict
+                peer_timeout=config.peer_timeout,
+                submit=lambda fn: fn(),
+            ),
+            counters,
+            published,
+        )
         holder.append(node)
         self.network.add(node_id, server)
         return node
@@ -165,6 +307,25 @@ class InProcCluster:
 
     def __getitem__(self, node_id: str) -> Coordinator:
         return self.nodes[node_id].coordinator
+
+    @property
+    def meta(self) -> FakeMeta:
+        """The metadata as the leader sees it (one state for all)."""
+        return self.nodes[self.leader_id()].meta
+
+    @property
+    def pmap(self) -> tuple[tuple[str, ...], ...]:
+        """The current partition map (replicas of each partition, filling ones included)."""
+        return self.meta.partitions()[1]
+
+    def leader_id(self) -> str:
+        leader = next(iter(self.nodes.values())).meta.leader_id()
+        assert leader is not None, "no leader"
+        return leader
+
+    def live(self) -> list[str]:
+        """The nodes up (on the network), in id order."""
+        return [n for n in sorted(self.nodes, key=_order) if n not in self.crashed]
 
     def key_on(self, replicas: tuple[str, ...], prefix: str = "k") -> str:
         """A key whose partition's replicas are exactly ``replicas`` (in that order)."""
@@ -175,7 +336,8 @@ class InProcCluster:
         raise AssertionError(f"no key on {replicas}")
 
     def replicas(self, key: str) -> tuple[str, ...]:
-        return self.pmap[placement.partition_of(key, len(self.pmap))]
+        pmap = self.pmap
+        return pmap[placement.partition_of(key, len(pmap))]
 
     def held(self, node_id: str, key: str) -> Record | None:
         """What ``node_id``'s store holds for ``key`` (a crashed node: its bytes at the crash)."""
@@ -201,6 +363,7 @@ class InProcCluster:
         if data is None:
             return
         old = self.nodes[node_id]
+        old.coordinator.pool.shutdown(wait=True)
         self.nodes[node_id] = self._build(node_id, MemoryStore.restore(data), old.clock)
 
     def heal(self) -> None:
@@ -211,23 +374,86 @@ class InProcCluster:
         for node in self.nodes.values():
             node.view.alive.clear()
 
+    def set_leader(self, node_id: str) -> None:
+        """Make ``node_id`` the Raft leader (an election, as FakeRaft has it)."""
+        self.raft.set_leader(raft_of(node_id))
+
+    # -- duties (each ticks the live nodes' duty once, in id order) --------------------------
+
     def deliver_hints(self) -> int:
-        """Every node sends the hints it holds to their targets (reachable ones); returns how
-        many were delivered."""
+        """Every live node's hint duty ticks once; returns how many hints were delivered."""
         delivered = 0
-        for node in self.nodes.values():
-            if node.id in self.crashed:
-                continue
-            for target in list(node.store.hint_targets()):
-                hints = node.store.hints_for(target)
-                try:
-                    node.coordinator.send_records(target, [h.record for h in hints])
-                except PeerError:
-                    continue
-                node.store.drop_hints(h.id for h in hints)
-                delivered += len(hints)
+        for node_id in self.live():
+            node = self.nodes[node_id]
+            before = node.counters["hints_delivered"]
+            node.hints.tick(self.clock.time())
+            delivered += node.counters["hints_delivered"] - before
         return delivered
+
+    def ping(self) -> None:
+        """Every live node's ping duty ticks once (inline): the liveness marks and the leader's
+        silence figures from each answer or failure."""
+        for node_id in self.live():
+            self.nodes[node_id].pinger.tick(self.clock.time())
+
+    def report_stats(self) -> None:
+        for node_id in self.live():
+            self.nodes[node_id].stats.tick(self.clock.time())
+
+    def leader_tick(self) -> None:
+        """The leader's duty ticks once (on the leader, unless it crashed): map moves, removals
+        and a sync round when ``sync_interval`` passed."""
+        leader = self.leader_id()
+        if leader not in self.crashed:
+            self.nodes[leader].leader.tick(self.nodes[leader].clock.time())
+
+    def run_syncers(self) -> dict[str, RoundStats]:
+        """Every live node's sync duty ticks once: each runs the round the leader opened if it
+        has not yet. Returns the stats of the rounds run, by node."""
+        out: dict[str, RoundStats] = {}
+        for node_id in self.live():
+            stats = self.nodes[node_id].syncer.tick(self.clock.time())
+            if stats is not None:
+                out[node_id] = stats
+        return out
+
+    def sync_round(self) -> dict[str, RoundStats]:
+        """One anti-entropy round as the duties run it: stats reported, the clock stepped by
+        ``sync_interval``, the leader ticks (it opens the round, and may move partitions), then
+        every live node's Syncer runs it. Returns the stats of each node's round."""
+        self.report_stats()
+        self.clock.step(self.sync_interval)
+        self.leader_tick()
+        return self.run_syncers()
+
+    # -- membership --------------------------------------------------------------------------
+
+    def add_node(self, node_id: str) -> InProcNode:
+        """Start a new empty node ``node_id`` on the network (not in the Raft configuration:
+        ``Leader.add_member`` puts it there; then its Register duty registers it)."""
+        assert node_id not in self.nodes
+        self.ids.append(node_id)
+        node = self._build(node_id, MemoryStore(), self.clock.skewed(0))
+        self.nodes[node_id] = node
+        return node
+
+    def register(self) -> None:
+        """Every live node's Register duty ticks once."""
+        for node_id in self.live():
+            self.nodes[node_id].register.tick(self.clock.time())
+
+    def stop_node(self, node_id: str) -> None:
+        """Take a removed node off the network for good."""
+        self.crash(node_id)
+        self.crashed.pop(node_id, None)
+        node = self.nodes.pop(node_id)
+        node.coordinator.pool.shutdown(wait=True)
+        self.ids.remove(node_id)
 
     def close(self) -> None:
         for node in self.nodes.values():
             node.coordinator.pool.shutdown(wait=True)
+
+
+def _order(node_id: str) -> tuple[int, str]:
+    return (len(node_id), node_id)
