@@ -377,9 +377,11 @@ class Coordinator:
     def read(self, key: str, level: str) -> Record | None:
         """The newest record of ``key`` the replicas asked at ``level`` hold (tombstones
         included); stale replicas are repaired in the background (``r`` above ``one``)."""
-        part, _all = self.view.replicas_of(key)
+        part, every = self.view.replicas_of(key)
         replicas = self.view.readable(part)
-        # while a lost replica is being refilled, "all" means every filled replica
+        # while a lost replica is being refilled, "all" means every filled replica; the ones
+        # being filled are asked too (a write may have reached only them), not counted
+        filling = [n for n in every if n not in replicas and self.view.is_alive(n)]
         need = placement.required_acks(level, min(self.rf, len(replicas)))
         order = quorum.read_order(replicas, self.id, {n: self.view.is_alive(n) for n in replicas})
         if level == "one":
@@ -390,15 +392,18 @@ class Coordinator:
                 except (PeerError, ValueError) as exc:
                     errors.append(str(exc))
                     continue
-                if found is None and i + 1 < len(order):
+                if found is None and (i + 1 < len(order) or filling):
                     # a miss may be a replica whose copy still waits as a hint elsewhere (it was
                     # down for the write): ask the others before answering "not found"
-                    found = quorum.newest(self.gather(order[i + 1 :], key).values())
+                    found = quorum.newest(self.gather([*order[i + 1 :], *filling], key).values())
                 return found
             raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
         tally = quorum.ReadTally(key, level, need)
-        for n, answer in self.gather(order, key).items():
-            tally.add(n, answer)
+        for n, answer in self.gather([*order, *filling], key).items():
+            if n in filling:
+                tally.extra(n, answer)
+            else:
+                tally.add(n, answer)
         out = tally.response()
         if isinstance(out, quorum.Unavailable):
             raise Unavailable(out.reason)

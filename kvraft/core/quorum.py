@@ -244,22 +244,32 @@ class WriteTally:
 
 class ReadTally:
     """A read of ``key`` at ``level`` that needs ``need`` answers: ``add`` each replica's answer
-    (the record it holds, or None), then :meth:`response` and :meth:`repairs`."""
+    (the record it holds, or None), then :meth:`response` and :meth:`repairs`.
+
+    A replica still being filled answers through :meth:`extra`: what it holds takes part in the
+    newest-wins choice and in the repairs (a write it acknowledged while the filled replicas
+    could not be reached is not hidden from the read), but its answer does not count toward
+    ``need`` (what it lacks may be what it was never given yet)."""
 
     def __init__(self, key: str, level: str, need: int) -> None:
         self.key = key
         self.level = level
         self.need = need
         self.answers: dict[str, Record | None] = {}
+        self.extras: dict[str, Record | None] = {}
 
     def add(self, node: str, answer: Record | None) -> None:
         self.answers[node] = answer
+
+    def extra(self, node: str, answer: Record | None) -> None:
+        """The answer of a replica still being filled (see the class)."""
+        self.extras[node] = answer
 
     def enough(self) -> bool:
         return len(self.answers) >= self.need
 
     def newest(self) -> Record | None:
-        return newest(self.answers.values())
+        return newest([*self.answers.values(), *self.extras.values()])
 
     def response(self) -> ReadOutcome:
         if not self.enough():
@@ -275,7 +285,7 @@ class ReadTally:
         best = self.newest()
         if best is None:
             return []
-        return [(n, best) for n in stale(self.answers, best)]
+        return [(n, best) for n in stale({**self.extras, **self.answers}, best)]
 
 
 # -- listings --------------------------------------------------------------------------------------

@@ -108,7 +108,14 @@ def collect(
 ) -> list[Purge | HandOff]:
     """After a round, for each partition the store holds (in order): purge tombstones where this
     node is a replica and the watermark moved past the last purge (``purged``), hand off the
-    partitions it no longer holds."""
+    partitions it no longer holds.
+
+    A hand-off goes to the partition's filled replicas only: they apply the purge watermark, so
+    a value whose tombstone was purged while this node was away is refused there. A replica
+    still being filled applies none (it lacks what it never had) and would keep such a value:
+    it gets the partition from its primary's fill instead, which already went through the
+    watermark rule. Only when every replica is still being filled does the hand-off go to them
+    all (no filled replica could take it)."""
     out: list[Purge | HandOff] = []
     for p in sorted(held):
         if p >= len(state.partitions):
@@ -118,5 +125,7 @@ def collect(
             if marks.get(p, 0) > purged.get(p, 0):  # only when the watermark moved
                 out.append(Purge(p, marks[p]))
             continue
-        out.append(HandOff(p, reps))
+        filling = state.filling.get(p, ())
+        filled = tuple(r for r in reps if r not in filling)
+        out.append(HandOff(p, filled or reps))
     return out

@@ -263,18 +263,6 @@ def test_the_joining_node_crashing_mid_fill_restarts_from_its_bytes_and_the_fill
         cluster.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a deleted key comes back for a round. A replica still being filled has no purge "
-        "watermark for the partition in its store (syncplan.held_watermarks skips filling "
-        "replicas; Syncer._collect sets store.watermarks only at the end of that node's own "
-        "round), so storage.rules.keeps() accepts a hand-off of a value whose tombstone was "
-        "purged; the primary's Forget to it is capped at its watermark 0 (sync.answer_forget), "
-        "complete_sync makes it readable, and r=all reads return the deleted value until the "
-        "next round makes it forget"
-    ),
-)
 def test_a_dead_node_handing_off_to_a_filling_replica_after_the_purge_does_not_resurrect():
     """n2 dies holding ``key``; the delete is acked by n1 and a hint; n2 is replaced, the
     tombstone purged everywhere. Then n3 (the replacement) is drained, so the partition gets a
@@ -316,17 +304,6 @@ def test_a_dead_node_handing_off_to_a_filling_replica_after_the_purge_does_not_r
         cluster.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug (or a rule to state in PRODUCT.md): a write acknowledged by a filling replica alone "
-        "is invisible to r=all reads until a sync round fills it. Coordinator.write counts the "
-        "ack of every replica in the map, filling ones included (w=one met by n4's own copy, no "
-        "stand-in reachable for a hint), while every read asks only PlacementView.readable() "
-        "(filled replicas), so after the heal and hint delivery an r=all read through any node, "
-        "n4 included, answers not found"
-    ),
-)
 def test_a_write_acked_by_a_filling_replica_alone_is_visible_at_r_all_after_the_heal():
     """n4 has just joined and is filling a partition; cut off from everyone, it coordinates a
     w=one write of a key of that partition, acknowledged by its own copy. After the heal and

@@ -191,6 +191,24 @@ def test_a_quorum_read_returns_the_newest_and_repairs_the_stale_and_the_empty():
     assert t.repairs() == [("n1", rec("k", 9, "n2")), ("n3", rec("k", 9, "n2"))]
 
 
+def test_a_filling_replica_adds_its_newer_record_but_not_its_answer_to_the_count():
+    t = quorum.ReadTally("k", "all", 2)
+    t.add("n1", rec("k", 5))
+    t.extra("n4", rec("k", 9, "n4"))  # a write only the filling replica acknowledged
+    assert not t.enough()  # its answer does not stand in for a filled replica's
+    t.add("n2", None)
+    assert t.response() == quorum.ReadOk(rec("k", 9, "n4"))
+    assert t.repairs() == [("n1", rec("k", 9, "n4")), ("n2", rec("k", 9, "n4"))]
+
+
+def test_a_filling_replica_that_lacks_the_key_is_repaired_and_hides_nothing():
+    t = quorum.ReadTally("k", "quorum", 1)
+    t.extra("n4", None)
+    t.add("n1", rec("k", 5))
+    assert t.response() == quorum.ReadOk(rec("k", 5))
+    assert t.repairs() == [("n4", rec("k", 5))]
+
+
 def test_a_read_with_too_few_answers_is_unavailable_and_never_maybe_applied():
     t = quorum.ReadTally("k", "quorum", 2)
     t.add("n1", rec("k", 5))

@@ -63,3 +63,17 @@ def test_collect_purges_where_the_watermark_moved_and_hands_off_what_was_left():
     held = {0, 1, 2, 9}
     steps = syncplan.collect(held, STATE, "n1", marks={0: 7, 2: 4}, purged={2: 4})
     assert steps == [syncplan.Purge(0, 7), syncplan.HandOff(1, ("n2", "n3"))]
+
+
+def test_a_hand_off_goes_to_the_filled_replicas_not_to_one_being_filled():
+    # a filling replica applies no purge watermark: a value whose tombstone was purged would
+    # come back there, so it gets the partition from its primary's fill instead
+    state = MapState((("n2", "n3", "n4"),), filling={0: ("n4",)})
+    steps = syncplan.collect({0}, state, "n1", marks={0: 9}, purged={})
+    assert steps == [syncplan.HandOff(0, ("n2", "n3"))]
+
+
+def test_a_hand_off_goes_to_every_replica_when_all_are_still_being_filled():
+    state = MapState((("n2", "n3"),), filling={0: ("n2", "n3")})
+    steps = syncplan.collect({0}, state, "n1", marks={}, purged={})
+    assert steps == [syncplan.HandOff(0, ("n2", "n3"))]
