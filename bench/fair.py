@@ -161,9 +161,10 @@ def _cells() -> list[FairCell]:
                 et(op, "many", ser=True, frac=frac),
             ),
         ]
-    return cells
+    return sorted(cells, key=lambda c: GROUPS.index(c.group))  # stable: 1key before many
 
 
+GROUPS = ["default vs default", "equal durability", "equal reads", "YCSB"]
 CELLS = _cells()
 CELL_NAMES = [c.name for c in CELLS]
 
@@ -185,6 +186,7 @@ class Measured:
     requests: int = 0
     errors: int = 0
     error_kinds: dict = field(default_factory=dict)
+    error_examples: dict = field(default_factory=dict)  # kind: the first such answer (loadgen)
     series: list = field(default_factory=list)  # (second, requests, p50 ms, p99 ms)
     command: str = ""
     failed: str | None = None
@@ -202,6 +204,7 @@ class Measured:
             "requests": self.requests,
             "errors": self.errors,
             "error_kinds": self.error_kinds,
+            "error_examples": self.error_examples,
             "series": [[s, n, clean(p50), clean(p99)] for s, n, p50, p99 in self.series],
             "command": self.command,
             "failed": self.failed,
@@ -303,6 +306,7 @@ class Runner:
                     m.throughput, m.p50_ms, m.p99_ms = res.throughput, res.p50_ms, res.p99_ms
                     m.requests, m.errors = res.requests, res.errors
                     m.error_kinds = dict(res.error_kinds.most_common(5))
+                    m.error_examples = dict(res.error_examples)
                     m.series = res.per_second()
                     m.command = (
                         f"loadgen -c {CONNECTIONS} round-robin, {self.warmup:g} s warm-up, "
@@ -326,6 +330,7 @@ class Runner:
                             TOOL_CONNS_PER_NODE,
                             self.seconds,
                             body_dir=self.out / "hey",
+                            warmup=self.warmup,
                         )
                     else:
                         r = tools.run_wrk(
@@ -431,18 +436,21 @@ def render_table(cells: list[FairCell], results: list[Measured], tool: str) -> s
         "p50 ms",
         "p99 ms",
         "kvraft/etcd req/s",
-        "kvraft/etcd p99",
+        "kvraft/etcd p99 (<1: kvraft's is lower)",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     group = None
+    shown: dict[tuple[Side, Side], str] = {}
     for cell in cells:
         if cell.group != group:
             group = cell.group
             lines.append(f"| **{group}** |" + " |" * (len(head) - 1))
+        same = shown.setdefault((cell.kvraft, cell.etcd), cell.name)
+        title = cell.title + (f" (the same measurement as {same})" if same != cell.name else "")
         for t in tools_of(cell, tool):
             k, e = _find(results, cell.kvraft, t), _find(results, cell.etcd, t)
             ok = k is not None and e is not None and not k.failed and not e.failed
-            row = [cell.name, cell.title, t, *_cell_text(k), *_cell_text(e)]
+            row = [cell.name, title, t, *_cell_text(k), *_cell_text(e)]
             row += [
                 _ratio(k.throughput, e.throughput) if ok and k and e else "-",
                 _ratio(k.p99_ms, e.p99_ms) if ok and k and e else "-",
@@ -555,6 +563,8 @@ def render_report(
                 f"- {m.side.describe()} {m.side.keys} {m.tool}: {m.errors} errors of "
                 f"{m.requests} ({m.error_kinds})"
             )
+            for kind, example in m.error_examples.items():
+                lines.append(f"  - first `{kind}` answer: `{example}`")
     lines += ["", render_table(cells, results, args["tool"]), ""]
     series = render_series(cells, results)
     if series:

@@ -233,6 +233,8 @@ class Result:
     error_kinds: Counter = field(default_factory=Counter)
     # completion time (s since the window opened) of each successful request, as `latencies`
     ends: list[float] = field(repr=False, default_factory=list)
+    # per HTTP error kind, the start of the first such response body (up to 300 characters)
+    error_examples: dict[str, str] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -327,6 +329,7 @@ class _Run:
         self.requests = 0
         self.errors = 0
         self.error_kinds: Counter = Counter()
+        self.error_examples: dict[str, str] = {}
 
     def take(self) -> int | None:
         """The next request's index, or None when the run is over."""
@@ -367,6 +370,8 @@ class _Run:
                         status, body = await conn.roundtrip(request)
                     if not self.builder.ok(op, status, body):
                         error = f"http {status}{_error_code(body)}"
+                        if error not in self.error_examples:
+                            self.error_examples[error] = body[:300].decode("utf-8", "replace")
                 except (
                     OSError,
                     asyncio.IncompleteReadError,
@@ -424,7 +429,13 @@ async def run(
     await asyncio.gather(*(state.worker(urls[i % len(urls)]) for i in range(concurrency)))
     window = seconds if requests is None else max(time.perf_counter() - t_start, 1e-9)
     return Result(
-        state.requests, state.errors, window, state.latencies, state.error_kinds, state.ends
+        state.requests,
+        state.errors,
+        window,
+        state.latencies,
+        state.error_kinds,
+        state.ends,
+        state.error_examples,
     )
 
 

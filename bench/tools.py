@@ -5,8 +5,9 @@ or shapes a figure: the same cell is driven by both, in the same run.
 
 - `run_hey`: one `hey` process per node, all started at once, `conns` connections each, for the
   one-key cells (hey sends one fixed request, so it cannot vary keys). `-o csv` gives every
-  request's latency and start offset; the three outputs are merged into one req/s, p50, p99 and a
-  per-second series. hey's CSV has 0.1 ms resolution.
+  request's latency and start offset; the outputs are merged into one req/s, p50, p99 and a
+  per-second series, counting, as loadgen does, only the requests completed after the warm-up and
+  inside the window (hey runs warm-up + window). hey's CSV has 0.1 ms resolution.
 - `run_wrk`: one `wrk` process with one thread per node (its Lua `setup` points each thread at a
   node) and `conns` connections per thread, for the many-keys and YCSB cells: the Lua script draws
   zipfian keys (YCSB's generator, as loadgen's `Zipfian`) and the read/update mix per request.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import shlex
 import subprocess
 import tempfile
@@ -57,6 +59,14 @@ class Request:
     read_level: str | None = None  # kvraft ?r=
     serializable: bool = False  # etcd range
     read_fraction: float = 1.0  # op "mix"
+
+
+def _shown(arg: str) -> str:
+    """`arg` relative to the working directory when it is a path under it (for the report)."""
+    if arg.startswith("/"):
+        rel = os.path.relpath(arg)
+        return arg if rel.startswith("..") else rel
+    return arg
 
 
 def _check_loopback(urls: list[str]) -> list[tuple[str, int]]:
@@ -97,10 +107,11 @@ def hey_args(req: Request, url: str, key: str, value: bytes, tmp: Path) -> list[
 
 
 def parse_hey_csv(
-    text: str, offset: float = 0.0
+    text: str, offset: float = 0.0, window: float = math.inf
 ) -> tuple[list[float], list[float], int, dict[str, int]]:
-    """(ends, latencies, errors, error kinds) of a `hey -o csv` output; an end is the request's
-    start offset + its response time + `offset`, in seconds; latencies in seconds."""
+    """(ends, latencies, errors, error kinds) of the requests of a `hey -o csv` output that end
+    in [0, window]; an end is the request's start offset + its response time + `offset`, in
+    seconds; latencies in seconds."""
     ends, lats, errors, kinds = [], [], 0, {}
     for line in text.splitlines()[1:]:
         parts = line.split(",")
@@ -110,9 +121,12 @@ def parse_hey_csv(
             lat, status, start = float(parts[0]), int(parts[6]), float(parts[7])
         except ValueError:
             continue
+        end = start + lat + offset
+        if not 0 <= end <= window:
+            continue
         if 200 <= status < 300:
             lats.append(lat)
-            ends.append(start + lat + offset)
+            ends.append(end)
         else:
             errors += 1
             kinds[f"http {status}"] = kinds.get(f"http {status}", 0) + 1
@@ -127,10 +141,12 @@ def run_hey(
     conns: int,
     seconds: float,
     body_dir: Path | None = None,
+    warmup: float = 0.0,
 ) -> ToolResult:
-    """One `hey -z <seconds> -c <conns> -o csv` per node at once; merged figures. The request
-    body files are kept in `body_dir` (default: a temporary directory). Blocks for about
-    `seconds`; a failure to run is returned in `failed`, never raised."""
+    """One `hey -z <warmup + seconds> -c <conns> -o csv` per node at once; merged figures of the
+    requests completed in [warmup, warmup + seconds] after the start. The request body files are
+    kept in `body_dir` (default: a temporary directory). Blocks for about `warmup + seconds`; a
+    failure to run is returned in `failed`, never raised."""
     _check_loopback(urls)
     binary = procs.ensure_debian_binary("hey", "hey")
     result = ToolResult("hey")
@@ -139,11 +155,16 @@ def run_hey(
         bodies = body_dir or tmp
         bodies.mkdir(parents=True, exist_ok=True)
         cmds = [
-            [binary, "-z", f"{seconds:g}s", "-c", str(conns), "-t", "10", "-o", "csv"]
+            [binary, "-z", f"{warmup + seconds:g}s", "-c", str(conns), "-t", "10", "-o", "csv"]
             + hey_args(req, url, key, value, bodies)
             for url in urls
         ]
-        result.command = " & ".join(shlex.join(["hey", *c[1:]]) for c in cmds)
+        result.command = shlex.join(["hey", *(_shown(a) for a in cmds[0][1:])])
+        if len(urls) > 1:
+            others = ", ".join(urlsplit(u).netloc for u in urls[1:])
+            result.command += f" (and the same against {others}, all at once)"
+        if warmup:
+            result.command += f"; the first {warmup:g} s not counted"
         outs = [tmp / f"out{i}.csv" for i in range(len(cmds))]
         running = []
         for cmd, out in zip(cmds, outs, strict=True):
@@ -154,7 +175,7 @@ def run_hey(
         failed = []
         for proc in running:
             try:
-                _, err = proc.communicate(timeout=seconds + 30)
+                _, err = proc.communicate(timeout=warmup + seconds + 30)
             except subprocess.TimeoutExpired:
                 procs.stop(proc, grace=2)
                 failed.append("timed out")
@@ -166,7 +187,7 @@ def run_hey(
             return result
         ends, lats = [], []
         for out in outs:
-            e, lat, errors, kinds = parse_hey_csv(out.read_text())
+            e, lat, errors, kinds = parse_hey_csv(out.read_text(), -warmup, seconds)
             ends += e
             lats += lat
             result.errors += errors
@@ -350,7 +371,8 @@ def run_wrk(
             str(script),
             urls[0],
         ]
-        command = shlex.join(["wrk", *cmd[1:-3], "-s", str(script), urls[0]])
+        command = shlex.join(["wrk", *cmd[1:-3], "-s", _shown(str(script)), urls[0]])
+        command += " (its Lua setup() points thread i at node i)"
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -63,6 +63,9 @@ def test_parse_hey_csv_counts_only_2xx_as_served():
     ends, lats, errors, kinds = tools.parse_hey_csv(text)
     assert lats == [0.002, 0.01] and errors == 1 and kinds == {"http 503": 1}
     assert ends == pytest.approx([0.102, 1.51])
+    # a warm-up of 0.1 s and a 1 s window: the third request ended after the window
+    ends, lats, errors, _ = tools.parse_hey_csv(text, -0.1, 1.0)
+    assert lats == [0.002] and errors == 1 and ends == pytest.approx([0.002])
 
 
 def test_parse_wrk_reads_the_done_hook_line():
