@@ -526,7 +526,8 @@ def write_plot(cells: list[FairCell], results: list[Measured], path: Path) -> No
                 continue
             xs = [r[0] + 1 for r in m.series]
             color = colors.get((m.side.system, m.tool), "k")
-            ax.plot(xs, [r[3] for r in m.series], color=color, label=f"{m.side.system} {m.tool}")
+            label = f"{m.side.system} {m.tool}"
+            ax.plot(xs, [r[3] for r in m.series], color=color, marker=".", label=label)
             ax.plot(xs, [r[2] for r in m.series], color=color, linestyle="--", linewidth=0.8)
         ax.set_title(cell.name, fontsize=9)
         ax.set_xlabel("second", fontsize=8)
@@ -536,7 +537,7 @@ def write_plot(cells: list[FairCell], results: list[Measured], path: Path) -> No
     for ax in list(axes.flat)[len(cells) :]:
         ax.axis("off")
     fig.suptitle("fair cells: latency per second (wrk has no per-request output: not shown)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
