@@ -160,7 +160,9 @@ def write_chart(cells: list[Cell], systems: list[str], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--systems", default="kvraft,etcd,naive", help="comma-separated subset of kvraft,etcd,naive"
+        "--systems",
+        default="kvraft,etcd,naive",
+        help="the matrix: comma-separated subset of kvraft,etcd,naive (fair cells: kvraft, etcd)",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell")
