@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BACKEND ?= local
 
-.PHONY: run test unit integration lint bench bench-latency bench-growth chaos-smoke chaos skew-table clean
+.PHONY: run test unit integration lint bench bench-fair bench-latency bench-growth chaos-smoke chaos skew-table clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.compare
+
+# the fair cells of issue 16 alone (kvraft vs etcd at equal guarantees, loadgen and hey/wrk)
+bench-fair: $(STAMP)
+	$(BIN)/python -m bench.compare --cells 'put-*,get-*,ycsb-*'
 
 bench-latency: $(STAMP)
 	$(BIN)/python -m bench.latency

@@ -1,13 +1,20 @@
 """kvraft side by side with etcd and the naive all-values-in-Raft design (`make bench`).
 
-For each system (kvraft, etcd, naive) it starts a 3-node cluster on 127.0.0.1 and runs, for each
-value size (100 B, 10 KiB) x concurrency (1, 16) x op (PUT, then GET), one closed-loop loadgen cell
-(default 10 s, 1 s warm-up not measured). Writes are spread round-robin over all nodes. It prints
-a markdown table (throughput, p50, p99 per system, and kvraft/etcd, kvraft/naive throughput
-ratios), and writes it to bench/out/compare.md, the raw figures to bench/out/compare.json and a
-chart to bench/out/compare.png. Progress goes to stderr.
+Two parts, both run by default: the "default vs default" matrix (cell name `matrix`, below) and
+the fair cells of `bench/fair.py` (kvraft and etcd at equal guarantees, one key and YCSB-style
+many keys, each driven by loadgen and by hey or wrk; `--cells` picks them by name or pattern).
+
+The matrix: for each system (kvraft, etcd, naive) it starts a 3-node cluster on 127.0.0.1 and
+runs, for each value size (100 B, 10 KiB) x concurrency (1, 16) x op (PUT, then GET), one
+closed-loop loadgen cell (default 10 s, 1 s warm-up not measured). Writes are spread round-robin
+over all nodes. It prints a markdown table (throughput, p50, p99 per system, and kvraft/etcd,
+kvraft/naive throughput ratios), and writes it to bench/out/compare.md, the raw figures to
+bench/out/compare.json and a chart to bench/out/compare.png. The fair cells write
+bench/out/fair.md, fair.json, fair-<cell>.csv (per-second p50/p99), fair-timeline.png and the wrk
+scripts they ran (bench/out/wrk/). Progress goes to stderr.
 
     python -m bench.compare [--systems kvraft,etcd,naive] [--seconds 10] [--quick]
+        [--cells matrix,put-*,get-*,ycsb-*] [--tool loadgen|hey|wrk|both] [--keys 100000]
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import fair
 from bench.matrix import LAUNCHERS, WRITE_TARGETS, Cell, measure_system
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -96,6 +104,9 @@ def render_report(cells: list[Cell], systems: list[str], seconds: float, warmup:
         f"{seconds:g} s per cell after a {warmup:g} s warm-up; closed loop, C keep-alive "
         "connections spread round-robin over the nodes.",
         "",
+        "Default vs default: every system with its own default guarantees (see the table "
+        '"Not the same guarantees" in docs/BENCHMARKS.md); the fair cells follow.',
+        "",
     ]
     notes += [f"- writes to {s}: {WRITE_TARGETS[s]}" for s in systems]
     for c in cells:
@@ -149,24 +160,87 @@ def write_chart(cells: list[Cell], systems: list[str], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--systems", default="kvraft,etcd,naive", help="comma-separated subset of kvraft,etcd,naive"
+        "--systems",
+        default="kvraft,etcd,naive",
+        help="the matrix: comma-separated subset of kvraft,etcd,naive (fair cells: kvraft, etcd)",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell")
     parser.add_argument("--quick", action="store_true", help="2 s cells")
+    parser.add_argument(
+        "--cells",
+        default="matrix," + ",".join(fair.CELL_NAMES),
+        help="comma-separated cell names or shell patterns: matrix (the default-vs-default "
+        f"matrix) and the fair cells {', '.join(fair.CELL_NAMES)}; default: all",
+    )
+    parser.add_argument(
+        "--tool",
+        choices=fair.TOOLS,
+        default="both",
+        help="fair cells: loadgen, the independent tool (hey: hey for one key, wrk for many "
+        "keys; wrk: wrk everywhere), or both (default)",
+    )
+    parser.add_argument(
+        "--keys", type=int, default=100_000, help="fair cells: keys of the many-keys workloads"
+    )
     args = parser.parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in LAUNCHERS]
     if unknown or not systems:
         parser.error(f"unknown systems {unknown}; choose from {', '.join(LAUNCHERS)}")
     seconds = 2.0 if args.quick else args.seconds
+    patterns = [p.strip() for p in args.cells.split(",") if p.strip()]
+    fair_cells = fair.select(patterns)
+    run_matrix = "matrix" in patterns
+    unmatched = [p for p in patterns if p != "matrix" and not fair.select([p])]
+    if unmatched or not (run_matrix or fair_cells):
+        parser.error(
+            f"no cell matches {unmatched or patterns}; cells: matrix, " + ", ".join(fair.CELL_NAMES)
+        )
+    if args.keys < 1:
+        parser.error("--keys must be positive")
+    OUT.mkdir(parents=True, exist_ok=True)
+    failed = False
+    if run_matrix:
+        failed |= run_the_matrix(systems, seconds, args.warmup)
+    if fair_cells:
+        failed |= run_fair(fair_cells, args.tool, seconds, args.warmup, args.keys)
+    return 1 if failed else 0
 
+
+def run_fair(
+    cells: list[fair.FairCell], tool: str, seconds: float, warmup: float, keys: int
+) -> bool:
+    """Run the fair cells, print their report and write their files; True if any failed."""
+    runner = fair.Runner(tool, seconds, warmup, keys, OUT)
+    results = runner.run(cells)
+    opts = {"seconds": seconds, "warmup": warmup, "keys": keys, "tool": tool}
+    report = fair.render_report(cells, results, runner.notes, opts)
+    (OUT / "fair.md").write_text(report)
+    raw = {"options": opts, "notes": runner.notes, "results": [m.as_dict() for m in results]}
+    (OUT / "fair.json").write_text(json.dumps(raw, indent=1))
+    written = [OUT / "fair.md", OUT / "fair.json"]
+    written += fair.write_series_csv(cells, results, OUT)
+    try:
+        fair.write_plot(cells, results, OUT / "fair-timeline.png")
+        written.append(OUT / "fair-timeline.png")
+    except ImportError:
+        print(
+            "no plot: matplotlib is not installed (the p99 sparklines are in fair.md)",
+            file=sys.stderr,
+        )
+    print(report)
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return any(m.failed for m in results)
+
+
+def run_the_matrix(systems: list[str], seconds: float, warmup: float) -> bool:
+    """The default-vs-default matrix: print its report and write its files; True if any failed."""
     cells: list[Cell] = []
     for system in systems:
-        cells += measure_system(system, SIZES, CONCURRENCIES, OPS, seconds, args.warmup)
+        cells += measure_system(system, SIZES, CONCURRENCIES, OPS, seconds, warmup)
 
-    report = render_report(cells, systems, seconds, args.warmup)
-    OUT.mkdir(parents=True, exist_ok=True)
+    report = render_report(cells, systems, seconds, warmup)
     (OUT / "compare.md").write_text(report)
     raw = [
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.as_dict().items()}
@@ -181,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no chart: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
     print(report)
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
-    return 1 if any(c.failed for c in cells) else 0
+    return any(c.failed for c in cells) is True
 
 
 if __name__ == "__main__":

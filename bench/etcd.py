@@ -15,8 +15,6 @@ long runs with 10 KiB values stay under the backend quota.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -25,18 +23,7 @@ from bench import procs
 
 def ensure_etcd() -> str:
     """Path of the etcd binary, installing Debian's etcd-server first if needed."""
-    found = shutil.which("etcd")
-    if found:
-        return found
-    install = ["apt-get", "install", "-y", "-q", "etcd-server"]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        subprocess.run(install, env=env, capture_output=True, timeout=600, check=True)
-    found = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None)
-    if not found:
-        raise RuntimeError("etcd is not installed and apt-get install etcd-server failed")
-    return found
+    return procs.ensure_debian_binary("etcd", "etcd-server")
 
 
 class EtcdCluster(procs.LocalCluster):

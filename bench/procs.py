@@ -18,6 +18,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def ensure_debian_binary(binary: str, package: str) -> str:
+    """Path of `binary`, installing Debian's `package` with apt-get first when it is not on PATH
+    (needs root; `apt-get update` once if the first install fails). Blocks up to minutes;
+    raises RuntimeError when it is still missing."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    install = ["apt-get", "install", "-y", "-q", package]
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    try:
+        if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    found = shutil.which(binary) or next(
+        (p for p in (f"/usr/bin/{binary}", f"/usr/sbin/{binary}") if Path(p).exists()), None
+    )
+    if not found:
+        raise RuntimeError(f"{binary} is not installed and apt-get install {package} failed")
+    return found
+
+
 def spawn(
     cmd: list[str], log_path: Path, env: dict | None = None, cwd: str | Path | None = None
 ) -> subprocess.Popen:
