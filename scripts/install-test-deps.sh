@@ -7,6 +7,8 @@
 #   fonts-liberation - readable text in its screenshots
 #   debootstrap     - the Docker image's base where no registry can be reached
 #                     (scripts/build-base-image.sh)
+#   hey, wrk        - the independent load tools of make bench, driven by
+#                     tests/integration/test_bench_loadtools.py
 #
 # Idempotent and quiet: a package already installed is skipped, and `apt-get update` runs only
 # when something is missing. Needs root (or sudo) and a reachable Debian package mirror; no
@@ -16,7 +18,7 @@
 # Usage: scripts/install-test-deps.sh [PACKAGE...]   (default: all of the above)
 set -eu
 
-PACKAGES=${*:-"docker-compose iptables iproute2 chromium fonts-liberation debootstrap"}
+PACKAGES=${*:-"docker-compose iptables iproute2 chromium fonts-liberation debootstrap hey wrk"}
 
 installed() {
     dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed
