@@ -1,9 +1,11 @@
 """The HTTP layer: translates requests into calls on the Protocols of :mod:`api.ports`.
 
-``create_app(kv, cluster, node)`` builds the Flask app: the public API (``/kv``, ``/cluster``,
-``/health``, ``/ready``, ``/metrics``) over ``kv`` and ``cluster``; every peer message
-(``/peer/*``) goes to the node's one dispatcher, :class:`kvraft.peer.server.PeerServer`, which
-checks its signature. Who may call what is decided in :mod:`api.access`; ``GET``/``PUT
+``create_app(kv, cluster, peer_server, peer_calls, jobs, watch)`` builds the Flask app over the
+ports of :mod:`api.ports`: the public API (``/kv``, ``/cluster``, ``/health``, ``/ready``,
+``/metrics``) over ``kv`` and ``cluster``; every peer message (``/peer/*``) goes to the node's
+one dispatcher (``peer_server``), which checks its signature; the leader's forwards and the
+dashboard's counters go through ``peer_calls``; reports, exports and imports are ``jobs``, the
+watch is ``watch``. Who may call what is decided in :mod:`api.access`; ``GET``/``PUT
 /kv/<key>`` are the handler of :mod:`api.kv`, shared with the fast path; errors are answered by
 the one table of :mod:`api.errors`. Every body of an error is JSON ``{"error": code, "message":
 text}`` and every response carries ``X-Kvraft-Node``.
@@ -23,30 +25,38 @@ from kvraft import peerauth
 from kvraft.core.balance import Balancer
 from kvraft.errors import BadRequest, TooLarge
 from kvraft.keys import check_key, check_level
-from kvraft.node import Node
 from kvraft.peer.messages import VERSION_HEADER
 
 from . import access, balance, kv, openapi, ui, ws
 from .fastpath import PEER_ROUTES, FastPath
 from .metrics import Metrics
-from .ports import Cluster, KeyValue
+from .ports import ChangeFeed, Cluster, KeyValue, PeerCalls, PeerDispatcher, ReportJobs
 
 PEER_MAX_BODY = 256 << 20
 
 
-def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
+def create_app(
+    kv_store: KeyValue,
+    cluster: Cluster,
+    peer_server: PeerDispatcher,
+    peer_calls: PeerCalls,
+    jobs: ReportJobs,
+    watch: ChangeFeed,
+) -> Flask:
     """The Flask app of one node, with the fast path in front of it (``app.wsgi_app``).
 
-    ``kv_store`` serves the key operations and ``cluster`` the cluster view and operations
-    (:mod:`api.ports`); ``node`` is what is not behind a port yet: the peer endpoints, the
-    reports and the watch feed. A :class:`kvraft.node.Node` is all three."""
+    ``kv_store`` serves the key operations, ``cluster`` the cluster view and operations,
+    ``peer_server`` every ``/peer/*`` request, ``peer_calls`` the forwards and the dashboard's
+    peer counters, ``jobs`` reports, exports and imports, ``watch`` the ``/watch`` socket
+    (:mod:`api.ports`). Every peer message handler must be registered on ``peer_server``
+    before this is called (its routes become rules here); the dashboard's ``Stats`` answer is
+    registered here. Builds no thread and does no IO."""
     config = cluster.config
     app = Flask("kvraft", static_folder=None)
     app.url_map.converters["key"] = KeyConverter
     app.url_map.merge_slashes = False  # "/kv//x" is the key "/x", not a redirect to "x"
     app.config["MAX_CONTENT_LENGTH"] = config.max_value_bytes  # routes may raise it
     metrics = Metrics(cluster)
-    peers = node.peer_server  # the one dispatcher of peer messages, and their signatures
     policy = access.Policy(config.token, config.admin_token)
     keys = kv.KeyHandler(kv_store, config.max_value_bytes)
 
@@ -64,7 +74,7 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
                 if (request.content_length or request.headers.get("Transfer-Encoding"))
                 else b""
             )
-            why = peers.verify(
+            why = peer_server.verify(
                 request.headers.get(peerauth.HEADER), method, raw_target(request.environ), body
             )
             peer_ok = not why
@@ -106,7 +116,12 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
 
     balancer = Balancer(config.balance)
     balance.register(
-        app, node, lambda limit: _body(limit, "body"), balancer, refused=_refused_by_target
+        app,
+        cluster,
+        peer_calls,
+        lambda limit: _body(limit, "body"),
+        balancer,
+        refused=_refused_by_target,
     )
 
     @app.after_request
@@ -219,8 +234,8 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
         body, ctype = metrics.render()
         return Response(body, 200, content_type=ctype)
 
-    ws.register(app, node, lambda limit: _body(limit))
-    ui.register(app, node)
+    ws.register(app, cluster, jobs, watch, lambda limit: _body(limit))
+    ui.register(app, cluster, peer_calls, peer_server)
 
     def _json_body() -> dict:
         try:
@@ -239,7 +254,7 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
             if (request.content_length or request.headers.get("Transfer-Encoding"))
             else b""
         )
-        reply = peers.handle(
+        reply = peer_server.handle(
             request.method,
             raw_target(request.environ),
             request.headers.get(peerauth.HEADER),
@@ -251,7 +266,7 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
         return resp
 
     # a rule per message (the routing table shows them); the fast path serves its own first
-    for path, methods in peers.routes().items():
+    for path, methods in peer_server.routes().items():
         if path not in PEER_ROUTES:
             app.add_url_rule(
                 path, f"peer {path}", peer, methods=methods, provide_automatic_options=False
@@ -268,13 +283,13 @@ def create_app(kv_store: KeyValue, cluster: Cluster, node: Node) -> Flask:
     # the hottest requests (plain key GET/PUT, /peer/stream, /peer/apply) skip Flask
     app.wsgi_app = FastPath(  # type: ignore[method-assign]
         app.wsgi_app,
-        node,
         cluster,
+        peer_calls,
         keys,
         metrics,
         PEER_MAX_BODY,
         balancer,
-        peers,
+        peer_server,
         policy,
     )
     return app

@@ -15,11 +15,10 @@ from flask import Flask, Response, g, request
 
 from kvraft.core.balance import Balancer
 from kvraft.errors import Unavailable
-from kvraft.node import Node
 from kvraft.peer import PeerConnectError, PeerError
 
 from . import kv
-from .ports import Cluster
+from .ports import Cluster, Forwarded, PeerCalls
 
 VIA = "X-Kvraft-Via"
 PASS_REQUEST = ("Content-Type", "Authorization", "Accept")
@@ -64,11 +63,19 @@ def balanced(node: Cluster, balancer: Balancer, method: str, local, forward, unk
 
 
 def forward_request(
-    node: Node, target: str, method: str, raw_path: str, body: bytes, headers: dict[str, str]
-):
-    """Send a client request to ``target`` as the leader's forward; the peer's response."""
+    node: Cluster,
+    peers: PeerCalls,
+    target: str,
+    method: str,
+    raw_path: str,
+    body: bytes,
+    headers: dict[str, str],
+) -> Forwarded:
+    """Send a client request to ``target`` through ``peers`` as the leader ``node``'s forward;
+    the peer's response. Blocks up to twice the peer timeout; raises ``PeerError`` as
+    :meth:`api.ports.PeerCalls.forward` does."""
     headers = {**headers, VIA: node.id}
-    resp = node.peers.forward(
+    resp = peers.forward(
         target,
         method,
         raw_path,
@@ -86,7 +93,7 @@ def forward_headers(environ: dict) -> dict[str, str]:
     return {h: environ[k] for h, k in _PASS_ENV if k in environ}
 
 
-def answer_headers(resp, via: str) -> list[tuple[str, str]]:
+def answer_headers(resp: Forwarded, via: str) -> list[tuple[str, str]]:
     """The headers of a forwarded answer: the peer's :data:`PASS_RESPONSE` ones, and ``VIA``."""
     got = resp.headers
     return [*((h, got[h.lower()]) for h in PASS_RESPONSE if h.lower() in got), (VIA, via)]
@@ -115,9 +122,12 @@ def unknown_message(target: str, exc: Exception) -> str:
     )
 
 
-def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None) -> None:
-    """Install the balancing hook; ``read_body(limit)`` reads a request body within a limit;
-    ``refused()`` raises what the chosen node would answer with an error, before a redirect."""
+def register(
+    app: Flask, node: Cluster, peers: PeerCalls, read_body, balancer: Balancer, refused=None
+) -> None:
+    """Install the balancing hook (forwards go through ``peers``); ``read_body(limit)`` reads a
+    request body within a limit; ``refused()`` raises what the chosen node would answer with an
+    error, before a redirect."""
     body_limit = 6 * node.config.max_value_bytes + 1024
 
     @app.before_request
@@ -141,7 +151,7 @@ def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None
                 return _redirect(node, target)
             # a PUT carries the raw value: refuse it here rather than forward it
             body = read_body(node.config.max_value_bytes if request.method == "PUT" else body_limit)
-            return _forward(node, target, body)
+            return _forward(node, peers, target, body)
 
         return balanced(
             node,
@@ -159,15 +169,15 @@ def register(app: Flask, node: Node, read_body, balancer: Balancer, refused=None
             balancer.done(target)
 
 
-def _forward(node: Node, target: str, body: bytes) -> Response:
+def _forward(node: Cluster, peers: PeerCalls, target: str, body: bytes) -> Response:
     environ = request.environ
     resp = forward_request(
-        node, target, request.method, raw_path(environ), body, forward_headers(environ)
+        node, peers, target, request.method, raw_path(environ), body, forward_headers(environ)
     )
     return Response(resp.body, resp.status, answer_headers(resp, node.id))
 
 
-def _redirect(node: Node, target: str) -> Response:
+def _redirect(node: Cluster, target: str) -> Response:
     path = raw_path(request.environ)
     out = Response(status=307)
     out.headers["Location"] = f"http://{node.address_of(target)}{path}"
@@ -175,6 +185,6 @@ def _redirect(node: Node, target: str) -> Response:
     return out
 
 
-def _unknown(node: Node, target: str, exc: Exception) -> Response:
+def _unknown(node: Cluster, target: str, exc: Exception) -> Response:
     status, body, headers = unknown(target, exc, node.id)
     return Response(body, status, headers)

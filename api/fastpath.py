@@ -22,8 +22,7 @@ from urllib.parse import parse_qsl
 from kvraft import peerauth
 from kvraft.core.balance import Balancer
 from kvraft.errors import KvError
-from kvraft.node import Node
-from kvraft.peer import Apply, PeerServer
+from kvraft.peer import Apply
 from kvraft.peer.server import STREAM_PATH
 
 from . import kv
@@ -33,7 +32,7 @@ from .httpd import BodyError
 from .kv import KeyHandler, error_of, stamps
 from .kv import error as _error
 from .metrics import Metrics
-from .ports import Cluster
+from .ports import Cluster, PeerCalls, PeerDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +61,24 @@ class FastPath:
     def __init__(
         self,
         app,
-        node: Node,
         cluster: Cluster,
+        peer_calls: PeerCalls,
         keys: KeyHandler,
         metrics: Metrics,
         max_peer_body: int,
         balancer: Balancer,
-        peers: PeerServer,
+        peers: PeerDispatcher,
         policy: Policy,
     ) -> None:
+        """``app`` is the WSGI app behind (Flask); ``peer_calls`` carries the leader's
+        forwards, ``peers`` answers the peer routes served here."""
         self.app = app
         self.balancer = balancer
-        self.node = node  # forward_request sends through its peer client
+        self.peer_calls = peer_calls
         self.cluster, self.keys = cluster, keys
         self.metrics = metrics
         self.peers, self.policy = peers, policy
-        self.token = node.config.token.encode()
+        self.token = cluster.config.token.encode()
         self.max_peer_body = max_peer_body
 
     def __call__(self, environ, start_response):
@@ -148,7 +149,7 @@ class FastPath:
 
     def _balanced(self, environ, path: str, method: str, params: dict) -> kv.Answer:
         """At the leader: serve here or forward to the node the balancer picks."""
-        node, cluster = self.node, self.cluster
+        cluster = self.cluster
 
         def local():
             try:
@@ -159,7 +160,13 @@ class FastPath:
         def forward(target: str):
             body = self._value(environ, self.keys.max_value_bytes) if method == "PUT" else b""
             resp = forward_request(
-                node, target, method, raw_path(environ), body, forward_headers(environ)
+                cluster,
+                self.peer_calls,
+                target,
+                method,
+                raw_path(environ),
+                body,
+                forward_headers(environ),
             )
             return resp.status, resp.body, answer_headers(resp, cluster.id)
 

@@ -11,7 +11,7 @@ Routes added by :func:`register`:
 - ``GET /stats`` - operation counters (reads and writes coordinated) of every member, asked in
   parallel with a short timeout; the page derives operations per second from two answers.
 - the peer message :class:`kvraft.peer.messages.Stats` (this node's counters, signed like every
-  peer message) is registered on the node's peer server.
+  peer message) is registered on the node's peer dispatcher.
 - ``GET /openapi.json`` - :func:`api.openapi.document`.
 
 This module only translates; it never changes the store.
@@ -29,10 +29,10 @@ from pathlib import Path
 
 from flask import Flask, Response, jsonify
 
-from kvraft.node import Node
 from kvraft.peer import JsonAnswer, PeerError, PeerStatus, Stats
 
 from . import openapi
+from .ports import Cluster, PeerCalls, PeerDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _sha256(text: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
 
 
-def own_stats(node: Node) -> dict:
+def own_stats(node: Cluster) -> dict:
     """This node's counters for the dashboard (monotonic while the process lives)."""
     figures = node.metrics()
     reads, writes = figures.get("reads", 0.0), figures.get("writes", 0.0)
@@ -74,9 +74,9 @@ def own_stats(node: Node) -> dict:
     }
 
 
-def register(app: Flask, node: Node) -> None:
+def register(app: Flask, node: Cluster, peers: PeerCalls, peer_server: PeerDispatcher) -> None:
     """Add the dashboard, ``/stats`` and ``/openapi.json`` to ``app``, and the answer to the
-    Stats peer message to the node's peer server."""
+    Stats peer message to ``peer_server``; ``/stats`` asks the members through ``peers``."""
     try:
         page, csp = build_page()
     except OSError as exc:  # a packaging mistake must not stop the node; / says what is wrong
@@ -113,7 +113,7 @@ def register(app: Flask, node: Node) -> None:
     def stats():
         members = node.members()
         futures = {
-            n: pool.submit(_peer_stats, node, n)
+            n: pool.submit(_peer_stats, peers, n)
             for n in members
             if n != node.id and node.is_alive(n)
         }
@@ -123,12 +123,12 @@ def register(app: Flask, node: Node) -> None:
             out[n] = fut.result()
         return jsonify({"node": node.id, "time": time.time(), "nodes": out})
 
-    node.peer_server.register(Stats, lambda _msg: JsonAnswer(own_stats(node)))
+    peer_server.register(Stats, lambda _msg: JsonAnswer(own_stats(node)))
 
 
-def _peer_stats(node: Node, node_id: str) -> dict:
+def _peer_stats(peers: PeerCalls, node_id: str) -> dict:
     try:
-        return node.peers.stats(node_id, timeout=STATS_TIMEOUT)
+        return peers.stats(node_id, timeout=STATS_TIMEOUT)
     except PeerStatus as exc:
         return {"ok": False, "error": f"HTTP {exc.status}"}
     except (PeerError, ValueError) as exc:

@@ -1,9 +1,9 @@
-"""WebSocket endpoints (``/report``, ``/watch``), ``POST /export`` and ``POST /import``; the
-change-feed peer messages the watch needs are registered on the node's peer server
-(:func:`kvraft.watch.serve`).
+"""WebSocket endpoints (``/report``, ``/watch``), ``POST /export`` and ``POST /import``.
 
-This module only translates: messages and requests in, calls on :mod:`kvraft.reports` and
-:mod:`kvraft.watch` out, errors to JSON. On a socket an error is a message
+This module only translates: messages and requests in, calls on the ports
+:class:`~api.ports.ReportJobs` (reports, exports, imports) and :class:`~api.ports.ChangeFeed`
+(the watch) out, errors to JSON. (The composition root builds the feed and registers the
+change-feed peer messages it answers for other nodes.) On a socket an error is a message
 ``{"type": "error", "error": code, "message": text}`` and the socket stays open, except for an
 oversized message (closed with 1009 "Message is too big") and a watcher that fell too far behind.
 
@@ -35,13 +35,11 @@ from wsproto.events import TextMessage
 
 from kvraft.errors import BadRequest
 from kvraft.keys import MAX_KEY_BYTES, check_level
-from kvraft.node import Node
-from kvraft.reports import Reports, check_export_name, parse_report_request
-from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions, Watcher
-from kvraft.watch import serve as serve_change_feeds
+from kvraft.reports import check_export_name, parse_report_request
 
 from . import access
 from .errors import describe
+from .ports import ChangeFeed, Cluster, ReportJobs, WatchStream
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +48,18 @@ PING_INTERVAL = 25.0  # seconds; a client that misses a pong is disconnected
 FRAGMENT_CHARS = 256 * 1024  # a report reply is sent as one message in fragments of this size
 WS_PATHS = ("/report", "/watch")
 READY_TIMEOUT = 5.0  # /watch waits this long to be subscribed on every live peer
-MAX_POLL_WAIT = 5.0
 
 
-def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
-    """Add the websocket, export/import and their peer routes to ``app``; ``read_body(limit)``
-    reads the request body (the guard may have read it already, to check a signature)."""
+def register(
+    app: Flask,
+    node: Cluster,
+    reports: ReportJobs,
+    feed: ChangeFeed,
+    read_body: Callable[[int], bytes],
+) -> None:
+    """Add the websockets (``/report`` over ``reports``, ``/watch`` over ``feed``) and
+    export/import to ``app``; ``read_body(limit)`` reads the request body (the guard may have
+    read it already, to check a signature)."""
     config = node.config
     allowed = config.allowed_origins or access.default_origins((config.http, config.advertise))
     app.config["SOCK_SERVER_OPTIONS"] = {
@@ -63,16 +67,6 @@ def register(app: Flask, node: Node, read_body: Callable[[int], bytes]) -> None:
         "ping_interval": PING_INTERVAL,
     }
     sock = Sock(app)
-    reports = Reports(node)
-    subs = PeerSubscriptions(node.changes)
-    serve_change_feeds(node.peer_server, subs, MAX_POLL_WAIT)  # the change-feed peer messages
-    feed = ClusterFeed(
-        node.id,
-        node.changes,
-        HttpPeerFeed(node.peers, node.config.peer_timeout),
-        lambda: node.members(),
-        node.is_alive,
-    )
 
     @app.before_request
     def _ws_guard():
@@ -177,7 +171,7 @@ def send_text_file(ws, f, chunk: int = FRAGMENT_CHARS) -> None:
         data = following
 
 
-def serve_watch(ws, feed: ClusterFeed, prefix: str) -> None:
+def serve_watch(ws, feed: ChangeFeed, prefix: str) -> None:
     """Stream ``feed`` events under ``prefix`` to ``ws`` until it closes.
 
     First message: ``{"type": "ready", "prefix", "peers", "missing"}`` once the feed is
@@ -192,7 +186,7 @@ def serve_watch(ws, feed: ClusterFeed, prefix: str) -> None:
         watcher.close()
 
 
-def _watch_loop(ws, feed: ClusterFeed, watcher: Watcher, prefix: str) -> None:
+def _watch_loop(ws, feed: ChangeFeed, watcher: WatchStream, prefix: str) -> None:
     missing = feed.wait_connected(READY_TIMEOUT)
     ws.send(
         json.dumps({"type": "ready", "prefix": prefix, "peers": feed.peers(), "missing": missing})

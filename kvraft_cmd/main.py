@@ -3,8 +3,9 @@
 Client subcommands (put, get, ...) come from :mod:`kvraft.client.cli`, ``up`` from :mod:`.up`.
 
 The process entry and composition root: the one place that puts the store (``kvraft``) and its
-web layer (``api``) together, so neither imports the other's caller. ``api`` is imported only
-when ``serve`` runs, so the client commands start without Flask.
+web layer (``api``) together, so neither imports the other's caller (:mod:`.serve` builds the
+node, its app and its HTTP server). ``api`` is imported only when ``serve`` runs, so the client
+commands start without Flask.
 Exit codes: 0 ok, 1 not found, 2 usage or configuration error, 3 unavailable.
 """
 
@@ -37,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kvraft serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from api.server import serve  # the web layer lives outside the store package
+    from .serve import serve  # imports Flask and the node: not for the client commands
 
     serve(config)
     return 0

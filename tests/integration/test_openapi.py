@@ -51,13 +51,13 @@ warnings.simplefilter("ignore")
 from tests.harness.cluster import free_ports
 from kvraft.config import Config
 from kvraft.node import Node
-from api.app import create_app
+from kvraft_cmd.serve import build_app
 http, raft = free_ports(2)
 with tempfile.TemporaryDirectory() as tmp:
     node = Node(Config(id="n1", http=f"127.0.0.1:{http}", raft=f"127.0.0.1:{raft}",
                        secret="rules-secret", replication_factor=1, data_dir=tmp), start=False)
     try:
-        app = create_app(node, node, node)
+        app = build_app(node)
         print(json.dumps([[r.rule, sorted(r.methods - {"HEAD", "OPTIONS"})]
                           for r in app.url_map.iter_rules()]))
     finally:

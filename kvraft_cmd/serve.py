@@ -1,5 +1,9 @@
-"""Runs one node: the :class:`~kvraft.node.Node`, its Flask app and the HTTP server, in one
-process.
+"""``kvraft serve``: one node in one process, and the wiring of its parts to the web layer.
+
+:func:`serve` builds the :class:`~kvraft.node.Node`, its Flask app (:func:`build_app`, over the
+ports of :mod:`api.ports`) and the HTTP server (:class:`api.httpd.HttpServer`), and handles the
+signals. The HTTP port is bound before the node is built, so a port in use is an error before
+Raft starts talking to the cluster.
 
 SIGTERM and SIGINT stop it cleanly: the server stops accepting, lets requests in progress finish
 (at most a few seconds), and the node closes (sync loops, peer pool, SQLite, Raft). ``kill -9`` of
@@ -12,20 +16,44 @@ import logging
 import signal
 import ssl
 import threading
+from types import FrameType
 
+from flask import Flask
+
+from api.app import create_app
+from api.httpd import HttpServer
 from kvraft.config import Config
+from kvraft.node import Node
 from kvraft.peer import http as peer_http
-
-from .app import create_app
-from .httpd import HttpServer
+from kvraft.reports import Reports
+from kvraft.watch import ClusterFeed, HttpPeerFeed, PeerSubscriptions
+from kvraft.watch import serve as serve_change_feeds
 
 GRACE_S = 5.0
+MAX_POLL_WAIT = 5.0  # longest wait a peer's change-feed poll may ask for
+
+
+def build_app(node: Node) -> Flask:
+    """The Flask app of ``node`` (the fast path in front): the node is the key-value and
+    cluster ports, its peer server and peer client the peer ports; the reports and the
+    cluster-wide change feed are built here over it, and the change-feed peer messages other
+    nodes' feeds poll are registered on its peer server (before the app takes the peer routes).
+    Starts no thread (the feed starts its own with its first watcher)."""
+    subs = PeerSubscriptions(node.changes)
+    serve_change_feeds(node.peer_server, subs, MAX_POLL_WAIT)
+    feed = ClusterFeed(
+        node.id,
+        node.changes,
+        HttpPeerFeed(node.peers, node.config.peer_timeout),
+        lambda: node.members(),
+        node.is_alive,
+    )
+    return create_app(node, node, node.peer_server, node.peers, Reports(node), feed)
 
 
 def serve(config: Config) -> None:
-    """Block serving one node until SIGINT/SIGTERM."""
-    from kvraft.node import Node
-
+    """Block serving one node until SIGINT/SIGTERM. SystemExit if the HTTP port cannot be bound
+    or the TLS files cannot be loaded (before the node starts)."""
     level = getattr(logging, config.log_level.upper(), logging.WARNING)
     logging.basicConfig(level=level, format=f"%(asctime)s {config.id} %(name)s %(message)s")
     host, _, port = config.http.rpartition(":")
@@ -51,10 +79,10 @@ def serve(config: Config) -> None:
         why = exc.strerror or exc
         raise SystemExit(f"kvraft serve: cannot listen on {config.http}: {why}") from None
     node = Node(config)
-    server.app = create_app(node, node, node)
+    server.app = build_app(node)
     stopping = threading.Event()
 
-    def on_signal(_signum, _frame) -> None:
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
         if not stopping.is_set():
             stopping.set()
             # shutdown() waits for requests in progress: not on the thread that accepts
@@ -70,7 +98,8 @@ def serve(config: Config) -> None:
 
 
 def server_tls(config: Config) -> ssl.SSLContext:
-    """The HTTPS context of the node's HTTP port (TLS 1.2+)."""
+    """The HTTPS context of the node's HTTP port (TLS 1.2+); SystemExit if the files do not
+    load."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
