@@ -26,7 +26,7 @@ integration: $(STAMP)
 	sh scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q tests/integration
 
-# ruff on every package; mypy on kvraft/ and kvraft_cmd/ (pyproject.toml [tool.mypy] lists them)
+# ruff on every package; mypy on kvraft/, kvraft_cmd/ and api/ (pyproject.toml [tool.mypy] lists them)
 lint: $(STAMP)
 	$(BIN)/ruff check kvraft kvraft_cmd api tests bench chaos
 	$(BIN)/ruff format --check kvraft kvraft_cmd api tests bench chaos

@@ -94,7 +94,7 @@ class _Closed(Exception):
     """The peer closed the connection (or it timed out idle) between requests."""
 
 
-class BodyError(_BodyBase):  # type: ignore[misc,valid-type]
+class BodyError(_BodyBase):
     """Reading the request body failed: malformed, over its deadline, or the client left. The
     server answers it (``error``) whatever the app made of it."""
 
@@ -230,7 +230,7 @@ class _Body(io.RawIOBase):
         b[: len(data)] = data
         return len(data)
 
-    def readline(self, size: int = -1) -> bytes:
+    def readline(self, size: int = -1) -> bytes:  # type: ignore[override]  # never None
         out = bytearray()
         while size < 0 or len(out) < size:
             c = self.read(1)
@@ -264,7 +264,7 @@ class _Connection:
         self.busy = False
         self.broken = False  # the byte stream is out of step: close after this answer
         self.buf = b""  # bytes received after the current request (a pipelined one)
-        self._rfile = None
+        self._rfile: io.BufferedReader | None = None
         self._base = server._base_environ(addr)  # what every request's environ starts from
         self._base["gunicorn.socket"] = sock  # simple-websocket takes the socket from here
         self._base["kvraft.connection"] = self  # an upgraded peer stream takes the connection

@@ -132,6 +132,7 @@ class _NodeCollector:
             figures.setdefault(name, 0.0)  # every counter exists from the start
         for name, value in sorted(figures.items()):
             help_text = HELP.get(name, f"kvraft node figure {name}")
+            fam: CounterMetricFamily | GaugeMetricFamily
             if name not in GAUGES:
                 fam = CounterMetricFamily(f"kvraft_{name}", help_text, labels=["node"])
             else:

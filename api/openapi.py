@@ -89,8 +89,9 @@ SERVER_ANSWERS = {
     "503": "the node is over max_connections; retry",
 }
 
-PUBLIC = [{}, {"publicToken": []}, {"adminToken": []}]  # a token only if the node has one
-ADMIN = [{"adminToken": []}]
+Security = list[dict[str, list[str]]]
+PUBLIC: Security = [{}, {"publicToken": []}, {"adminToken": []}]  # a token only if the node has one
+ADMIN: Security = [{"adminToken": []}]
 
 
 def _ref(name: str) -> dict:
