@@ -3,7 +3,8 @@
 - HTTP: ``kvraft_http_requests_total{method,route,status}`` and the latency histogram
   ``kvraft_http_request_seconds{method,route,status}``, observed by the app for every public
   request (``route`` is the Flask rule, so keys never become label values).
-- The node's own figures, read at scrape time from :meth:`Node.metrics` and :meth:`Node.cluster`:
+- The node's own figures, read at scrape time from :meth:`api.ports.Cluster.metrics` and
+  :meth:`~api.ports.Cluster.cluster`:
   counters (``*_total``: writes, reads, replication acks, hints stored and delivered, read
   repairs, the partition leader's forwards, sync rounds, records, bytes, repairs, purges,
   hand-offs), gauges (keys, bytes, hints pending here and in the cluster, partitions held per
@@ -31,8 +32,8 @@ from .ports import Cluster
 
 log = logging.getLogger(__name__)
 
-# Node.metrics() mixes the node's counters (Node.count, the syncer's totals) with these gauges;
-# every other figure is a counter, so a counter added in the node shows up typed right.
+# Cluster.metrics() mixes the node's counters (Cluster.count, the syncer's totals) with these
+# gauges; every other figure is a counter, so a counter added in the node shows up typed right.
 GAUGES = frozenset(
     {
         "keys",
@@ -154,7 +155,7 @@ def _gauge(name: str, help_text: str, value: float, node_id: str) -> GaugeMetric
 
 
 def _cluster_families(node_id: str, view: dict):
-    """Figures of :meth:`Node.cluster` that :meth:`Node.metrics` does not carry."""
+    """Figures of :meth:`Cluster.cluster` that :meth:`Cluster.metrics` does not carry."""
     raft = view.get("raft", {})
     state = GaugeMetricFamily(
         "kvraft_raft_state", "1 for this node's Raft role", labels=["node", "state"]

@@ -1,6 +1,8 @@
 """The package layers hold: ``kvraft/`` never imports the web layer (``api``, Flask) nor the
-composition root (``kvraft_cmd``), and reads ``KVRAFT_*`` only in kvraft/config.py. Checked on
-the source (every module under kvraft/, whatever its folder), so a new module is covered too.
+composition root (``kvraft_cmd``), and reads ``KVRAFT_*`` only in kvraft/config.py; ``api/``
+never imports ``kvraft.node`` and uses the objects it is given only through the members the
+Protocols of api/ports.py declare. Checked on the source (every module under kvraft/ and api/,
+whatever its folder), so a new module is covered too.
 ``kvraft/__main__.py`` is the ``python -m kvraft`` shim to the composition root: nothing imports
 it, and it is the one exception."""
 
