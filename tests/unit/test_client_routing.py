@@ -12,11 +12,12 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvraft.client import Client, NotFound
+from kvraft.client import Client, NotFound, cli
 from kvraft.client.http import routing_from_env
 from kvraft.client.router import Router
 from kvraft.client.routing import NodeInfo, RouteMap, candidates, miss, parse_cluster
 from kvraft.core.placement import partition_of, place
+from kvraft_cmd.main import build_parser
 
 NODES = ("n1", "n2", "n3")
 
@@ -429,3 +430,15 @@ def test_a_write_whose_replicas_differ_from_the_map_marks_it_stale():
     key = next(k for k in (f"k{i}" for i in range(10_000)) if partition_of(k, 8) == 0)
     c.put(key, b"v")
     assert c.router.stats()["misses"] == {"replicas": 1}
+
+
+def test_the_cli_routes_to_replicas_only_when_asked(monkeypatch):
+    monkeypatch.delenv("KVRAFT_CLIENT_ROUTING", raising=False)
+    parser = build_parser()
+    assert not cli._client(parser.parse_args(["get", "k"])).smart
+    assert cli._client(parser.parse_args(["get", "k", "--routing", "replica"])).smart
+    monkeypatch.setenv("KVRAFT_CLIENT_ROUTING", "replica")
+    assert cli._client(parser.parse_args(["put", "k", "v"])).smart
+    assert not cli._client(parser.parse_args(["delete", "k", "--routing", "any"])).smart
+    with pytest.raises(SystemExit):
+        parser.parse_args(["get", "k", "--routing", "nearest"])
