@@ -30,22 +30,25 @@ class Router:
     there is none yet) instead of waiting.
 
     ``ttl``: seconds after which the map is fetched again even without a miss (a change of
-    the map that no answer revealed). ``min_interval``: the least time between two fetches (a
-    storm of misses costs one fetch). ``cooldown``: seconds a node that could not be reached is
-    skipped, doubled at each failure in a row up to ``max_cooldown``. ``clock`` is injectable.
+    the map that no answer revealed); ``unsettled_ttl`` instead while the map shows a member
+    down, not serving or out of clock bounds, or a replica being filled. ``min_interval``: the
+    least time between two fetches (a storm of misses costs one fetch). ``cooldown``: seconds a
+    node that could not be reached is skipped, doubled at each failure in a row up to
+    ``max_cooldown``. ``clock`` is injectable.
     """
 
     def __init__(
         self,
         fetch: Fetch,
         ttl: float = 30.0,
+        unsettled_ttl: float = 2.0,
         min_interval: float = 0.5,
         cooldown: float = 1.0,
         max_cooldown: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
-        self.ttl, self.min_interval = ttl, min_interval
+        self.ttl, self.unsettled_ttl, self.min_interval = ttl, unsettled_ttl, min_interval
         self.cooldown, self.max_cooldown = cooldown, max_cooldown
         self._clock = clock
         self._map: RouteMap | None = None
@@ -68,11 +71,12 @@ class Router:
 
     def current(self) -> RouteMap | None:
         """The map to route by, fetched first when there is none, it is stale or older than
-        ``ttl`` (and the last attempt is ``min_interval`` old). Blocks for the fetch only in the
+        its ttl (and the last attempt is ``min_interval`` old). Blocks for the fetch only in the
         thread that does it; returns None when there is no map (route the old way)."""
         now = self._clock()
         held = self._map
-        due = held is None or self._stale or now - self._fetched_at >= self.ttl
+        ttl = self.ttl if held is None or held.settled else min(self.ttl, self.unsettled_ttl)
+        due = held is None or self._stale or now - self._fetched_at >= ttl
         if not due or now - self._tried_at < self.min_interval:
             return held
         if not self._fetching.acquire(blocking=False):

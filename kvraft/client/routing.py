@@ -60,6 +60,13 @@ class RouteMap:
         return self.partitions[partition_of(key, len(self.partitions))]
 
     @property
+    def settled(self) -> bool:
+        """Every member alive, serving and within clock bounds, and no replica being filled:
+        a map that is not settled is likely to change soon."""
+        healthy = all(n.alive and n.serving and n.clock_ok for n in self.nodes.values())
+        return healthy and not any(self.filling.values())
+
+    @property
     def fingerprint(self) -> tuple[Any, ...]:
         """What a change of the map or of the membership changes: the epoch, the leader and
         every member's id and address."""
@@ -136,12 +143,13 @@ def candidates(
     """The node ids a request for ``key`` should try first, best first (may be empty: then the
     client sends it the old way, to any node).
 
-    Only replicas of the key that the map shows alive and serving, and not in ``down`` (nodes
-    the client failed to reach lately). A read skips replicas still being filled; a write skips
-    replicas whose clock is out of bounds (they refuse to coordinate). The partition leader comes
-    last: it balances the data requests it receives over all nodes (one more hop, maybe to a
-    non-replica), so it is only worth trying when no other replica is left. ``turn`` rotates the
-    order among equally good replicas (round-robin: the caller passes a counter)."""
+    Only replicas of the key that the map shows alive, and not in ``down`` (nodes the client
+    failed to reach lately). A read skips replicas still being filled; a write skips replicas
+    whose clock is out of bounds (they refuse to coordinate). The partition leader comes after
+    the other replicas: it balances the data requests it receives over all nodes (one more hop,
+    maybe to a non-replica), so it is only worth trying when no other replica is left. Replicas
+    the map shows not serving (not ready at their last ping) come last of all. ``turn`` rotates
+    the order among equally good replicas (round-robin: the caller passes a counter)."""
     replicas = rmap.replicas(key)
     if not replicas:
         return []
@@ -150,18 +158,19 @@ def candidates(
     usable = []
     for r in replicas:
         info = rmap.nodes.get(r)
-        if info is None or not info.alive or not info.serving or r in down:
+        if info is None or not info.alive or r in down:
             continue
         if write and not info.clock_ok:
             continue
         if not write and r in filling:
             continue
         usable.append(r)
-    plain = [r for r in usable if r != rmap.leader]
+    plain = [r for r in usable if r != rmap.leader and rmap.nodes[r].serving]
     if plain:
         k = turn % len(plain)
         plain = plain[k:] + plain[:k]
-    return plain + [r for r in usable if r == rmap.leader]
+    leader = [r for r in usable if r == rmap.leader and rmap.nodes[r].serving]
+    return plain + leader + [r for r in usable if not rmap.nodes[r].serving]
 
 
 def miss(

@@ -124,11 +124,14 @@ def test_round_robin_rotates_between_replicas_that_are_not_the_leader():
     assert {candidates(rmap_of(), key, False, turn=t)[0] for t in range(4)} == {"n3"}
 
 
-def test_dead_not_serving_and_recently_unreachable_replicas_are_skipped():
+def test_dead_and_recently_unreachable_replicas_are_skipped_and_not_serving_ones_come_last():
     key = key_in({"n2", "n3"})
     assert candidates(rmap_of(n2={"alive": False}), key, True) == ["n3"]
-    assert candidates(rmap_of(n3={"serving": False}), key, True) == ["n2"]
     assert candidates(rmap_of(), key, True, down={"n2", "n3"}) == []
+    for turn in range(3):
+        assert candidates(rmap_of(n3={"serving": False}), key, True, turn=turn) == ["n2", "n3"]
+    key = key_in({"n1", "n2"})  # n1 leads
+    assert candidates(rmap_of(n2={"serving": False}), key, False) == ["n1", "n2"]
 
 
 def test_reads_skip_filling_replicas_and_writes_skip_clocks_out_of_bounds():
@@ -240,6 +243,21 @@ def test_the_map_is_fetched_again_after_its_ttl():
     assert router.current().epoch == 1
     clock.t += 0.1
     assert router.current().epoch == 5 and fetch.calls == 2
+
+
+def test_a_map_that_is_not_settled_is_fetched_again_sooner():
+    clock = FakeClock()
+    starting = view(PMAP, nodes=[dict(n, serving=n["id"] == "n2") for n in ADVERTISED])
+    fetch = Fetches(starting, view(PMAP, nodes=ADVERTISED, epoch=8))
+    router = Router(fetch, ttl=30, unsettled_ttl=2, clock=clock)
+    assert not router.current().settled
+    clock.t += 2
+    fresh = router.current()
+    assert fresh.settled and fresh.epoch == 8
+    clock.t += 2
+    assert router.current() is fresh and fetch.calls == 2
+    filling = view(PMAP, nodes=ADVERTISED, filling={"3": ["n1"]})
+    assert not parse_cluster(filling, "http://a:1").settled
 
 
 def test_a_failed_fetch_keeps_the_old_map_and_without_one_routes_the_old_way():
