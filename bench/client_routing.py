@@ -1,0 +1,194 @@
+"""What partition-aware routing saves: ``kvraft.client.Client`` with ``smart=True`` (each key
+straight to a replica) against ``smart=False`` (any node: the node coordinates or reads through
+a peer, and the partition leader forwards), on one 3-node cluster, in alternating rounds.
+
+    python -m bench.client_routing [--rounds 3] [--seconds 5] [--procs 2] [--threads 4]
+
+Starts a 3-node cluster on free loopback ports (tests/harness/cluster.py), writes ``--keys`` keys of
+100-byte values, then for every round and op (put, get at the defaults w=quorum, r=one) runs
+``--procs`` load processes of ``--threads`` threads, one ``Client`` per thread, for
+``--seconds``, once with smart routing and once without; the order of the two alternates by
+round so that drift of the machine falls on both. Thread i of process p lists the nodes
+starting at node (p * threads + i) mod 3, so the clients without routing spread over the nodes
+as independent clients would (not all on node 1). Prints, per op and mode, the medians over the
+rounds of req/s, p50 and p99, the CPU the nodes spent per request (user + system, /proc) and
+the client processes' CPU per request, then the smart/any ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from bench.ab import _children, _cpu
+from kvraft.client import Client, KvClientError
+from tests.harness.cluster import Cluster
+
+MODES = ("smart", "any")
+
+
+def load(
+    urls: list[str],
+    smart: bool,
+    op: str,
+    threads: int,
+    seconds: float,
+    keys: int,
+    first: int,
+    seed: int,
+) -> tuple[int, int, list[float], float]:
+    """One load process: ``threads`` clients doing ``op`` on random keys for ``seconds``.
+    Returns (requests, errors, latencies in ms, this process's CPU seconds during the run)."""
+    value = b"v" * 100
+    clients = []
+    for i in range(threads):
+        k = (first + i) % len(urls)
+        c = Client(urls[k:] + urls[:k], smart=smart, timeout=10, retries=1)
+        c.get("bench/0")  # learns the map (smart) and opens a connection, outside the timing
+        clients.append(c)
+    lat: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0] * threads
+    start = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def run(i: int) -> None:
+        c, rnd, out = clients[i], random.Random(seed * 1000 + i), lat[i]
+        start.wait()
+        while True:
+            key = f"bench/{rnd.randrange(keys)}"
+            t0 = time.perf_counter()
+            if t0 >= stop_at[0]:
+                return
+            try:
+                c.put(key, value) if op == "put" else c.get(key)
+            except KvClientError:
+                errors[i] += 1
+                continue
+            out.append((time.perf_counter() - t0) * 1000)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    cpu0 = time.process_time()
+    stop_at[0] = time.perf_counter() + seconds
+    start.wait()
+    for w in workers:
+        w.join()
+    cpu = time.process_time() - cpu0
+    for c in clients:
+        c.close()
+    flat = [x for per in lat for x in per]
+    return len(flat), sum(errors), flat, cpu
+
+
+def pct(sorted_ms: list[float], q: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
+
+
+def cell(
+    pool: ProcessPoolExecutor, urls: list[str], nodes: list[int], smart: bool, op: str, a, seed
+) -> dict[str, float]:
+    cpu0 = _cpu(nodes)
+    t0 = time.perf_counter()
+    futures = [
+        pool.submit(load, urls, smart, op, a.threads, a.seconds, a.keys, p * a.threads, seed + p)
+        for p in range(a.procs)
+    ]
+    results = [f.result() for f in futures]
+    wall = time.perf_counter() - t0
+    node_cpu = _cpu(nodes) - cpu0
+    n = sum(r[0] for r in results)
+    ms = sorted(x for r in results for x in r[2])
+    return {
+        "rps": n / a.seconds,
+        "p50": pct(ms, 0.50),
+        "p99": pct(ms, 0.99),
+        "errors": sum(r[1] for r in results),
+        # the cluster also spends CPU while the load processes start (wall > seconds)
+        "node_us": node_cpu / max(1, n) * 1e6,
+        "client_us": sum(r[3] for r in results) / max(1, n) * 1e6,
+        "wall": wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--procs", type=int, default=2, help="load processes")
+    ap.add_argument("--threads", type=int, default=4, help="threads (clients) per process")
+    ap.add_argument("--keys", type=int, default=1000)
+    ap.add_argument("--ops", default="put,get")
+    a = ap.parse_args(argv)
+    ops = [o for o in a.ops.split(",") if o]
+    figures: dict[tuple[str, str], list[dict[str, float]]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="kvraft-bench-routing-") as root,
+        Cluster(root) as kv,
+        ProcessPoolExecutor(a.procs) as pool,
+    ):
+        urls = [kv.url(i) for i in range(kv.n)]
+        pids = [n.proc.pid for n in kv.nodes if n.proc is not None]
+        nodes = pids + [c for p in pids for c in _children(p)]
+        with Client(urls, smart=False) as c:
+            for i in range(a.keys):
+                c.put(f"bench/{i}", b"v" * 100)
+        # one warm-up cell of each, not counted
+        for smart in (True, False):
+            cell(
+                pool,
+                urls,
+                nodes,
+                smart,
+                "get",
+                argparse.Namespace(**{**vars(a), "seconds": 1}),
+                0,
+            )
+        for rnd in range(a.rounds):
+            order = MODES if rnd % 2 == 0 else MODES[::-1]
+            for op in ops:
+                for mode in order:
+                    got = cell(pool, urls, nodes, mode == "smart", op, a, rnd * 10)
+                    figures.setdefault((op, mode), []).append(got)
+                    print(
+                        f"round {rnd + 1} {op:3} {mode:5} {got['rps']:8.0f} req/s  "
+                        f"p50 {got['p50']:6.2f} ms  p99 {got['p99']:6.2f} ms  "
+                        f"node {got['node_us']:5.0f} us/req  client {got['client_us']:5.0f} us/req"
+                        f"  errors {got['errors']:.0f}",
+                        flush=True,
+                    )
+    print(
+        f"\n{a.procs} processes x {a.threads} clients, {a.seconds:g} s cells, {a.rounds} rounds, "
+        f"{a.keys} keys, 100-byte values; medians over the rounds"
+    )
+    print(
+        f"{'op':4}{'mode':6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'node us':>9}{'client us':>11}"
+    )
+    med: dict[tuple[str, str], dict[str, float]] = {}
+    for (op, mode), runs in figures.items():
+        med[op, mode] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        m = med[op, mode]
+        print(
+            f"{op:4}{mode:6}{m['rps']:9.0f}{m['p50']:9.2f}{m['p99']:9.2f}"
+            f"{m['node_us']:9.0f}{m['client_us']:11.0f}"
+        )
+    for op in ops:
+        s, n = med[op, "smart"], med[op, "any"]
+        print(
+            f"{op}: smart/any req/s {s['rps'] / n['rps']:.2f}x, p50 {s['p50'] / n['p50']:.2f}x, "
+            f"p99 {s['p99'] / n['p99']:.2f}x, "
+            f"node CPU per request {s['node_us'] / n['node_us']:.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
