@@ -71,8 +71,10 @@ class Router:
 
     def current(self) -> RouteMap | None:
         """The map to route by, fetched first when there is none, it is stale or older than
-        its ttl (and the last attempt is ``min_interval`` old). Blocks for the fetch only in the
-        thread that does it; returns None when there is no map (route the old way)."""
+        its ttl (and the last attempt is ``min_interval`` old). A fetched map of a lower epoch
+        than the one held (a node behind on Raft) is ignored until the held one is ``ttl``
+        old. Blocks for the fetch only in the thread that does it; returns None when there is
+        no map (route the old way)."""
         now = self._clock()
         held = self._map
         ttl = self.ttl if held is None or held.settled else min(self.ttl, self.unsettled_ttl)
@@ -94,6 +96,11 @@ class Router:
             if not fresh.partitions:
                 self.fetch_errors += 1  # no map yet (a cluster starting): the old way
                 return self._map
+            if held is not None and fresh.epoch < held.epoch and now - self._fetched_at < self.ttl:
+                self._stale = False  # a node that has not applied the newer map yet: keep ours
+                with self._lock:
+                    self.misses["older"] += 1
+                return held
             self._map = fresh
             self._fetched_at = self._clock()
             self._stale = False

@@ -245,6 +245,19 @@ def test_the_map_is_fetched_again_after_its_ttl():
     assert router.current().epoch == 5 and fetch.calls == 2
 
 
+def test_a_map_of_a_lower_epoch_is_ignored_until_ours_is_ttl_old():
+    clock = FakeClock()
+    fetch = Fetches(view(PMAP, epoch=5), view(PMAP, epoch=4), view(PMAP, epoch=4))
+    router = Router(fetch, ttl=30, min_interval=0.5, clock=clock)
+    ours = router.current()
+    router.stale("moved: x")
+    clock.t += 1
+    assert router.current() is ours and fetch.calls == 2
+    assert router.stats()["misses"] == {"moved": 1, "older": 1}
+    clock.t += 30  # a cluster made anew (epochs start over): taken once ours is old
+    assert router.current().epoch == 4
+
+
 def test_a_map_that_is_not_settled_is_fetched_again_sooner():
     clock = FakeClock()
     starting = view(PMAP, nodes=[dict(n, serving=n["id"] == "n2") for n in ADVERTISED])
