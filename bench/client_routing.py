@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import requests
 
 from bench.ab import _children, _cpu
 from kvraft.client import Client, KvClientError
@@ -42,9 +47,10 @@ def load(
     keys: int,
     first: int,
     seed: int,
-) -> tuple[int, int, list[float], float]:
+) -> tuple[int, int, list[float], float, Counter[str], Counter[str]]:
     """One load process: ``threads`` clients doing ``op`` on random keys for ``seconds``.
-    Returns (requests, errors, latencies in ms, this process's CPU seconds during the run)."""
+    Returns (requests, errors, latencies in ms, this process's CPU seconds during the run,
+    requests per serving node id, the routers' miss and fetch counts)."""
     value = b"v" * 100
     clients = []
     for i in range(threads):
@@ -53,12 +59,13 @@ def load(
         c.get("bench/0")  # learns the map (smart) and opens a connection, outside the timing
         clients.append(c)
     lat: list[list[float]] = [[] for _ in range(threads)]
+    served: list[Counter[str]] = [Counter() for _ in range(threads)]
     errors = [0] * threads
     start = threading.Barrier(threads + 1)
     stop_at = [0.0]
 
     def run(i: int) -> None:
-        c, rnd, out = clients[i], random.Random(seed * 1000 + i), lat[i]
+        c, rnd, out, by = clients[i], random.Random(seed * 1000 + i), lat[i], served[i]
         start.wait()
         while True:
             key = f"bench/{rnd.randrange(keys)}"
@@ -66,11 +73,12 @@ def load(
             if t0 >= stop_at[0]:
                 return
             try:
-                c.put(key, value) if op == "put" else c.get(key)
+                node = c.put(key, value).node if op == "put" else c.get(key).node
             except KvClientError:
                 errors[i] += 1
                 continue
             out.append((time.perf_counter() - t0) * 1000)
+            by[node] += 1
 
     workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
     for w in workers:
@@ -81,10 +89,15 @@ def load(
     for w in workers:
         w.join()
     cpu = time.process_time() - cpu0
+    routed: Counter[str] = Counter()
     for c in clients:
+        if c.router is not None:
+            st = c.router.stats()
+            routed.update(st["misses"])
+            routed["fetches"] += st["fetches"]
         c.close()
     flat = [x for per in lat for x in per]
-    return len(flat), sum(errors), flat, cpu
+    return len(flat), sum(errors), flat, cpu, sum(served, Counter()), routed
 
 
 def pct(sorted_ms: list[float], q: float) -> float:
@@ -95,8 +108,8 @@ def pct(sorted_ms: list[float], q: float) -> float:
 
 def cell(
     pool: ProcessPoolExecutor, urls: list[str], nodes: list[int], smart: bool, op: str, a, seed
-) -> dict[str, float]:
-    cpu0 = _cpu(nodes)
+) -> dict[str, Any]:
+    cpu0, hops0 = _cpu(nodes), hops(urls)
     t0 = time.perf_counter()
     futures = [
         pool.submit(load, urls, smart, op, a.threads, a.seconds, a.keys, p * a.threads, seed + p)
@@ -105,6 +118,7 @@ def cell(
     results = [f.result() for f in futures]
     wall = time.perf_counter() - t0
     node_cpu = _cpu(nodes) - cpu0
+    moved = hops(urls) - hops0
     n = sum(r[0] for r in results)
     ms = sorted(x for r in results for x in r[2])
     return {
@@ -116,7 +130,30 @@ def cell(
         "node_us": node_cpu / max(1, n) * 1e6,
         "client_us": sum(r[3] for r in results) / max(1, n) * 1e6,
         "wall": wall,
+        # per request: leader forwards, and reads a node sent to a peer (it held no copy)
+        "forwards": moved["forwards"] / max(1, n),
+        "peer_reads": moved["read_batched_keys"] / max(1, n),
+        "served": sum((r[4] for r in results), Counter()),
+        "routing": sum((r[5] for r in results), Counter()),
     }
+
+
+_SAMPLE = re.compile(r'^kvraft_(forwards|read_batched_keys)_total\{node="[^"]+"\} ([0-9.e+-]+)$')
+
+
+def hops(urls: list[str]) -> Counter[str]:
+    """The cluster-wide counts of leader forwards and keys read from a peer (/metrics)."""
+    out: Counter[str] = Counter()
+    for url in urls:
+        try:
+            text = requests.get(url + "/metrics", timeout=10).text
+        except requests.RequestException:
+            continue
+        for line in text.splitlines():
+            m = _SAMPLE.match(line)
+            if m:
+                out[m.group(1)] += int(float(m.group(2)))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=4, help="threads (clients) per process")
     ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--ops", default="put,get")
+    ap.add_argument("-v", "--verbose", action="store_true", help="where requests landed")
     a = ap.parse_args(argv)
     ops = [o for o in a.ops.split(",") if o]
     figures: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -162,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
                         f"round {rnd + 1} {op:3} {mode:5} {got['rps']:8.0f} req/s  "
                         f"p50 {got['p50']:6.2f} ms  p99 {got['p99']:6.2f} ms  "
                         f"node {got['node_us']:5.0f} us/req  client {got['client_us']:5.0f} us/req"
-                        f"  errors {got['errors']:.0f}",
+                        f"  errors {got['errors']:.0f}  forwards/req {got['forwards']:.2f}"
+                        f"  peer reads/req {got['peer_reads']:.2f}",
                         flush=True,
                     )
+                    if a.verbose:
+                        print(f"    served by {dict(got['served'])}; client {dict(got['routing'])}")
     print(
         f"\n{a.procs} processes x {a.threads} clients, {a.seconds:g} s cells, {a.rounds} rounds, "
         f"{a.keys} keys, 100-byte values; medians over the rounds"
@@ -174,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     med: dict[tuple[str, str], dict[str, float]] = {}
     for (op, mode), runs in figures.items():
-        med[op, mode] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med[op, mode] = {
+            k: statistics.median(r[k] for r in runs)
+            for k in runs[0]
+            if isinstance(runs[0][k], float)
+        }
         m = med[op, mode]
         print(
             f"{op:4}{mode:6}{m['rps']:9.0f}{m['p50']:9.2f}{m['p99']:9.2f}"
