@@ -306,13 +306,16 @@ class Client:
         connection could not be opened; a timeout, reset or 5xx after sending raises
         :class:`Unavailable` at once. Responses with a status in ``ok`` are returned; any other
         status raises its typed error. ``passes``: passes over the node list (default
-        ``retries + 1``); ``errors``: failed attempts made before (they are reported too)."""
+        ``retries + 1``); ``errors``: failed attempts made before (they are reported too, and
+        the nodes they name are tried last)."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
         errors = [] if errors is None else errors
+        failed = {n for n, _ in errors}
+        order = sorted(self._order(), key=lambda i: self.nodes[i] in failed)  # stable
         for attempt in range(self.retries + 1 if passes is None else passes):
             if attempt:
                 self._sleep(self.backoff * 2 ** (attempt - 1))
-            for i in self._order():
+            for i in order:
                 node = self.nodes[i]
                 url = node + path + ("?" + urlencode(params) if params else "")
                 try:

@@ -426,6 +426,19 @@ def test_every_replica_down_goes_to_the_listed_nodes():
     assert hosts[0] == "a" and sorted(hosts[1:3]) == ["b", "c"] and hosts[3:] == ["a"]
 
 
+def test_the_old_way_tries_a_listed_node_that_just_failed_as_a_replica_last():
+    timeout = requests.exceptions.ReadTimeout("read timed out")
+    t = Transport(view(PMAP, leader="n1", nodes=ADVERTISED))
+    c = Client(["http://b:1", "http://c:1"], retries=0)
+    c.session.mount("http://", t)
+    c.router.current()  # the map, from b: the listed node tried first
+    t.calls.clear()
+    key = key_in({"n1", "n2"})  # n2 (b) first, then the leader n1 (a)
+    t.broken.update(a=timeout, b=timeout)
+    assert c.put(key, b"v").node == "n3"
+    assert [h for _, h, _ in t.calls] == ["b", "a", "c"]  # not b again before c
+
+
 def test_a_definite_answer_of_the_replica_is_the_answer():
     class Gone(Transport):
         def send(self, request, **kwargs):
