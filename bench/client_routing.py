@@ -8,7 +8,10 @@ Starts a 3-node cluster on free loopback ports (tests/harness/cluster.py), write
 100-byte values, then for every round and op (put, get at the defaults w=quorum, r=one) runs
 ``--procs`` load processes of ``--threads`` threads, one ``Client`` per thread, for
 ``--seconds``, once with smart routing and once without; the order of the two alternates by
-round so that drift of the machine falls on both. Thread i of process p lists the nodes
+round so that drift of the machine falls on both. The node CPU and counters are read at the
+start and the end of the load window, after the clients are made and warmed up (a smart one
+fetched its map): the one-time cost of a map fetch is measured apart and printed. Thread i of
+process p lists the nodes
 starting at node (p * threads + i) mod 3, so the clients without routing spread over the nodes
 as independent clients would (not all on node 1). Prints, per op and mode, the medians over the
 rounds of req/s, p50 and p99, the CPU the nodes spent per request (user + system, /proc) and
@@ -36,6 +39,7 @@ from kvraft.client import Client, KvClientError
 from tests.harness.cluster import Cluster
 
 MODES = ("smart", "any")
+FETCHES = 200  # GET /cluster requests whose node CPU is measured
 
 
 def load(
@@ -47,10 +51,12 @@ def load(
     keys: int,
     first: int,
     seed: int,
-) -> tuple[int, int, list[float], float, Counter[str], Counter[str]]:
-    """One load process: ``threads`` clients doing ``op`` on random keys for ``seconds``.
-    Returns (requests, errors, latencies in ms, this process's CPU seconds during the run,
-    requests per serving node id, the routers' miss and fetch counts)."""
+    start_at: float,
+) -> tuple[int, int, list[float], float, Counter[str], Counter[str], float]:
+    """One load process: ``threads`` clients doing ``op`` on random keys for ``seconds`` from
+    ``start_at`` (``time.time()``; the clients are made and warmed up before). Returns
+    (requests, errors, latencies in ms, this process's CPU seconds during the run, requests per
+    serving node id, the routers' miss and fetch counts, seconds it started late)."""
     value = b"v" * 100
     clients = []
     for i in range(threads):
@@ -83,6 +89,9 @@ def load(
     workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
+    late = time.time() - start_at
+    if late < 0:
+        time.sleep(-late)
     cpu0 = time.process_time()
     stop_at[0] = time.perf_counter() + seconds
     start.wait()
@@ -97,7 +106,7 @@ def load(
             routed["fetches"] += st["fetches"]
         c.close()
     flat = [x for per in lat for x in per]
-    return len(flat), sum(errors), flat, cpu, sum(served, Counter()), routed
+    return len(flat), sum(errors), flat, cpu, sum(served, Counter()), routed, max(0.0, late)
 
 
 def pct(sorted_ms: list[float], q: float) -> float:
@@ -109,16 +118,21 @@ def pct(sorted_ms: list[float], q: float) -> float:
 def cell(
     pool: ProcessPoolExecutor, urls: list[str], nodes: list[int], smart: bool, op: str, a, seed
 ) -> dict[str, Any]:
-    cpu0, hops0 = _cpu(nodes), hops(urls)
-    t0 = time.perf_counter()
+    """One measured cell: the node CPU and counters are read at the start and the end of the
+    load window only, so the clients' start (and the smart ones' first map fetch) is outside."""
+    start_at = time.time() + a.setup
     futures = [
-        pool.submit(load, urls, smart, op, a.threads, a.seconds, a.keys, p * a.threads, seed + p)
+        pool.submit(
+            load, urls, smart, op, a.threads, a.seconds, a.keys, p * a.threads, seed + p, start_at
+        )
         for p in range(a.procs)
     ]
-    results = [f.result() for f in futures]
-    wall = time.perf_counter() - t0
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu0, hops0 = _cpu(nodes), hops(urls)
+    time.sleep(max(0.0, start_at + a.seconds - time.time()))
     node_cpu = _cpu(nodes) - cpu0
     moved = hops(urls) - hops0
+    results = [f.result() for f in futures]
     n = sum(r[0] for r in results)
     ms = sorted(x for r in results for x in r[2])
     return {
@@ -126,10 +140,9 @@ def cell(
         "p50": pct(ms, 0.50),
         "p99": pct(ms, 0.99),
         "errors": sum(r[1] for r in results),
-        # the cluster also spends CPU while the load processes start (wall > seconds)
         "node_us": node_cpu / max(1, n) * 1e6,
         "client_us": sum(r[3] for r in results) / max(1, n) * 1e6,
-        "wall": wall,
+        "late": max(r[6] for r in results),  # a load process that started after the window
         # per request: leader forwards, and reads a node sent to a peer (it held no copy)
         "forwards": moved["forwards"] / max(1, n),
         "peer_reads": moved["read_batched_keys"] / max(1, n),
@@ -164,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=4, help="threads (clients) per process")
     ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--ops", default="put,get")
+    ap.add_argument(
+        "--setup", type=float, default=3.0, help="seconds the load processes get to start"
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="where requests landed")
     a = ap.parse_args(argv)
     ops = [o for o in a.ops.split(",") if o]
@@ -179,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         with Client(urls, smart=False) as c:
             for i in range(a.keys):
                 c.put(f"bench/{i}", b"v" * 100)
+        cpu0 = _cpu(nodes)
+        with Client(urls, smart=False) as c:
+            for _ in range(FETCHES):
+                c.cluster()
+        fetch_us = (_cpu(nodes) - cpu0) / FETCHES * 1e6
         # one warm-up cell of each, not counted
         for smart in (True, False):
             cell(
@@ -204,11 +225,15 @@ def main(argv: list[str] | None = None) -> int:
                         f"  peer reads/req {got['peer_reads']:.2f}",
                         flush=True,
                     )
+                    if got["late"] > 0.05 * a.seconds:
+                        print(f"    (a load process started {got['late']:.2f} s late: --setup)")
                     if a.verbose:
                         print(f"    served by {dict(got['served'])}; client {dict(got['routing'])}")
     print(
         f"\n{a.procs} processes x {a.threads} clients, {a.seconds:g} s cells, {a.rounds} rounds, "
-        f"{a.keys} keys, 100-byte values; medians over the rounds"
+        f"{a.keys} keys, 100-byte values; medians over the rounds; a smart client's map "
+        f"fetch (GET /cluster) costs the nodes {fetch_us:.0f} us of CPU, once per client and "
+        "map change"
     )
     print(
         f"{'op':4}{'mode':6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'node us':>9}{'client us':>11}"
@@ -230,8 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{op}: smart/any req/s {s['rps'] / n['rps']:.2f}x, p50 {s['p50'] / n['p50']:.2f}x, "
             f"p99 {s['p99'] / n['p99']:.2f}x, "
-            f"node CPU per request {s['node_us'] / n['node_us']:.2f}x"
+            f"node CPU per request {s['node_us'] / n['node_us']:.2f}x (ratios of the medians)"
         )
+        for what in ("rps", "node_us"):
+            pairs = zip(figures[op, "smart"], figures[op, "any"], strict=True)
+            per = sorted(a[what] / b[what] for a, b in pairs)
+            print(
+                f"    {what} smart/any per round: median {statistics.median(per):.2f}x, "
+                f"range {per[0]:.2f}x-{per[-1]:.2f}x"
+            )
     return 0
 
 
