@@ -160,7 +160,7 @@ def _never_sent(exc: requests.RequestException) -> bool:
         return True
     if isinstance(exc, requests.exceptions.ConnectionError):
         text = repr(exc)
-        return "NewConnectionError" in text or "Connection refused" in text
+        return any(s in text for s in ("NewConnectionError", "Connection refused", "NameResol"))
     return False
 
 
@@ -381,7 +381,7 @@ class Client:
                 resp = self._send(method, url + target, data, None)
             except requests.RequestException as exc:
                 errors.append((url, _reason(exc)))
-                router.failed(node_id, _reason(exc))
+                router.failed(node_id, _reason(exc), connect=_never_sent(exc))
                 continue
             if resp.status_code in RETRY_STATUSES:
                 errors.append((url, f"HTTP {resp.status_code}: {_error_of(resp, url).message}"))

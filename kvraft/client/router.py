@@ -34,7 +34,8 @@ class Router:
     down, not serving or out of clock bounds, or a replica being filled. ``min_interval``: the
     least time between two fetches (a storm of misses costs one fetch). ``cooldown``: seconds a
     node that could not be reached is skipped, doubled at each failure in a row up to
-    ``max_cooldown``. ``clock`` is injectable.
+    ``max_cooldown`` (``unknown_cooldown`` for a node never reached, see :meth:`failed`).
+    ``clock`` is injectable.
     """
 
     def __init__(
@@ -45,11 +46,13 @@ class Router:
         min_interval: float = 0.5,
         cooldown: float = 1.0,
         max_cooldown: float = 30.0,
+        unknown_cooldown: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self.ttl, self.unsettled_ttl, self.min_interval = ttl, unsettled_ttl, min_interval
         self.cooldown, self.max_cooldown = cooldown, max_cooldown
+        self.unknown_cooldown = unknown_cooldown
         self._clock = clock
         self._map: RouteMap | None = None
         self._fetched_at = float("-inf")  # last successful fetch
@@ -117,13 +120,21 @@ class Router:
             down = {n for n, (until, _) in self._down.items() if until > now}
         return candidates(rmap, key, write, down, next(self._turn))
 
-    def failed(self, node_id: str, reason: str) -> None:
+    def failed(self, node_id: str, reason: str, connect: bool = False) -> None:
         """``node_id`` could not serve a request (unreachable, or answered 502/503/504): skip it
-        for a cooldown, and fetch the map again at the next request."""
+        for a cooldown, and fetch the map again at the next request. ``connect``: the
+        connection could not be opened. A node the client never reached that fails so is
+        skipped for ``unknown_cooldown`` (an address it advertises to its peers that this
+        client cannot reach, as from outside a container network, costs one failed connect
+        per that time, not one per request); one it reached before is forgotten at that URL
+        (the next map gives its advertised address, in case it moved)."""
         now = self._clock()
         with self._lock:
             _, failures = self._down.get(node_id, (0.0, 0))
-            wait = min(self.max_cooldown, self.cooldown * 2**failures)
+            if connect and self._known.pop(node_id, None) is None:
+                wait = self.unknown_cooldown
+            else:
+                wait = min(self.max_cooldown, self.cooldown * 2**failures)
             self._down[node_id] = (now + wait, failures + 1)
             self.misses["unreachable"] += 1
         self._stale = True

@@ -313,6 +313,28 @@ def test_an_unreachable_node_is_skipped_for_a_cooldown_that_doubles():
     assert "n2" in router.route(rmap, key, True)
 
 
+def test_a_node_never_reached_that_refuses_connections_is_skipped_for_long():
+    clock = FakeClock()
+    fetch = Fetches(view(PMAP, nodes=ADVERTISED, node="elsewhere"))
+    router = Router(fetch, cooldown=1.0, unknown_cooldown=600.0, clock=clock)
+    rmap = router.current()
+    key = key_in({"n2", "n3"})
+    router.failed("n3", "cannot connect", connect=True)  # e.g. an address inside a container
+    clock.t += 599
+    assert router.route(rmap, key, True) == ["n2"]
+    clock.t += 1
+    assert "n3" in router.route(rmap, key, True)
+    router.answered("n2", "http://front:1")  # reached: a refused connection is a short cooldown
+    router._tried_at = float("-inf")
+    router.stale("moved: x")
+    assert router.current().nodes["n2"].url == "http://front:1"  # where it answered
+    router.failed("n2", "connection refused", connect=True)
+    clock.t += 1
+    assert "n2" in router.route(rmap, key, True)
+    router._tried_at = float("-inf")
+    assert router.current().nodes["n2"].url == "http://b:1"  # forgotten at front: advertised
+
+
 def test_threads_share_one_fetch_and_always_see_a_whole_map():
     gate = threading.Event()
     calls = []
