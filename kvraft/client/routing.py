@@ -66,12 +66,6 @@ class RouteMap:
         healthy = all(n.alive and n.serving and n.clock_ok for n in self.nodes.values())
         return healthy and not any(self.filling.values())
 
-    @property
-    def fingerprint(self) -> tuple[Any, ...]:
-        """What a change of the map or of the membership changes: the epoch, the leader and
-        every member's id and address."""
-        return (self.epoch, self.leader, tuple(sorted((n.id, n.url) for n in self.nodes.values())))
-
 
 def parse_cluster(view: Any, base_url: str, known: Mapping[str, str] | None = None) -> RouteMap:
     """The :class:`RouteMap` of a ``GET /cluster`` answer; ValueError when it is not one.

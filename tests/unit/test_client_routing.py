@@ -92,14 +92,6 @@ def test_what_is_not_a_cluster_view_is_a_value_error(bad):
         parse_cluster(bad, "http://a:1")
 
 
-def test_the_fingerprint_changes_with_the_epoch_the_leader_and_the_addresses():
-    base = parse_cluster(view(PMAP), "http://a:1").fingerprint
-    assert parse_cluster(view(PMAP), "http://a:1").fingerprint == base
-    assert parse_cluster(view(PMAP, epoch=8), "http://a:1").fingerprint != base
-    assert parse_cluster(view(PMAP, leader="n2"), "http://a:1").fingerprint != base
-    assert parse_cluster(view(PMAP), "http://a:1", {"n1": "http://z:1"}).fingerprint != base
-
-
 # -- candidates ----------------------------------------------------------------------------------
 
 
