@@ -21,10 +21,9 @@ changes an answer (every node serves every key), only where it is computed.
 
 Errors are typed (:class:`KvClientError` and subclasses) and carry the HTTP status, the server's
 error code and message (kvraft.client.errors). This module does no printing; its defaults
-(``KVRAFT_NODES``, ``KVRAFT_TOKEN``, ``KVRAFT_ADMIN_TOKEN``) come from
-:class:`kvraft.config.ClientSettings`, and ``KVRAFT_CLIENT_ROUTING`` from
-:func:`routing_from_env`. The routing state is thread-safe; the client as a whole is not (it
-shares one requests session): use one client per thread.
+(``KVRAFT_NODES``, ``KVRAFT_TOKEN``, ``KVRAFT_ADMIN_TOKEN``, ``KVRAFT_CLIENT_ROUTING``) come
+from :class:`kvraft.config.ClientSettings`. The routing state is thread-safe; the client as a
+whole is not (it shares one requests session): use one client per thread.
 """
 
 from __future__ import annotations
@@ -135,8 +134,7 @@ def nodes_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
 def routing_from_env(environ: Mapping[str, str] | None = None, default: str = "replica") -> str:
     """``KVRAFT_CLIENT_ROUTING``: ``replica`` (partition-aware) or ``any`` (any node; it
     forwards), ``default`` when unset or empty; ValueError for another value."""
-    env = os.environ if environ is None else environ
-    return routing.routing_mode(env.get("KVRAFT_CLIENT_ROUTING"), default)
+    return routing.routing_mode(ClientSettings.from_env(environ).routing, default)
 
 
 def quote_key(key: str) -> str:
