@@ -273,11 +273,13 @@ class UpDefaults:
 class ClientSettings:
     """Defaults of :class:`kvraft.client.Client` and the client commands: ``KVRAFT_NODES`` (the
     raw text: comma-separated URLs, or a node count), ``KVRAFT_TOKEN`` and ``KVRAFT_ADMIN_TOKEN``
-    (None when unset or empty)."""
+    (None when unset or empty), ``KVRAFT_CLIENT_ROUTING`` (the raw text: replica or any,
+    checked by kvraft.client.routing)."""
 
     nodes: str = ""
     token: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    routing: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
@@ -286,4 +288,5 @@ class ClientSettings:
             nodes=env.get("KVRAFT_NODES", ""),
             token=env.get("KVRAFT_TOKEN") or None,
             admin_token=env.get("KVRAFT_ADMIN_TOKEN") or None,
+            routing=env.get("KVRAFT_CLIENT_ROUTING", ""),
         )

@@ -1,7 +1,9 @@
 """The kvraft client: the typed Python client of the public HTTP API and the CLI's client commands.
 
 ``from kvraft.client import Client`` is the public entry (PRODUCT.md). Modules: ``http`` (the
-:class:`Client`, failover between nodes), ``errors`` (typed errors and the status/code mapping),
+:class:`Client`, failover between nodes), ``routing`` (pure decisions of partition-aware routing:
+which replica a key goes to, which answers show a stale map), ``router`` (the map the client
+routes by and its refreshes; thread-safe), ``errors`` (typed errors and the status/code mapping),
 ``format`` (pure output formatting) and ``cli`` (the ``kvraft put|get|delete|ls|status|report|
 export|import`` subcommands). Nothing here imports the server side (``api``, Flask, pysyncobj).
 """

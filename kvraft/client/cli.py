@@ -35,7 +35,8 @@ from .format import (
     render_bar,
     value_json,
 )
-from .http import MAX_PAGE, Client
+from .http import MAX_PAGE, Client, routing_from_env
+from .routing import ROUTING_MODES
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -171,12 +172,16 @@ def _isatty(stream: Any) -> bool:
 
 
 def _client(args: argparse.Namespace) -> Client:
+    # One command makes one key request: learning the map first would cost a request of its
+    # own, so the CLI routes to replicas only when asked (--routing or KVRAFT_CLIENT_ROUTING).
+    mode = getattr(args, "routing", None) or routing_from_env(default="any")
     return Client(
         split_nodes(args.node),
         token=args.token,
         timeout=args.timeout,
         retries=args.retries,
         admin_token=getattr(args, "admin_token", None),
+        smart=mode == "replica",
     )
 
 
@@ -437,6 +442,14 @@ def _common() -> argparse.ArgumentParser:
         default=2,
         metavar="N",
         help="extra passes over the node list when all failed (default 2)",
+    )
+    g.add_argument(
+        "--routing",
+        choices=ROUTING_MODES,
+        default=None,
+        help="replica: learn the partition map and send the key straight to one of its "
+        "replicas; any: to the first node that answers, which forwards (default "
+        "KVRAFT_CLIENT_ROUTING, else any)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     return p

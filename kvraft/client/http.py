@@ -10,10 +10,20 @@ another node only when the connection could not even be opened, never once the r
 been sent. After every node failed the client waits (exponential backoff) and makes up to
 ``retries`` more passes before raising :class:`Unavailable`.
 
+Key requests (get, put, delete) are partition-aware by default (``smart=True``, or
+``KVRAFT_CLIENT_ROUTING=replica``): the client learns the partition map from ``GET /cluster``
+on first use (kvraft.client.router) and sends each one straight to a replica of its key that
+may serve it (kvraft.client.routing), which saves the hop a non-replica node or the partition
+leader's balancing adds. When it has no map, or every such replica failed (unreachable, or
+502/503/504), the request goes the way above; an unreachable replica, a forwarded answer or a
+write whose replicas differ from the map makes the client fetch the map again. Routing never
+changes an answer (every node serves every key), only where it is computed.
+
 Errors are typed (:class:`KvClientError` and subclasses) and carry the HTTP status, the server's
 error code and message (kvraft.client.errors). This module does no printing; its defaults
-(``KVRAFT_NODES``, ``KVRAFT_TOKEN``, ``KVRAFT_ADMIN_TOKEN``) come from
-:class:`kvraft.config.ClientSettings`. It is not thread-safe: use one client per thread.
+(``KVRAFT_NODES``, ``KVRAFT_TOKEN``, ``KVRAFT_ADMIN_TOKEN``, ``KVRAFT_CLIENT_ROUTING``) come
+from :class:`kvraft.config.ClientSettings`. The routing state is thread-safe; the client as a
+whole is not (it shares one requests session): use one client per thread.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import requests
 
 from ..config import ClientSettings
 from ..keys import LEVELS
+from . import routing
 from .errors import (
     RETRY_STATUSES,
     BadRequest,
@@ -39,6 +50,7 @@ from .errors import (
     error_from_code,
     error_from_status,
 )
+from .router import Router
 
 DEFAULT_NODES = ("http://127.0.0.1:8001", "http://127.0.0.1:8002", "http://127.0.0.1:8003")
 MAX_PAGE = 1000  # the server's largest ``limit`` for GET /kv
@@ -119,6 +131,12 @@ def nodes_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
     return urls or list(DEFAULT_NODES)
 
 
+def routing_from_env(environ: Mapping[str, str] | None = None, default: str = "replica") -> str:
+    """``KVRAFT_CLIENT_ROUTING``: ``replica`` (partition-aware) or ``any`` (any node; it
+    forwards), ``default`` when unset or empty; ValueError for another value."""
+    return routing.routing_mode(ClientSettings.from_env(environ).routing, default)
+
+
 def quote_key(key: str) -> str:
     """A key as one URL path segment: ``quote(key, safe="")``, and the keys ``.`` and ``..``
     as ``%2E``/``%2E%2E`` (else HTTP libraries resolve them as dot segments of the path)."""
@@ -140,7 +158,7 @@ def _never_sent(exc: requests.RequestException) -> bool:
         return True
     if isinstance(exc, requests.exceptions.ConnectionError):
         text = repr(exc)
-        return "NewConnectionError" in text or "Connection refused" in text
+        return any(s in text for s in ("NewConnectionError", "Connection refused", "NameResol"))
     return False
 
 
@@ -199,6 +217,9 @@ class Client:
     ``timeout``: seconds per request (connecting is capped at 3 s so a dead host is skipped
     quickly). ``retries``: extra passes over the whole node list after every node failed, with
     ``backoff`` seconds doubling between passes. ``sleep`` is injectable for tests.
+    ``smart``: route get/put/delete to a replica of the key (default: ``KVRAFT_CLIENT_ROUTING``,
+    else on); ``False`` sends every request to the node that answered last, as before.
+    ``map_ttl``: seconds after which the partition map is fetched again without a miss.
 
     Every method blocks; none is thread-safe (one ``Client`` per thread). Methods raise
     :class:`NotFound`, :class:`BadRequest`, :class:`Unauthorized`, :class:`ServerError`, or
@@ -214,6 +235,8 @@ class Client:
         backoff: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
         admin_token: str | None = None,
+        smart: bool | None = None,
+        map_ttl: float = 30.0,
     ) -> None:
         urls = [normalize_node(n) for n in nodes] if nodes else nodes_from_env()
         self.nodes: list[str] = list(dict.fromkeys(urls))  # de-duplicated, order kept
@@ -223,7 +246,11 @@ class Client:
         self.retries = max(0, retries)
         self.backoff = backoff
         self._sleep = sleep
-        self._preferred = 0  # index of the node that answered last
+        self._preferred = 0  # index of the listed node that answered last
+        self._last = self.nodes[0]  # URL of the node that answered last (listed or routed to)
+        if smart is None:
+            smart = routing_from_env() == "replica"
+        self.router: Router | None = Router(self._fetch_map, ttl=map_ttl) if smart else None
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "kvraft-client/1"
         if self.token:
@@ -242,8 +269,14 @@ class Client:
 
     @property
     def last_node(self) -> str:
-        """URL of the node that answered the last request (the first one tried next time)."""
-        return self.nodes[self._preferred]
+        """URL of the node that answered the last request. Requests sent the old way go first
+        to the listed node that answered last."""
+        return self._last
+
+    @property
+    def smart(self) -> bool:
+        """Whether get/put/delete are routed to a replica of their key."""
+        return self.router is not None
 
     # -- the transport ---------------------------------------------------------------------------
 
@@ -262,19 +295,25 @@ class Client:
         retry: bool = True,
         ok: Sequence[int] = (200, 201),
         stream: bool = False,
+        passes: int | None = None,
+        errors: list[tuple[str, str]] | None = None,
     ) -> tuple[requests.Response, str]:
         """Send one request, failing over between nodes; return (response, node URL).
 
         ``retry=False`` (non-idempotent requests): another node is tried only when the
         connection could not be opened; a timeout, reset or 5xx after sending raises
         :class:`Unavailable` at once. Responses with a status in ``ok`` are returned; any other
-        status raises its typed error."""
+        status raises its typed error. ``passes``: passes over the node list (default
+        ``retries + 1``); ``errors``: failed attempts made before (they are reported too, and
+        the nodes they name are tried last)."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        errors: list[tuple[str, str]] = []
-        for attempt in range(self.retries + 1):
+        errors = [] if errors is None else errors
+        failed = {n for n, _ in errors}
+        order = sorted(self._order(), key=lambda i: self.nodes[i] in failed)  # stable
+        for attempt in range(self.retries + 1 if passes is None else passes):
             if attempt:
                 self._sleep(self.backoff * 2 ** (attempt - 1))
-            for i in self._order():
+            for i in order:
                 node = self.nodes[i]
                 url = node + path + ("?" + urlencode(params) if params else "")
                 try:
@@ -289,8 +328,9 @@ class Client:
                         errors,
                         node=node,
                     ) from exc
+                self._learn(resp, node)
                 if resp.status_code in ok:
-                    self._preferred = i
+                    self._preferred, self._last = i, node
                     return resp, node
                 err = _error_of(resp, node)
                 if isinstance(err, Unavailable):
@@ -298,10 +338,69 @@ class Client:
                     if retry:
                         continue
                     raise Unavailable(f"{node}: {err.message}", errors, resp.status_code, node)
-                self._preferred = i  # the node answered; the answer is the answer
+                self._preferred, self._last = i, node  # the node answered; that is the answer
                 raise err
         tried = "; ".join(f"{n}: {why}" for n, why in errors[-len(self.nodes) :])
         raise Unavailable(f"no node could serve {method} {path} ({tried})", errors)
+
+    def _learn(self, resp: requests.Response, url: str) -> None:
+        """A listed node served a request itself: the router may reach that node id there."""
+        served = resp.headers.get(routing.NODE_HEADER)
+        if self.router is not None and served and not resp.headers.get(routing.VIA_HEADER):
+            self.router.answered(served, url)
+
+    def _fetch_map(self) -> tuple[Any, str]:
+        """``GET /cluster`` for the router: one pass over the listed nodes, no backoff."""
+        resp, node = self._request("GET", "/cluster", ok=(200,), passes=1)
+        return resp.json(), node
+
+    def _key_request(
+        self,
+        method: str,
+        key: str,
+        params: Mapping[str, Any],
+        data: bytes | None = None,
+        ok: Sequence[int] = (200, 201),
+    ) -> tuple[requests.Response, str]:
+        """A get, put or delete of ``key``: to a replica of the key when the router has a map
+        and one answers (2xx or a definite 4xx/5xx), else the old way (:meth:`_request`, which
+        reports the replicas' failures with its own). Every attempt is safe to repeat."""
+        path = "/kv/" + quote_key(key)
+        router = self.router
+        rmap = router.current() if router is not None else None
+        if router is None or rmap is None:
+            return self._request(method, path, params=params, data=data, ok=ok)
+        query = {k: v for k, v in params.items() if v is not None}
+        target = path + ("?" + urlencode(query) if query else "")
+        errors: list[tuple[str, str]] = []
+        for node_id in router.route(rmap, key, write=method != "GET"):
+            url = rmap.nodes[node_id].url
+            try:
+                resp = self._send(method, url + target, data, None)
+            except requests.RequestException as exc:
+                errors.append((url, _reason(exc)))
+                router.failed(node_id, _reason(exc), connect=_never_sent(exc))
+                continue
+            if resp.status_code in RETRY_STATUSES:
+                errors.append((url, f"HTTP {resp.status_code}: {_error_of(resp, url).message}"))
+                router.failed(node_id, f"HTTP {resp.status_code}")
+                continue
+            replicas = None
+            if method != "GET" and resp.status_code in ok:
+                try:
+                    replicas = resp.json().get("replicas")
+                except (ValueError, AttributeError):
+                    pass
+            why = routing.miss(rmap, key, node_id, resp.headers, replicas)
+            if why is not None:
+                router.stale(why)
+            elif not resp.headers.get(routing.VIA_HEADER):
+                router.answered(node_id, url)
+            self._last = url
+            if resp.status_code in ok:
+                return resp, url
+            raise _error_of(resp, url)  # the replica answered; the answer is the answer
+        return self._request(method, path, params=params, data=data, ok=ok, errors=errors)
 
     def _send(
         self, method: str, url: str, data: bytes | None, json_body: Any, stream: bool = False
@@ -321,16 +420,19 @@ class Client:
 
     def _json(self, method: str, path: str, **kw: Any) -> tuple[dict, requests.Response]:
         resp, node = self._request(method, path, **kw)
+        return self._body(resp, node, path), resp
+
+    @staticmethod
+    def _body(resp: requests.Response, node: str, what: str) -> dict:
         try:
-            body = resp.json()
+            return resp.json()
         except ValueError:
             raise ServerError(
-                f"{node} answered {path} with a body that is not JSON",
+                f"{node} answered {what} with a body that is not JSON",
                 resp.status_code,
                 "bad_response",
                 node,
             ) from None
-        return body, resp
 
     @staticmethod
     def _write_result(body: dict, resp: requests.Response) -> WriteResult:
@@ -352,16 +454,14 @@ class Client:
         Retried on another node when one is down; a repeat only writes a newer version.
         ``created`` tells a new key (201) from a replaced one (200) as the answering node saw it
         (after a failover the retry may report a replacement of its own first attempt)."""
-        body, resp = self._json(
-            "PUT", "/kv/" + quote_key(key), data=bytes(value), params={"w": _check_level(w, "w")}
+        resp, node = self._key_request(
+            "PUT", key, {"w": _check_level(w, "w")}, data=bytes(value), ok=(200, 201)
         )
-        return self._write_result(body, resp)
+        return self._write_result(self._body(resp, node, "PUT"), resp)
 
     def get(self, key: str, r: str | None = None) -> Value:
         """The value of ``key`` (``r`` is one/quorum/all); raises :class:`NotFound`."""
-        resp, node = self._request(
-            "GET", "/kv/" + quote_key(key), params={"r": _check_level(r, "r")}, ok=(200,)
-        )
+        resp, node = self._key_request("GET", key, {"r": _check_level(r, "r")}, ok=(200,))
         version = resp.headers.get("X-Kvraft-Version") or resp.headers.get("ETag", "").strip('"')
         return Value(resp.content, version, resp.headers.get("X-Kvraft-Node", node))
 
@@ -370,10 +470,8 @@ class Client:
 
         Retried on another node when one is down. Caveat: when the first attempt was applied
         but its answer lost, the retry finds the key gone and raises :class:`NotFound`."""
-        body, resp = self._json(
-            "DELETE", "/kv/" + quote_key(key), params={"w": _check_level(w, "w")}, ok=(200,)
-        )
-        return self._write_result(body, resp)
+        resp, node = self._key_request("DELETE", key, {"w": _check_level(w, "w")}, ok=(200,))
+        return self._write_result(self._body(resp, node, "DELETE"), resp)
 
     def create(self, value: str, w: str | None = None) -> WriteResult:
         """Store ``value`` (text) under a key the store picks (``POST /kv``); returns it.

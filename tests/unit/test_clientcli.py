@@ -351,7 +351,11 @@ WROTE = (201, {"key": "k", "version": "v1", "replicas": ["a"], "acks": 1})
 
 def fake_client(behaviour, retries=0):
     sleeps: list[float] = []
-    c = Client([f"http://{h}" for h in behaviour], retries=retries, sleep=sleeps.append)
+    # the transport of requests sent the old way (to any node); routing to replicas is
+    # tests/unit/test_client_routing.py's
+    c = Client(
+        [f"http://{h}" for h in behaviour], retries=retries, sleep=sleeps.append, smart=False
+    )
     adapter = FakeAdapter(behaviour)
     c.session.mount("http://", adapter)
     return c, adapter, sleeps
