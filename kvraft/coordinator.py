@@ -1,8 +1,9 @@
 """The coordinator: a node's reads and writes of user keys, over its injected parts.
 
-A :class:`Coordinator` turns ``put``/``create``/``delete``/``get``/``list_keys`` into messages to
-the replicas and feeds their answers to the pure tallies of :mod:`kvraft.core.quorum`; it also
-holds the two pieces of IO those decisions ask for: hint placement on stand-ins and read repair.
+A :class:`Coordinator` turns ``put``/``create``/``delete``/``get``/``get_many``/``list_keys``
+into messages to the replicas and feeds their answers to the pure tallies of
+:mod:`kvraft.core.quorum`; it also holds the two pieces of IO those decisions ask for: hint
+placement on stand-ins and read repair.
 Its parts come through the constructor: the node id and config, a
 :class:`~kvraft.storage.Store`, a :class:`~kvraft.peer.client.Peers`, a :class:`PlacementView`
 (partition map, liveness and members: the metadata it reads), the HLC, a counter sink, the
@@ -13,6 +14,8 @@ local copy while they work, store a hint on a stand-in node for each replica tha
 succeed when the acks meet ``w`` (hints count for ``one`` and ``quorum``, never for ``all``).
 Read path: ``r=one`` reads the first reachable replica (this node's store if it is one);
 ``quorum``/``all`` ask that many replicas, return the newest and repair the stale ones.
+``get_many`` is the same read for many keys (reports, exports): one request per replica per
+batch of keys instead of one per key, each key decided as ``get`` decides it.
 
 It must not: start threads of its own beyond the executor's tasks, read the wall clock, decide
 quorum rules itself (that is :mod:`kvraft.core.quorum`), import Flask or know HTTP statuses.
@@ -39,6 +42,9 @@ from .storage import ApplyResult, Record, Store
 __all__ = ["ClockStanding", "Coordinator", "PlacementView", "WriteResult"]
 
 log = logging.getLogger(__name__)
+
+READ_MANY_KEYS = 1000  # keys per ReadKeys request of get_many
+READ_MANY_BYTES = 8 << 20  # value bytes a replica answers one such request with (about)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +434,165 @@ class Coordinator:
                 except (PeerError, ValueError):
                     pass
         return answers
+
+    def get_many(self, keys: Iterable[str], r: str = "one") -> dict[str, Record | None]:
+        """Each key's live record at read level ``r`` (None: absent or deleted), read in
+        batches: the keys are grouped by replica, and each replica gets one
+        :class:`~kvraft.peer.messages.ReadKeys` per :data:`READ_MANY_KEYS` keys (with a byte
+        budget of :data:`READ_MANY_BYTES`; this node's own copies come from its store).
+
+        Per key the answer is :meth:`get`'s: the same replica order (``quorum.read_order``),
+        at ``r=one`` the first replica that answers, asking the others when it holds nothing;
+        above ``one`` a :class:`~kvraft.core.quorum.ReadTally` over the replicas that answered,
+        its repairs sent in the background. Blocks until every replica asked answered or failed;
+        the values of all ``keys`` are in memory at once (callers page). Thread-safe. Raises
+        BadRequest (a bad key or level: nothing sent) and Unavailable (for the first key, in
+        the order given, that too few replicas answered for)."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            check_key(key)
+        placement.required_acks(r, self.rf)  # a bad level is a BadRequest before anything else
+        alive: dict[str, bool] = {}
+        orders: dict[str, list[str]] = {}
+        needs: dict[str, int] = {}
+        for key in wanted:
+            part, _all = self.view.replicas_of(key)
+            replicas = self.view.readable(part)
+            for n in replicas:
+                if n not in alive:
+                    alive[n] = self.view.is_alive(n)
+            needs[key] = placement.required_acks(r, min(self.rf, len(replicas)))
+            orders[key] = quorum.read_order(replicas, self.id, alive)
+        found = (
+            self._read_one(wanted, orders)
+            if r == "one"
+            else self._read_tallied(wanted, orders, needs, r)
+        )
+        self.count("reads", len(wanted))
+        return {k: None if rec is None or rec.tomb else rec for k, rec in found.items()}
+
+    def _read_one(
+        self, keys: list[str], orders: Mapping[str, list[str]]
+    ) -> dict[str, Record | None]:
+        """``r=one`` for many keys: :meth:`read`'s walk, one batch per replica per round."""
+        out: dict[str, Record | None] = {}
+        errors: dict[str, list[str]] = {k: [] for k in keys}
+        dead = {k for k in keys if not orders[k]}  # no replica answered
+        at = {k: 0 for k in keys if orders[k]}  # key -> index in its order of the one to ask
+        missed: dict[str, int] = {}  # key -> index of the first replica that answered: None
+        while at:
+            by_node: dict[str, list[str]] = {}
+            for key, i in at.items():
+                by_node.setdefault(orders[key][i], []).append(key)
+            answers, failures = self._read_batches(by_node)
+            following: dict[str, int] = {}
+            for key, i in at.items():
+                node_id = orders[key][i]
+                got = answers.get(node_id)
+                if got is None:  # that replica failed: ask the next one
+                    errors[key].append(failures[node_id])
+                    if i + 1 < len(orders[key]):
+                        following[key] = i + 1
+                    else:
+                        dead.add(key)
+                elif key not in got and i + 1 < len(orders[key]):
+                    # a miss may be a replica whose copy still waits as a hint elsewhere (it
+                    # was down for the write): ask the others before answering "not found"
+                    missed[key] = i
+                else:
+                    out[key] = got.get(key)
+            at = following
+        for key in keys:
+            if key in dead:
+                raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors[key])}")
+        if missed:
+            by_node = {}
+            for key, i in missed.items():
+                for n in orders[key][i + 1 :]:
+                    by_node.setdefault(n, []).append(key)
+            answers, _failures = self._read_batches(by_node)
+            for key, i in missed.items():
+                tally = quorum.ReadTally(key, "one", 1)
+                tally.add(orders[key][i], None)
+                for n in orders[key][i + 1 :]:
+                    if n in answers:
+                        tally.add(n, answers[n].get(key))
+                res = tally.response()
+                assert isinstance(res, quorum.ReadOk)  # one answer (the miss) is enough
+                out[key] = res.record
+        return out
+
+    def _read_tallied(
+        self,
+        keys: list[str],
+        orders: Mapping[str, list[str]],
+        needs: Mapping[str, int],
+        level: str,
+    ) -> dict[str, Record | None]:
+        """``r=quorum``/``all`` for many keys: every replica asked once, a ReadTally per key."""
+        by_node: dict[str, list[str]] = {}
+        for key in keys:
+            for n in orders[key]:
+                by_node.setdefault(n, []).append(key)
+        answers, _failures = self._read_batches(by_node)
+        out: dict[str, Record | None] = {}
+        repairs: dict[str, list[Record]] = {}
+        for key in keys:
+            tally = quorum.ReadTally(key, level, needs[key])
+            for n in orders[key]:
+                if n in answers:
+                    tally.add(n, answers[n].get(key))
+            res = tally.response()
+            if isinstance(res, quorum.Unavailable):
+                raise Unavailable(res.reason)
+            for n, rec in tally.repairs():
+                repairs.setdefault(n, []).append(rec)
+            out[key] = res.record
+        for n, recs in repairs.items():
+            self.count("read_repairs", len(recs))
+            self.pool.submit(self.repair_many, n, recs)
+        return out
+
+    def _read_batches(
+        self, by_node: Mapping[str, list[str]]
+    ) -> tuple[dict[str, dict[str, Record]], dict[str, str]]:
+        """Read each node's keys (one task per node on the pool, which waits on nothing);
+        returns the answers of the nodes that answered (key -> stored record, tombstones
+        included) and why each other node failed."""
+        futures = {n: self.pool.submit(self.read_stored, n, ks) for n, ks in by_node.items()}
+        answers: dict[str, dict[str, Record]] = {}
+        failures: dict[str, str] = {}
+        for n, fut in futures.items():
+            try:
+                answers[n] = fut.result()
+            except (PeerError, ValueError) as exc:
+                failures[n] = str(exc)
+        return answers, failures
+
+    def read_stored(self, node_id: str, keys: Sequence[str]) -> dict[str, Record]:
+        """The records ``node_id`` stores for ``keys`` (tombstones included; keys it lacks are
+        left out), in requests of at most :data:`READ_MANY_KEYS` keys and about
+        :data:`READ_MANY_BYTES` of values. Blocks; PeerError when a request fails."""
+        if node_id == self.id:
+            return {rec.key: rec for rec in self.store.get_many(keys)}
+        out: dict[str, Record] = {}
+        pending = list(keys)
+        while pending:
+            chunk = pending[:READ_MANY_KEYS]
+            answer = self.peers.read_keys(node_id, chunk, READ_MANY_BYTES)
+            done = len(chunk) if answer.done is None else answer.done
+            if not 1 <= done <= len(chunk):
+                raise PeerError(f"{node_id}: handled {done} of {len(chunk)} keys")
+            out.update((rec.key, rec) for rec in answer.records)
+            del pending[:done]
+        return out
+
+    def repair_many(self, node_id: str, records: list[Record]) -> None:
+        """Write ``records`` to a stale replica; a failure is left to hints and anti-entropy."""
+        try:
+            self.send_records(node_id, records)
+        except PeerError:
+            pass  # anti-entropy and hints cover it later
 
     def repair(self, node_id: str, record: Record) -> None:
         """Write ``record`` to a stale replica; a failure is left to hints and anti-entropy."""

@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from . import peer as m
@@ -323,6 +324,9 @@ class Node:
 
     def get(self, key: str, r: str = "one") -> Record:
         return self.coordinator.get(key, r)
+
+    def get_many(self, keys: Iterable[str], r: str = "one") -> dict[str, Record | None]:
+        return self.coordinator.get_many(keys, r)
 
     def list_keys(
         self, prefix: str = "", after: str | None = None, limit: int = 100

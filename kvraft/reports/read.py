@@ -1,11 +1,10 @@
 """How reports and exports read the cluster: through the node's public read API, nothing else.
 
-:func:`live_entries` pages through :meth:`Node.list_keys` and reads each listed key with
-:meth:`Node.get` at ``r=one``, so the read rule (replica order, newest wins, asking the other
-replicas on a miss) is the coordinator's, in one copy: this module has no replica order, no
-version comparison and no peer calls of its own. The reads of one page run in parallel on a
-small pool of this module's own (never the node's pool: a read may itself wait on that pool);
-reads to one peer are batched by the peer client.
+:func:`live_entries` pages through :meth:`Node.list_keys` and reads each page of keys with
+:meth:`Node.get_many` at ``r=one``, so the read rule (replica order, newest wins, asking the
+other replicas on a miss) is the coordinator's, in one copy: this module has no replica order,
+no version comparison and no peer calls of its own. ``get_many`` sends one bulk read per
+replica per page, not one read per key.
 
 :func:`local_records` is the other side of a bulk read: the answer a node gives to a peer's
 ``ReadKeys`` with a byte budget.
@@ -16,10 +15,8 @@ This module must not import Flask, talk to FTP or keep more than one page of val
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from ..errors import NotFound
 from ..model import Record
 from .format import Entry
 
@@ -27,7 +24,6 @@ PAGE_KEYS = 1000  # keys per listing page (Node.list_keys allows up to 1000)
 PAGE_BYTES = 8 << 20  # aim for about this many value bytes per page
 FIRST_PAGE_KEYS = 100  # value sizes are unknown until the first page is read
 FETCH_BYTES = 8 << 20  # default byte budget of one local_records answer
-READ_THREADS = 16  # reads of one page in flight at once
 
 
 class Source(Protocol):
@@ -39,48 +35,47 @@ class Source(Protocol):
         """Sorted live keys under ``prefix`` after ``after``, and where the next page starts."""
         ...
 
-    def get(self, key: str, r: str = "one") -> Record:
-        """The newest live record of ``key`` by the read rule; NotFound, Unavailable."""
+    def get_many(self, keys: Iterable[str], r: str = "one") -> dict[str, Record | None]:
+        """Each key's live record by the read rule (None: absent or deleted); Unavailable."""
         ...
 
 
 def live_entries(source: Source, prefix: str = "") -> Iterator[Entry]:
     """Every live key under ``prefix`` cluster-wide, sorted, with its value and version.
 
-    Blocks on the cluster while it runs; safe to run in several threads at once (each call has
-    its own pool). One page is in memory at a time: :data:`FIRST_PAGE_KEYS` keys, then as many
-    as fit :data:`PAGE_BYTES` at the previous page's largest value (at most :data:`PAGE_KEYS`).
-    A key deleted while the listing runs is left out. Raises Unavailable (from
-    :meth:`Node.get` or :meth:`Node.list_keys`) when a listed key or a page cannot be read.
+    Blocks on the cluster while it runs; safe to run in several threads at once. One page is in
+    memory at a time: :data:`FIRST_PAGE_KEYS` keys, then as many as fit :data:`PAGE_BYTES` at
+    the previous page's largest value (at most :data:`PAGE_KEYS`). A key deleted while the
+    listing runs is left out. Raises Unavailable (from :meth:`Node.get_many` or
+    :meth:`Node.list_keys`) when a listed key or a page cannot be read.
     """
     after: str | None = None
     limit = FIRST_PAGE_KEYS
-    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="report-read") as pool:
-        while True:
-            keys, nxt = source.list_keys(prefix, after, limit)
-            largest = 1
-            for e in fetch_entries(source, keys, pool):
-                largest = max(largest, len(e.value))
-                yield e
-            if nxt is None:
-                return
-            after = nxt
-            limit = max(1, min(PAGE_KEYS, PAGE_BYTES // largest))
+    while True:
+        keys, nxt = source.list_keys(prefix, after, limit)
+        largest = 1
+        for e in fetch_entries(source, keys):
+            largest = max(largest, len(e.value))
+            yield e
+        if nxt is None:
+            return
+        after = nxt
+        limit = max(1, min(PAGE_KEYS, PAGE_BYTES // largest))
 
 
-def fetch_entries(source: Source, keys: list[str], pool: ThreadPoolExecutor) -> list[Entry]:
-    """The live entries of ``keys`` in the order given, read with ``source.get(key, "one")`` on
-    ``pool``; a key no replica holds a live value of is left out. Blocks until every read is
-    done; the first Unavailable is raised after the others finish."""
-
-    def read(key: str) -> Record | None:
-        try:
-            return source.get(key, "one")
-        except NotFound:
-            return None  # deleted since it was listed
-
-    records = list(pool.map(read, keys))
-    return [Entry(r.key, r.value, r.version) for r in records if r is not None and not r.tomb]
+def fetch_entries(source: Source, keys: list[str]) -> list[Entry]:
+    """The live entries of ``keys`` in the order given, read with one
+    ``source.get_many(keys, "one")``; a key no replica holds a live value of is left out.
+    Blocks until every read is done; raises its Unavailable."""
+    if not keys:
+        return []
+    found = source.get_many(keys, "one")
+    entries = []
+    for key in keys:
+        rec = found.get(key)
+        if rec is not None and not rec.tomb:  # None: deleted since it was listed
+            entries.append(Entry(rec.key, rec.value, rec.version))
+    return entries
 
 
 def local_records(

@@ -295,6 +295,10 @@ class FakeNode:
             raise NotFound(f"key {key!r} not found")
         return rec
 
+    def get_many(self, keys, r: str = "one") -> dict[str, Record | None]:
+        found = {k: self.storage.records.get(k) for k in keys}
+        return {k: None if rec is None or rec.tomb else rec for k, rec in found.items()}
+
     def replicas_of(self, key: str):
         return 0, (self.id,)
 
@@ -454,15 +458,18 @@ class StrictNode:
     def __init__(self, inner: FakeNode, gets: list[str], fail_on: str | None = None) -> None:
         self.id, self.config = inner.id, inner.config
         self._inner, self._gets, self._fail_on = inner, gets, fail_on
+        self.batches = 0
 
     def list_keys(self, prefix: str = "", after: str | None = None, limit: int = 100):
         return self._inner.list_keys(prefix, after, limit)
 
-    def get(self, key: str, r: str = "one") -> Record:
-        self._gets.append(r)
-        if key == self._fail_on:
-            raise Unavailable(f"no replica of {key!r} answered: down")
-        return self._inner.get(key, r)
+    def get_many(self, keys, r: str = "one") -> dict[str, Record | None]:
+        keys = list(keys)
+        self._gets.extend(r for _ in keys)
+        self.batches += 1
+        if self._fail_on in keys:
+            raise Unavailable(f"no replica of {self._fail_on!r} answered: down")
+        return self._inner.get_many(keys, r)
 
     def cluster(self) -> dict:
         return self._inner.cluster()
@@ -471,11 +478,13 @@ class StrictNode:
         return self._inner.put(key, value, w)
 
 
-def test_reports_read_through_the_nodes_public_get_at_r_one(node, ftp):
+def test_reports_read_through_the_nodes_public_get_many_at_r_one(node, ftp):
     gets: list[str] = []
-    with Reports(StrictNode(node, gets), ftp=ftp).report() as f:
+    strict = StrictNode(node, gets)
+    with Reports(strict, ftp=ftp).report() as f:
         doc = json.loads(f.read())
     assert doc["count"] == 2502 and set(gets) == {"one"} and len(gets) == 2502
+    assert strict.batches == len(node.list_calls)  # one batched read per listed page
 
 
 def test_a_key_deleted_after_it_was_listed_is_left_out(node):
@@ -513,7 +522,7 @@ def test_node_offers_every_public_method_reports_read_and_write_through():
         for name, fn in vars(proto).items()
         if inspect.isfunction(fn) and not name.startswith("_")
     }
-    assert set(methods) == {"list_keys", "get", "cluster", "put"}
+    assert set(methods) == {"list_keys", "get_many", "cluster", "put"}
     for name, wanted in methods.items():
         got = inspect.signature(getattr(Node, name))
         assert list(got.parameters) == list(wanted.parameters), name
