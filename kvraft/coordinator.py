@@ -445,13 +445,15 @@ class Coordinator:
         at ``r=one`` the first replica that answers, asking the others when it holds nothing;
         above ``one`` a :class:`~kvraft.core.quorum.ReadTally` over the replicas that answered,
         its repairs sent in the background. Blocks until every replica asked answered or failed;
-        the values of all ``keys`` are in memory at once (callers page). Thread-safe. Raises
-        BadRequest (a bad key or level: nothing sent) and Unavailable (for the first key, in
-        the order given, that too few replicas answered for)."""
+        the values of all ``keys`` are in memory at once (callers page). Thread-safe; not to be
+        called from a task of the coordinator's pool (it waits on that pool). Raises, as
+        :meth:`get` does, BadRequest (a bad key) or ValueError (an unknown level) before
+        anything is sent, and Unavailable for the first key, in the order given, that too few
+        replicas answered for."""
         wanted = list(dict.fromkeys(keys))
         for key in wanted:
             check_key(key)
-        placement.required_acks(r, self.rf)  # a bad level is a BadRequest before anything else
+        placement.required_acks(r, self.rf)  # an unknown level: refused before anything is sent
         alive: dict[str, bool] = {}
         orders: dict[str, list[str]] = {}
         needs: dict[str, int] = {}
