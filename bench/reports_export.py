@@ -6,13 +6,15 @@
 
 Each ``--repo LABEL=PATH`` gets its own cluster (`python -m kvraft up`, run from PATH with
 PATH/.venv/bin/python when it has one, else this interpreter), all up at once on their own ports
-(HTTP 18701.., Raft +100, FTP +200, the next checkout 300 above), each loaded with the same
-``--keys`` keys of ``--value-size`` random bytes. Then ``--runs`` rounds: in each round every
-cluster runs one export and one report through the first node, in turn (the order of the
-checkouts alternates from round to round, so drift of a shared machine falls on all of them),
-while the other clusters stay idle. The time is the client's, request to the last byte
-(export: the node reads every key, writes the file and stores it on the FTP server; report: it
-also reads the file back and sends it on the socket). Every answer is checked to hold every key.
+(HTTP 19711.., Raft +100, FTP +200, the next checkout 300 above; checked free first), each
+loaded with the same ``--keys`` keys of ``--value-size`` random bytes, then given ``--warmup``
+untimed exports. Then ``--runs`` rounds: in each round every cluster runs one export and one
+report through the first node, in turn (the order of the checkouts alternates from round to
+round, so drift of a shared machine falls on all of them), while the other clusters stay idle.
+``--kill-one`` then kills n3 of every cluster and times one more export and report each. The
+time is the client's, request to the last byte (export: the node reads every key, writes the
+file and stores it on the FTP server; report: it also reads the file back and sends it on the
+socket). Every answer is checked to hold every key.
 
 Prints per-run times, the median per checkout and op, and each checkout's median over the first
 one's. The clusters' processes are stopped by pid (SIGTERM to their process group, then SIGKILL)
@@ -26,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +54,15 @@ class Cluster:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"kvraft-bench-rx-{label}-"))
         self.proc: subprocess.Popen | None = None
 
+    def ports(self) -> list[int]:
+        return [p + off for off in (0, 100) for p in range(self.base, self.base + self.nodes)] + [
+            self.base + 200
+        ]
+
     def start(self, timeout: float = 120.0) -> None:
+        busy = [p for p in self.ports() if not _free(p)]
+        if busy:
+            raise RuntimeError(f"{self.label}: ports {busy} are in use; pick another --port-base")
         data = self.tmp / "data"
         cmd = [
             self.python,
@@ -136,6 +147,15 @@ class Cluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def time_export(cluster: Cluster, keys: int) -> float:
     c = cluster.client()
     try:
@@ -175,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=20_000)
     ap.add_argument("--value-size", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--port-base", type=int, default=18701)
+    ap.add_argument("--port-base", type=int, default=19711)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed exports per cluster first")
     ap.add_argument(
         "--kill-one",
         action="store_true",
@@ -200,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        for c in clusters:  # untimed: caches, connections and the first page sizes warm up
+            for _ in range(args.warmup):
+                time_export(c, args.keys)
         for rnd in range(args.runs):
             order = clusters if rnd % 2 == 0 else clusters[::-1]
             for c in order:
