@@ -444,37 +444,45 @@ class Coordinator:
         Per key the answer is :meth:`get`'s: the same replica order (``quorum.read_order``),
         at ``r=one`` the first replica that answers, asking the others when it holds nothing;
         above ``one`` a :class:`~kvraft.core.quorum.ReadTally` over the replicas that answered,
-        its repairs sent in the background. Blocks until every replica asked answered or failed;
-        the values of all ``keys`` are in memory at once (callers page). Thread-safe; not to be
-        called from a task of the coordinator's pool (it waits on that pool). Raises, as
-        :meth:`get` does, BadRequest (a bad key) or ValueError (an unknown level) before
-        anything is sent, and Unavailable for the first key, in the order given, that too few
-        replicas answered for."""
+        its repairs sent in the background; replicas still being filled are asked with the
+        others (``ReadTally.extra``: their records take part, their answers do not count).
+
+        Blocks until every replica asked answered or failed; the values of all ``keys`` are in
+        memory at once (callers page). Thread-safe; not to be called from a task of the
+        coordinator's pool (it waits on that pool). Raises, as :meth:`get` does, BadRequest (a
+        bad key) or ValueError (an unknown level) before anything is sent, and Unavailable for
+        the first key, in the order given, that too few replicas answered for."""
         wanted = list(dict.fromkeys(keys))
         for key in wanted:
             check_key(key)
         placement.required_acks(r, self.rf)  # an unknown level: refused before anything is sent
         alive: dict[str, bool] = {}
         orders: dict[str, list[str]] = {}
+        filling: dict[str, list[str]] = {}
         needs: dict[str, int] = {}
         for key in wanted:
-            part, _all = self.view.replicas_of(key)
+            part, every = self.view.replicas_of(key)
             replicas = self.view.readable(part)
-            for n in replicas:
+            for n in every:
                 if n not in alive:
                     alive[n] = self.view.is_alive(n)
             needs[key] = placement.required_acks(r, min(self.rf, len(replicas)))
             orders[key] = quorum.read_order(replicas, self.id, alive)
+            # as in read: replicas being filled are asked too, their answers not counted
+            filling[key] = [n for n in every if n not in replicas and alive[n]]
         found = (
-            self._read_one(wanted, orders)
+            self._read_one(wanted, orders, filling)
             if r == "one"
-            else self._read_tallied(wanted, orders, needs, r)
+            else self._read_tallied(wanted, orders, filling, needs, r)
         )
         self.count("reads", len(wanted))
         return {k: None if rec is None or rec.tomb else rec for k, rec in found.items()}
 
     def _read_one(
-        self, keys: list[str], orders: Mapping[str, list[str]]
+        self,
+        keys: list[str],
+        orders: Mapping[str, list[str]],
+        filling: Mapping[str, list[str]],
     ) -> dict[str, Record | None]:
         """``r=one`` for many keys: :meth:`read`'s walk, one batch per replica per round."""
         out: dict[str, Record | None] = {}
@@ -497,7 +505,7 @@ class Coordinator:
                         following[key] = i + 1
                     else:
                         dead.add(key)
-                elif key not in got and i + 1 < len(orders[key]):
+                elif key not in got and (i + 1 < len(orders[key]) or filling[key]):
                     # a miss may be a replica whose copy still waits as a hint elsewhere (it
                     # was down for the write): ask the others before answering "not found"
                     missed[key] = i
@@ -510,7 +518,7 @@ class Coordinator:
         if missed:
             by_node = {}
             for key, i in missed.items():
-                for n in orders[key][i + 1 :]:
+                for n in [*orders[key][i + 1 :], *filling[key]]:
                     by_node.setdefault(n, []).append(key)
             answers, _failures = self._read_batches(by_node)
             for key, i in missed.items():
@@ -519,6 +527,9 @@ class Coordinator:
                 for n in orders[key][i + 1 :]:
                     if n in answers:
                         tally.add(n, answers[n].get(key))
+                for n in filling[key]:
+                    if n in answers:
+                        tally.extra(n, answers[n].get(key))
                 res = tally.response()
                 assert isinstance(res, quorum.ReadOk)  # one answer (the miss) is enough
                 out[key] = res.record
@@ -528,13 +539,14 @@ class Coordinator:
         self,
         keys: list[str],
         orders: Mapping[str, list[str]],
+        filling: Mapping[str, list[str]],
         needs: Mapping[str, int],
         level: str,
     ) -> dict[str, Record | None]:
         """``r=quorum``/``all`` for many keys: every replica asked once, a ReadTally per key."""
         by_node: dict[str, list[str]] = {}
         for key in keys:
-            for n in orders[key]:
+            for n in [*orders[key], *filling[key]]:
                 by_node.setdefault(n, []).append(key)
         answers, _failures = self._read_batches(by_node)
         out: dict[str, Record | None] = {}
@@ -544,6 +556,9 @@ class Coordinator:
             for n in orders[key]:
                 if n in answers:
                     tally.add(n, answers[n].get(key))
+            for n in filling[key]:
+                if n in answers:
+                    tally.extra(n, answers[n].get(key))
             res = tally.response()
             if isinstance(res, quorum.Unavailable):
                 raise Unavailable(res.reason)

@@ -1,5 +1,6 @@
 """``Coordinator.get_many`` (the batched read of reports and exports) against per-key ``get``, on
-the in-process cluster (tests/harness/inproc.py): three nodes, two replicas per partition.
+the in-process cluster (tests/harness/inproc.py): three nodes, two replicas per partition (and a
+fourth node joining, for the filling-replica case).
 
 Each comparison builds the same scripted cluster twice (the fake clock makes the versions equal)
 and reads one with ``get`` key by key, the other with one ``get_many``: the answers must be equal,
@@ -15,7 +16,7 @@ from kvraft import coordinator as coordinator_module
 from kvraft import peer as m
 from kvraft.errors import BadRequest, NotFound, Unavailable
 from kvraft.reports import local_records
-from tests.harness.inproc import InProcCluster
+from tests.harness.inproc import InProcCluster, http_of, raft_of
 
 LEVELS = ("one", "quorum", "all")
 UNAVAILABLE = "unavailable"
@@ -181,3 +182,47 @@ def test_bad_keys_or_level_are_refused_before_anything_is_sent():
     with pytest.raises(BadRequest, match="key must be 1 to"):
         c["n1"].get_many([*keys, ""], "one")
     assert len(c.network.delivered) == before
+
+
+def filling_scenario() -> tuple[InProcCluster, list[str]]:
+    """n4 joins and is filling a partition (no sync round yet); cut off from the others, it
+    coordinates a w=one write of a key of that partition, held by n4 alone. Other keys of the
+    partition were written before, to the filled replicas only. Returns the cluster (healed, no
+    hint delivered) and the keys."""
+    c = InProcCluster(n=3, rf=2, partitions=8)
+    c.add_node("n4")
+    c.nodes["n1"].leader.add_member("n4", http_of("n4"), raft_of("n4"))
+    c.register()
+    c.clock.step(c.sync_interval)
+    c.leader_tick()  # moves toward n4 (filling); the round is not run yet
+    filling = c.meta.map_state()[1].filling
+    part = next(p for p, f in sorted(filling.items()) if "n4" in f)
+    ours = [k for k in (f"f{i}" for i in range(10_000)) if c["n1"].view.replicas_of(k)[0] == part]
+    only_n4, before, absent = ours[0], ours[1:4], ours[4]
+    for k in before:
+        c["n1"].put(k, b"before " + k.encode(), w="quorum")
+    c.network.partition({"n4"}, {"n1", "n2", "n3"})
+    assert c["n4"].put(only_n4, b"only on n4", w="one").acks == 1
+    c.heal()
+    return c, [only_n4, *before, absent]
+
+
+@pytest.mark.parametrize("r", LEVELS)
+def test_a_key_only_a_filling_replica_holds_is_read_by_get_many_as_by_get(r):
+    """A filling replica's copy takes part in the read (newest wins, repairs) without counting
+    toward ``r``: get_many finds the key that only n4 holds, as get does, through every node,
+    and repairs the filled replicas as get does (twin clusters)."""
+    for node in ("n1", "n2", "n3"):
+        a, keys = filling_scenario()
+        b, _ = filling_scenario()
+        try:
+            assert snapshot(a) == snapshot(b)
+            want = per_key(a, node, keys, r)
+            got = b[node].get_many(keys, r)
+            assert got == want, node
+            assert got[keys[0]] is not None and got[keys[0]].value == b"only on n4"
+            assert got[keys[-1]] is None
+            assert snapshot(a) == snapshot(b), node
+        finally:
+            a.close()
+            b.close()
