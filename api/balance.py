@@ -180,7 +180,8 @@ def _forward(node: Cluster, peers: PeerCalls, target: str, body: bytes) -> Respo
 def _redirect(node: Cluster, target: str) -> Response:
     path = raw_path(request.environ)
     out = Response(status=307)
-    out.headers["Location"] = f"http://{node.address_of(target)}{path}"
+    scheme = "https" if node.config.tls_cert else "http"  # the peers serve what this node does
+    out.headers["Location"] = f"{scheme}://{node.address_of(target)}{path}"
     out.headers[VIA] = node.id
     return out
 

@@ -115,7 +115,7 @@ class FastPath:
         if self.token:
             refusal = self.policy.check(method, path, environ.get("HTTP_AUTHORIZATION"), False)
             if refusal is not None:
-                status, body, headers = _error(401, refusal.code, refusal.message)
+                status, body, headers = _error(refusal.status, refusal.code, refusal.message)
                 return self._answer(
                     start_response, method, started, status, body, [*headers, *refusal.headers]
                 )

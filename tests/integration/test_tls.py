@@ -151,3 +151,28 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(cluster, pki, tmp_path):
     with pytest.raises(ssl.SSLCertVerificationError):
         tls_exchange(cluster, 2, req("GET", "/health"), other["ca"])
     assert tls_exchange(cluster, 2, req("GET", "/health"), pki["ca"])[0] == 200
+
+
+def test_a_redirect_from_the_leader_points_at_https(cluster, pki):
+    leader = cluster.leader()
+    status, _ = tls_exchange(cluster, leader, req("PUT", "/kv/tls%2Fredir?w=all", b"r"), pki["ca"])
+    assert status in (200, 201)
+    locations = []
+    for _ in range(12):  # the balancer sends some requests to the leader itself (a 200)
+        host, port = cluster.nodes[leader].http.rsplit(":", 1)
+        ctx = ssl.create_default_context(cafile=pki["ca"])
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as s:
+                s.sendall(req("GET", "/kv/tls%2Fredir?redirect=1"))
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+        head = out.partition(b"\r\n\r\n")[0].decode("latin-1")
+        if head.split(" ")[1] == "307":
+            locations += [
+                line.split(":", 1)[1].strip()
+                for line in head.split("\r\n")
+                if line.lower().startswith("location:")
+            ]
+    assert locations, "the leader never redirected"
+    assert all(loc.startswith("https://") for loc in locations), locations
