@@ -1,6 +1,6 @@
 """A plain-WSGI fast path in front of Flask for the hottest requests.
 
-Served here without Flask's request machinery (about ten times less work per request):
+Served here without Flask's request machinery:
 ``POST /peer/stream`` (the upgrade to a peer stream, :mod:`kvraft.peer.stream`, which then
 carries every replicated write and every read of a key this node does not hold) and ``POST
 /peer/apply`` (anti-entropy and hint deliveries), both answered by the node's peer dispatcher

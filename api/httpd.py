@@ -1,14 +1,11 @@
 """A small threaded HTTP/1.1 WSGI server: one thread per connection, keep-alive, and the IO
 around a maintained parser (:mod:`api.http1`: llhttp for heads, h11 for chunked bodies).
 
-Why not gunicorn: a node spends most of its CPU serving small requests (client PUT/GET and the
-peer writes behind them). gunicorn's gthread worker hands every request from its poller to a
-thread pool and back, re-registers the connection with epoll after each request and parses
-headers in layers of Python; profiles showed that costing about as much as the store itself.
-Here a connection's thread blocks in ``recv`` and does everything itself: the head is parsed by
-llhttp in C, the answer goes out in one ``sendall`` (status line, headers and body together),
-and there is no hand-off between threads. One process per node, so ``kill -9`` of the process is
-the crash of the node.
+Concurrency model: a connection's thread blocks in ``recv`` and does everything itself: the
+head is parsed by llhttp in C, the answer goes out in one ``sendall`` (status line, headers and
+body together), and there is no hand-off between a poller and a pool (why not gunicorn's gthread
+worker: docs/BENCHMARKS.md, "What changed"). One process per node, so ``kill -9`` of the process
+is the crash of the node.
 
 What it supports, because the app needs it: keep-alive (HTTP/1.1 default, HTTP/1.0 on request),
 pipelining, ``Content-Length`` and chunked request bodies (``wsgi.input_terminated``), ``Expect:

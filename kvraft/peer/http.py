@@ -3,8 +3,8 @@
 One small pool of connections per peer address, shared by all threads; a write therefore reuses
 an open TCP connection instead of opening one. A connection (:class:`Connection`) is a socket
 and a buffered reader: a request goes out in one ``sendall`` and the answer is parsed with the C
-``readline`` (``http.client`` spent more time in the email-header parser than the peer took to
-answer). Every request carries a proof that the sender knows the cluster secret (an HMAC with a
+``readline`` (not ``http.client``, whose header parsing is the larger part of a peer request's
+cost). Every request carries a proof that the sender knows the cluster secret (an HMAC with a
 key derived from it, :mod:`kvraft.peerauth`), never the secret itself. A request that fails on a
 reused connection (the peer closed it while idle) is retried once on a new connection: every
 peer request is idempotent (records apply by last-writer-wins). Blocking; thread-safe. Raises

@@ -1,9 +1,9 @@
 """Replica writes and reads over persistent binary streams to each peer, instead of an HTTP
 request each.
 
-Every client write sends its record to the key's other replica; under load that was one ``POST
-/peer/apply`` per batch, and the HTTP request line, headers, WSGI environ, routing and JSON
-answer cost about as much as applying the records. A :class:`PeerStream` opens a connection to
+Every client write sends its record to the key's other replica, and a request per batch would
+carry a request line, headers, routing and a JSON answer for a few records. A
+:class:`PeerStream` opens a connection to
 the peer's HTTP port once, upgrades it (``POST /peer/stream`` with ``Upgrade: kvraft-peer/1``,
 signed with the peer key (:mod:`kvraft.peerauth`), answered ``101``), and from then on carries
 length-prefixed frames in lockstep: one request frame, then one answer frame (or an error
