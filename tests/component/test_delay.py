@@ -181,14 +181,19 @@ def test_a_delayed_read_at_r_quorum_times_out_on_one_replica_and_succeeds_on_the
     assert c["n2"].get(key, "all").value == b"new"
 
 
-@pytest.mark.parametrize("delivered", [True, False], ids=["reply-lost", "not-delivered"])
+@pytest.mark.parametrize(
+    ("kind", "delivered"),
+    [(m.Tree, True), (m.Apply, True), (m.Apply, False)],
+    ids=["descent", "push-reply-lost", "push-not-delivered"],
+)
 def test_a_delayed_sync_round_message_fails_the_round_for_that_replica_and_the_next_repairs(
-    cluster, delivered
+    cluster, kind, delivered
 ):
-    """n2 missed an overwrite and a delete (their hints undelivered). During the round every
-    Tree message to n2 is slower than the timeout: the round syncs nothing with n2 and says so,
-    no replica loses a record; the next round, with the Tree messages only slowed under the
-    timeout, repairs n2, and the clock moved by that delay once per Tree message."""
+    """n2 missed an overwrite and a delete (their hints undelivered). During the round n1's
+    descent (Tree) or push (Apply) to n2 is slower than the timeout: the round reports n2
+    failed; a push that arrived has repaired n2 all the same, one that did not has changed
+    nothing, and no replica lost a record. The next round, with those messages slowed under
+    the timeout, repairs n2, the clock moving by that delay once per slowed message."""
     over = cluster.key_on(("n1", "n2"), "over")
     gone = cluster.key_on(("n1", "n2"), "gone")
     for k in (over, gone):
@@ -197,22 +202,28 @@ def test_a_delayed_sync_round_message_fails_the_round_for_that_replica_and_the_n
     newer = cluster["n1"].put(over, b"v2", w="one")
     deleted = cluster["n1"].delete(gone, w="one")
     cluster.heal()
-    cluster.network.delay(SLOW, dst="n2", kinds=(m.Tree,), delivered=delivered)
+    cluster.network.delay(SLOW, "n1", "n2", kinds=(kind,), delivered=delivered)
     stats = cluster.sync_round()
-    assert any("n2" in e for e in stats["n1"].errors), stats["n1"].errors
-    assert cluster.held("n2", over).value == b"v1" and not cluster.held("n2", gone).tomb
+    assert any(e.startswith("n2:") for e in stats["n1"].errors), stats["n1"].errors
+    if kind is m.Apply and delivered:
+        assert cluster.held("n2", over) == cluster.held("n1", over)
+        assert cluster.held("n2", gone) == cluster.held("n1", gone)
+    else:
+        assert cluster.held("n2", over).value == b"v1" and not cluster.held("n2", gone).tomb
     assert cluster.held("n1", over).version == newer.version
     assert cluster.held("n1", gone).version == deleted.version
     cluster.heal()
-    cluster.network.delay(LATE, dst="n2", kinds=(m.Tree,))
+    cluster.network.delay(LATE, "n1", "n2", kinds=(kind,))
     before = len(cluster.network.delivered)
     t0 = cluster.clock.monotonic()
     stats = cluster.sync_round()
     assert not stats["n1"].errors
-    trees = [d for d in cluster.network.delivered[before:] if d[1:] == ("n2", "Tree")]
-    assert trees
+    slowed = [
+        d for d in cluster.network.delivered[before:] if d == ("n1", "n2", kind.__name__)
+    ]
+    assert slowed or (kind is m.Apply and delivered)  # nothing left to push
     took = cluster.clock.monotonic() - t0 - cluster.sync_interval
-    assert took == pytest.approx(LATE * len(trees))
+    assert took == pytest.approx(LATE * len(slowed))
     assert agreed(cluster, over).version == newer.version
     assert agreed(cluster, gone).version == deleted.version
     with pytest.raises(NotFound):
