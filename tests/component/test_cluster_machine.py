@@ -1,9 +1,10 @@
 """A Hypothesis state machine over the in-process cluster: puts and deletes through any node,
 at any write level, while the network drops, delays (on the fake clock: under the peer timeout,
 or past it with the message delivered and its reply lost, or not delivered), partitions and
-heals, clocks skew (inside the offset guard's bound) and nodes crash and restart from their store's bytes; between them the
-background duties run (anti-entropy rounds opened by the leader, hint delivery) and the
-membership changes (n4 added, then one node drained out) through the real leader.
+heals, clocks skew (inside the offset guard's bound) and nodes crash and restart from their
+store's bytes; between them the background duties run (anti-entropy rounds opened by the
+leader, hint delivery) and the membership changes (n4 added, then one node drained out)
+through the real leader.
 
 Invariant (checked after a heal and hint delivery, and at the end): for every key, an r=all
 read returns the last acknowledged write (a delete: not found), unless an in-doubt write of

@@ -218,9 +218,7 @@ def test_a_delayed_sync_round_message_fails_the_round_for_that_replica_and_the_n
     t0 = cluster.clock.monotonic()
     stats = cluster.sync_round()
     assert not stats["n1"].errors
-    slowed = [
-        d for d in cluster.network.delivered[before:] if d == ("n1", "n2", kind.__name__)
-    ]
+    slowed = [d for d in cluster.network.delivered[before:] if d == ("n1", "n2", kind.__name__)]
     assert slowed or (kind is m.Apply and delivered)  # nothing left to push
     took = cluster.clock.monotonic() - t0 - cluster.sync_interval
     assert took == pytest.approx(LATE * len(slowed))
