@@ -10,17 +10,18 @@ registered on its server. Controls, all thread-safe:
   on the way back, so the destination has acted on them: the sender gets a
   :class:`PeerError` (maybe applied) rather than a :class:`PeerConnectError` (not delivered));
 - ``partition(*groups)``: sets of node ids that reach only their own set; ``heal()`` undoes
-  every partition and drop;
+  every partition, drop, delay and reorder;
 - ``delay(seconds, src=None, dst=None, delivered=True, kinds=None)``: a slow link. With a
   ``clock`` (the in-process cluster's FakeClock) nothing sleeps: a delayed message steps the
-  clock by its delay, or by ``timeout`` (the caller's peer timeout) when the delay exceeds it.
-  Then the caller gets the error a real timeout gives, :class:`PeerError` (maybe applied),
-  and the message was either acted on by the destination with its reply lost
+  clock by its delay, or by ``timeout`` (the caller's peer timeout) when the delay exceeds it;
+  in that case the caller gets the error a real timeout gives, :class:`PeerError` (maybe
+  applied), and the message was either acted on by the destination with its reply lost
   (``delivered=True``) or never reached it (``delivered=False``); the caller cannot tell
   which. Without a clock a delayed delivery waits through the injected ``sleep`` and is never
   judged against a timeout. ``kinds``: delay only these message classes; ``delay(0, ...)``
   removes the rule of the same ``src``, ``dst`` and ``kinds``. Delays of several matching
-  rules add up. Inline, each delayed call steps the clock in turn, so calls a real node makes
+  rules add up. A message to an unreachable node fails at once, delayed or not. Inline, each
+  delayed call steps the clock in turn, so calls a real node makes
   in parallel move the clock by the sum of their delays, not the longest;
 - ``reorder(window)``: each delivery waits a random extra 0 to ``window`` seconds (the
   injected ``rng``, through the injected ``sleep``: real time by default, never the clock), so
