@@ -21,8 +21,8 @@ registered on its server. Controls, all thread-safe:
   judged against a timeout. ``kinds``: delay only these message classes; ``delay(0, ...)``
   removes the rule of the same ``src``, ``dst`` and ``kinds``. Delays of several matching
   rules add up. A message to an unreachable node fails at once, delayed or not. Inline, each
-  delayed call steps the clock in turn, so calls a real node makes
-  in parallel move the clock by the sum of their delays, not the longest;
+  delayed call steps the clock in turn, so calls a real node makes in parallel move the clock
+  by the sum of their delays, not the longest;
 - ``reorder(window)``: each delivery waits a random extra 0 to ``window`` seconds (the
   injected ``rng``, through the injected ``sleep``: real time by default, never the clock), so
   messages sent concurrently from threads arrive out of order;
