@@ -10,10 +10,22 @@ registered on its server. Controls, all thread-safe:
   on the way back, so the destination has acted on them: the sender gets a
   :class:`PeerError` (maybe applied) rather than a :class:`PeerConnectError` (not delivered));
 - ``partition(*groups)``: sets of node ids that reach only their own set; ``heal()`` undoes
-  every partition and drop;
-- ``delay(seconds, src=None, dst=None)``: each delivery waits (through the injected ``sleep``);
+  every partition, drop, delay and reorder;
+- ``delay(seconds, src=None, dst=None, delivered=True, kinds=None)``: a slow link. With a
+  ``clock`` (the in-process cluster's FakeClock) nothing sleeps: a delayed message steps the
+  clock by its delay, or by ``timeout`` (the caller's peer timeout) when the delay exceeds it;
+  in that case the caller gets the error a real timeout gives, :class:`PeerError` (maybe
+  applied), and the message was either acted on by the destination with its reply lost
+  (``delivered=True``) or never reached it (``delivered=False``); the caller cannot tell
+  which. Without a clock a delayed delivery waits through the injected ``sleep`` and is never
+  judged against a timeout. ``kinds``: delay only these message classes; ``delay(0, ...)``
+  removes the rule of the same ``src``, ``dst`` and ``kinds``. Delays of several matching
+  rules add up. A message to an unreachable node fails at once, delayed or not. Inline, each
+  delayed call steps the clock in turn, so calls a real node makes in parallel move the clock
+  by the sum of their delays, not the longest;
 - ``reorder(window)``: each delivery waits a random extra 0 to ``window`` seconds (the
-  injected ``rng``), so concurrent messages arrive out of order;
+  injected ``rng``, through the injected ``sleep``: real time by default, never the clock), so
+  messages sent concurrently from threads arrive out of order;
 - ``crash(node)`` / ``restart(node, server)``: a node that is gone refuses connections;
 - ``on_send(hook)``: ``hook(src, dst, message)`` is called before each delivery (outside the
   lock), so a scenario can change the faults at a chosen message (cut a round half way).
@@ -28,7 +40,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..errors import KvError
 from ..hlc import Version
@@ -39,12 +52,39 @@ from .http import PeerConnectError, PeerError, PeerResponse
 from .server import PeerServer
 
 
+class SteppedClock(Protocol):
+    """What the network needs of a fake clock: a thread-safe step forward."""
+
+    def step(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Delay:
+    src: str | None
+    dst: str | None
+    kinds: tuple[type, ...] | None
+    seconds: float
+    delivered: bool
+
+    def matches(self, src: str, dst: str, message: Any) -> bool:
+        return (
+            self.src in (None, src)
+            and self.dst in (None, dst)
+            and (self.kinds is None or isinstance(message, self.kinds))
+        )
+
+
 class FakeNetwork:
+    """The in-process network (see the module). Thread-safe; ``deliver`` blocks only in a
+    handler or in the injected ``sleep`` (reorder, or a delay without a ``clock``)."""
+
     def __init__(
         self,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         describe: Callable[[BaseException], tuple[int, str, str]] | None = None,
+        clock: SteppedClock | None = None,
+        timeout: float | None = None,
     ) -> None:
         # a handler's error -> (status, code, message) as the HTTP layer would answer it
         # (api.errors.describe); kvraft itself knows no status
@@ -55,7 +95,8 @@ class FakeNetwork:
         self._servers: dict[str, PeerServer] = {}
         self._dropped: dict[tuple[str, str], bool] = {}  # (src, dst) -> lost after delivery
         self._groups: list[frozenset[str]] = []
-        self._delays: dict[tuple[str | None, str | None], float] = {}
+        self._clock, self._timeout = clock, timeout
+        self._delays: list[_Delay] = []
         self._window = 0.0
         self._hook: Callable[[str, str, Any], None] | None = None
         self.delivered: list[tuple[str, str, str]] = []  # (src, dst, message type) in order
@@ -88,9 +129,26 @@ class FakeNetwork:
         with self._lock:
             self._groups = [frozenset(g) for g in groups]
 
-    def delay(self, seconds: float, src: str | None = None, dst: str | None = None) -> None:
+    def delay(
+        self,
+        seconds: float,
+        src: str | None = None,
+        dst: str | None = None,
+        delivered: bool = True,
+        kinds: Sequence[type] | None = None,
+    ) -> None:
+        """Messages from ``src`` to ``dst`` (None: any), of the classes ``kinds`` (None: all),
+        take ``seconds`` more; past the timeout they are acted on with the reply lost
+        (``delivered``) or lost on the way. ``seconds=0`` removes the rule."""
+        if seconds < 0:
+            raise ValueError("a delay is not negative")
+        rule = _Delay(src, dst, tuple(kinds) if kinds is not None else None, seconds, delivered)
         with self._lock:
-            self._delays[(src, dst)] = seconds
+            self._delays = [
+                d for d in self._delays if (d.src, d.dst, d.kinds) != (src, dst, rule.kinds)
+            ]
+            if seconds:
+                self._delays.append(rule)
 
     def reorder(self, window: float) -> None:
         with self._lock:
@@ -115,10 +173,11 @@ class FakeNetwork:
             return False
         return not any(src in g and dst in g for g in self._groups)
 
-    def deliver(self, src: str, dst: str, message: Any) -> Any:
+    def deliver(self, src: str, dst: str, message: Any, timeout: float | None = None) -> Any:
         """Carry ``message`` from ``src`` to ``dst`` through its codec; the decoded answer.
-        Raises PeerConnectError (not delivered), PeerError (delivered, answer lost) or
-        PeerStatus (the handler refused it)."""
+        ``timeout``: the caller's for this call (default: the network's). Raises
+        PeerConnectError (not delivered), PeerError (maybe delivered: the answer was lost, or
+        a delay passed the timeout) or PeerStatus (the handler refused it)."""
         hook = self._hook
         if hook is not None:
             hook(src, dst, message)
@@ -126,25 +185,30 @@ class FakeNetwork:
             server = self._servers.get(dst)
             lost_after = self._dropped.get((src, dst))
             cut = self._cut(src, dst)
-            wait = sum(
-                d for (s, t), d in self._delays.items() if s in (None, src) and t in (None, dst)
-            )
-            if self._window:
-                wait += self._rng.uniform(0, self._window)
-        if wait:
-            self._sleep(wait)
+            matching = [d for d in self._delays if d.matches(src, dst, message)]
+            jitter = self._rng.uniform(0, self._window) if self._window else 0.0
         if server is None or cut or lost_after is False:
+            if jitter:
+                self._sleep(jitter)
             raise PeerConnectError(f"{dst}: unreachable from {src} (fake network)")
-        query, body = message.to_wire()
-        decoded = type(message).from_wire(query, body)
-        try:
-            answer = server.dispatch(decoded)
-        except KvError as exc:
-            status, code, message = self._describe(exc)
-            refusal = json.dumps({"error": code, "message": message}).encode()
-            raise PeerStatus(dst, status, refusal) from exc
-        with self._lock:
-            self.delivered.append((src, dst, type(message).__name__))
+        delay = sum(d.seconds for d in matching)
+        timed_out = False
+        if delay and self._clock is not None:
+            limit = self._timeout if timeout is None else timeout
+            timed_out = limit is not None and delay > limit
+            self._clock.step(limit if timed_out and limit is not None else delay)
+        elif delay:
+            jitter += delay
+        if jitter:
+            self._sleep(jitter)
+        if timed_out:
+            if all(d.delivered for d in matching):
+                try:
+                    self._dispatch(src, dst, server, message)
+                except PeerStatus:
+                    pass  # its answer, a refusal, is lost like any other
+            raise PeerError(f"{dst}: timed out after {limit} s (fake network: delayed {delay} s)")
+        answer = self._dispatch(src, dst, server, message)
         if lost_after:
             raise PeerError(f"{dst}: the answer was lost (fake network)")
         if isinstance(answer, m.WatchBatch) and answer.gone:
@@ -152,6 +216,20 @@ class FakeNetwork:
         wire = answer.to_wire()
         headers = {k.lower(): v for k, v in wire.headers}
         return type(answer).from_wire(headers, wire.body)
+
+    def _dispatch(self, src: str, dst: str, server: PeerServer, message: Any) -> Any:
+        """Hand ``message`` (through its codec) to ``dst``'s handler; its answer object."""
+        query, body = message.to_wire()
+        decoded = type(message).from_wire(query, body)
+        try:
+            answer = server.dispatch(decoded)
+        except KvError as exc:
+            status, code, text = self._describe(exc)
+            refusal = json.dumps({"error": code, "message": text}).encode()
+            raise PeerStatus(dst, status, refusal) from exc
+        with self._lock:
+            self.delivered.append((src, dst, type(message).__name__))
+        return answer
 
 
 class _Done:
@@ -173,9 +251,11 @@ class FakePeers:
     def __init__(self, network: FakeNetwork, me: str, mark: Callable[[str, bool], None]) -> None:
         self.network, self.me, self._mark = network, me, mark
 
-    def _call(self, node_id: str, message: Any, liveness: bool = True) -> Any:
+    def _call(
+        self, node_id: str, message: Any, liveness: bool = True, timeout: float | None = None
+    ) -> Any:
         try:
-            answer = self.network.deliver(self.me, node_id, message)
+            answer = self.network.deliver(self.me, node_id, message, timeout)
         except PeerStatus:
             if liveness:
                 self._mark(node_id, True)
@@ -213,7 +293,7 @@ class FakePeers:
         return self._call(node_id, m.Hint(target, (record,))).newest
 
     def ping(self, node_id: str, timeout: float | None = None) -> m.Pong:
-        return self._call(node_id, m.Ping())
+        return self._call(node_id, m.Ping(), timeout=timeout)
 
     def tree(self, node_id: str, request: m.Tree) -> m.TreeHashes:
         return self._call(node_id, request)
@@ -228,7 +308,7 @@ class FakePeers:
         return self._call(node_id, change, liveness=False).data
 
     def stats(self, node_id: str, timeout: float | None = None) -> dict:
-        return self._call(node_id, m.Stats(), liveness=False).data
+        return self._call(node_id, m.Stats(), liveness=False, timeout=timeout).data
 
     def watch_open(self, node_id: str, prefix: str, timeout: float | None = None) -> str:
         return self._call(node_id, m.WatchOpen(prefix), liveness=False).sid

@@ -1,8 +1,10 @@
 """A Hypothesis state machine over the in-process cluster: puts and deletes through any node,
-at any write level, while the network drops, partitions and heals, clocks skew (inside the
-offset guard's bound) and nodes crash and restart from their store's bytes; between them the
-background duties run (anti-entropy rounds opened by the leader, hint delivery) and the
-membership changes (n4 added, then one node drained out) through the real leader.
+at any write level, while the network drops, delays (on the fake clock: under the peer timeout,
+or past it with the message delivered and its reply lost, or not delivered), partitions and
+heals, clocks skew (inside the offset guard's bound) and nodes crash and restart from their
+store's bytes; between them the background duties run (anti-entropy rounds opened by the
+leader, hint delivery) and the membership changes (n4 added, then one node drained out)
+through the real leader.
 
 Invariant (checked after a heal and hint delivery, and at the end): for every key, an r=all
 read returns the last acknowledged write (a delete: not found), unless an in-doubt write of
@@ -12,7 +14,7 @@ then it returns one of the values written since (or the one known before).
 Time: on a healthy network the fake clock does not move between operations, so writes in the
 same millisecond through skewed nodes are ordered by the forward-only rule alone (the
 coordinator reaches every replica and stamps above what they hold). While a fault is active
-(from a drop, partition, crash or restart until the next heal) the clock steps ``FAULT_GAP``
+(from a drop, delay, partition, crash or restart until the next heal) the clock steps ``FAULT_GAP``
 before each write: a coordinator cut off from the replica holding the newest version cannot
 learn it, and the two sides' writes are then ordered by their timestamps, which is the
 product's rule for writes it cannot see (last writer wins) and holds only for writes further
@@ -28,7 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from kvraft.errors import Conflict, NotFound, Unavailable
 from kvraft.model import LEVELS
-from tests.harness.inproc import InProcCluster, http_of, raft_of
+from tests.harness.inproc import PEER_TIMEOUT, InProcCluster, http_of, raft_of
 
 NODES = ("n1", "n2", "n3")
 KEYS = ("a", "b", "c", "d")
@@ -36,6 +38,7 @@ KEYS = ("a", "b", "c", "d")
 _GONE = None  # the model's value of a deleted or never written key
 SKEW_MS = 400  # clocks skew within the offset guard's bound (500 ms)
 FAULT_GAP = 2.0  # seconds between writes while a fault is active: above any two HLCs' gap
+DELAYS = (0.3 * PEER_TIMEOUT, 2.5 * PEER_TIMEOUT)  # a slow link: under the timeout, past it
 
 
 class ClusterMachine(RuleBasedStateMachine):
@@ -113,6 +116,19 @@ class ClusterMachine(RuleBasedStateMachine):
         if src != dst:
             self._fault()
             self.cluster.network.drop(src, dst, after=after)
+
+    @rule(
+        src=st.sampled_from(NODES),
+        dst=st.sampled_from(NODES),
+        seconds=st.sampled_from(DELAYS),
+        delivered=st.booleans(),
+    )
+    def delay(self, src: str, dst: str, seconds: float, delivered: bool) -> None:
+        """Every message from ``src`` to ``dst`` is slow (the fake clock steps by the delay,
+        or by the peer timeout and the caller times out: maybe applied)."""
+        if src != dst:
+            self._fault()
+            self.cluster.network.delay(seconds, src, dst, delivered=delivered)
 
     @rule(alone=st.sampled_from(NODES))
     def partition(self, alone: str) -> None:

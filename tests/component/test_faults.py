@@ -186,6 +186,7 @@ def test_reordered_replica_writes_keep_last_writer():
             t.start()
         for t in threads:
             t.join(30)
+        assert not any(t.is_alive() for t in threads), "a writer did not finish in 30 s"
         assert acked, "no write was acknowledged"
         cluster.heal()
         cluster.deliver_hints()

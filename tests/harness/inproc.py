@@ -60,6 +60,7 @@ SECRET = "component-tier-secret"
 MAX_OFFSET_MS = 500
 DEAD_AFTER = 3600.0
 SYNC_INTERVAL = 5.0
+PEER_TIMEOUT = 1.0  # seconds: a delay above it is a timeout (FakeNetwork on the fake clock)
 
 
 def http_of(node_id: str) -> str:
@@ -165,8 +166,9 @@ class InProcCluster:
         self.rf, self.partitions, self.fault = rf, partitions, fault
         self.dead_after, self.sync_interval = dead_after, sync_interval
         self.clock = FakeClock()
-        # delays sleep for real (the reorder test); a handler's refusal answers as over HTTP
-        self.network = FakeNetwork(describe=describe)
+        # a delay steps the fake clock and times out past the peer timeout; reorder sleeps for
+        # real (the threaded tests); a handler's refusal answers as over HTTP
+        self.network = FakeNetwork(describe=describe, clock=self.clock, timeout=PEER_TIMEOUT)
         self.raft = FakeRaft(raft_of(i) for i in self.ids)
         self.raft.set_leader(raft_of(self.ids[0]))
         self.threads = threads
@@ -190,7 +192,7 @@ class InProcCluster:
             replication_factor=self.rf,
             dead_after=self.dead_after,
             sync_interval=self.sync_interval,
-            peer_timeout=1.0,
+            peer_timeout=PEER_TIMEOUT,
             test_fault=self.fault,
         )
 
