@@ -24,6 +24,7 @@ quorum rules itself (that is :mod:`kvraft.core.quorum`), import Flask or know HT
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ class ClockStanding:
     checked: bool
 
 
+KEY_LOCKS = 1024  # lock stripes for the writes of one key (Coordinator.write)
+
+
 class Coordinator:
     """Reads and writes of one node. Thread-safe: any number of request threads may call it at
     once (its parts are thread-safe; the tallies are per call). Every public call blocks on the
@@ -138,6 +142,7 @@ class Coordinator:
         self._count = count
         self._publish = publish
         self._clock = clock
+        self._key_locks = [threading.Lock() for _ in range(KEY_LOCKS)]
 
     def count(self, name: str, n: int = 1) -> None:
         self._count(name, n)
@@ -264,6 +269,22 @@ class Coordinator:
         need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
         part, replicas = self.view.replicas_of(key)
         self.check_clock()
+        # Writes of one key through this coordinator go one at a time: concurrent ones would
+        # only find each other's newer versions on the replicas and stamp again (and again).
+        with self._key_locks[hash(key) % KEY_LOCKS]:
+            return self._write(key, value, tomb, w, need, part, replicas, floor)
+
+    def _write(
+        self,
+        key: str,
+        value: bytes,
+        tomb: bool,
+        w: str,
+        need: int,
+        part: int,
+        replicas: tuple[str, ...],
+        floor: Version | None,
+    ) -> WriteResult:
         tally = quorum.WriteTally(
             key,
             w,
