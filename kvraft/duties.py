@@ -61,6 +61,7 @@ class Liveness:
         self._clock = clock
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
         self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
+        self._last_ok: dict[str, bool] = {}  # node id -> whether the last mark was a success
         self._ready: dict[str, bool] = {}  # node id -> ready at the last ping
         self._load: dict[str, int] = {}  # node id -> data requests it was serving then
         self._born = clock.monotonic()  # reference for nodes never heard from (see started)
@@ -71,14 +72,30 @@ class Liveness:
         self._born = self._clock.monotonic()
 
     def mark(self, node_id: str, ok: bool) -> None:
+        """Record a contact with ``node_id`` that succeeded (``ok``) or failed, at now."""
         (self._alive if ok else self._down)[node_id] = self._clock.monotonic()
+        self._last_ok[node_id] = ok
 
     def is_alive(self, node_id: str) -> bool:
-        """Whether the last contact with ``node_id`` succeeded (optimistic before any contact)."""
+        """Whether the last contact with ``node_id`` succeeded (optimistic before any contact):
+        the later of its last good and last failed contact; at the same instant (a fake clock
+        that was not stepped), the one marked last."""
         if node_id == self.self_id:
             return True
         down = self._down.get(node_id)
-        return down is None or self._alive.get(node_id, 0.0) >= down
+        if down is None:
+            return True
+        alive = self._alive.get(node_id)
+        if alive is None or alive != down:
+            return alive is not None and alive > down
+        return self._last_ok.get(node_id, True)
+
+    def forget_failures(self, node_id: str | None = None) -> None:
+        """Forget the failed contacts with ``node_id`` (every node if None): it is alive again
+        until a contact fails. The good contacts, hence :meth:`silent_for`, are kept."""
+        for node in [node_id] if node_id is not None else list(self._down):
+            self._down.pop(node, None)
+            self._last_ok.pop(node, None)
 
     def silent_for(self, node_id: str) -> float:
         """Seconds since the last good contact with ``node_id`` (or since this node started)."""
@@ -155,12 +172,15 @@ class RegisterMeta(Protocol):
 
 
 class JoinPeers(Protocol):
+    """What ``--join`` asks of the peers (:class:`kvraft.peer.PeerClient` has it)."""
+
     def ping_at(self, addr: str, timeout: float | None = None) -> m.Pong: ...
 
     def change_members(
         self,
         node_id: str,
         change: m.MemberChange,
+        *,
         timeout: float | None = None,
         addr: str | None = None,
     ) -> dict: ...
@@ -171,9 +191,12 @@ class JoinPeers(Protocol):
 
 class Register:
     """Register this node in the metadata (its HTTP address under its Raft address); with
-    ``--join``, first ask the cluster to add it to Raft until it is a member."""
+    ``--join``, first ask the cluster to add it to Raft until it is a member. ``peers`` is
+    needed only with ``--join`` (ValueError if ``config.join`` is set without it)."""
 
-    def __init__(self, config: Config, meta: RegisterMeta, peers: JoinPeers) -> None:
+    def __init__(self, config: Config, meta: RegisterMeta, peers: JoinPeers | None = None) -> None:
+        if config.join and peers is None:
+            raise ValueError("Register: --join needs the peers to ask the cluster")
         self.config = config
         self.meta = meta
         self.peers = peers
@@ -181,7 +204,7 @@ class Register:
 
     def tick(self, now: float) -> None:
         config, meta, peers = self.config, self.meta, self.peers
-        if config.join and not self.joined:
+        if config.join and peers is not None and not self.joined:
             if config.raft in self._cluster_rafts():
                 self.joined = True
                 return
@@ -204,6 +227,8 @@ class Register:
 
     def _cluster_rafts(self) -> tuple[str, ...]:
         """Raft members as the cluster we join sees them (our own view may lag)."""
+        if self.peers is None:
+            return ()
         try:
             pong: m.Pong = self.peers.ping_at(self.config.join, timeout=2)
             return tuple(pong.raft_members)

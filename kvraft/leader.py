@@ -18,8 +18,8 @@ from .config import NODE_ID, Config
 from .core import leaderplan
 from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .hlc import HLC, LOGICAL_BITS
-from .meta import Meta, MetaUnavailable
-from .peer import MemberChange, PeerClient, PeerError, PeerStatus
+from .meta import ClusterMeta, MetaUnavailable
+from .peer import MemberChange, PeerError, Peers, PeerStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,17 @@ MEMBER_ADDRESS = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):" + PORT +
 
 class Leader:
     """The leader duty (``tick(now)``, driven by :class:`kvraft.duties.Runner`) and the
-    membership changes. Gets its parts, not the node: the metadata, the peers (to forward a
-    change to the leader), the HLC (a round's purge-safe timestamp), the members of the Raft
+    membership changes. Gets its parts, not the node: the metadata (any
+    :class:`~kvraft.meta.ClusterMeta`), the peers (any :class:`~kvraft.peer.Peers`: to forward
+    a change to the leader), the HLC (a round's purge-safe timestamp), the members of the Raft
     configuration (id -> HTTP address) and each node's silence (seconds since a good contact)."""
 
     def __init__(
         self,
         self_id: str,
         config: Config,
-        meta: Meta,
-        peers: PeerClient,
+        meta: ClusterMeta,
+        peers: Peers,
         hlc: HLC,
         members: Callable[[], Mapping[str, str]],
         silent_for: Callable[[str], float],

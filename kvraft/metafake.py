@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.placement import MapState
-from .meta import MetaReads, MetaState, MetaUnavailable
+from .meta import ClusterMeta, MetaReads, MetaState, MetaUnavailable
 
 
 class FakeRaft:
@@ -137,3 +137,9 @@ class FakeMeta(MetaReads):
 
     def close(self) -> None:
         pass
+
+
+if TYPE_CHECKING:  # mypy checks that FakeMeta has every method of the ClusterMeta protocol
+
+    def _is_cluster_meta(meta: FakeMeta) -> ClusterMeta:
+        return meta

@@ -25,12 +25,10 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import peer as m
-from . import reports, sync, views
+from . import views
 from .clock import SystemClock
 from .config import Config
 from .coordinator import ClockStanding, Coordinator, WriteResult
-from .core import placement
 from .core.balance import Activity
 from .core.clockguard import Verdict
 from .duties import (
@@ -49,14 +47,14 @@ from .duties import (
     Runner,
     StatsReport,
 )
-from .errors import Unavailable
 from .hlc import HLC
 from .leader import Leader
-from .meta import Meta
+from .meta import ClusterMeta, Meta
 from .peer import PeerClient, PeerError, PeerServer
-from .storage import Record, Storage
+from .storage import Record, Storage, Store
 from .sync import Syncer
 from .watch import ChangeHub
+from .wiring import MetaPlacement, serve_node_messages
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +72,27 @@ __all__ = [
 class Node:
     """One kvraft node. Create it in the serving process (pysyncobj's tick thread lives here)."""
 
-    def __init__(self, config: Config, start: bool = True, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        start: bool = True,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        meta: ClusterMeta | None = None,
+    ) -> None:
         """Open the store and the metadata (pysyncobj starts here), wire the parts, and with
-        ``start`` start the background duties. ``clock`` defaults to the system clocks."""
+        ``start`` start the background duties. ``clock`` defaults to the system clocks.
+        ``store`` and ``meta``, when given, are used as they are (e.g. a
+        :class:`~kvraft.storage.MemoryStore` and a :class:`~kvraft.metafake.FakeMeta`) instead
+        of opening SQLite in ``config.data_dir`` and starting pysyncobj; ``close`` closes them."""
         self.config = config
         self.id = config.id
         self.rf = config.replication_factor
         self.clock: Clock = clock or SystemClock()  # duties, liveness: never skewed
-        os.makedirs(config.data_dir, exist_ok=True)
-        self.storage = Storage(os.path.join(config.data_dir, "store.db"), fsync=config.fsync)
+        if store is None:
+            os.makedirs(config.data_dir, exist_ok=True)
+            store = Storage(os.path.join(config.data_dir, "store.db"), fsync=config.fsync)
+        self.storage: Store = store
         max_offset_ms = int(config.max_clock_offset * 1000)
         # the HLC's physical clock: skewed as configured (KVRAFT_CLOCK_OFFSET_MS, chaos skew)
         hlc_clock = clock or SystemClock(config.clock_offset_ms)
@@ -103,10 +113,14 @@ class Node:
             max_value_bytes=config.max_value_bytes,
         )
         self.peer_server = PeerServer(config.secret)  # api/ mounts it; handlers: serve_peers
-        raft_peers = config.peers
-        if config.join and not os.path.exists(os.path.join(config.data_dir, "raft.journal")):
-            raft_peers = self._peers_from(config.join)
-        self.meta = Meta(config.raft, raft_peers, config.data_dir, config.secret)
+        if meta is None:
+            raft_peers = config.peers
+            journal = os.path.join(config.data_dir, "raft.journal")
+            if config.join and not os.path.exists(journal):
+                raft_peers = self._peers_from(config.join)
+            meta = Meta(config.raft, raft_peers, config.data_dir, config.secret)
+        self.meta: ClusterMeta = meta
+        self.placement = MetaPlacement(self.meta, self.liveness)  # what the parts read
         self.pool = ThreadPoolExecutor(max_workers=max(16, config.threads), thread_name_prefix="io")
         self.changes = ChangeHub()  # every record applied here, for /watch
         self.counters: Counter[str] = Counter()
@@ -117,7 +131,7 @@ class Node:
             config,
             self.storage,
             self.peers,
-            self,
+            self.placement,
             self.hlc,
             self.pool,
             self.count,
@@ -132,7 +146,7 @@ class Node:
             self.storage,
             self.peers,
             self.hlc,
-            self.is_alive,
+            self.placement.is_alive,
             self.coordinator.apply_local,
             self.clock,
         )
@@ -142,12 +156,12 @@ class Node:
             self.meta,
             self.peers,
             self.hlc,
-            members=self.members,
+            members=self.placement.members,
             silent_for=self.liveness.silent_for,
         )
         self.pinger = Ping(
             self.id,
-            members=self.members,
+            members=self.placement.members,
             raft_size=lambda: len(self.meta.raft_members()),
             peers=self.peers,
             hlc=self.hlc,
@@ -162,7 +176,7 @@ class Node:
             self.storage,
             self.coordinator.send_records,
             self.coordinator.apply_local,
-            self.is_alive,
+            self.placement.is_alive,
             self.count,
         )
         for name, duty, period in (
@@ -211,12 +225,11 @@ class Node:
 
     def members(self) -> dict[str, str]:
         """Node id -> HTTP address, for the members of the current Raft configuration."""
-        raft = set(self.meta.raft_members())
-        return {m.id: m.http for m in self.meta.members().values() if m.raft in raft}
+        return self.placement.members()
 
     def is_alive(self, node_id: str) -> bool:
         """Whether the last contact with ``node_id`` succeeded (optimistic before any contact)."""
-        return self.liveness.is_alive(node_id)
+        return self.placement.is_alive(node_id)
 
     def silent_for(self, node_id: str) -> float:
         """Seconds since the last good contact with ``node_id`` (or since this node started)."""
@@ -252,64 +265,42 @@ class Node:
         return self.pinger.check_clock()
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
-        _epoch, pmap = self.meta.partitions()
-        if not pmap or not self.meta.caught_up():
-            raise Unavailable("this node has no current partition map yet; retry shortly")
-        part = placement.partition_of(key, len(pmap))
-        return part, pmap[part]
+        """The key's partition and its replicas; Unavailable without a current map."""
+        return self.placement.replicas_of(key)
 
     def watermarks(self) -> dict[int, int]:
         """Partition -> purge watermark, from the Raft metadata."""
-        return self.meta.watermarks()
+        return self.placement.watermarks()
 
     def partition_map(self) -> tuple[tuple[str, ...], ...]:
         """Replicas of every partition (empty before the first map)."""
-        return self.meta.partitions()[1]
+        return self.placement.partition_map()
 
     def readable(self, part: int) -> tuple[str, ...]:
         """Replicas of ``part`` that may serve reads: those not still being filled."""
-        _epoch, state = self.meta.map_state()
-        filling = state.filling.get(part, ())
-        return tuple(n for n in state.partitions[part] if n not in filling)
+        return self.placement.readable(part)
 
     def address_of(self, node_id: str) -> str:
         """The HTTP address (``host:port``) of member ``node_id``; PeerError if unknown."""
-        http = self.meta.http_of(node_id)
-        if http is None:
-            raise PeerError(f"unknown node {node_id}")
-        return http
+        return self.placement.address_of(node_id)
 
     # -- peer calls ------------------------------------------------------------------------------
 
     def serve_peers(self, server: PeerServer) -> None:
         """Register this node's answers to peer messages on ``server`` (the store's reads and
-        writes, hints, pings, membership; the sync round's tree messages)."""
-        self.coordinator.serve(server)  # Apply, Scan, Hint
-        server.register(m.ReadKeys, self._answer_read)
-        server.register(m.Ping, self._answer_ping)
-        server.register(m.MemberChange, self._answer_members)
-        sync.serve(server, self.storage)
-
-    def _answer_read(self, msg: m.ReadKeys) -> m.Records:
-        if msg.max_bytes is None:
-            return m.Records(tuple(self.storage.get_many(list(msg.keys))))
-        records, done = reports.local_records(self.storage.get, msg.keys, msg.max_bytes)
-        return m.Records(tuple(records), done)
-
-    def _answer_ping(self, _msg: m.Ping) -> m.Pong:
-        return m.Pong(
-            self.id,
-            self.storage.live_keys,
-            self.ready()[0],
-            self.activity.value,
-            self.hlc.physical(),
-            tuple(self.meta.raft_members()),
+        writes, hints, pings, membership; the sync round's tree messages):
+        :func:`kvraft.wiring.serve_node_messages`."""
+        serve_node_messages(
+            server,
+            node_id=self.id,
+            coordinator=self.coordinator,
+            store=self.storage,
+            hlc=self.hlc,
+            meta=self.meta,
+            members=self.leader,
+            ready=lambda: self.ready()[0],
+            load=lambda: self.activity.value,
         )
-
-    def _answer_members(self, msg: m.MemberChange) -> m.JsonAnswer:
-        if msg.op == "add":
-            return m.JsonAnswer(self.leader.add_member(msg.id, msg.http, msg.raft))
-        return m.JsonAnswer(self.leader.remove_member(msg.id))
 
     # -- reads and writes: the coordinator's (kvraft.coordinator) --------------------------------
 

@@ -25,7 +25,7 @@ from .core import antientropy as ae
 from .core import syncplan
 from .core.placement import MapState
 from .hlc import HLC
-from .meta import Meta
+from .meta import ClusterMeta
 from .peer import PeerError, Peers, PeerServer
 from .storage import ApplyResult, Record, Store
 
@@ -99,7 +99,7 @@ class Syncer:
     def __init__(
         self,
         self_id: str,
-        meta: Meta,
+        meta: ClusterMeta,
         storage: Store,
         peers: Peers,
         hlc: HLC,

@@ -14,7 +14,7 @@ from .core import placement
 from .core.balance import Activity
 from .core.clockguard import Verdict
 from .keys import check_key
-from .meta import Meta
+from .meta import ClusterMeta
 from .storage import Record, Store
 from .sync import Syncer
 
@@ -32,7 +32,7 @@ class Node(Protocol):
     def config(self) -> Config: ...
 
     @property
-    def meta(self) -> Meta: ...
+    def meta(self) -> ClusterMeta: ...
 
     @property
     def storage(self) -> Store: ...

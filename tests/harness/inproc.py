@@ -8,19 +8,23 @@ duty and membership changes (:class:`kvraft.leader.Leader`), the anti-entropy ro
 (:class:`kvraft.sync.Syncer`, the real descent of :mod:`kvraft.core.antientropy` over the Tree and
 Entries messages), hint delivery (:class:`kvraft.duties.HintDelivery`), registration
 (:class:`kvraft.duties.Register`), pings (:class:`kvraft.duties.Ping`) and the stored-data report
-(:class:`kvraft.duties.StatsReport`). Its :class:`~kvraft.peer.server.PeerServer` answers what a
-node's does: Apply, Hint and Scan (``Coordinator.serve``), ReadKeys (without a byte budget),
-Ping, MemberChange and the sync messages (:func:`kvraft.sync.serve`). No pysyncobj and no duty
+(:class:`kvraft.duties.StatsReport`). The node's wiring is the production one from
+:mod:`kvraft.wiring`: the coordinator's placement view is a :class:`~kvraft.wiring.MetaPlacement`
+over FakeMeta and the node's :class:`~kvraft.duties.Liveness`, and its
+:class:`~kvraft.peer.server.PeerServer` answers what a node's does through
+:func:`~kvraft.wiring.serve_node_messages` (Apply, Hint, Scan, ReadKeys, Ping, MemberChange and
+the sync messages; a Ping answers ready, with no load). No pysyncobj and no duty
 threads: the test calls ``sync_round``, ``leader_tick``, ``deliver_hints``, ``ping`` (each ticks
 one duty of every live node once, in id order). Peer calls run inline by default
 (:class:`InlineExecutor`), so a scenario is deterministic; ``threads=True`` gives each node a
 thread pool for concurrent tests.
 
 The initial partition map is fixed (``partitions`` partitions of ``rf`` replicas, placed round
-robin, proposed through FakeMeta); the leader is ``n1`` (``set_leader`` moves it). Liveness as
-the coordinator sees it is the last mark its peer client told (a failed call marks the node
-down until a later call succeeds; ``heal`` forgets the marks); the leader's silence figures come
-from a :class:`kvraft.duties.Liveness` on the cluster's clock, and ``dead_after`` is an hour by
+robin, proposed through FakeMeta); the leader is ``n1`` (``set_leader`` moves it). Liveness is
+each node's :class:`kvraft.duties.Liveness` on the cluster's clock, marked by its peer client
+(a failed call marks the node down until a later call succeeds; ``heal`` forgets the failures,
+as does ``view.alive.pop(node_id)``); the leader's silence figures come from the same
+Liveness, and ``dead_after`` is an hour by
 default so that clock steps in a scenario declare nobody dead unless it asks to (then it pings,
 so that the leader hears from the nodes that are up). The coordinators' clock verdict is fixed
 (``InProcNode.verdict``), not the ping duty's.
@@ -39,14 +43,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.errors import describe
-from kvraft import peer as m
 from kvraft.clock import FakeClock
 from kvraft.config import Config
 from kvraft.coordinator import ClockStanding, Coordinator
 from kvraft.core import placement
 from kvraft.core.clockguard import Verdict
 from kvraft.duties import ClockWatch, HintDelivery, Liveness, Ping, Register, StatsReport
-from kvraft.errors import Unavailable
 from kvraft.hlc import HLC
 from kvraft.leader import Leader
 from kvraft.metafake import FakeMeta, FakeRaft
@@ -54,7 +56,7 @@ from kvraft.peer import FakePeers, PeerServer
 from kvraft.peer.fake import FakeNetwork
 from kvraft.storage import MemoryStore, Record
 from kvraft.sync import RoundStats, Syncer
-from kvraft.sync import serve as serve_sync
+from kvraft.wiring import MetaPlacement, serve_node_messages
 
 SECRET = "component-tier-secret"
 MAX_OFFSET_MS = 500
@@ -83,44 +85,34 @@ class InlineExecutor(Executor):
         return fut
 
 
-class MetaView:
-    """The coordinator's :class:`~kvraft.coordinator.PlacementView` over FakeMeta, read as
-    :class:`kvraft.node.Node` reads Meta; liveness is the last mark told (``alive``), and every
-    mark also goes to ``liveness`` (the leader's silence figures)."""
+class _Failures:
+    """``view.alive`` of the earlier MetaView, kept for the tests that use it: ``pop(node_id)``
+    and ``clear()`` forget the failed contacts (the node is alive again until a call fails)."""
 
-    def __init__(self, me: str, meta: FakeMeta, liveness: Liveness) -> None:
-        self.me, self.meta, self.liveness = me, meta, liveness
-        self.alive: dict[str, bool] = {}
+    def __init__(self, liveness: Liveness) -> None:
+        self.liveness = liveness
 
-    def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]:
-        _epoch, pmap = self.meta.partitions()
-        if not pmap:
-            raise Unavailable("no partition map")
-        part = placement.partition_of(key, len(pmap))
-        return part, pmap[part]
+    def pop(self, node_id: str, default: object = None) -> object:
+        self.liveness.forget_failures(node_id)
+        return default
 
-    def readable(self, part: int) -> tuple[str, ...]:
-        _epoch, state = self.meta.map_state()
-        filling = state.filling.get(part, ())
-        return tuple(n for n in state.partitions[part] if n not in filling)
+    def clear(self) -> None:
+        self.liveness.forget_failures()
 
-    def watermarks(self) -> dict[int, int]:
-        return self.meta.watermarks()
 
-    def partition_map(self) -> tuple[tuple[str, ...], ...]:
-        return self.meta.partitions()[1]
+class InProcPlacement(MetaPlacement):
+    """The node's :class:`~kvraft.wiring.MetaPlacement`, plus the names tests used on the
+    earlier MetaView (``alive``, ``mark``)."""
 
-    def members(self) -> dict[str, str]:
-        """Node id -> HTTP address of the registered members of the Raft configuration."""
-        raft = set(self.meta.raft_members())
-        return {x.id: x.http for x in self.meta.members().values() if x.raft in raft}
+    @property
+    def alive(self) -> _Failures:
+        return _Failures(self.liveness)
 
     def mark(self, node_id: str, ok: bool) -> None:
-        self.alive[node_id] = ok
         self.liveness.mark(node_id, ok)
 
-    def is_alive(self, node_id: str) -> bool:
-        return node_id == self.me or self.alive.get(node_id, True)
+
+MetaView = InProcPlacement  # the earlier name
 
 
 @dataclass
@@ -130,7 +122,7 @@ class InProcNode:
     store: MemoryStore
     clock: FakeClock
     meta: FakeMeta
-    view: MetaView
+    view: InProcPlacement
     server: PeerServer
     peers: FakePeers
     hlc: HLC
@@ -200,7 +192,7 @@ class InProcCluster:
         config = self._config(node_id)
         meta = FakeMeta(self.raft, config.raft)  # in the Raft configuration once added to it
         liveness = Liveness(node_id, self.clock)
-        view = MetaView(node_id, meta, liveness)
+        view = InProcPlacement(meta, liveness)
         server = PeerServer(SECRET)
         hlc = HLC(clock=clock, last=store.max_ts, max_ahead_ms=MAX_OFFSET_MS)
         counters: Counter[str] = Counter()
@@ -214,7 +206,7 @@ class InProcCluster:
 
         pool: Executor = ThreadPoolExecutor(8) if self.threads else InlineExecutor()
         holder: list[InProcNode] = []
-        peers = self.network.client(node_id, view.mark)
+        peers = self.network.client(node_id, liveness.mark)
         coordinator = Coordinator(
             node_id,
             config,
@@ -230,15 +222,15 @@ class InProcCluster:
         leader = Leader(
             node_id,
             config,
-            meta,  # type: ignore[arg-type]  # FakeMeta has Meta's methods
-            peers,  # type: ignore[arg-type]  # FakePeers has the methods Leader calls
+            meta,
+            peers,
             hlc,
             members=view.members,
             silent_for=liveness.silent_for,
         )
         syncer = Syncer(
             node_id,
-            meta,  # type: ignore[arg-type]  # FakeMeta has Meta's methods
+            meta,
             store,
             peers,
             hlc,
@@ -255,22 +247,17 @@ class InProcCluster:
             view.is_alive,
             count,
         )
-        coordinator.serve(server)
-        server.register(m.ReadKeys, lambda msg: m.Records(tuple(store.get_many(list(msg.keys)))))
-        server.register(
-            m.Ping,
-            lambda _msg: m.Pong(
-                node_id, store.live_keys, True, 0, hlc.physical(), tuple(meta.raft_members())
-            ),
+        serve_node_messages(
+            server,
+            node_id=node_id,
+            coordinator=coordinator,
+            store=store,
+            hlc=hlc,
+            meta=meta,
+            members=leader,
+            ready=lambda: True,
+            load=lambda: 0,
         )
-
-        def change_members(msg: m.MemberChange) -> m.JsonAnswer:
-            if msg.op == "add":
-                return m.JsonAnswer(leader.add_member(msg.id, msg.http, msg.raft))
-            return m.JsonAnswer(leader.remove_member(msg.id))
-
-        server.register(m.MemberChange, change_members)
-        serve_sync(server, store)
         node = InProcNode(
             node_id,
             config,
@@ -285,7 +272,7 @@ class InProcCluster:
             leader,
             syncer,
             hints,
-            Register(config, meta, peers),  # type: ignore[arg-type]  # no --join: never called
+            Register(config, meta),  # no --join: the peers are not needed
             StatsReport(node_id, store, meta),
             Ping(
                 node_id,
@@ -374,7 +361,7 @@ class InProcCluster:
         for node_id in list(self.crashed):
             self.restart(node_id)
         for node in self.nodes.values():
-            node.view.alive.clear()
+            node.view.liveness.forget_failures()
 
     def set_leader(self, node_id: str) -> None:
         """Make ``node_id`` the Raft leader (an election, as FakeRaft has it)."""
