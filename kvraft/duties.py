@@ -90,10 +90,17 @@ class Liveness:
             return alive is not None and alive > down
         return self._last_ok.get(node_id, True)
 
+    def last_mark(self, node_id: str) -> bool | None:
+        """Whether the last contact marked with ``node_id`` succeeded; None if none was (or
+        since :meth:`forget_failures`)."""
+        return self._last_ok.get(node_id)
+
     def forget_failures(self, node_id: str | None = None) -> None:
-        """Forget the failed contacts with ``node_id`` (every node if None): it is alive again
-        until a contact fails. The good contacts, hence :meth:`silent_for`, are kept."""
-        for node in [node_id] if node_id is not None else list(self._down):
+        """Forget the failed contacts with ``node_id`` (every node if None) and its last mark:
+        it is alive again until a contact fails. The good contacts' times, hence
+        :meth:`silent_for`, are kept."""
+        nodes = [node_id] if node_id is not None else list({*self._down, *self._last_ok})
+        for node in nodes:
             self._down.pop(node, None)
             self._last_ok.pop(node, None)
 

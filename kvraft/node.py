@@ -12,8 +12,12 @@ delegate to it.
 Background duties (registration, pings and the clock guard, hint delivery, stats reports, sync
 rounds, the Raft leader's duties) are objects with ``tick(now)`` in :mod:`kvraft.duties`,
 :mod:`kvraft.sync` and :mod:`kvraft.leader`; the node builds them with the parts they need and a
-:class:`kvraft.duties.Runner` drives them on the injected clock. Operator views are in
-:mod:`kvraft.views`. This module never imports Flask and reads no clock itself.
+:class:`kvraft.duties.Runner` drives them on the injected clock. What the parts read of the
+cluster (:class:`kvraft.wiring.MetaPlacement`) and the node's answers to its peers
+(:func:`kvraft.wiring.serve_node_messages`) are built as the in-process cluster of the component
+tier builds them. Store and metadata can be injected (:class:`~kvraft.storage.Store`,
+:class:`~kvraft.meta.ClusterMeta`). Operator views are in :mod:`kvraft.views`. This module never
+imports Flask and reads no clock itself.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ thread pool for concurrent tests.
 The initial partition map is fixed (``partitions`` partitions of ``rf`` replicas, placed round
 robin, proposed through FakeMeta); the leader is ``n1`` (``set_leader`` moves it). Liveness is
 each node's :class:`kvraft.duties.Liveness` on the cluster's clock, marked by its peer client
-(a failed call marks the node down until a later call succeeds; ``heal`` forgets the failures,
-as does ``view.alive.pop(node_id)``); the leader's silence figures come from the same
-Liveness, and ``dead_after`` is an hour by
+(a failed call marks the node down until a later call succeeds; ``view.alive[node_id]`` is the
+last mark; ``heal`` forgets the failures, as ``view.alive.pop(node_id)`` does for one node);
+the leader's silence figures come from the same Liveness, and ``dead_after`` is an hour by
 default so that clock steps in a scenario declare nobody dead unless it asks to (then it pings,
 so that the leader hears from the nodes that are up). The coordinators' clock verdict is fixed
 (``InProcNode.verdict``), not the ping duty's.
@@ -85,34 +85,50 @@ class InlineExecutor(Executor):
         return fut
 
 
-class _Failures:
-    """``view.alive`` of the earlier MetaView, kept for the tests that use it: ``pop(node_id)``
-    and ``clear()`` forget the failed contacts (the node is alive again until a call fails)."""
+class _Marks:
+    """``view.alive`` as tests/component use it: ``alive[node_id]`` and ``get`` are the last
+    mark told to the node's Liveness (KeyError / the default if none); ``pop(node_id)`` and
+    ``clear()`` forget the failed contacts and the marks (:meth:`Liveness.forget_failures`:
+    alive again until a call fails)."""
 
     def __init__(self, liveness: Liveness) -> None:
         self.liveness = liveness
 
-    def pop(self, node_id: str, default: object = None) -> object:
+    def __getitem__(self, node_id: str) -> bool:
+        mark = self.liveness.last_mark(node_id)
+        if mark is None:
+            raise KeyError(node_id)
+        return mark
+
+    def __contains__(self, node_id: object) -> bool:
+        return isinstance(node_id, str) and self.liveness.last_mark(node_id) is not None
+
+    def get(self, node_id: str, default: bool | None = None) -> bool | None:
+        mark = self.liveness.last_mark(node_id)
+        return default if mark is None else mark
+
+    def pop(self, node_id: str, default: bool | None = None) -> bool | None:
+        mark = self.get(node_id, default)
         self.liveness.forget_failures(node_id)
-        return default
+        return mark
 
     def clear(self) -> None:
         self.liveness.forget_failures()
 
 
 class InProcPlacement(MetaPlacement):
-    """The node's :class:`~kvraft.wiring.MetaPlacement`, plus the names tests used on the
-    earlier MetaView (``alive``, ``mark``)."""
+    """The node's :class:`~kvraft.wiring.MetaPlacement`, plus ``alive`` (see :class:`_Marks`)
+    and ``mark`` (a contact told to the node's Liveness) for tests."""
 
     @property
-    def alive(self) -> _Failures:
-        return _Failures(self.liveness)
+    def alive(self) -> _Marks:
+        return _Marks(self.liveness)
 
     def mark(self, node_id: str, ok: bool) -> None:
         self.liveness.mark(node_id, ok)
 
 
-MetaView = InProcPlacement  # the earlier name
+MetaView = InProcPlacement  # also importable under this name
 
 
 @dataclass

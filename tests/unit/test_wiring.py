@@ -22,7 +22,7 @@ SECRET = "wiring-test-secret"
 
 def test_liveness_at_one_instant_follows_the_last_mark():
     """A fake clock that is not stepped marks twice at the same instant: the later mark rules,
-    either way round (the earlier rule, ``alive >= down``, kept a failed node alive)."""
+    either way round (``alive >= down`` alone would keep the failed node alive)."""
     clock = FakeClock()
     live = Liveness("n1", clock)
     live.mark("n2", True)
@@ -50,8 +50,11 @@ def test_forget_failures_makes_a_node_alive_again_and_keeps_its_silence():
     live.forget_failures("n2")
     assert live.is_alive("n2") and not live.is_alive("n3")
     assert live.silent_for("n2") == 5.0
+    assert live.last_mark("n2") is None and live.last_mark("n3") is False
+    live.mark("n4", True)
     live.forget_failures()
     assert live.is_alive("n3")
+    assert live.last_mark("n3") is None and live.last_mark("n4") is None
 
 
 def _raft_with_map() -> FakeRaft:
