@@ -24,9 +24,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from kvraft.config import NODE_ID
+from kvraft.config import MEMBER_ADDRESS, NODE_ID
 from kvraft.keys import LEVELS, MAX_KEY_BYTES
-from kvraft.leader import MEMBER_ADDRESS
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1"

@@ -15,6 +15,14 @@ from typing import Any
 
 ENV_PREFIX = "KVRAFT_"
 NODE_ID = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
+# A new member's HOST:PORT: a host name, IPv4 or [IPv6] address, and a port of 1 to 65535. The
+# OpenAPI document states the same pattern (api/openapi.py imports it; kvraft.leader checks it).
+PORT = (
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
+    r"|6553[0-5])"
+)
+MEMBER_ADDRESS = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):" + PORT + "$")
+
 POLICIES = ("least-loaded", "round-robin", "random")
 TEST_FAULTS = ("", "drop_replication", "ack_without_write", "lww_ack")
 

@@ -11,10 +11,9 @@ Membership requests reaching another node are forwarded to the leader over the p
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 
-from .config import NODE_ID, Config
+from .config import MEMBER_ADDRESS, NODE_ID, Config
 from .core import leaderplan
 from .errors import BadRequest, Conflict, NotFound, Unavailable
 from .hlc import HLC, LOGICAL_BITS
@@ -22,14 +21,6 @@ from .meta import ClusterMeta, MetaUnavailable
 from .peer import MemberChange, PeerError, Peers, PeerStatus
 
 log = logging.getLogger(__name__)
-
-# A new member's HOST:PORT: a host name, IPv4 or [IPv6] address, and a port of 1 to 65535. The
-# OpenAPI document states the same pattern (api/openapi.py imports it).
-PORT = (
-    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
-    r"|6553[0-5])"
-)
-MEMBER_ADDRESS = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):" + PORT + "$")
 
 
 class Leader:
