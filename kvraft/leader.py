@@ -156,10 +156,7 @@ class Leader:
         try:
             return self.peers.change_members(leader, change)
         except PeerStatus as exc:  # the leader refused it: its error, as it gave it
-            err = {"bad_request": BadRequest, "not_found": NotFound, "conflict": Conflict}
-            raise err.get(exc.code, Unavailable)(
-                exc.message or f"leader answered {exc.status}"
-            ) from None
+            raise exc.error() from None
         except PeerError as exc:  # maybe applied: the client retries (adding twice is a no-op)
             raise Unavailable(f"the Raft leader {leader} did not answer: {exc}; retry") from None
 

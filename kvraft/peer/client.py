@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from ..errors import BadRequest, Conflict, KvError, NotFound, Unavailable
 from ..hlc import Version
 from ..storage import ApplyResult, Record
 from . import messages as m
@@ -47,6 +48,21 @@ class PeerStatus(PeerError):
             err = {}
         self.code = str(err.get("error", ""))
         self.message = str(err.get("message", ""))
+
+    def error(self) -> KvError:
+        """The peer's own error, typed as it raised it (:data:`ERROR_CODES`), for a caller that
+        acts for the peer (a forwarded membership change); Unavailable for any other code."""
+        kind = ERROR_CODES.get(self.code, Unavailable)
+        return kind(self.message or f"the peer answered {self.status}")
+
+
+# the error codes of a handler's refusal (the peer's api/errors.py wrote them) that a forwarding
+# node raises again as the same kind; tests/unit/test_api_errors.py holds them against that table
+ERROR_CODES: dict[str, type[KvError]] = {
+    "bad_request": BadRequest,
+    "not_found": NotFound,
+    "conflict": Conflict,
+}
 
 
 class Sent(Protocol):

@@ -19,6 +19,7 @@ from kvraft.errors import (
     TooLarge,
     Unavailable,
 )
+from kvraft.peer.client import ERROR_CODES, PeerStatus
 from kvraft.reports import BadExport, FtpAuthFailed, FtpUnavailable
 from kvraft.storage import StorageClosed
 
@@ -71,3 +72,14 @@ def test_a_client_error_is_not_logged_as_a_bug(caplog):
     status, body, _ = error_of(ValueError("not a number"))
     assert status == 400 and body == b'{"error": "bad_request", "message": "not a number"}'
     assert "unhandled" not in caplog.text
+
+
+def test_a_forwarding_node_raises_a_peer_refusal_again_as_the_kind_the_peer_raised():
+    for code, kind in ERROR_CODES.items():
+        assert row(kind)[1] == code  # the code api/errors.py writes for that kind
+        status = row(kind)[0]
+        body = f'{{"error": "{code}", "message": "why"}}'.encode()
+        err = PeerStatus("n2", status, body).error()
+        assert type(err) is kind and err.message == "why"
+    other = PeerStatus("n2", 500, b'{"error": "internal", "message": "boom"}').error()
+    assert type(other) is Unavailable
