@@ -12,10 +12,11 @@ change publisher, the clock verdict and an executor for parallel peer calls.
 Write path: stamp an HLC version, send the record to the remote replicas first and commit the
 local copy while they work, store a hint on a stand-in node for each replica that failed, and
 succeed when the acks meet ``w`` (hints count for ``one`` and ``quorum``, never for ``all``).
-Read path: ``r=one`` reads the first reachable replica (this node's store if it is one);
-``quorum``/``all`` ask that many replicas, return the newest and repair the stale ones.
-``get_many`` is the same read for many keys (reports, exports): one request per replica per
-batch of keys instead of one per key, each key decided as ``get`` decides it.
+Read path: the rule is :class:`kvraft.core.quorum.ReadWalk`'s (``r=one`` reads the first
+reachable replica, this node's store if it is one, and asks the others on a miss; ``quorum``/
+``all`` ask every replica, return the newest and repair the stale ones); :meth:`read` drives it
+for one key, ``get_many`` for many keys (reports, exports): one request per replica per batch of
+keys instead of one per key, each key decided by the same walk.
 
 It must not: start threads of its own beyond the executor's tasks, read the wall clock, decide
 quorum rules itself (that is :mod:`kvraft.core.quorum`), import Flask or know HTTP statuses.
@@ -408,8 +409,7 @@ class Coordinator:
         repairs it asks for (``r`` above ``one``) are sent in the background. Raises
         Unavailable (too few replicas answered) or ValueError (an unknown level)."""
         walk = self.walk(key, level)
-        ask = walk.asks()
-        while ask:
+        while ask := walk.asks():
             if len(ask) == 1:
                 n = ask[0]
                 try:
@@ -418,25 +418,21 @@ class Coordinator:
                     walk.fail(n, str(exc))
                 else:
                     walk.add(n, found)
-            else:
-                answers, failures = self.gather_all(ask, key)
-                for n in ask:
-                    if n in answers:
-                        walk.add(n, answers[n])
-                    else:
-                        walk.fail(n, failures[n])
-            ask = walk.asks()
+                continue
+            answers, failures = self.gather_all(ask, key)
+            for n in ask:
+                if n in answers:
+                    walk.add(n, answers[n])
+                else:
+                    walk.fail(n, failures[n])
         out = walk.response()
         if isinstance(out, quorum.Unavailable):
             raise Unavailable(out.reason)
-        repairs = walk.repairs()
-        if repairs:
+        if repairs := walk.repairs():
             self.send_repairs(repairs)
         return out.record
 
-    def walk(
-        self, key: str, level: str, alive: dict[str, bool] | None = None
-    ) -> quorum.ReadWalk:
+    def walk(self, key: str, level: str, alive: dict[str, bool] | None = None) -> quorum.ReadWalk:
         """The read walk of ``key`` at ``level`` over the current placement: its readable
         replicas in read order, and the live replicas still being filled (asked too, not
         counted: a write may have reached only them). ``alive`` caches liveness across the keys
@@ -493,11 +489,10 @@ class Coordinator:
         :class:`~kvraft.peer.messages.ReadKeys` per :data:`READ_MANY_KEYS` keys (with a byte
         budget of :data:`READ_MANY_BYTES`; this node's own copies come from its store).
 
-        Per key the answer is :meth:`get`'s: the same replica order (``quorum.read_order``),
-        at ``r=one`` the first replica that answers, asking the others when it holds nothing;
-        above ``one`` a :class:`~kvraft.core.quorum.ReadTally` over the replicas that answered,
-        its repairs sent in the background; replicas still being filled are asked with the
-        others (``ReadTally.extra``: their records take part, their answers do not count).
+        Per key the answer is :meth:`get`'s: the same :class:`~kvraft.core.quorum.ReadWalk`
+        (replica order, ``r=one`` asking the others on a miss, replicas still being filled asked
+        but not counted, the tally and repairs above ``one``), here driven for every key at once
+        by :meth:`walk_batched`; the repairs are sent in the background, one task per replica.
 
         Blocks until every replica asked answered or failed; the values of all ``keys`` are in
         memory at once (callers page). Thread-safe; not to be called from a task of the

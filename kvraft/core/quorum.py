@@ -6,7 +6,8 @@ outcome is (as data: :class:`Ok`, :class:`Restamp`, :class:`PlaceHints`, :class:
 :class:`ReadOk`, :class:`Unavailable`) and which replicas to repair (``repairs()``: (node, record)
 pairs). A read of one key is a :class:`ReadWalk` (which replicas to ask, round by round, over a
 :class:`ReadTally`): the one read rule, driven by ``Coordinator.read`` (one key) and
-``Coordinator.get_many`` (many keys, batched per replica). The listing merge and the newest-value / stale-replica choices are functions here too.
+``Coordinator.get_many`` (many keys, batched per replica). The listing merge and the
+newest-value / stale-replica choices are functions here too.
 
 Pure: no IO, no threads, no clock, no logging. A tally is used by one thread.
 """
@@ -95,8 +96,25 @@ def stale(answers: Mapping[str, Record | None], best: Record) -> list[str]:
 
 
 def read_order(replicas: Iterable[str], self_id: str, alive: Mapping[str, bool]) -> list[str]:
-    """The order to ask replicas in: this node first, then live ones, then the rest (stable)."""
-    return sorted(replicas, key=lambda n: (n != self_id, not alive.get(n, True)))
+    """The order to ask replicas in: this node first, then live ones, then the rest (stable).
+    (A stable sort by (not self, not alive), without the sort: this is on every read's path.)"""
+    mine = 0
+    order: list[str] = []
+    down: list[str] | None = None
+    for n in replicas:
+        if n == self_id:
+            mine += 1
+        elif alive.get(n, True):
+            order.append(n)
+        elif down is None:
+            down = [n]
+        else:
+            down.append(n)
+    if mine:
+        order[:0] = [self_id] * mine
+    if down:
+        order += down
+    return order
 
 
 # -- writes ----------------------------------------------------------------------------------------
@@ -323,7 +341,6 @@ class ReadWalk:
         "order",
         "filling",
         "_at",
-        "_last",
         "_waiting",
         "_tally",
         "_errors",
@@ -344,10 +361,9 @@ class ReadWalk:
         self.order = order
         self.filling = filling
         self._at = 0  # r=one: the index in ``order`` of the replica being asked
-        self._last: tuple[str, ...] = ()  # the last round's replicas, once it started
-        self._waiting: set[str] = set()  # the last round's replicas that have not answered
+        self._waiting: dict[str, None] | None = None  # the last round's replicas not answered
         self._tally: ReadTally | None = None  # the last round's answers
-        self._errors: list[str] = []  # r=one: why each replica asked failed
+        self._errors: list[str] | None = None  # r=one: why each replica asked failed
         self._outcome: ReadOutcome | None = None
         if level != "one":
             self._start_last((*order, *filling), ReadTally(key, level, need))
@@ -368,15 +384,15 @@ class ReadWalk:
         :meth:`fail` before the next round starts. Empty once the walk is done."""
         if self._outcome is not None:
             return ()
-        if self._tally is None:
+        if self._waiting is None:
             return (self.order[self._at],)
-        return tuple(n for n in self._last if n in self._waiting)
+        return tuple(self._waiting)
 
     def add(self, node: str, answer: Record | None) -> None:
         """``node``'s answer: the record of the key it holds (None: it holds none)."""
-        tally = self._tally
-        if tally is None:
-            self._check_probe(node)
+        if self._waiting is None:  # r=one, one replica at a time
+            if self._outcome is not None or node != self.order[self._at]:
+                raise self._not_asked(node)
             if answer is not None or (self._at + 1 >= len(self.order) and not self.filling):
                 self._outcome = ReadOk(answer)
                 return
@@ -385,24 +401,30 @@ class ReadWalk:
             tally.add(node, None)
             self._start_last((*self.order[self._at + 1 :], *self.filling), tally)
             return
-        self._check_last(node)
+        if node not in self._waiting:
+            raise self._not_asked(node)
+        assert self._tally is not None
         if node in self.filling:
-            tally.extra(node, answer)
+            self._tally.extra(node, answer)
         else:
-            tally.add(node, answer)
-        self._answered(node)
+            self._tally.add(node, answer)
+        self._answered(node, self._waiting)
 
     def fail(self, node: str, reason: str) -> None:
         """``node`` was asked and did not answer (down, or the request failed): ``reason``."""
-        if self._tally is None:
-            self._check_probe(node)
+        if self._waiting is None:
+            if self._outcome is not None or node != self.order[self._at]:
+                raise self._not_asked(node)
+            if self._errors is None:
+                self._errors = []
             self._errors.append(reason)
             self._at += 1
             if self._at >= len(self.order):
                 self._outcome = self._unavailable()
             return
-        self._check_last(node)
-        self._answered(node)
+        if node not in self._waiting:
+            raise self._not_asked(node)
+        self._answered(node, self._waiting)
 
     def response(self) -> ReadOutcome:
         """The read's outcome (:class:`ReadOk` or :class:`Unavailable`), once :attr:`done`."""
@@ -410,36 +432,32 @@ class ReadWalk:
             raise RuntimeError(f"the read of {self.key!r} still asks {self.asks()}")
         return self._outcome
 
-    def repairs(self) -> list[tuple[str, Record]]:
+    def repairs(self) -> Sequence[tuple[str, Record]]:
         """Read repair as data, once :attr:`done`: (node, record) for every replica asked in the
         last round of a read above ``one`` that holds an older record than the answer, or none."""
-        self.response()
-        if self.level == "one" or self._tally is None:
-            return []
+        if self._outcome is None:
+            raise RuntimeError(f"the read of {self.key!r} still asks {self.asks()}")
+        if self._tally is None or self.level == "one":
+            return ()
         return self._tally.repairs()
 
     def _start_last(self, nodes: tuple[str, ...], tally: ReadTally) -> None:
-        self._last, self._waiting, self._tally = nodes, set(nodes), tally
+        self._waiting, self._tally = dict.fromkeys(nodes), tally
         if not nodes:
             self._outcome = tally.response()
 
-    def _answered(self, node: str) -> None:
-        self._waiting.discard(node)
-        if not self._waiting:
+    def _answered(self, node: str, waiting: dict[str, None]) -> None:
+        del waiting[node]
+        if not waiting:
             assert self._tally is not None
             self._outcome = self._tally.response()
 
-    def _check_probe(self, node: str) -> None:
-        if self._outcome is not None or node != self.order[self._at]:
-            raise ValueError(f"{node!r} was not asked for {self.key!r} (asked: {self.asks()})")
-
-    def _check_last(self, node: str) -> None:
-        if self._outcome is not None or node not in self._waiting:
-            raise ValueError(f"{node!r} was not asked for {self.key!r} (asked: {self.asks()})")
+    def _not_asked(self, node: str) -> ValueError:
+        return ValueError(f"{node!r} was not asked for {self.key!r} (asked: {self.asks()})")
 
     def _unavailable(self) -> Unavailable:
         return Unavailable(
-            f"no replica of {self.key!r} answered: {'; '.join(self._errors)}",
+            f"no replica of {self.key!r} answered: {'; '.join(self._errors or ())}",
             maybe_applied=False,
         )
 
