@@ -447,7 +447,8 @@ class Coordinator:
         # while a lost replica is being refilled, "all" means every filled replica
         need = placement.required_acks(level, min(self.rf, len(replicas)))
         order = quorum.read_order(replicas, self.id, alive)
-        filling = [n for n in every if n not in replicas and alive[n]]
+        # (every == replicas: none is being filled, the common case, without the scan)
+        filling = () if every == replicas else [n for n in every if n not in replicas and alive[n]]
         return quorum.ReadWalk(key, level, need, order, filling)
 
     def send_repairs(self, repairs: Iterable[tuple[str, Record]]) -> None:
