@@ -12,10 +12,11 @@ change publisher, the clock verdict and an executor for parallel peer calls.
 Write path: stamp an HLC version, send the record to the remote replicas first and commit the
 local copy while they work, store a hint on a stand-in node for each replica that failed, and
 succeed when the acks meet ``w`` (hints count for ``one`` and ``quorum``, never for ``all``).
-Read path: ``r=one`` reads the first reachable replica (this node's store if it is one);
-``quorum``/``all`` ask that many replicas, return the newest and repair the stale ones.
-``get_many`` is the same read for many keys (reports, exports): one request per replica per
-batch of keys instead of one per key, each key decided as ``get`` decides it.
+Read path: the rule is :class:`kvraft.core.quorum.ReadWalk`'s (``r=one`` reads the first
+reachable replica, this node's store if it is one, and asks the others on a miss; ``quorum``/
+``all`` ask every replica, return the newest and repair the stale ones); :meth:`read` drives it
+for one key, ``get_many`` for many keys (reports, exports): one request per replica per batch of
+keys instead of one per key, each key decided by the same walk.
 
 It must not: start threads of its own beyond the executor's tasks, read the wall clock, decide
 quorum rules itself (that is :mod:`kvraft.core.quorum`), import Flask or know HTTP statuses.
@@ -403,58 +404,85 @@ class Coordinator:
 
     def read(self, key: str, level: str) -> Record | None:
         """The newest record of ``key`` the replicas asked at ``level`` hold (tombstones
-        included); stale replicas are repaired in the background (``r`` above ``one``)."""
-        part, every = self.view.replicas_of(key)
-        replicas = self.view.readable(part)
-        # while a lost replica is being refilled, "all" means every filled replica; the ones
-        # being filled are asked too (a write may have reached only them), not counted
-        filling = [n for n in every if n not in replicas and self.view.is_alive(n)]
-        need = placement.required_acks(level, min(self.rf, len(replicas)))
-        order = quorum.read_order(replicas, self.id, {n: self.view.is_alive(n) for n in replicas})
-        if level == "one":
-            errors = []
-            for i, n in enumerate(order):
+        included), by the read rule of :class:`kvraft.core.quorum.ReadWalk`: its rounds of one
+        replica are asked from this thread, its rounds of several in parallel on the pool; the
+        repairs it asks for (``r`` above ``one``) are sent in the background. Raises
+        Unavailable (too few replicas answered) or ValueError (an unknown level)."""
+        walk = self.walk(key, level)
+        while ask := walk.asks():
+            if len(ask) == 1:
+                n = ask[0]
                 try:
                     found = self.fetch(n, key)
                 except (PeerError, ValueError) as exc:
-                    errors.append(str(exc))
-                    continue
-                if found is None and (i + 1 < len(order) or filling):
-                    # a miss may be a replica whose copy still waits as a hint elsewhere (it was
-                    # down for the write): ask the others before answering "not found"
-                    found = quorum.newest(self.gather([*order[i + 1 :], *filling], key).values())
-                return found
-            raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors)}")
-        tally = quorum.ReadTally(key, level, need)
-        for n, answer in self.gather([*order, *filling], key).items():
-            if n in filling:
-                tally.extra(n, answer)
-            else:
-                tally.add(n, answer)
-        out = tally.response()
+                    walk.fail(n, str(exc))
+                else:
+                    walk.add(n, found)
+                continue
+            answers, failures = self.gather_all(ask, key)
+            for n in ask:
+                if n in answers:
+                    walk.add(n, answers[n])
+                else:
+                    walk.fail(n, failures[n])
+        out = walk.response()
         if isinstance(out, quorum.Unavailable):
             raise Unavailable(out.reason)
-        for n, rec in tally.repairs():
-            self.count("read_repairs")
-            self.pool.submit(self.repair, n, rec)
+        if repairs := walk.repairs():
+            self.send_repairs(repairs)
         return out.record
+
+    def walk(self, key: str, level: str, alive: dict[str, bool] | None = None) -> quorum.ReadWalk:
+        """The read walk of ``key`` at ``level`` over the current placement: its readable
+        replicas in read order, and the live replicas still being filled (asked too, not
+        counted: a write may have reached only them). ``alive`` caches liveness across the keys
+        of one batch. ValueError for an unknown level."""
+        part, every = self.view.replicas_of(key)
+        replicas = self.view.readable(part)
+        if alive is None:
+            alive = {}
+        for n in every:
+            if n not in alive:
+                alive[n] = self.view.is_alive(n)
+        # while a lost replica is being refilled, "all" means every filled replica
+        need = placement.required_acks(level, min(self.rf, len(replicas)))
+        order = quorum.read_order(replicas, self.id, alive)
+        # (every == replicas: none is being filled, the common case, without the scan)
+        filling = () if every == replicas else [n for n in every if n not in replicas and alive[n]]
+        return quorum.ReadWalk(key, level, need, order, filling)
+
+    def send_repairs(self, repairs: Iterable[tuple[str, Record]]) -> None:
+        """Send read repairs in the background: one :meth:`repair_many` task per replica."""
+        by_node: dict[str, list[Record]] = {}
+        for n, rec in repairs:
+            by_node.setdefault(n, []).append(rec)
+        for n, recs in by_node.items():
+            self.count("read_repairs", len(recs))
+            self.pool.submit(self.repair_many, n, recs)
 
     def gather(self, nodes: Sequence[str], key: str) -> dict[str, Record | None]:
         """Ask each of ``nodes`` for ``key`` in parallel; the answers of those that answered.
         Blocks until every one answered or failed."""
+        return self.gather_all(nodes, key)[0]
+
+    def gather_all(
+        self, nodes: Sequence[str], key: str
+    ) -> tuple[dict[str, Record | None], dict[str, str]]:
+        """:meth:`gather`, and why each node that did not answer failed."""
         futures: dict[Future[Record | None], str] = {
             self.pool.submit(self.fetch, n, key): n for n in nodes
         }
         answers: dict[str, Record | None] = {}
+        failures: dict[str, str] = {}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 try:
                     answers[futures[fut]] = fut.result()
-                except (PeerError, ValueError):
-                    pass
-        return answers
+                except (PeerError, ValueError) as exc:
+                    failures[futures[fut]] = str(exc)
+        return answers, failures
 
     def get_many(self, keys: Iterable[str], r: str = "one") -> dict[str, Record | None]:
         """Each key's live record at read level ``r`` (None: absent or deleted), read in
@@ -462,11 +490,10 @@ class Coordinator:
         :class:`~kvraft.peer.messages.ReadKeys` per :data:`READ_MANY_KEYS` keys (with a byte
         budget of :data:`READ_MANY_BYTES`; this node's own copies come from its store).
 
-        Per key the answer is :meth:`get`'s: the same replica order (``quorum.read_order``),
-        at ``r=one`` the first replica that answers, asking the others when it holds nothing;
-        above ``one`` a :class:`~kvraft.core.quorum.ReadTally` over the replicas that answered,
-        its repairs sent in the background; replicas still being filled are asked with the
-        others (``ReadTally.extra``: their records take part, their answers do not count).
+        Per key the answer is :meth:`get`'s: the same :class:`~kvraft.core.quorum.ReadWalk`
+        (replica order, ``r=one`` asking the others on a miss, replicas still being filled asked
+        but not counted, the tally and repairs above ``one``), here driven for every key at once
+        by :meth:`walk_batched`; the repairs are sent in the background, one task per replica.
 
         Blocks until every replica asked answered or failed; the values of all ``keys`` are in
         memory at once (callers page). Thread-safe; not to be called from a task of the
@@ -478,118 +505,47 @@ class Coordinator:
             check_key(key)
         placement.required_acks(r, self.rf)  # an unknown level: refused before anything is sent
         alive: dict[str, bool] = {}
-        orders: dict[str, list[str]] = {}
-        filling: dict[str, list[str]] = {}
-        needs: dict[str, int] = {}
-        for key in wanted:
-            part, every = self.view.replicas_of(key)
-            replicas = self.view.readable(part)
-            for n in every:
-                if n not in alive:
-                    alive[n] = self.view.is_alive(n)
-            needs[key] = placement.required_acks(r, min(self.rf, len(replicas)))
-            orders[key] = quorum.read_order(replicas, self.id, alive)
-            # as in read: replicas being filled are asked too, their answers not counted
-            filling[key] = [n for n in every if n not in replicas and alive[n]]
-        found = (
-            self._read_one(wanted, orders, filling)
-            if r == "one"
-            else self._read_tallied(wanted, orders, filling, needs, r)
-        )
+        walks = [self.walk(key, r, alive) for key in wanted]
+        self.walk_batched(walks)
+        found: dict[str, Record | None] = {}
+        for walk in walks:
+            out = walk.response()
+            if isinstance(out, quorum.Unavailable):
+                raise Unavailable(out.reason)
+            found[walk.key] = out.record
+        self.send_repairs(rep for walk in walks for rep in walk.repairs())
         self.count("reads", len(wanted))
         return {k: None if rec is None or rec.tomb else rec for k, rec in found.items()}
 
-    def _read_one(
-        self,
-        keys: list[str],
-        orders: Mapping[str, list[str]],
-        filling: Mapping[str, list[str]],
-    ) -> dict[str, Record | None]:
-        """``r=one`` for many keys: :meth:`read`'s walk, one batch per replica per round."""
-        out: dict[str, Record | None] = {}
-        errors: dict[str, list[str]] = {k: [] for k in keys}
-        dead = {k for k in keys if not orders[k]}  # no replica answered
-        at = {k: 0 for k in keys if orders[k]}  # key -> index in its order of the one to ask
-        missed: dict[str, int] = {}  # key -> index of the first replica that answered: None
-        while at:
+    def walk_batched(self, walks: Sequence[quorum.ReadWalk]) -> None:
+        """Drive many keys' walks to their end, batched: each round asks every replica once
+        (:meth:`read_stored`) for the keys whose walks ask it. The walks' one-replica rounds
+        run first; then their last rounds all together (one request per replica). Raises
+        Unavailable for the first walk, in the order given, that too few replicas answered,
+        before any last round is sent."""
+        pending = [w for w in walks if not w.done]
+        while pending:
+            stepping = [w for w in pending if not w.final]
+            if not stepping:  # only last rounds remain: the keys already lost end the read
+                for w in walks:
+                    out = w.response() if w.done else None
+                    if isinstance(out, quorum.Unavailable):
+                        raise Unavailable(out.reason)
+                stepping = pending
+            asked = [(w, w.asks()) for w in stepping]
             by_node: dict[str, list[str]] = {}
-            for key, i in at.items():
-                by_node.setdefault(orders[key][i], []).append(key)
+            for w, nodes in asked:
+                for n in nodes:
+                    by_node.setdefault(n, []).append(w.key)
             answers, failures = self._read_batches(by_node)
-            following: dict[str, int] = {}
-            for key, i in at.items():
-                node_id = orders[key][i]
-                got = answers.get(node_id)
-                if got is None:  # that replica failed: ask the next one
-                    errors[key].append(failures[node_id])
-                    if i + 1 < len(orders[key]):
-                        following[key] = i + 1
+            for w, nodes in asked:
+                for n in nodes:
+                    got = answers.get(n)
+                    if got is None:
+                        w.fail(n, failures[n])
                     else:
-                        dead.add(key)
-                elif key not in got and (i + 1 < len(orders[key]) or filling[key]):
-                    # a miss may be a replica whose copy still waits as a hint elsewhere (it
-                    # was down for the write): ask the others before answering "not found"
-                    missed[key] = i
-                else:
-                    out[key] = got.get(key)
-            at = following
-        for key in keys:
-            if key in dead:
-                raise Unavailable(f"no replica of {key!r} answered: {'; '.join(errors[key])}")
-        if missed:
-            by_node = {}
-            for key, i in missed.items():
-                for n in [*orders[key][i + 1 :], *filling[key]]:
-                    by_node.setdefault(n, []).append(key)
-            answers, _failures = self._read_batches(by_node)
-            for key, i in missed.items():
-                tally = quorum.ReadTally(key, "one", 1)
-                tally.add(orders[key][i], None)
-                for n in orders[key][i + 1 :]:
-                    if n in answers:
-                        tally.add(n, answers[n].get(key))
-                for n in filling[key]:
-                    if n in answers:
-                        tally.extra(n, answers[n].get(key))
-                res = tally.response()
-                assert isinstance(res, quorum.ReadOk)  # one answer (the miss) is enough
-                out[key] = res.record
-        return out
-
-    def _read_tallied(
-        self,
-        keys: list[str],
-        orders: Mapping[str, list[str]],
-        filling: Mapping[str, list[str]],
-        needs: Mapping[str, int],
-        level: str,
-    ) -> dict[str, Record | None]:
-        """``r=quorum``/``all`` for many keys: every replica asked once, a ReadTally per key."""
-        by_node: dict[str, list[str]] = {}
-        for key in keys:
-            for n in [*orders[key], *filling[key]]:
-                by_node.setdefault(n, []).append(key)
-        answers, _failures = self._read_batches(by_node)
-        out: dict[str, Record | None] = {}
-        repairs: dict[str, list[Record]] = {}
-        for key in keys:
-            tally = quorum.ReadTally(key, level, needs[key])
-            for n in orders[key]:
-                if n in answers:
-                    tally.add(n, answers[n].get(key))
-            for n in filling[key]:
-                if n in answers:
-                    tally.extra(n, answers[n].get(key))
-            res = tally.response()
-            if isinstance(res, quorum.Unavailable):
-                raise Unavailable(res.reason)
-            for n, rec in tally.repairs():
-                repairs.setdefault(n, []).append(rec)
-            out[key] = res.record
-        for n, recs in repairs.items():
-            self.count("read_repairs", len(recs))
-            self.pool.submit(self.repair_many, n, recs)
-        return out
+                        w.add(n, got.get(w.key))
+            pending = [w for w in pending if not w.done]
 
     def _read_batches(
         self, by_node: Mapping[str, list[str]]
@@ -629,13 +585,6 @@ class Coordinator:
         """Write ``records`` to a stale replica; a failure is left to hints and anti-entropy."""
         try:
             self.send_records(node_id, records)
-        except PeerError:
-            pass  # anti-entropy and hints cover it later
-
-    def repair(self, node_id: str, record: Record) -> None:
-        """Write ``record`` to a stale replica; a failure is left to hints and anti-entropy."""
-        try:
-            self.send_records(node_id, [record])
         except PeerError:
             pass  # anti-entropy and hints cover it later
 

@@ -4,7 +4,10 @@ The coordinator (:mod:`kvraft.coordinator`) does the IO: it sends a write or a r
 and feeds each answer to a tally (``add``); the tally says whether the answers are enough, what the
 outcome is (as data: :class:`Ok`, :class:`Restamp`, :class:`PlaceHints`, :class:`NeedWatermark`,
 :class:`ReadOk`, :class:`Unavailable`) and which replicas to repair (``repairs()``: (node, record)
-pairs). The listing merge and the newest-value / stale-replica choices are functions here too.
+pairs). A read of one key is a :class:`ReadWalk` (which replicas to ask, round by round, over a
+:class:`ReadTally`): the one read rule, driven by ``Coordinator.read`` (one key) and
+``Coordinator.get_many`` (many keys, batched per replica). The listing merge and the
+newest-value / stale-replica choices are functions here too.
 
 Pure: no IO, no threads, no clock, no logging. A tally is used by one thread.
 """
@@ -93,8 +96,25 @@ def stale(answers: Mapping[str, Record | None], best: Record) -> list[str]:
 
 
 def read_order(replicas: Iterable[str], self_id: str, alive: Mapping[str, bool]) -> list[str]:
-    """The order to ask replicas in: this node first, then live ones, then the rest (stable)."""
-    return sorted(replicas, key=lambda n: (n != self_id, not alive.get(n, True)))
+    """The order to ask replicas in: this node first, then live ones, then the rest (stable).
+    (A stable sort by (not self, not alive), without the sort: this is on every read's path.)"""
+    mine = 0
+    order: list[str] = []
+    down: list[str] | None = None
+    for n in replicas:
+        if n == self_id:
+            mine += 1
+        elif alive.get(n, True):
+            order.append(n)
+        elif down is None:
+            down = [n]
+        else:
+            down.append(n)
+    if mine:
+        order[:0] = [self_id] * mine
+    if down:
+        order += down
+    return order
 
 
 # -- writes ----------------------------------------------------------------------------------------
@@ -286,6 +306,160 @@ class ReadTally:
         if best is None:
             return []
         return [(n, best) for n in stale({**self.extras, **self.answers}, best)]
+
+
+class ReadWalk:
+    """The read of one key, as data: which replicas to ask in which round, and the answer.
+
+    ``order``: the replicas that may serve the read, in the order to ask them
+    (:func:`read_order`); ``filling``: the live replicas still being filled, asked too but not
+    counted (:meth:`ReadTally.extra`); ``need``: the answers ``level`` needs. The driver asks
+    every replica of :meth:`asks` (in parallel, or batched with other keys' walks), then feeds
+    each one's answer to :meth:`add` (the record it holds, tombstones included, or None) or its
+    failure to :meth:`fail`, and asks again, until :attr:`done`; then :meth:`response` and
+    :meth:`repairs`.
+
+    The rules:
+
+    - ``r=one``: the replicas one at a time, in order, until one answers (a failure: the next
+      one). A record is the answer. A miss, while other replicas or filling ones remain, may be
+      a replica whose copy still waits as a hint elsewhere (it was down for the write): then
+      every one of those is asked in one last round, and the answer is the newest record any of
+      them holds (their failures do not matter: the miss already answered). No read repair.
+      When none answers: Unavailable, "no replica of KEY answered: " and the failures' reasons.
+    - above ``one``: every replica and every filling one in one round; the answer and the
+      repairs are :class:`ReadTally`'s (Unavailable when fewer than ``need`` replicas answered).
+
+    :attr:`final` says that the current round is the walk's last (it asks everything the walk
+    may still ask): a driver batching many keys runs the one-at-a-time rounds of all walks
+    first, then every walk's last round together (one request per replica). Pure; one thread."""
+
+    __slots__ = (
+        "key",
+        "level",
+        "need",
+        "order",
+        "filling",
+        "_at",
+        "_waiting",
+        "_tally",
+        "_errors",
+        "_outcome",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        level: str,
+        need: int,
+        order: Sequence[str],
+        filling: Sequence[str] = (),
+    ) -> None:
+        self.key = key
+        self.level = level
+        self.need = need
+        self.order = order
+        self.filling = filling
+        self._at = 0  # r=one: the index in ``order`` of the replica being asked
+        self._waiting: dict[str, None] | None = None  # the last round's replicas not answered
+        self._tally: ReadTally | None = None  # the last round's answers
+        self._errors: list[str] | None = None  # r=one: why each replica asked failed
+        self._outcome: ReadOutcome | None = None
+        if level != "one":
+            self._start_last((*order, *filling), ReadTally(key, level, need))
+        elif not order:
+            self._outcome = self._unavailable()
+
+    @property
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    @property
+    def final(self) -> bool:
+        """Whether the current round is the walk's last (see the class)."""
+        return self._tally is not None
+
+    def asks(self) -> tuple[str, ...]:
+        """The replicas to ask in the current round: each must then be given to :meth:`add` or
+        :meth:`fail` before the next round starts. Empty once the walk is done."""
+        if self._outcome is not None:
+            return ()
+        if self._waiting is None:
+            return (self.order[self._at],)
+        return tuple(self._waiting)
+
+    def add(self, node: str, answer: Record | None) -> None:
+        """``node``'s answer: the record of the key it holds (None: it holds none)."""
+        if self._waiting is None:  # r=one, one replica at a time
+            if self._outcome is not None or node != self.order[self._at]:
+                raise self._not_asked(node)
+            if answer is not None or (self._at + 1 >= len(self.order) and not self.filling):
+                self._outcome = ReadOk(answer)
+                return
+            # a miss: ask the others (and the filling ones) before answering "not found"
+            tally = ReadTally(self.key, self.level, self.need)
+            tally.add(node, None)
+            self._start_last((*self.order[self._at + 1 :], *self.filling), tally)
+            return
+        if node not in self._waiting:
+            raise self._not_asked(node)
+        assert self._tally is not None
+        if node in self.filling:
+            self._tally.extra(node, answer)
+        else:
+            self._tally.add(node, answer)
+        self._answered(node, self._waiting)
+
+    def fail(self, node: str, reason: str) -> None:
+        """``node`` was asked and did not answer (down, or the request failed): ``reason``."""
+        if self._waiting is None:
+            if self._outcome is not None or node != self.order[self._at]:
+                raise self._not_asked(node)
+            if self._errors is None:
+                self._errors = []
+            self._errors.append(reason)
+            self._at += 1
+            if self._at >= len(self.order):
+                self._outcome = self._unavailable()
+            return
+        if node not in self._waiting:
+            raise self._not_asked(node)
+        self._answered(node, self._waiting)
+
+    def response(self) -> ReadOutcome:
+        """The read's outcome (:class:`ReadOk` or :class:`Unavailable`), once :attr:`done`."""
+        if self._outcome is None:
+            raise RuntimeError(f"the read of {self.key!r} still asks {self.asks()}")
+        return self._outcome
+
+    def repairs(self) -> Sequence[tuple[str, Record]]:
+        """Read repair as data, once :attr:`done`: (node, record) for every replica asked in the
+        last round of a read above ``one`` that holds an older record than the answer, or none."""
+        if self._outcome is None:
+            raise RuntimeError(f"the read of {self.key!r} still asks {self.asks()}")
+        if self._tally is None or self.level == "one":
+            return ()
+        return self._tally.repairs()
+
+    def _start_last(self, nodes: tuple[str, ...], tally: ReadTally) -> None:
+        self._waiting, self._tally = dict.fromkeys(nodes), tally
+        if not nodes:
+            self._outcome = tally.response()
+
+    def _answered(self, node: str, waiting: dict[str, None]) -> None:
+        del waiting[node]
+        if not waiting:
+            assert self._tally is not None
+            self._outcome = self._tally.response()
+
+    def _not_asked(self, node: str) -> ValueError:
+        return ValueError(f"{node!r} was not asked for {self.key!r} (asked: {self.asks()})")
+
+    def _unavailable(self) -> Unavailable:
+        return Unavailable(
+            f"no replica of {self.key!r} answered: {'; '.join(self._errors or ())}",
+            maybe_applied=False,
+        )
 
 
 # -- listings --------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 :func:`live_entries` pages through :meth:`Node.list_keys` and reads each page of keys with
 :meth:`Node.get_many` at ``r=one``, so the read rule (replica order, newest wins, asking the
-other replicas on a miss) is the coordinator's, in one copy: this module has no replica order,
-no version comparison and no peer calls of its own. ``get_many`` sends one bulk read per
-replica per page, not one read per key.
+other replicas on a miss) is the one copy of it, :class:`kvraft.core.quorum.ReadWalk`, which
+``Coordinator.get_many`` drives for many keys as ``Coordinator.read`` drives it for one: this
+module has no replica order, no version comparison and no peer calls of its own. ``get_many``
+sends one bulk read per replica per page, not one read per key.
 
 :func:`local_records` is the other side of a bulk read: the answer a node gives to a peer's
 ``ReadKeys`` with a byte budget.

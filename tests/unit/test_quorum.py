@@ -3,6 +3,7 @@ outcome and repairs out, no network."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -237,6 +238,130 @@ def test_read_order_is_self_then_live_then_down():
     assert quorum.read_order(["n2", "n3"], "n1", alive) == ["n3", "n2"]
 
 
+@given(
+    st.lists(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), unique=True, max_size=5),
+    st.dictionaries(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), st.booleans()),
+)
+def test_read_order_is_the_stable_sort_by_self_then_alive(replicas, alive):
+    want = sorted(replicas, key=lambda n: (n != "n1", not alive.get(n, True)))
+    assert quorum.read_order(replicas, "n1", alive) == want
+    assert quorum.read_order(tuple(replicas), "n1", alive) == want
+
+
+# -- the read walk (which replicas to ask, round by round) -----------------------------------------
+
+
+def test_r_one_a_record_from_the_first_replica_is_the_answer_and_nothing_else_is_asked():
+    w = quorum.ReadWalk("k", "one", 1, ["n1", "n2", "n3"], ["n4"])
+    assert w.asks() == ("n1",) and not w.final and not w.done
+    w.add("n1", rec("k", 5))
+    assert w.done and w.asks() == ()
+    assert w.response() == quorum.ReadOk(rec("k", 5)) and w.repairs() == ()
+
+
+def test_r_one_a_failed_replica_passes_the_read_to_the_next_in_order():
+    w = quorum.ReadWalk("k", "one", 1, ["n1", "n2", "n3"])
+    w.fail("n1", "n1: down")
+    assert w.asks() == ("n2",) and not w.done
+    w.add("n2", rec("k", 5, tomb=True))  # a tombstone is a record: the answer
+    assert w.response() == quorum.ReadOk(rec("k", 5, tomb=True))
+
+
+def test_r_one_a_miss_asks_the_rest_and_the_filling_replicas_at_once_and_the_newest_wins():
+    w = quorum.ReadWalk("k", "one", 1, ["n1", "n2", "n3"], ["n4"])
+    w.fail("n1", "n1: down")
+    w.add("n2", None)  # a miss: maybe its copy waits as a hint elsewhere
+    assert w.final and not w.done
+    assert w.asks() == ("n3", "n4")  # the rest of the order, then the filling replica
+    w.add("n4", rec("k", 9, "n4"))
+    assert not w.done and w.asks() == ("n3",)
+    w.fail("n3", "n3: timeout")  # the miss answered already: a failure here does not matter
+    assert w.response() == quorum.ReadOk(rec("k", 9, "n4"))
+    assert w.repairs() == ()  # r=one repairs nothing
+
+
+def test_r_one_a_miss_that_the_others_confirm_is_not_found():
+    w = quorum.ReadWalk("k", "one", 1, ["n1", "n2"], ["n3"])
+    w.add("n1", None)
+    assert w.asks() == ("n2", "n3")
+    w.add("n2", None)
+    w.fail("n3", "gone")
+    assert w.response() == quorum.ReadOk(None)
+
+
+def test_r_one_a_miss_of_the_last_replica_without_filling_ones_is_the_answer():
+    w = quorum.ReadWalk("k", "one", 1, ["n1", "n2"])
+    w.fail("n1", "down")
+    w.add("n2", None)
+    assert w.done and w.response() == quorum.ReadOk(None) and w.repairs() == ()
+
+
+def test_r_one_with_no_replica_answering_is_unavailable_with_every_reason():
+    w = quorum.ReadWalk("k", "one", 1, ["n1", "n2"], ["n3"])
+    w.fail("n1", "n1: refused")
+    w.fail("n2", "n2: timed out")
+    assert w.done and w.asks() == ()  # the filling replica alone cannot answer r=one
+    want = quorum.Unavailable("no replica of 'k' answered: n1: refused; n2: timed out", False)
+    assert w.response() == want
+
+
+def test_r_one_with_no_readable_replica_is_unavailable_before_asking():
+    w = quorum.ReadWalk("k", "one", 1, [], ["n3"])
+    assert w.done and w.asks() == ()
+    assert w.response() == quorum.Unavailable("no replica of 'k' answered: ", False)
+
+
+def test_r_quorum_asks_every_replica_and_filling_one_in_one_last_round():
+    w = quorum.ReadWalk("k", "quorum", 2, ["n1", "n2", "n3"], ["n4"])
+    assert w.final and w.asks() == ("n1", "n2", "n3", "n4")
+    w.add("n3", rec("k", 5))
+    w.add("n1", rec("k", 7))
+    w.add("n4", None)
+    assert not w.done and w.asks() == ("n2",)
+    w.fail("n2", "down")
+    assert w.response() == quorum.ReadOk(rec("k", 7))
+    assert w.repairs() == [("n4", rec("k", 7)), ("n3", rec("k", 7))]  # the stale, the filling
+
+
+def test_a_filling_replica_is_asked_but_its_answer_does_not_count():
+    w = quorum.ReadWalk("k", "all", 2, ["n1", "n2"], ["n4"])
+    w.add("n1", rec("k", 5))
+    w.add("n4", rec("k", 9, "n4"))  # its record takes part...
+    w.fail("n2", "n2: down")  # ...but does not stand in for n2's answer
+    assert w.response() == quorum.Unavailable("r=all needs 2 replicas of 'k', 1 answered", False)
+
+
+def test_a_filling_replicas_newer_record_wins_and_repairs_the_filled_ones():
+    w = quorum.ReadWalk("k", "all", 2, ["n1", "n2"], ["n4"])
+    w.add("n1", rec("k", 5))
+    w.add("n2", None)
+    w.add("n4", rec("k", 9, "n4"))
+    assert w.response() == quorum.ReadOk(rec("k", 9, "n4"))
+    assert w.repairs() == [("n1", rec("k", 9, "n4")), ("n2", rec("k", 9, "n4"))]
+
+
+def test_a_tallied_read_with_no_replica_to_ask_is_decided_at_once():
+    w = quorum.ReadWalk("k", "quorum", 1, [])
+    assert w.done and w.asks() == ()
+    assert w.response() == quorum.Unavailable("r=quorum needs 1 replicas of 'k', 0 answered", False)
+
+
+def test_a_walk_refuses_answers_it_did_not_ask_for_and_answers_only_when_done():
+    w = quorum.ReadWalk("k", "one", 1, ["n1", "n2"])
+    with pytest.raises(RuntimeError, match="still asks"):
+        w.response()
+    with pytest.raises(RuntimeError, match="still asks"):
+        w.repairs()
+    with pytest.raises(ValueError, match="not asked"):
+        w.add("n2", None)  # n1 is asked first
+    w.add("n1", None)
+    with pytest.raises(ValueError, match="not asked"):
+        w.fail("n1", "again")
+    w.add("n2", None)
+    with pytest.raises(ValueError, match="not asked"):
+        w.add("n2", None)  # done
+
+
 versions = st.builds(V, st.integers(1, 30), st.sampled_from(["n1", "n2", "n3"]))
 answers = st.dictionaries(
     st.sampled_from(["n1", "n2", "n3", "n4"]),
@@ -300,3 +425,48 @@ def test_the_untruncated_listing_is_the_sorted_set_of_live_newest_keys(node_scan
                 best[k] = (v, t)
     page = quorum.merge_listing(answers, (), 1000)
     assert page == quorum.Listing(sorted({k for k, (_v, t) in best.items() if not t}), None)
+
+
+@given(answers, st.sampled_from(["quorum", "all"]), st.integers(0, 4))
+def test_a_tallied_walk_decides_as_a_read_tally_over_the_same_answers(ans, level, need):
+    """Above ``one`` the walk is one round over a ReadTally: its outcome and repairs are the
+    tally's, whichever replicas answer (n4: filling) and whichever fail."""
+    order = ["n1", "n2", "n3"]
+    w = quorum.ReadWalk("k", level, need, order, ["n4"])
+    t = quorum.ReadTally("k", level, need)
+    for n in w.asks():
+        if n not in ans:
+            w.fail(n, "down")
+            continue
+        w.add(n, ans[n])
+        if n == "n4":
+            t.extra(n, ans[n])
+        else:
+            t.add(n, ans[n])
+    assert w.response() == t.response()
+    assert w.repairs() == t.repairs()
+
+
+@given(st.lists(st.sampled_from(["answer", "miss", "fail"]), min_size=1, max_size=3))
+def test_r_one_asks_one_replica_at_a_time_until_one_answers(script):
+    """The r=one walk over replicas that fail, miss or answer as scripted: the replicas asked
+    one at a time are the order up to the first that answers (failures pass it on)."""
+    order = ["n1", "n2", "n3"][: len(script)]
+    w = quorum.ReadWalk("k", "one", 1, order)
+    asked = []
+    while not w.done and not w.final:
+        (n,) = w.asks()
+        asked.append(n)
+        what = script[order.index(n)]
+        if what == "fail":
+            w.fail(n, f"{n} down")
+        else:
+            w.add(n, rec("k", 5) if what == "answer" else None)
+    first = next((i for i, s in enumerate(script) if s != "fail"), None)
+    assert asked == order[: len(order) if first is None else first + 1]
+    if first is None:
+        assert isinstance(w.response(), quorum.Unavailable)
+    elif script[first] == "answer":
+        assert w.response() == quorum.ReadOk(rec("k", 5))
+    else:  # a miss: the rest are asked in the last round, unless it was the last replica
+        assert w.asks() == tuple(order[first + 1 :])
