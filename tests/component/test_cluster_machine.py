@@ -218,7 +218,7 @@ class ClusterMachine(RuleBasedStateMachine):
 
 
 ClusterMachine.TestCase.settings = settings(
-    max_examples=50,
+    max_examples=200,  # in process: 8x the HTTP model's 25 examples, with twice its steps
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
