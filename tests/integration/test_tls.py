@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.harness.cluster import Cluster
+from tests.harness.cluster import Cluster, wait_for
 
 
 def _name(cn: str) -> x509.Name:
@@ -155,6 +155,12 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(cluster, pki, tmp_path):
 
 def test_a_redirect_from_the_leader_points_at_https(cluster, pki):
     leader = cluster.leader()
+
+    def every_node_serving() -> bool:  # else the leader's balancer can choose only itself
+        nodes = cluster.cluster_view(leader)["nodes"]
+        return len(nodes) == 3 and all(n["alive"] and n["serving"] for n in nodes)
+
+    wait_for(every_node_serving, 15, "the leader to see every node ready")
     status, _ = tls_exchange(cluster, leader, req("PUT", "/kv/tls%2Fredir?w=all", b"r"), pki["ca"])
     assert status in (200, 201)
     locations = []
