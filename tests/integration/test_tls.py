@@ -99,8 +99,8 @@ def cluster(tmp_path_factory, pki):
         yield c
 
 
-def tls_exchange(c: Cluster, i: int, data: bytes, ca: str) -> tuple[int, bytes]:
-    """One request over a raw TLS socket; (status, body)."""
+def tls_raw(c: Cluster, i: int, data: bytes, ca: str) -> tuple[bytes, bytes]:
+    """One request over a raw TLS socket; (head, body) of the answer as sent."""
     host, port = c.nodes[i].http.rsplit(":", 1)
     ctx = ssl.create_default_context(cafile=ca)
     with socket.create_connection((host, int(port)), timeout=10) as raw:
@@ -110,6 +110,12 @@ def tls_exchange(c: Cluster, i: int, data: bytes, ca: str) -> tuple[int, bytes]:
             while chunk := s.recv(65536):
                 out += chunk
     head, _, body = out.partition(b"\r\n\r\n")
+    return head, body
+
+
+def tls_exchange(c: Cluster, i: int, data: bytes, ca: str) -> tuple[int, bytes]:
+    """One request over a raw TLS socket; (status, body)."""
+    head, body = tls_raw(c, i, data, ca)
     return int(head.split(b" ")[1]), body
 
 
@@ -165,15 +171,8 @@ def test_a_redirect_from_the_leader_points_at_https(cluster, pki):
     assert status in (200, 201)
     locations = []
     for _ in range(12):  # the balancer sends some requests to the leader itself (a 200)
-        host, port = cluster.nodes[leader].http.rsplit(":", 1)
-        ctx = ssl.create_default_context(cafile=pki["ca"])
-        with socket.create_connection((host, int(port)), timeout=10) as raw:
-            with ctx.wrap_socket(raw, server_hostname=host) as s:
-                s.sendall(req("GET", "/kv/tls%2Fredir?redirect=1"))
-                out = b""
-                while chunk := s.recv(65536):
-                    out += chunk
-        head = out.partition(b"\r\n\r\n")[0].decode("latin-1")
+        raw_head, _ = tls_raw(cluster, leader, req("GET", "/kv/tls%2Fredir?redirect=1"), pki["ca"])
+        head = raw_head.decode("latin-1")
         if head.split(" ")[1] == "307":
             locations += [
                 line.split(":", 1)[1].strip()
