@@ -56,8 +56,10 @@ class KvraftCluster:
         stop_timeout: float = 15.0,
         repo: Path = REPO,
         env: dict[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
         self.repo, self.env = Path(repo), env  # the checkout to run (bench/ab.py: another commit)
+        self.python = python  # the interpreter that runs it (bench/reports_export.py: its .venv)
         self.nodes, self.http_base, self.raft_base, self.ftp_port = (
             nodes,
             http_base,
@@ -95,7 +97,7 @@ class KvraftCluster:
             raise RuntimeError(f"kvraft is not runnable yet: {why}")
         self.tmp = Path(tempfile.mkdtemp(prefix="kvraft-bench-kvraft-"))
         cmd = [
-            sys.executable,
+            self.python,
             "-m",
             "kvraft",
             "up",

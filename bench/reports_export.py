@@ -26,72 +26,57 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import procs
+from bench.kvraft_cluster import KvraftCluster
 from kvraft.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 class Cluster:
-    """One checkout's 3-node ``kvraft up`` cluster on ports from ``base``."""
+    """One checkout's 3-node ``kvraft up`` cluster on ports from ``base``
+    (:class:`bench.kvraft_cluster.KvraftCluster`, run with the checkout's own ``.venv``)."""
 
     def __init__(self, label: str, repo: Path, base: int, nodes: int = 3) -> None:
         self.label, self.repo, self.base, self.nodes = label, repo, base, nodes
         venv = repo / ".venv" / "bin" / "python"
-        self.python = str(venv) if venv.exists() else sys.executable
-        self.urls = [f"http://127.0.0.1:{base + i}" for i in range(nodes)]
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"kvraft-bench-rx-{label}-"))
-        self.proc: subprocess.Popen | None = None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KVRAFT_")}
+        self.kv = KvraftCluster(
+            nodes,
+            http_base=base,
+            raft_base=base + 100,
+            ftp_port=base + 200,
+            start_timeout=120.0,
+            repo=repo,
+            env=env,
+            python=str(venv) if venv.exists() else sys.executable,
+        )
+        self.urls = self.kv.urls
+        self.admin = ""
 
     def ports(self) -> list[int]:
         return [p + off for off in (0, 100) for p in range(self.base, self.base + self.nodes)] + [
             self.base + 200
         ]
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self) -> None:
         busy = [p for p in self.ports() if not _free(p)]
         if busy:
             raise RuntimeError(f"{self.label}: ports {busy} are in use; pick another --port-base")
-        data = self.tmp / "data"
-        cmd = [
-            self.python,
-            "-m",
-            "kvraft",
-            "up",
-            "--nodes",
-            str(self.nodes),
-            "--data-dir",
-            str(data),
-            "--http-base",
-            str(self.base),
-            "--raft-base",
-            str(self.base + 100),
-            "--ftp-port",
-            str(self.base + 200),
-        ]
-        log = self.tmp / "up.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KVRAFT_")}
-        self.proc = procs.spawn(cmd, log, env=env, cwd=self.repo)
-        try:
-            procs.wait_until(self._ready, timeout, f"{self.label} /ready", [self.proc])
-            procs.wait_until(lambda: (data / "admin-token").exists(), 10, "admin token")
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}\n--- up.log ---\n{procs.tail(log, 30)}") from None
-        self.admin = (data / "admin-token").read_text().strip()
-
-    def _ready(self) -> bool:
-        return all(procs.http("GET", u + "/ready")[0] == 200 for u in self.urls)
+        self.kv.start()
+        self.urls = self.kv.urls
+        assert self.kv.tmp is not None
+        token = self.kv.tmp / "data" / "admin-token"
+        procs.wait_until(token.exists, 10, "admin token")
+        self.admin = token.read_text().strip()
 
     def client(self, timeout: float = 600.0) -> Client:
         """A client of the first node only (the node that runs the jobs)."""
@@ -119,9 +104,10 @@ class Cluster:
     def kill_node(self, node_id: str) -> int:
         """SIGKILL the ``kvraft serve`` child of this cluster's ``kvraft up`` that runs
         ``node_id``; returns its pid."""
-        assert self.proc is not None
+        proc = self.kv.proc
+        assert proc is not None
         try:
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
                 children = [int(p) for p in f.read().split()]
         except OSError:
             children = []
@@ -141,10 +127,7 @@ class Cluster:
         raise RuntimeError(f"{self.label}: no serve process for {node_id}")
 
     def stop(self) -> None:
-        if self.proc is not None:
-            procs.stop(self.proc, grace=15)
-            self.proc = None
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.kv.stop()
 
 
 def _free(port: int) -> bool:
