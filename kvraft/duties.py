@@ -60,7 +60,6 @@ class Liveness:
         self.self_id = self_id
         self._clock = clock
         self._alive: dict[str, float] = {}  # node id -> monotonic time of the last good contact
-        self._down: dict[str, float] = {}  # node id -> monotonic time it was seen failing
         self._last_ok: dict[str, bool] = {}  # node id -> whether the last mark was a success
         self._ready: dict[str, bool] = {}  # node id -> ready at the last ping
         self._load: dict[str, int] = {}  # node id -> data requests it was serving then
@@ -73,21 +72,15 @@ class Liveness:
 
     def mark(self, node_id: str, ok: bool) -> None:
         """Record a contact with ``node_id`` that succeeded (``ok``) or failed, at now."""
-        (self._alive if ok else self._down)[node_id] = self._clock.monotonic()
+        if ok:
+            self._alive[node_id] = self._clock.monotonic()
         self._last_ok[node_id] = ok
 
     def is_alive(self, node_id: str) -> bool:
-        """Whether the last contact with ``node_id`` succeeded (optimistic before any contact):
-        the later of its last good and last failed contact; at the same instant (a fake clock
-        that was not stepped), the one marked last."""
+        """Whether the last contact marked with ``node_id`` succeeded (optimistic before any
+        contact, and after :meth:`forget_failures`)."""
         if node_id == self.self_id:
             return True
-        down = self._down.get(node_id)
-        if down is None:
-            return True
-        alive = self._alive.get(node_id)
-        if alive is None or alive != down:
-            return alive is not None and alive > down
         return self._last_ok.get(node_id, True)
 
     def last_mark(self, node_id: str) -> bool | None:
@@ -99,10 +92,10 @@ class Liveness:
         """Forget the failed contacts with ``node_id`` (every node if None) and its last mark:
         it is alive again until a contact fails. The good contacts' times, hence
         :meth:`silent_for`, are kept."""
-        nodes = [node_id] if node_id is not None else list({*self._down, *self._last_ok})
-        for node in nodes:
-            self._down.pop(node, None)
-            self._last_ok.pop(node, None)
+        if node_id is None:
+            self._last_ok.clear()
+        else:
+            self._last_ok.pop(node_id, None)
 
     def silent_for(self, node_id: str) -> float:
         """Seconds since the last good contact with ``node_id`` (or since this node started)."""
