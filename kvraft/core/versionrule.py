@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from ..model import ApplyResult, Version
 
-ATTEMPTS = 5  # stampings of one write before it is given up as contended
+ATTEMPTS = 8  # stampings of one write before it is given up as contended
+BACKOFF_FIRST = 0.001  # s: the window of the wait before the first stamping again
+BACKOFF_CAP = 0.016  # s: the widest window (it doubles per stamping up to this)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,17 @@ def judge(version: Version, results: Sequence[ApplyResult], lww_ack: bool = Fals
         elif newer is None or res.prev > newer:
             newer = res.prev
     return Judgement(acks, newer, below)
+
+
+def backoff(restamps: int, draw: float) -> float:
+    """Seconds to wait before stamping again after a replica kept a concurrent writer's newer
+    version, the ``restamps``-th time (1: the first): ``draw`` (uniform in [0, 1)) times a
+    window that doubles per stamping from :data:`BACKOFF_FIRST` to :data:`BACKOFF_CAP` ("full
+    jitter"). Writers of one key through different coordinators that found each other's
+    versions then try again at different moments instead of meeting again on the replicas."""
+    if restamps < 1:
+        return 0.0
+    return draw * min(BACKOFF_CAP, BACKOFF_FIRST * (1 << min(restamps - 1, 16)))
 
 
 def stamp_above(now_ts: int, floor: Version | None) -> int:

@@ -149,3 +149,11 @@ def test_the_hlc_starts_below_a_stored_timestamp_from_the_future():
         HLC(lambda: 10_000, last=10_100 << LOGICAL_BITS, max_ahead_ms=500).now()
         > 10_100 << LOGICAL_BITS
     )
+
+
+def test_backoff_window_doubles_per_stamping_up_to_the_cap():
+    windows = [versionrule.backoff(n, 1.0) for n in range(1, 9)]
+    assert windows == [0.001, 0.002, 0.004, 0.008, 0.016, 0.016, 0.016, 0.016]
+    assert versionrule.backoff(0, 0.5) == 0.0  # the first stamping does not wait
+    assert versionrule.backoff(3, 0.0) == 0.0 and versionrule.backoff(3, 0.5) == 0.002
+    assert versionrule.backoff(10_000, 1.0) == versionrule.BACKOFF_CAP
