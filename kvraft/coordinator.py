@@ -25,9 +25,7 @@ quorum rules itself (that is :mod:`kvraft.core.quorum`), import Flask or know HT
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from typing import Any, Protocol
 
 from . import peer as m
 from .config import Config
-from .core import placement, quorum, versionrule
+from .core import placement, quorum
 from .core.clockguard import Verdict
 from .errors import BadRequest, ClockOffset, NotFound, Unavailable
 from .hlc import HLC, Version
@@ -133,8 +131,6 @@ class Coordinator:
         count: Callable[[str, int], None],
         publish: Callable[[Iterable[Record]], None],
         clock: Callable[[], ClockStanding],
-        sleep: Callable[[float], None] = time.sleep,
-        draw: Callable[[], float] = random.random,
     ) -> None:
         self.id = node_id
         self.config = config
@@ -147,8 +143,6 @@ class Coordinator:
         self._count = count
         self._publish = publish
         self._clock = clock
-        self._sleep = sleep  # the backoff between stampings of a contended write
-        self._draw = draw
         self._key_locks = [threading.Lock() for _ in range(KEY_LOCKS)]
 
     def count(self, name: str, n: int = 1) -> None:
@@ -271,10 +265,10 @@ class Coordinator:
         replica answer counts as an ack only when the replica now holds this write's version
         (:mod:`kvraft.core.versionrule`). A replica that kept a newer version teaches the
         coordinator that version: the write is stamped again above it and sent again, at most
-        ``versionrule.ATTEMPTS`` times, each time after a random wait (``versionrule.backoff``)
-        so that writes of the key through other coordinators finish in between. Raises
-        Unavailable when the acks (with hints, for
-        ``one``/``quorum``) stay below ``w``: the write may or may not be visible later."""
+        ``versionrule.ATTEMPTS`` times, each time a lead further above it (``versionrule.lead``)
+        so that it passes the versions other coordinators stamp for the key meanwhile. Raises
+        Unavailable when the acks (with hints, for ``one``/``quorum``) stay below ``w``: the
+        write may or may not be visible later."""
         need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
         part, replicas = self.view.replicas_of(key)
         self.check_clock()
@@ -305,6 +299,8 @@ class Coordinator:
         )
         while True:
             record = Record(key, part, tally.stamp(self.hlc.now(), self.id), tomb, value)
+            if tally.restamps:  # stamped ahead of a concurrent writer: later stamps go above it
+                self.hlc.observe(record.version.ts)
             if self.config.test_fault == "ack_without_write":  # negative control for the checker
                 return WriteResult(key, record.version, replicas, need, True)
             results, failed = self.send_write(record, replicas)
@@ -321,8 +317,6 @@ class Coordinator:
                 break
             if out.observe:
                 self.observe(out.above)
-            if out.reason != "watermark":  # a concurrent writer won: let it finish first
-                self._sleep(versionrule.backoff(tally.restamps, self._draw()))
         if tally.restamps:
             self.count("writes_restamped", tally.restamps)
         if isinstance(out, quorum.Unavailable):

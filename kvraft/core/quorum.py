@@ -214,7 +214,9 @@ class WriteTally:
                     "the write may or may not be visible later"
                 )
             return Unavailable(why, maybe_applied=True, learned=above if observe else None)
-        self.floor = above
+        # past a concurrent writer's version by a lead (not a purge watermark: just above it)
+        lead = versionrule.lead(self.restamps) if reason != "watermark" else 0
+        self.floor = Version(above.ts + lead, above.node) if lead else above
         return Restamp(above, reason, observe)
 
     def response(self) -> WriteOutcome:

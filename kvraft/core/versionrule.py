@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..model import ApplyResult, Version
+from ..model import LOGICAL_BITS, ApplyResult, Version
 
 ATTEMPTS = 8  # stampings of one write before it is given up as contended
-BACKOFF_FIRST = 0.001  # s: the window of the wait before the first stamping again
-BACKOFF_CAP = 0.016  # s: the widest window (it doubles per stamping up to this)
+LEAD_FIRST_MS = 1  # how far above a concurrent writer's version the first stamping again goes
+LEAD_CAP_MS = 16  # the furthest (the lead doubles per stamping up to this)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +48,15 @@ def judge(version: Version, results: Sequence[ApplyResult], lww_ack: bool = Fals
     return Judgement(acks, newer, below)
 
 
-def backoff(restamps: int, draw: float) -> float:
-    """Seconds to wait before stamping again after a replica kept a concurrent writer's newer
-    version, the ``restamps``-th time (1: the first): ``draw`` (uniform in [0, 1)) times a
-    window that doubles per stamping from :data:`BACKOFF_FIRST` to :data:`BACKOFF_CAP` ("full
-    jitter"). Writers of one key through different coordinators that found each other's
-    versions then try again at different moments instead of meeting again on the replicas."""
+def lead(restamps: int) -> int:
+    """How far (HLC units: ms in the high bits) above a concurrent writer's version the
+    ``restamps``-th stamping again goes: :data:`LEAD_FIRST_MS` doubling to :data:`LEAD_CAP_MS`.
+    Stamped just above it, the write would meet the versions the other coordinators stamp while
+    it travels to the replicas, and lose again; a lead of a few ms carries it past them (the
+    coordinator's HLC then moves up to it, so its own next writes stamp above it)."""
     if restamps < 1:
-        return 0.0
-    return draw * min(BACKOFF_CAP, BACKOFF_FIRST * (1 << min(restamps - 1, 16)))
+        return 0
+    return min(LEAD_CAP_MS, LEAD_FIRST_MS << min(restamps - 1, 16)) << LOGICAL_BITS
 
 
 def stamp_above(now_ts: int, floor: Version | None) -> int:

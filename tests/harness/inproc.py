@@ -36,7 +36,6 @@ and takes the node off the network; ``restart`` builds a new node from ``MemoryS
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -235,7 +234,6 @@ class InProcCluster:
             count,
             publish,
             lambda: holder[0].verdict,
-            sleep=self._sleeper(clock),
         )
         leader = Leader(
             node_id,
@@ -309,19 +307,6 @@ class InProcCluster:
         holder.append(node)
         self.network.add(node_id, server)
         return node
-
-    def _sleeper(self, clock: FakeClock) -> Callable[[float], None]:
-        """A coordinator's backoff wait: the fake clock steps (the HLC moves on, as a real one
-        does while a node waits) and, with threads, the thread also waits for real, so the other
-        writers run meanwhile."""
-        if not self.threads:
-            return clock.sleep
-
-        def sleep(seconds: float) -> None:
-            clock.step(seconds)
-            time.sleep(seconds)
-
-        return sleep
 
     # -- access ------------------------------------------------------------------------------
 

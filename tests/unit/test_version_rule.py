@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from kvraft.core import versionrule
 from kvraft.core.clockguard import FRESH_S, KEEP_S, ClockGuard, sample
-from kvraft.hlc import HLC, LOGICAL_BITS, Version
+from kvraft.core.quorum import Restamp, WriteTally
+from kvraft.hlc import HLC, LOGICAL_BITS, LOGICAL_MASK, Version
 from kvraft.storage import ApplyResult
 
 V = Version(100, "n1")
@@ -151,9 +152,21 @@ def test_the_hlc_starts_below_a_stored_timestamp_from_the_future():
     )
 
 
-def test_backoff_window_doubles_per_stamping_up_to_the_cap():
-    windows = [versionrule.backoff(n, 1.0) for n in range(1, 9)]
-    assert windows == [0.001, 0.002, 0.004, 0.008, 0.016, 0.016, 0.016, 0.016]
-    assert versionrule.backoff(0, 0.5) == 0.0  # the first stamping does not wait
-    assert versionrule.backoff(3, 0.0) == 0.0 and versionrule.backoff(3, 0.5) == 0.002
-    assert versionrule.backoff(10_000, 1.0) == versionrule.BACKOFF_CAP
+def test_the_lead_above_a_concurrent_writer_doubles_per_stamping_up_to_the_cap():
+    ms = [versionrule.lead(n) >> LOGICAL_BITS for n in range(1, 9)]
+    assert ms == [1, 2, 4, 8, 16, 16, 16, 16]
+    assert versionrule.lead(0) == 0  # the first stamping is the HLC's own
+    assert versionrule.lead(10_000) == versionrule.LEAD_CAP_MS << LOGICAL_BITS
+    assert versionrule.lead(1) & LOGICAL_MASK == 0  # whole milliseconds
+
+
+def test_a_write_stamped_again_goes_a_lead_above_the_newer_version_a_replica_kept():
+    t = WriteTally("k", "quorum", 2, 2)
+    t.stamp(1000 << LOGICAL_BITS, "n1")
+    newer = Version(5000 << LOGICAL_BITS, "n2")
+    t.add(None, ApplyResult(True, None, False))
+    t.add(None, ApplyResult(False, newer, True))
+    out = t.response()
+    assert isinstance(out, Restamp) and out.above == newer and out.observe
+    again = t.stamp(1001 << LOGICAL_BITS, "n1")  # the HLC is still behind the newer version
+    assert again.ts == newer.ts + versionrule.lead(1) + 1 and again > newer
