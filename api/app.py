@@ -126,7 +126,8 @@ def create_app(
 
     @app.after_request
     def _stamp(resp: Response) -> Response:
-        resp.headers.extend(kv.stamps(resp.status_code, resp.headers, cluster.id))
+        epoch = cluster.map_epoch() if request.path.startswith("/kv/") else None
+        resp.headers.extend(kv.stamps(resp.status_code, resp.headers, cluster.id, epoch))
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         if not rule.startswith("/peer/"):
             metrics.observe(

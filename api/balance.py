@@ -22,7 +22,15 @@ from .ports import Cluster, Forwarded, PeerCalls
 
 VIA = "X-Kvraft-Via"
 PASS_REQUEST = ("Content-Type", "Authorization", "Accept")
-PASS_RESPONSE = ("Content-Type", "ETag", "X-Kvraft-Version", "X-Kvraft-Node", "Location", "Allow")
+PASS_RESPONSE = (
+    "Content-Type",
+    "ETag",
+    "X-Kvraft-Version",
+    "X-Kvraft-Node",
+    "X-Kvraft-Map-Epoch",
+    "Location",
+    "Allow",
+)
 SAFE = ("GET", "HEAD")
 # the WSGI environ names of PASS_REQUEST
 _PASS_ENV = [

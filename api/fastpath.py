@@ -186,7 +186,7 @@ class FastPath:
 
     def _answer(self, start_response, method, started, status, body, headers):
         self.metrics.observe(method, _KV_ROUTE, status, time.perf_counter() - started)
-        return self._send(start_response, status, body, headers)
+        return self._send(start_response, status, body, headers, self.cluster.map_epoch())
 
     # -- peers ---------------------------------------------------------------------------------
 
@@ -217,9 +217,9 @@ class FastPath:
         headers = [("Content-Type", reply.content_type), *reply.headers]
         return self._send(start_response, reply.status, reply.body, headers)
 
-    def _send(self, start_response, status: int, body: bytes, headers: list):
+    def _send(self, start_response, status: int, body: bytes, headers: list, epoch=None):
         present = [h for h, _v in headers]
-        headers = [*headers, *stamps(status, present, self.cluster.id)]
+        headers = [*headers, *stamps(status, present, self.cluster.id, epoch)]
         headers.append(("Content-Length", str(len(body))))
         start_response(f"{status} {_REASONS.get(status, 'ERROR')}", headers)
         return [body]

@@ -28,6 +28,7 @@ Answer = tuple[int, bytes, list[tuple[str, str]]]
 JSON = "application/json"
 OCTETS = "application/octet-stream"
 NODE = "X-Kvraft-Node"
+MAP_EPOCH = "X-Kvraft-Map-Epoch"  # on /kv/<key> answers: kvraft.client.routing reads it
 WWW_AUTHENTICATE = "WWW-Authenticate"
 BEARER_REALM = 'Bearer realm="kvraft"'  # RFC 9110 11.6.1: a 401 names its scheme
 VALUE_LIMIT = "value (max_value_bytes)"
@@ -51,10 +52,15 @@ class _Names(Protocol):
     def __contains__(self, name: str, /) -> bool: ...
 
 
-def stamps(status: int, present: _Names | list[str], node_id: str) -> list[tuple[str, str]]:
+def stamps(
+    status: int, present: _Names | list[str], node_id: str, epoch: int | None = None
+) -> list[tuple[str, str]]:
     """The headers every answer of this node carries, those not in ``present`` yet (a forwarded
-    answer keeps the ``X-Kvraft-Node`` of the node that served it)."""
+    answer keeps the ``X-Kvraft-Node`` of the node that served it), and, given an ``epoch``
+    (the answers of ``/kv/<key>``), ``X-Kvraft-Map-Epoch``."""
     out = [] if NODE in present else [(NODE, node_id)]
+    if epoch is not None and MAP_EPOCH not in present:
+        out.append((MAP_EPOCH, str(epoch)))
     if status == 401 and WWW_AUTHENTICATE not in present:
         out.append((WWW_AUTHENTICATE, BEARER_REALM))
     return out

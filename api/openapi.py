@@ -33,6 +33,7 @@ API_VERSION = "1"
 JSON = "application/json"
 NODE_HEADER = {"X-Kvraft-Node": {"$ref": "#/components/headers/Node"}}
 VIA_HEADER = {"X-Kvraft-Via": {"$ref": "#/components/headers/Via"}}
+EPOCH_HEADER = {"X-Kvraft-Map-Epoch": {"$ref": "#/components/headers/MapEpoch"}}
 
 # Every error code a node writes into {"error": code, "message": text}, with its status. The
 # unit tests check that each error class of kvraft and each code written in api/ is here.
@@ -584,7 +585,12 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 {
                     "200": {
                         "description": "the raw value; with ?explain, JSON about the key",
-                        "headers": {**NODE_HEADER, **VIA_HEADER, **version_headers},
+                        "headers": {
+                            **NODE_HEADER,
+                            **VIA_HEADER,
+                            **EPOCH_HEADER,
+                            **version_headers,
+                        },
                         "content": {
                             "application/octet-stream": {
                                 "schema": {"type": "string", "format": "binary"}
@@ -609,11 +615,11 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 "Create or replace a value (the body, any bytes)",
                 {
                     "200": {
-                        **_json(_ref("WriteResult"), "replaced"),
+                        **_json(_ref("WriteResult"), "replaced", **EPOCH_HEADER),
                         "links": {"GetPut": get_key, "DeletePut": delete_key},
                     },
                     "201": {
-                        **_json(_ref("WriteResult"), "created"),
+                        **_json(_ref("WriteResult"), "created", **EPOCH_HEADER),
                         "links": {"GetPut": get_key, "DeletePut": delete_key},
                     },
                     **moved,
@@ -636,7 +642,7 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                 "Delete a value (writes a tombstone)",
                 {
                     "200": {
-                        **_json(_ref("DeleteResult"), "deleted"),
+                        **_json(_ref("DeleteResult"), "deleted", **EPOCH_HEADER),
                         "links": {"GetDeleted": get_key},
                     },
                     **moved,
@@ -981,6 +987,13 @@ def document(max_value_bytes: int = 1 << 20) -> dict:
                     "when the HTTP server answered itself)",
                     "required": False,
                     "schema": {"type": "string"},
+                },
+                "MapEpoch": {
+                    "description": "epoch of the partition map the serving node went by "
+                    "(it changes on every move of a replica): a partition-aware client "
+                    "that holds an older map fetches GET /cluster again",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
                 },
                 "Via": {
                     "description": "id of the node that forwarded the request",

@@ -376,6 +376,10 @@ class Node:
         """Whether this node is the partition (Raft) leader now. Does not block."""
         return self.meta.is_leader()
 
+    def map_epoch(self) -> int:
+        """The partition map's epoch in this node's copy of the metadata. Does not block."""
+        return self.meta.partitions()[0]
+
     def add_member(self, node_id: str, http: str, raft: str) -> dict:
         """Add a node to the cluster (done by the leader; forwarded to it from a follower).
         Blocks on Raft. BadRequest for a malformed field, Conflict for a taken id or address,

@@ -213,3 +213,26 @@ def check(c: Client, expect: dict[str, bytes | None]) -> None:
                 c.get(k)
         else:
             assert c.get(k).value == v, k
+
+
+def test_kv_answers_carry_the_map_epoch_the_node_goes_by(cluster):
+    """Every /kv/<key> answer says the partition map epoch of the node that served it (the fast
+    path's GET and PUT, and Flask's DELETE, ?explain and 404), so a partition-aware client sees
+    a move without waiting for its map's ttl; other answers do not carry it."""
+    wait_settled(cluster)
+    url = cluster.url(0)
+    first = cluster.cluster_view(0)["partition_epoch"]
+    answers = [
+        requests.put(f"{url}/kv/epoch-1", data=b"v", timeout=10),
+        requests.get(f"{url}/kv/epoch-1", timeout=10),
+        requests.get(f"{url}/kv/epoch-1", params={"explain": "1"}, timeout=10),
+        requests.delete(f"{url}/kv/epoch-1", timeout=10),
+        requests.get(f"{url}/kv/epoch-1", timeout=10),
+    ]
+    last = cluster.cluster_view(0)["partition_epoch"]
+    assert [r.status_code for r in answers] == [201, 200, 200, 200, 404]
+    for r in answers:
+        got = r.headers.get("X-Kvraft-Map-Epoch")
+        assert got is not None and got.isdigit(), (r.request.method, r.url, r.headers)
+        assert first <= int(got) <= last
+    assert "X-Kvraft-Map-Epoch" not in requests.get(f"{url}/cluster", timeout=10).headers
