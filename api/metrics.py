@@ -49,6 +49,8 @@ GAUGES = frozenset(
         "sync_last_seconds",
         "sync_last_records",
         "sync_last_bytes",
+        "gc_pause_longest_seconds",
+        "gc_frozen_objects",
     }
 )
 COUNTERS = (
@@ -88,6 +90,13 @@ HELP = {
     "writes_restamped": "write stampings redone above a newer version a replica kept",
     "writes_clock_refused": "writes refused because this node's clock is out of bounds",
     "hints_superseded": "hints their target refused: it held a newer version already",
+    "gc_collections_gen0": "garbage collections of generation 0 in this node's process",
+    "gc_collections_gen1": "garbage collections of generation 1 in this node's process",
+    "gc_collections_gen2": "full garbage collections in this node's process",
+    "gc_pause_seconds": "time the garbage collector held the process (the GIL), added up",
+    "gc_pauses_long": "garbage collections that held the process 10 ms or longer",
+    "gc_pause_longest_seconds": "the longest garbage collection since the node started",
+    "gc_frozen_objects": "start-up objects frozen out of the collector's walks (gc.freeze)",
     "clock_refused": "versions not folded into the HLC: more than max_clock_offset ahead",
     "sync_rounds": "anti-entropy rounds this node ran",
     "sync_records": "records exchanged by anti-entropy",

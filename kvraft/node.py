@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import views
 from .clock import SystemClock
+from .collector import Pauses
 from .config import Config
 from .coordinator import ClockStanding, Coordinator, WriteResult
 from .core.balance import Activity
@@ -83,12 +84,15 @@ class Node:
         clock: Clock | None = None,
         store: Store | None = None,
         meta: ClusterMeta | None = None,
+        gc_pauses: Pauses | None = None,
     ) -> None:
         """Open the store and the metadata (pysyncobj starts here), wire the parts, and with
         ``start`` start the background duties. ``clock`` defaults to the system clocks.
         ``store`` and ``meta``, when given, are used as they are (e.g. a
         :class:`~kvraft.storage.MemoryStore` and a :class:`~kvraft.metafake.FakeMeta`) instead
-        of opening SQLite in ``config.data_dir`` and starting pysyncobj; ``close`` closes them."""
+        of opening SQLite in ``config.data_dir`` and starting pysyncobj; ``close`` closes them.
+        ``gc_pauses``: the process's collector figures, for ``/metrics`` (``kvraft serve``)."""
+        self.gc_pauses = gc_pauses
         self.config = config
         self.id = config.id
         self.rf = config.replication_factor

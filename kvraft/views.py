@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .collector import Pauses
 from .config import Config
 from .core import placement
 from .core.balance import Activity
@@ -42,6 +43,9 @@ class Node(Protocol):
 
     @property
     def activity(self) -> Activity: ...
+
+    @property
+    def gc_pauses(self) -> Pauses | None: ...
 
     def replicas_of(self, key: str) -> tuple[int, tuple[str, ...]]: ...
 
@@ -219,4 +223,6 @@ def metrics(node: Node) -> dict[str, float]:
     )
     out.update({k: float(v) for k, v in node.syncer.totals.items()})
     out.update({k: float(v) for k, v in node.batch_stats().items()})
+    if node.gc_pauses is not None:
+        out.update(node.gc_pauses.figures())
     return out

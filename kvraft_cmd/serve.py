@@ -22,6 +22,7 @@ from flask import Flask
 
 from api.app import create_app
 from api.httpd import HttpServer
+from kvraft import collector
 from kvraft.config import Config
 from kvraft.node import Node
 from kvraft.peer import http as peer_http
@@ -78,8 +79,10 @@ def serve(config: Config) -> None:
     except OSError as exc:
         why = exc.strerror or exc
         raise SystemExit(f"kvraft serve: cannot listen on {config.http}: {why}") from None
-    node = Node(config)
+    pauses = collector.Pauses().install()
+    node = Node(config, gc_pauses=pauses)
     server.app = build_app(node)
+    collector.settle()  # the start-up's objects: out of every later full collection's walk
     stopping = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
