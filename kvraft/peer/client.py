@@ -159,14 +159,14 @@ class PeerClient:
         holds its peer's lane)."""
         size = len(record.key) + len(record.value) + 64
         batcher = self._batcher(node_id, APPLY)
-        return _Ticketed[ApplyResult](batcher, batcher.submit(record, size))
+        return _Ticketed(batcher, batcher.submit(record, size))
 
     def send_read(self, node_id: str, key: str) -> Reading:
         """Ask ``node_id`` for ``key`` (batched with other reads to it) and return at once; the
         record it stores (a tombstone too) or None is ``result()``'s. Every sent read's result
         must be read (an unread batch holds its peer's lane)."""
         batcher = self._batcher(node_id, READ)
-        return _Ticketed[Record | None](batcher, batcher.submit(key, len(key) + 16))
+        return _Ticketed(batcher, batcher.submit(key, len(key) + 16))
 
     def read(self, node_id: str, key: str) -> Record | None:
         """The record ``node_id`` stores for ``key`` (a tombstone too), or None; batched with
