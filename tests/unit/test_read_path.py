@@ -69,8 +69,8 @@ def pair(tmp_path):
     )
     node.counters = counters  # type: ignore[attr-defined]
     yield node, peer, peer_store
+    node.pool.shutdown(wait=True)  # the repairs first: a late one would open a new connection
     node.peers.close()
-    node.pool.shutdown()
     peer.stop()
     node.store.close()
     peer_store.close()
