@@ -409,8 +409,8 @@ class Coordinator:
         replica are asked from this thread, its rounds of several at once by
         :meth:`gather_all` (the peers' reads on the wire while this node's store is read, no
         pool task); the repairs it asks for (``r`` above ``one``) are sent in the background
-        (pool tasks). Raises
-        Unavailable (too few replicas answered) or ValueError (an unknown level)."""
+        (pool tasks). Raises Unavailable (too few replicas answered) or ValueError (an unknown
+        level)."""
         walk = self.walk(key, level)
         while ask := walk.asks():
             if len(ask) == 1:
