@@ -2,9 +2,11 @@
 
     git worktree add /tmp/kvraft-before <commit>     # the commit before the change
     python -m bench.ab --a /tmp/kvraft-before --b . [--rounds 3] [--seconds 8] [--ops put,get]
+        [--r quorum] [--value-size 10240]
 
 Each round starts a 3-node cluster (`kvraft up`) from A, runs every op for ``--seconds`` with
-``--concurrency`` connections spread over the nodes (bench/loadgen.py, 100-byte values), stops
+``--concurrency`` connections spread over the nodes (bench/loadgen.py, 100-byte values unless
+``--value-size``; GETs at ``?r=`` of ``--r``, the server's default ``one`` without it), stops
 it, then does the same from B; A and B alternate so drift of the machine falls on both. Prints
 per-op medians of throughput and p99 for A and B, their ratio B/A and the spread of the
 per-round ratios, and the CPU time the nodes spent per request (user + system, from /proc: on a
@@ -51,18 +53,26 @@ def _cpu(pids: list[int]) -> float:
 
 
 def one(
-    repo: Path, ops: list[str], seconds: float, concurrency: int, env: dict, base: int = 18301
+    repo: Path,
+    ops: list[str],
+    seconds: float,
+    concurrency: int,
+    env: dict,
+    base: int = 18301,
+    load: dict | None = None,
 ) -> dict:
-    """op -> (req/s, p99 ms, errors, node CPU us per request) for one cluster of ``repo``."""
+    """op -> (req/s, p99 ms, errors, node CPU us per request) for one cluster of ``repo``.
+    ``load``: more arguments of every load run (``read_level``, ``value_size``)."""
+    load = load or {}
     out = {}
     ports = {"http_base": base, "raft_base": base + 100, "ftp_port": base + 200}
     with KvraftCluster(repo=repo, env=dict(os.environ, **env), **ports) as kv:
         nodes = _children(kv.proc.pid) if kv.proc is not None else []
         for op in ops:  # put first: get reads the keys it wrote
-            warm = run_sync(kv.urls, "kvraft", op, concurrency, seconds=1.0, warmup=0.0)
+            warm = run_sync(kv.urls, "kvraft", op, concurrency, seconds=1.0, warmup=0.0, **load)
             del warm  # (the same warm-up as before, outside the CPU count)
             cpu = _cpu(nodes)
-            res = run_sync(kv.urls, "kvraft", op, concurrency, seconds=seconds, warmup=0.0)
+            res = run_sync(kv.urls, "kvraft", op, concurrency, seconds=seconds, warmup=0.0, **load)
             used = _cpu(nodes) - cpu
             per = used / max(1, res.throughput * seconds) * 1e6
             out[op] = (res.throughput, res.p99_ms, res.errors, per)
@@ -70,12 +80,19 @@ def one(
 
 
 def together(
-    repos: dict[str, Path], ops: list[str], seconds: float, concurrency: int, env: dict, base: int
+    repos: dict[str, Path],
+    ops: list[str],
+    seconds: float,
+    concurrency: int,
+    env: dict,
+    base: int,
+    load: dict | None = None,
 ) -> dict[str, dict]:
     """Like :func:`one`, for A's and B's clusters up at the same time (B's ports 300 above A's)
     and loaded at the same time, each by its own load process: both runs of a round then share
     the machine's load of that moment, which on a shared machine moves CPU per request by more
     than the difference being measured."""
+    load = load or {}
     out: dict[str, dict] = {side: {} for side in repos}
     with contextlib.ExitStack() as stack, ProcessPoolExecutor(len(repos)) as pool:
         clusters = {}
@@ -86,14 +103,23 @@ def together(
             clusters[side] = (kv, _children(kv.proc.pid) if kv.proc is not None else [])
         for op in ops:  # put first: get reads the keys it wrote
             for warm in [
-                pool.submit(run_sync, kv.urls, "kvraft", op, concurrency, seconds=1.0, warmup=0.0)
+                pool.submit(
+                    run_sync, kv.urls, "kvraft", op, concurrency, seconds=1.0, warmup=0.0, **load
+                )
                 for kv, _ in clusters.values()
             ]:
                 warm.result()
             cpu = {side: _cpu(nodes) for side, (_, nodes) in clusters.items()}
             runs = {
                 side: pool.submit(
-                    run_sync, kv.urls, "kvraft", op, concurrency, seconds=seconds, warmup=0.0
+                    run_sync,
+                    kv.urls,
+                    "kvraft",
+                    op,
+                    concurrency,
+                    seconds=seconds,
+                    warmup=0.0,
+                    **load,
                 )
                 for side, (kv, _) in clusters.items()
             }
@@ -113,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--ops", default="put,get")
+    ap.add_argument("--r", default=None, help="GET read level ?r= (one, quorum, all)")
+    ap.add_argument("--value-size", type=int, default=100, help="bytes per value written")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for both clusters")
     ap.add_argument(
         "--port-base",
@@ -128,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ops = args.ops.split(",")
     env = dict(e.split("=", 1) for e in args.env)
+    load = {"read_level": args.r, "value_size": args.value_size}
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     for rnd in range(args.rounds):
         if args.together:
@@ -139,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.concurrency,
                 env,
                 args.port_base,
+                load,
             )
             for side, r in both.items():
                 runs[side].append(r)
@@ -155,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         for side, repo in (
             (("A", args.a), ("B", args.b)) if rnd % 2 == 0 else (("B", args.b), ("A", args.a))
         ):
-            r = one(repo.resolve(), ops, args.seconds, args.concurrency, env, args.port_base)
+            r = one(repo.resolve(), ops, args.seconds, args.concurrency, env, args.port_base, load)
             runs[side].append(r)
             print(
                 f"round {rnd + 1} {side}: "
@@ -167,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     print(
-        f"| op (c={args.concurrency}) | A req/s | B req/s | B/A | B/A per round, min-max "
+        f"| op (c={args.concurrency}, r={args.r or 'one'}, {args.value_size} B) "
+        "| A req/s | B req/s | B/A | B/A per round, min-max "
         "| A p99 ms | B p99 ms | node CPU us/req A / B | A/B CPU "
         "| B-A CPU us/req per round: median (min..max), rounds B>A |"
     )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from .errors import BadRequest, ClockOffset, NotFound, Unavailable
 from .hlc import HLC, Version
 from .keys import check_key, new_key
 from .peer import PeerError, Peers, PeerServer, Sent
+from .peer.client import Reading
 from .storage import ApplyResult, Record, Store
 
 __all__ = ["ClockStanding", "Coordinator", "PlacementView", "WriteResult"]
@@ -409,9 +410,11 @@ class Coordinator:
     def read(self, key: str, level: str) -> Record | None:
         """The newest record of ``key`` the replicas asked at ``level`` hold (tombstones
         included), by the read rule of :class:`kvraft.core.quorum.ReadWalk`: its rounds of one
-        replica are asked from this thread, its rounds of several in parallel on the pool; the
-        repairs it asks for (``r`` above ``one``) are sent in the background. Raises
-        Unavailable (too few replicas answered) or ValueError (an unknown level)."""
+        replica are asked from this thread, its rounds of several at once by
+        :meth:`gather_all` (the peers' reads on the wire while this node's store is read, no
+        pool task); the repairs it asks for (``r`` above ``one``) are sent in the background
+        (pool tasks). Raises Unavailable (too few replicas answered) or ValueError (an unknown
+        level)."""
         walk = self.walk(key, level)
         while ask := walk.asks():
             if len(ask) == 1:
@@ -472,20 +475,39 @@ class Coordinator:
     def gather_all(
         self, nodes: Sequence[str], key: str
     ) -> tuple[dict[str, Record | None], dict[str, str]]:
-        """:meth:`gather`, and why each node that did not answer failed."""
-        futures: dict[Future[Record | None], str] = {
-            self.pool.submit(self.fetch, n, key): n for n in nodes
-        }
+        """:meth:`gather`, and why each node that did not answer failed.
+
+        No pool task: every peer's read is sent first (:meth:`Peers.send_read`, batched with
+        the other reads to that peer), this node's store is read on the calling thread while
+        they are on the wire, then every ticket is read, whatever happened before (an unread
+        batch would hold its peer's lane). An error of the local store other than ValueError is
+        raised once every ticket has been read."""
+        tickets: dict[str, Reading] = {}
+        local = False
+        for n in nodes:
+            if n == self.id:
+                local = True
+            else:
+                tickets[n] = self.peers.send_read(n, key)
         answers: dict[str, Record | None] = {}
         failures: dict[str, str] = {}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                try:
-                    answers[futures[fut]] = fut.result()
-                except (PeerError, ValueError) as exc:
-                    failures[futures[fut]] = str(exc)
+        error: BaseException | None = None  # raised once every ticket has been read
+        if local:
+            try:
+                answers[self.id] = self.store.get(key)
+            except ValueError as exc:
+                failures[self.id] = str(exc)
+            except BaseException as exc:  # noqa: BLE001 - e.g. a closed store; re-raised below
+                error = exc
+        for n, t in tickets.items():
+            try:
+                answers[n] = t.result()
+            except (PeerError, ValueError) as exc:
+                failures[n] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - not the peer's fault: a bug; re-raised
+                error = error or exc
+        if error is not None:
+            raise error
         return answers, failures
 
     def get_many(self, keys: Iterable[str], r: str = "one") -> dict[str, Record | None]:

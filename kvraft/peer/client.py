@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlencode
 
 from ..errors import BadRequest, Conflict, KvError, NotFound, Unavailable
@@ -33,6 +33,7 @@ from .http import REFUSALS, HttpTransport, PeerConnectError, PeerError, PeerResp
 from .stream import PeerStream, StreamRefused
 
 APPLY, READ = m.STREAM_APPLY, m.STREAM_GET
+T = TypeVar("T")
 
 
 class PeerStatus(PeerError):
@@ -71,11 +72,19 @@ class Sent(Protocol):
     def result(self) -> ApplyResult: ...
 
 
+class Reading(Protocol):
+    """A replica read on its way; ``result()`` waits for the record the replica stores for the
+    key (a tombstone too), or None when it stores none (raises PeerError)."""
+
+    def result(self) -> Record | None: ...
+
+
 class Peers(Protocol):
     """What a node calls on its peers; :class:`PeerClient` over the network,
     :class:`kvraft.peer.fake.FakePeers` in process."""
 
     def send_apply(self, node_id: str, record: Record) -> Sent: ...
+    def send_read(self, node_id: str, key: str) -> Reading: ...
     def apply(self, node_id: str, records: Sequence[Record]) -> m.Applied: ...
     def read(self, node_id: str, key: str) -> Record | None: ...
     def read_keys(
@@ -108,13 +117,15 @@ class Peers(Protocol):
     def close(self) -> None: ...
 
 
-class _Ticketed:
+class _Ticketed(Generic[T]):
+    """A batched item's place (:class:`Sent` for a write, :class:`Reading` for a read)."""
+
     __slots__ = ("batcher", "ticket")
 
     def __init__(self, batcher: PeerBatcher, ticket: Ticket) -> None:
         self.batcher, self.ticket = batcher, ticket
 
-    def result(self) -> ApplyResult:
+    def result(self) -> T:
         return self.batcher.result(self.ticket)
 
 
@@ -150,11 +161,17 @@ class PeerClient:
         batcher = self._batcher(node_id, APPLY)
         return _Ticketed(batcher, batcher.submit(record, size))
 
+    def send_read(self, node_id: str, key: str) -> Reading:
+        """Ask ``node_id`` for ``key`` (batched with other reads to it) and return at once; the
+        record it stores (a tombstone too) or None is ``result()``'s. Every sent read's result
+        must be read (an unread batch holds its peer's lane)."""
+        batcher = self._batcher(node_id, READ)
+        return _Ticketed(batcher, batcher.submit(key, len(key) + 16))
+
     def read(self, node_id: str, key: str) -> Record | None:
         """The record ``node_id`` stores for ``key`` (a tombstone too), or None; batched with
         other reads to that peer."""
-        batcher = self._batcher(node_id, READ)
-        return batcher.result(batcher.submit(key, len(key) + 16))
+        return self.send_read(node_id, key).result()
 
     @property
     def read_batch_keys(self) -> int:

@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from ..errors import KvError
 from ..hlc import Version
@@ -50,6 +50,8 @@ from . import messages as m
 from .client import PeerStatus
 from .http import PeerConnectError, PeerError, PeerResponse
 from .server import PeerServer
+
+T = TypeVar("T")
 
 
 class SteppedClock(Protocol):
@@ -232,17 +234,25 @@ class FakeNetwork:
         return answer
 
 
-class _Done:
+class _Done(Generic[T]):
+    """An exchange already made (the fake network delivers inline): what ``call`` returned,
+    or the PeerError it raised, given back by ``result()`` (a :class:`~kvraft.peer.client.Sent` or
+    a :class:`~kvraft.peer.client.Reading`)."""
+
     __slots__ = ("_result", "_error")
 
-    def __init__(self, result: ApplyResult | None, error: BaseException | None) -> None:
-        self._result, self._error = result, error
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._error: PeerError | None = None
+        self._result: T | None = None
+        try:
+            self._result = call()
+        except PeerError as exc:
+            self._error = exc
 
-    def result(self) -> ApplyResult:
+    def result(self) -> T:
         if self._error is not None:
             raise self._error
-        assert self._result is not None
-        return self._result
+        return cast(T, self._result)
 
 
 class FakePeers:
@@ -268,11 +278,12 @@ class FakePeers:
             self._mark(node_id, True)
         return answer
 
-    def send_apply(self, node_id: str, record: Record) -> _Done:
-        try:
-            return _Done(self.apply(node_id, [record]).results[0], None)
-        except PeerError as exc:
-            return _Done(None, exc)
+    def send_apply(self, node_id: str, record: Record) -> _Done[ApplyResult]:
+        return _Done(lambda: self.apply(node_id, [record]).results[0])
+
+    def send_read(self, node_id: str, key: str) -> _Done[Record | None]:
+        """:meth:`read`, made at once (no batching): its answer or failure is ``result()``'s."""
+        return _Done(lambda: self.read(node_id, key))
 
     def apply(self, node_id: str, records: Sequence[Record]) -> m.Applied:
         return self._call(node_id, m.Apply(tuple(records)))
