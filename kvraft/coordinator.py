@@ -81,6 +81,10 @@ class PlacementView(Protocol):
         """Replicas of ``part`` that may serve reads (not still being filled)."""
         ...
 
+    def leaving(self, part: int) -> tuple[str, ...]:
+        """Replicas of ``part`` that leave it once the replicas being filled are filled."""
+        ...
+
     def watermarks(self) -> Mapping[int, int]:
         """Partition -> purge watermark (HLC ts below which tombstones may be gone)."""
         ...
@@ -297,6 +301,7 @@ class Coordinator:
             floor=floor,
             lww_ack=self.config.test_fault == "lww_ack",
             all_acked=self.config.test_fault == "drop_replication",
+            leaving=self.view.leaving(part),
         )
         while True:
             record = Record(key, part, tally.stamp(self.hlc.now(), self.id), tomb, value)
@@ -305,8 +310,8 @@ class Coordinator:
             if self.config.test_fault == "ack_without_write":  # negative control for the checker
                 return WriteResult(key, record.version, replicas, need, True)
             results, failed = self.send_write(record, replicas)
-            for res in results:
-                tally.add(None, res)
+            for node, res in results:
+                tally.add(node, res)
             for r in failed:
                 tally.fail(r)
             out = tally.response()
@@ -335,10 +340,11 @@ class Coordinator:
 
     def send_write(
         self, record: Record, replicas: tuple[str, ...]
-    ) -> tuple[list[ApplyResult], list[str]]:
+    ) -> tuple[list[tuple[str, ApplyResult]], list[str]]:
         """Send ``record`` to its replicas: the remote ones first (batched with other writes to
-        the same peer), the local copy committed while they work. Returns the answers and the
-        replicas that failed (down, or the request failed: maybe applied)."""
+        the same peer), the local copy committed while they work. Returns each answer with the
+        replica that gave it, and the replicas that failed (down, or the request failed: maybe
+        applied)."""
         tickets: dict[str, Sent] = {}
         local = None
         failed: list[str] = []
@@ -351,16 +357,16 @@ class Coordinator:
                 failed.append(r)
             else:
                 tickets[r] = self.peers.send_apply(r, record)
-        results: list[ApplyResult] = []
+        results: list[tuple[str, ApplyResult]] = []
         error: BaseException | None = None  # raised once every ticket has been read
         if local is not None:
             try:  # stamped by this node's HLC: nothing to fold in
-                results.append(self.apply_local([record], observe=False)[0])
+                results.append((local, self.apply_local([record], observe=False)[0]))
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk; re-raised below
                 error = exc
         for r, t in tickets.items():  # read every ticket, whatever happened: a batch whose
             try:  # answer nobody reads would hold its peer's lane (every later write waits)
-                results.append(t.result())
+                results.append((r, t.result()))
             except PeerError as exc:
                 log.info("replica %s failed for %r: %s", r, record.key, exc)
                 failed.append(r)

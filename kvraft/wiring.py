@@ -60,6 +60,11 @@ class MetaPlacement:
         filling = state.filling.get(part, ())
         return tuple(n for n in state.partitions[part] if n not in filling)
 
+    def leaving(self, part: int) -> tuple[str, ...]:
+        """Replicas of ``part`` that leave it once the replicas being filled are filled."""
+        _epoch, state = self.meta.map_state()
+        return tuple(state.leaving.get(part, ()))
+
     def watermarks(self) -> dict[int, int]:
         """Partition -> purge watermark, from the metadata."""
         return self.meta.watermarks()

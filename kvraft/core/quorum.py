@@ -14,6 +14,7 @@ Pure: no IO, no threads, no clock, no logging. A tally is used by one thread.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -129,6 +130,11 @@ class WriteTally:
     :class:`PlaceHints` and :class:`NeedWatermark` ask for an input, after which the tally answers
     again. ``lww_ack`` is the test-only negative control (plain last-writer-wins acks);
     ``all_acked`` the test fault that counts every replica as acknowledged.
+
+    ``leaving``: replicas that leave the partition once a move's new replicas are filled. They
+    get the write, and a newer version one of them kept is stamped above as any other, but
+    neither their acks nor hints for them count toward ``w``: a move can complete while one of
+    them is cut off, and what only it held would be gone with it.
     """
 
     def __init__(
@@ -140,8 +146,10 @@ class WriteTally:
         floor: Version | None = None,
         lww_ack: bool = False,
         all_acked: bool = False,
+        leaving: Sequence[str] = (),
     ) -> None:
         self.key = key
+        self.leaving = tuple(leaving)
         self.w = w
         self.need = need
         self.replicas = replicas
@@ -152,6 +160,7 @@ class WriteTally:
         self.seen: list[ApplyResult] = []  # every answer of every attempt (the created flag)
         self.restamps = 0
         self._results: list[ApplyResult] = []  # this attempt's answers
+        self._counted: list[ApplyResult] = []  # of those, the answers of replicas that stay
         self._failed: list[str] = []
         self._verdict: versionrule.Judgement | None = None
         self._hinted: tuple[str, ...] = ()
@@ -170,14 +179,16 @@ class WriteTally:
         """Start an attempt: the version to send, ``now_ts`` (the HLC's) raised above the floor."""
         version = Version(versionrule.stamp_above(now_ts, self.floor), node_id)
         self.own.append(version)
-        self._results, self._failed, self._verdict = [], [], None
+        self._results, self._counted, self._failed, self._verdict = [], [], [], None
         self._hinted, self._hints_done = (), False
         return version
 
     def add(self, node: str | None, answer: ApplyResult) -> None:
         """A replica's answer to the current stamping (``node`` None when the transport does
-        not say which replica answered)."""
+        not say which replica answered: counted)."""
         self._results.append(answer)
+        if node not in self.leaving:
+            self._counted.append(answer)
         self.seen.append(answer)
 
     def fail(self, node: str) -> None:
@@ -190,7 +201,11 @@ class WriteTally:
 
     def _judge(self) -> versionrule.Judgement:
         if self._verdict is None:
-            self._verdict = versionrule.judge(self.version, self._results, self.lww_ack)
+            verdict = versionrule.judge(self.version, self._results, self.lww_ack)
+            if len(self._counted) != len(self._results):  # a leaving replica answered
+                counted = versionrule.judge(self.version, self._counted, self.lww_ack)
+                verdict = dataclasses.replace(verdict, acks=counted.acks)
+            self._verdict = verdict
         return self._verdict
 
     def _acks(self) -> int:
@@ -228,8 +243,9 @@ class WriteTally:
             return NeedWatermark()
         if verdict.newer is not None:  # a replica holds a newer version: write above it
             return self._restamp(verdict.newer, "newer", True)
-        if self._failed and not self._hints_done:
-            return PlaceHints(tuple(self._failed))
+        failed = tuple(n for n in self._failed if n not in self.leaving)
+        if failed and not self._hints_done:  # (a hint for a leaving replica would not count)
+            return PlaceHints(failed)
         return self._final()
 
     def watermark(self, mark: int) -> WriteOutcome:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from kvraft.errors import Conflict, NotFound
+from kvraft.errors import Conflict, NotFound, Unavailable
 from tests.harness.inproc import InProcCluster, http_of, raft_of
 
 ROUNDS = 12  # bound on the rounds a membership change may take to settle
@@ -329,5 +329,41 @@ def test_a_write_acked_by_a_filling_replica_alone_is_visible_at_r_all_after_the_
         cluster.deliver_hints()
         for n in cluster.live():
             assert cluster[n].get(key, "all").value == b"only on n4", n
+    finally:
+        cluster.close()
+
+
+def test_a_leaving_replica_cut_off_does_not_acknowledge_a_write_by_its_own_copy():
+    """n2 is being drained out; cut off from everyone, it coordinates a w=one write of a key of
+    a partition it is leaving. Its own copy is not an acknowledgement (nor would a hint for it
+    be): the move completes without it while it is cut off, and what only it held would be
+    gone. The write is refused as maybe applied; a write through a replica that stays is
+    acknowledged and reads back after the move."""
+    cluster = InProcCluster(n=3, rf=2, partitions=4)
+    try:
+        cluster.add_node("n4")
+        cluster.nodes["n1"].leader.add_member("n4", http_of("n4"), raft_of("n4"))
+        cluster.register()
+        assert cluster.nodes["n1"].leader.remove_member("n2") == {"removing": "n2"}
+        cluster.sync_round()  # n2's partitions start to move away
+        leaving = cluster.meta.map_state()[1].leaving
+        part = next(p for p, nodes in sorted(leaving.items()) if "n2" in nodes)
+        key = next(
+            k
+            for k in (f"l{i}" for i in range(10_000))
+            if cluster.nodes["n1"].view.replicas_of(k)[0] == part
+        )
+        cluster.network.partition({"n2"}, {"n1", "n3", "n4"})
+        with pytest.raises(Unavailable, match="may or may not be visible later"):
+            cluster["n2"].put(key, b"only on n2", w="one")
+        cluster.clock.step(2.0)  # a later write (above any two clocks' gap)
+        stays = next(n for n in cluster.replicas(key) if n not in ("n2", "n4"))
+        acked = cluster[stays].put(key, b"kept", w="one")
+        assert acked.acks >= 1
+        cluster.heal()
+        settle(cluster)
+        cluster.deliver_hints()
+        for n in cluster.live():
+            assert cluster[n].get(key, "all").value == b"kept", n
     finally:
         cluster.close()

@@ -470,3 +470,39 @@ def test_r_one_asks_one_replica_at_a_time_until_one_answers(script):
         assert w.response() == quorum.ReadOk(rec("k", 5))
     else:  # a miss: the rest are asked in the last round, unless it was the last replica
         assert w.asks() == tuple(order[first + 1 :])
+
+
+def test_a_leaving_replica_gets_the_write_but_its_ack_does_not_count():
+    # replicas n1, n2, n3 of a partition in a move; n2 leaves it once n3 is filled
+    t = quorum.WriteTally("k", "one", 1, 3, leaving=("n2",))
+    t.stamp(100, "n1")
+    t.add("n2", applied())
+    t.fail("n1")
+    t.fail("n3")
+    out = t.response()
+    assert out == quorum.PlaceHints(("n1", "n3"))  # no hint for the leaving one
+    out = t.hinted((), None)
+    assert isinstance(out, quorum.Unavailable) and out.acks == 0 and out.maybe_applied
+
+
+def test_a_newer_version_a_leaving_replica_kept_is_stamped_above_all_the_same():
+    t = quorum.WriteTally("k", "quorum", 2, 3, leaving=("n2",))
+    t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.add("n2", kept(V(300, "n2")))
+    t.add("n3", applied())
+    assert t.response() == quorum.Restamp(V(300, "n2"), "newer", observe=True)
+    v2 = t.stamp(101, "n1")
+    for n in ("n1", "n2", "n3"):
+        t.add(n, applied(V(300, "n2"), live=True))
+    out = t.response()
+    assert out == quorum.Ok(v2, 2, 2, False)  # n1 and n3 counted, n2 not
+
+
+def test_a_leaving_replica_that_fails_is_not_hinted():
+    t = quorum.WriteTally("k", "quorum", 2, 3, leaving=("n2",))
+    t.stamp(100, "n1")
+    t.add("n1", applied())
+    t.add("n3", applied())
+    t.fail("n2")
+    assert isinstance(t.response(), quorum.Ok)

@@ -48,6 +48,9 @@ class OnePartition:
     def readable(self, part: int) -> tuple[str, ...]:
         return ("n1", "n2")
 
+    def leaving(self, part: int) -> tuple[str, ...]:
+        return ()
+
     def partition_map(self):
         return [("n1", "n2")]
 
@@ -196,7 +199,7 @@ def test_a_newer_version_a_stand_in_holds_makes_the_write_go_above_it(tmp_path, 
 
     def send_write(record, replicas):
         sent.append(record.version)
-        return node.store.apply_many([record]), ["n2"]
+        return [("n1", res) for res in node.store.apply_many([record])], ["n2"]
 
     def send_hint(holder, target, record):
         assert (holder, target) == ("n3", "n2")
