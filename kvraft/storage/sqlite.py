@@ -251,7 +251,8 @@ class Storage:
         """(transactions committed, writes they carried) since open: writes / transactions is
         the size of a commit group (a write is one call: ``apply_many`` of a whole batch is
         one)."""
-        return self._commits, self._grouped
+        with self._lock:
+            return self._commits, self._grouped
 
     @property
     def waiting(self) -> int:
