@@ -9,18 +9,22 @@ The store also keeps, in memory, the anti-entropy hash tree of every partition i
 open, and a tombstone watermark per partition: below it, a record for a key this store does not
 have is dropped (a tombstone that won over it was purged after every replica had synced past it).
 
-Writes are group-committed: the caller that takes the write lock commits everything queued in
-one transaction; callers block until their record is committed, so a returned ``apply`` is durable
+Writes are group-committed: one caller at a time, the *leader*, commits everything queued in one
+transaction, wakes the callers whose writes it committed and hands the lead to the first caller
+still queued; callers block until their record is committed, so a returned ``apply`` is durable
 against a crash of this process (``synchronous=NORMAL`` in WAL mode) or, with ``fsync=True``,
-against power loss (``synchronous=FULL``). Reads use one connection per calling thread.
-This module knows nothing of the network, partitions' owners or HTTP.
+against power loss (``synchronous=FULL``: the commit fsyncs the WAL before any caller of the
+group is woken). Reads use one connection per calling thread. A background thread copies the
+WAL into the database file and lets the WAL start over once it is long (see
+:meth:`Storage._checkpoint_loop`). This module knows nothing of the network, partitions' owners
+or HTTP.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -75,8 +79,32 @@ _UPSERT = (
 )
 
 log = logging.getLogger(__name__)
-_Queued = tuple[str, list[Any], list[bool], list[Any]]  # op, items, done flag, results slot
 CHECKPOINT_PERIOD = 0.25  # seconds between WAL checkpoints (only after commits)
+WAL_RESTART_FRAMES = 1024  # a WAL longer than this is checkpointed whole, so it starts over
+JOURNAL_SIZE_LIMIT = 64 << 20  # bytes a WAL file is cut back to when it starts over
+GROUP_LIMIT = 512  # queued writes (calls) committed in one transaction at most
+
+
+def _latch() -> threading.Lock:
+    """A one-shot gate, closed when made: ``acquire`` waits until ``release`` opens it."""
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
+
+
+class _Queued:
+    """One caller's write on its way: ``op`` over ``items``; the leader that commits it fills
+    ``results`` (or ``error``) and opens ``gate``, or opens it with ``lead`` set to hand over
+    the lead."""
+
+    __slots__ = ("op", "items", "results", "error", "gate", "lead")
+
+    def __init__(self, op: str, items: list[Any]) -> None:
+        self.op, self.items = op, items
+        self.results: list[Any] | None = None  # set once committed (or failed: error)
+        self.error: BaseException | None = None
+        self.gate = _latch()  # opened once for a caller that waits (never for a leader)
+        self.lead = False
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -116,7 +144,9 @@ class Storage:
         self.fsync = fsync
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._local = threading.local()
-        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
+        self._queue: collections.deque[_Queued] = collections.deque()  # under _qlock
+        self._qlock = threading.Lock()  # guards _queue and _leading
+        self._leading = False  # a caller is leading (committing groups)
         self._closed = False
         self._lock = threading.Lock()  # guards the counters below
         wconn = self._connect()
@@ -136,8 +166,9 @@ class Storage:
         ):
             self._tree(part, leaf, record_hash(key, Version(ts, node), bool(tomb)), 1)
         self._wconn = wconn
-        self._wlock = threading.Lock()  # held by the thread committing a group
-        self._commits = 0  # transactions committed, for the checkpointer
+        self._wlock = threading.Lock()  # held while a group commits (and by close, checkpoints)
+        self._commits = 0  # transactions committed
+        self._grouped = 0  # writes (calls) those transactions committed
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, daemon=True, name="sqlite-checkpoint"
@@ -156,13 +187,22 @@ class Storage:
         # every write of the group, about once per 1000 pages written). The checkpointer
         # thread does it instead (see _checkpoint_loop).
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         return conn
 
     def _checkpoint_loop(self) -> None:
         """Every :data:`CHECKPOINT_PERIOD` s, if anything was committed since the last time,
         copy the WAL into the database (``PASSIVE``: it never blocks writers or readers, and
         does what it can). The same work and the same fsyncs as SQLite's automatic checkpoint,
-        off the write path. The WAL is reused from the start once a checkpoint caught up."""
+        off the write path.
+
+        The WAL starts over from its beginning (its file overwritten in place, not grown) only
+        at a write that finds every frame copied back, which a checkpoint running beside
+        steady writes never achieves: the frames committed while it copies are always left.
+        So when the WAL was longer than :data:`WAL_RESTART_FRAMES` frames, a second pass runs
+        under the write lock, copying only what the first pass left (commits wait for that pass
+        alone: its copy and its two fsyncs), and the next commit writes the WAL from its start.
+        """
         conn = self._connect()
         seen = -1
         try:
@@ -171,7 +211,11 @@ class Storage:
                     continue
                 seen = self._commits
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+                    if frames > WAL_RESTART_FRAMES:  # commits went on meanwhile: the rest
+                        with self._wlock:
+                            if not self._closed:
+                                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error:  # e.g. busy: the next period tries again
                     log.debug("checkpoint failed", exc_info=True)
         finally:
@@ -202,6 +246,19 @@ class Storage:
     def hints_pending(self) -> int:
         return self._hints
 
+    @property
+    def commits(self) -> tuple[int, int]:
+        """(transactions committed, writes they carried) since open: writes / transactions is
+        the size of a commit group (a write is one call: ``apply_many`` of a whole batch is
+        one)."""
+        with self._lock:
+            return self._commits, self._grouped
+
+    @property
+    def waiting(self) -> int:
+        """Writes queued for the next commit group (not yet taken by a leader)."""
+        return len(self._queue)
+
     # -- writes (group commit) -----------------------------------------------------------------
 
     def apply(self, record: Record) -> ApplyResult:
@@ -224,57 +281,88 @@ class Storage:
             self._submit("drop_hints", ids)
 
     def _submit(self, op: str, items: list[Any]) -> list[Any]:
-        """Queue a write and return once it is committed.
+        """Queue a write and return once it is committed (raise what its commit raised).
 
-        Group commit without a writer thread: whichever caller gets the write lock commits
-        everything queued so far in one transaction; callers whose writes it took find them
-        done when they get the lock in turn. Alone, a caller commits its own write at once.
+        Group commit without a writer thread: a caller that finds nobody leading leads. The
+        leader commits everything queued (up to :data:`GROUP_LIMIT` writes) in one transaction,
+        opens the gate of every caller it committed for, and, once its own write is done, hands
+        the lead to the first caller still queued (or gives it up when none is). A caller whose
+        write someone else committed returns as soon as its gate opens: it never waits for
+        another group's commit. Alone, a caller commits its own write at once.
         """
-        done = [False]  # set by the committer, read under the write lock: no Event needed
-        slot: list[Any] = []
-        self._queue.put((op, items, done, slot))
-        with self._wlock:
-            if self._closed and not done[0]:
+        mine = _Queued(op, items)
+        with self._qlock:
+            if self._closed:
                 raise StorageClosed("storage is closed")
-            while not done[0]:
-                batch: list[_Queued] = []
-                while len(batch) < 512:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                self._commit(self._wconn, batch)
-        if slot and isinstance(slot[0], BaseException):
-            raise slot[0]
-        return slot
+            self._queue.append(mine)
+            if not self._leading:
+                self._leading = mine.lead = True
+        if not mine.lead:
+            mine.gate.acquire()  # opened when done, or with lead set
+        if mine.lead:
+            self._lead(mine)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.results is not None
+        return mine.results
+
+    def _lead(self, mine: _Queued) -> None:
+        """Commit groups until ``mine`` is committed, then pass the lead on."""
+        try:
+            while mine.results is None and mine.error is None:
+                with self._qlock:
+                    n = min(GROUP_LIMIT, len(self._queue))
+                    batch = [self._queue.popleft() for _ in range(n)]
+                try:
+                    with self._wlock:
+                        if self._closed:
+                            raise StorageClosed("storage is closed")
+                        self._commit(self._wconn, batch)
+                except BaseException as exc:  # noqa: BLE001 - e.g. closed: every write gets it
+                    for q in batch:
+                        if q.results is None and q.error is None:
+                            q.error = exc
+                for q in batch:
+                    if q is not mine:
+                        q.gate.release()
+        finally:
+            with self._qlock:
+                if self._queue:  # the next caller leads (its gate opens with lead set)
+                    nxt = self._queue[0]
+                    nxt.lead = True
+                    nxt.gate.release()
+                else:
+                    self._leading = False
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Queued]) -> None:
+        """Commit ``batch`` in one transaction (under the write lock) and fill each write's
+        results; when the transaction fails, every write of it gets the error and nothing of
+        it is stored."""
         deltas = [0, 0, 0, self._max_ts]  # keys, bytes, hints, max ts
         outputs = []
         self._undo = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, items, _done, _slot in batch:
-                outputs.append([self._do(conn, op, item, deltas) for item in items])
+            for q in batch:
+                outputs.append([self._do(conn, q.op, item, deltas) for item in q.items])
             conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for part, leaf, h, rows in reversed(self._undo):  # the tree follows the rollback
                 self._tree(part, leaf, h, -rows)
-            for _op, _items, done, slot in batch:
-                slot.append(exc)
-                done[0] = True
+            for q in batch:
+                q.error = exc
             return
         with self._lock:
             self._keys += deltas[0]
             self._bytes += deltas[1]
             self._hints += deltas[2]
             self._max_ts = deltas[3]
-        self._commits += 1
-        for (_op, _items, done, slot), out in zip(batch, outputs, strict=True):
-            slot.extend(out)
-            done[0] = True
+            self._commits += 1
+            self._grouped += len(batch)
+        for q, out in zip(batch, outputs, strict=True):
+            q.results = out
 
     def _do(self, conn: sqlite3.Connection, op: str, item: Any, deltas: list[int]) -> Any:
         if op == "apply":
