@@ -15,7 +15,15 @@ from collections.abc import Callable
 from .clock import Clock, SystemClock, physical_ms
 from .model import LOGICAL_BITS, LOGICAL_MASK, Version
 
-__all__ = ["HLC", "LOGICAL_BITS", "LOGICAL_MASK", "Version", "clock_ms", "wall_clock_ms"]
+__all__ = [
+    "HLC",
+    "LOGICAL_BITS",
+    "LOGICAL_MASK",
+    "RESERVE_MS",
+    "Version",
+    "clock_ms",
+    "wall_clock_ms",
+]
 
 
 def wall_clock_ms(offset_ms: int = 0) -> Callable[[], int]:
@@ -29,6 +37,10 @@ def clock_ms(clock: Clock) -> Callable[[], int]:
     return lambda: physical_ms(clock)
 
 
+RESERVE_MS = 100  # how far above what it issues the HLC reserves: a restart starts at most that
+# much ahead (within any max_clock_offset), one reservation per 100 ms of issuing at most
+
+
 class HLC:
     """Thread-safe hybrid logical clock.
 
@@ -39,6 +51,14 @@ class HLC:
     the future. The same bound applies to ``last`` (the newest timestamp in the local store).
     The physical part comes from ``physical_ms`` (a function) or from ``clock`` (a
     :class:`kvraft.clock.Clock`; the system clock when neither is given).
+
+    Across a restart: ``last`` alone cannot stop the clock from issuing a timestamp again (a
+    node's store does not hold the writes it coordinated for other replicas only, and a wall
+    clock may be stepped back while the node is down), and a version issued twice would let a
+    replica's copy of the first write pass as an acknowledgement of the second. With
+    ``reserve``, no timestamp is issued above a bound that ``reserve(bound)`` has not stored
+    durably first (a bound :data:`RESERVE_MS` ahead, so one call per that much time at most);
+    the stored bound comes back as ``mark``, which the clock starts above.
     """
 
     def __init__(
@@ -48,13 +68,18 @@ class HLC:
         max_ahead_ms: int | None = None,
         *,
         clock: Clock | None = None,
+        mark: int = 0,
+        reserve: Callable[[int], None] | None = None,
     ) -> None:
         if physical_ms is not None and clock is not None:
             raise ValueError("give the HLC a physical_ms function or a clock, not both")
         self._physical = physical_ms or clock_ms(clock or SystemClock())
         self._max_ahead = max_ahead_ms
         self._lock = threading.Lock()
-        self._last = last if self._within(last) else 0
+        self._last = max(last if self._within(last) else 0, mark)
+        self._reserve = reserve
+        self._reserved = mark  # nothing above it is issued before a reserve() stored more
+        self._reserve_lock = threading.Lock()
 
     def _within(self, ts: int) -> bool:
         if self._max_ahead is None:
@@ -68,8 +93,20 @@ class HLC:
     def now(self) -> int:
         phys = self._physical() << LOGICAL_BITS
         with self._lock:
-            self._last = max(self._last + 1, phys)
-            return self._last
+            self._last = ts = max(self._last + 1, phys)
+        if self._reserve is not None and ts > self._reserved:
+            self._reserve_through(ts)
+        return ts
+
+    def _reserve_through(self, ts: int) -> None:
+        """Store a bound above ``ts`` before ``ts`` is handed out (the callers in between
+        wait for it, then find it covers them)."""
+        assert self._reserve is not None
+        with self._reserve_lock:
+            if ts > self._reserved:
+                bound = ts + (RESERVE_MS << LOGICAL_BITS)
+                self._reserve(bound)
+                self._reserved = bound
 
     def observe(self, ts: int) -> bool:
         """Fold ``ts`` in; False (and nothing changed) when it is too far ahead to trust."""

@@ -108,6 +108,8 @@ class Node:
             clock=hlc_clock,
             last=self.storage.max_ts,
             max_ahead_ms=max_offset_ms,
+            mark=self.storage.clock_mark,
+            reserve=self.storage.reserve_clock,
         )
         self.clock_watch = ClockWatch(max_offset_ms, self.clock)
         self.liveness = Liveness(self.id, self.clock)

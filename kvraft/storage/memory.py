@@ -75,6 +75,7 @@ class MemoryStore:
         self._live_keys = 0
         self._live_bytes = 0
         self._max_ts = 0
+        self._clock_mark = 0
         self.watermarks: dict[int, int] = {}
 
     # -- crash and restart -------------------------------------------------------------------
@@ -86,6 +87,7 @@ class MemoryStore:
                 "format": SNAPSHOT_FORMAT,
                 "version": SNAPSHOT_VERSION,
                 "next_hint": self._next_hint,
+                "clock_mark": self._clock_mark,
                 "records": [_encode(self._records[k]) for k in self._keys],
                 "hints": [[h.id, h.target, *_encode(h.record)] for h in self._hints.values()],
             }
@@ -102,6 +104,7 @@ class MemoryStore:
             records = [_decode(r) for r in state["records"]]
             hints = [(int(h[0]), str(h[1]), _decode(h[2:])) for h in state["hints"]]
             next_hint = int(state["next_hint"])
+            clock_mark = int(state.get("clock_mark", 0))
             if len({r.key for r in records}) != len(records):
                 raise ValueError("a key is stored twice")
         except (KeyError, IndexError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -114,6 +117,7 @@ class MemoryStore:
             for hint_id, target, rec in hints:
                 store._hints[hint_id] = Hint(hint_id, target, _checked(rec))
             store._next_hint = max([next_hint, *(i + 1 for i in store._hints)])
+            store._clock_mark = clock_mark
         return store
 
     # -- figures -----------------------------------------------------------------------------
@@ -133,6 +137,15 @@ class MemoryStore:
     @property
     def hints_pending(self) -> int:
         return len(self._hints)
+
+    @property
+    def clock_mark(self) -> int:
+        return self._clock_mark
+
+    def reserve_clock(self, ts: int) -> None:
+        with self._lock:
+            self._writable()
+            self._clock_mark = max(self._clock_mark, ts)
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -93,6 +93,17 @@ class Store(Protocol):
         """How many hints are held, for every target together."""
         ...
 
+    @property
+    def clock_mark(self) -> int:
+        """The last bound the HLC reserved (:meth:`reserve_clock`; 0 before the first): no
+        timestamp this node has issued is above it, even one of a write it coordinated for other
+        replicas only. It seeds the HLC after a restart."""
+        ...
+
+    def reserve_clock(self, ts: int) -> None:
+        """Make ``ts`` the clock mark; durable when this returns."""
+        ...
+
     # -- writes (block until durable; raise StorageClosed after close) -----------------------
 
     def apply(self, record: Record) -> ApplyResult:

@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS hints (
 );
 CREATE INDEX IF NOT EXISTS hints_target ON hints(target, id);
 CREATE INDEX IF NOT EXISTS hints_key ON hints(key, ts);
+CREATE TABLE IF NOT EXISTS marks (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 )
 
@@ -158,6 +162,8 @@ class Storage:
         self._keys, self._bytes = int(row[0]), int(row[1])
         self._max_ts = int(wconn.execute("SELECT COALESCE(MAX(ts), 0) FROM records").fetchone()[0])
         self._hints = int(wconn.execute("SELECT COUNT(*) FROM hints").fetchone()[0])
+        row = wconn.execute("SELECT value FROM marks WHERE name = 'clock'").fetchone()
+        self._clock_mark = int(row[0]) if row else 0
         self._trees = LeafTrees()  # partition -> leaf hashes, and rows held
         self._undo: list[tuple[int, int, int, int]] = []  # tree changes of the open transaction
         self.watermarks: dict[int, int] = {}  # partition -> purge watermark (HLC ts)
@@ -245,6 +251,17 @@ class Storage:
     @property
     def hints_pending(self) -> int:
         return self._hints
+
+    @property
+    def clock_mark(self) -> int:
+        return self._clock_mark
+
+    def reserve_clock(self, ts: int) -> None:
+        """Store ``ts`` as the clock mark (a write like any other: committed with the group
+        it joins, fsynced as the store's writes are)."""
+        self._submit("clock", [ts])
+        with self._lock:
+            self._clock_mark = max(self._clock_mark, ts)
 
     @property
     def commits(self) -> tuple[int, int]:
@@ -394,6 +411,13 @@ class Storage:
             deltas[1] += (0 if rec.tomb else len(rec.value)) - (row[3] if prev_live else 0)
             deltas[3] = max(deltas[3], rec.version.ts)
             return ApplyResult(True, prev, prev_live)
+        if op == "clock":
+            conn.execute(
+                "INSERT INTO marks(name, value) VALUES ('clock', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+                (item,),
+            )
+            return None
         if op == "hint":
             target, rec = item
             conn.execute(

@@ -146,6 +146,24 @@ def test_crash_and_restart_from_the_store_bytes_keeps_acked_writes(cluster):
     assert cluster["n1"].get(keys[1], "all").value == b"again"
 
 
+def test_a_coordinator_restarted_with_its_clock_stepped_back_does_not_stamp_a_version_again(
+    cluster,
+):
+    """n3 holds no copy of the key (its replicas are n1 and n2), so its store does not know the
+    version it stamped. Restarted with its wall clock at the instant of the first write again
+    (stepped back: the fake clock has not moved), it must still stamp its next write above the
+    first (its clock mark): the same version would pass on the replicas as an acknowledgement
+    of the second write while they keep the first."""
+    key = cluster.key_on(("n1", "n2"))
+    first = cluster["n3"].put(key, b"first", w="one")
+    cluster.crash("n3")
+    cluster.restart("n3")
+    second = cluster["n3"].put(key, b"second", w="one")
+    assert second.version > first.version
+    for n in ("n1", "n2", "n3"):
+        assert cluster[n].get(key, "all").value == b"second", n
+
+
 def test_listing_with_a_crashed_replica_lists_every_key(cluster):
     """n1 crashed: every key written with w=all still lists through n2 (each partition has a
     live replica)."""

@@ -210,7 +210,13 @@ class InProcCluster:
         liveness = Liveness(node_id, self.clock)
         view = InProcPlacement(meta, liveness)
         server = PeerServer(SECRET)
-        hlc = HLC(clock=clock, last=store.max_ts, max_ahead_ms=MAX_OFFSET_MS)
+        hlc = HLC(
+            clock=clock,
+            last=store.max_ts,
+            max_ahead_ms=MAX_OFFSET_MS,
+            mark=store.clock_mark,
+            reserve=store.reserve_clock,
+        )
         counters: Counter[str] = Counter()
         published: list[Record] = []
 

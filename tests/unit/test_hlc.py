@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvraft.hlc import HLC, LOGICAL_BITS, Version
+from kvraft.hlc import HLC, LOGICAL_BITS, RESERVE_MS, Version
 
 
 class FakeClock:
@@ -68,3 +68,28 @@ def test_the_system_clock_keeps_the_configured_offset():
     assert 59_000 < (skewed.time() - plain.time()) * 1000 < 61_000
     assert 59_000 < wall_clock_ms(60_000)() - wall_clock_ms()() < 61_000
     assert 59_000 < HLC(clock=skewed).physical() - HLC().physical() < 61_000
+
+
+def test_no_timestamp_is_issued_above_a_bound_not_reserved_first():
+    clock = FakeClock(1000)
+    reserved: list[int] = []
+    hlc = HLC(clock, reserve=reserved.append)
+    issued = [hlc.now() for _ in range(5)]
+    clock.ms = 1050  # within the reserved 100 ms: no new reservation
+    issued.append(hlc.now())
+    assert len(reserved) == 1 and max(issued) <= reserved[0]
+    assert reserved[0] == issued[0] + (RESERVE_MS << LOGICAL_BITS)
+    clock.ms = 1000 + RESERVE_MS + 1  # past it: reserved again before the next one is issued
+    issued.append(hlc.now())
+    assert len(reserved) == 2 and issued[-1] <= reserved[1]
+
+
+def test_a_restart_with_the_clock_stepped_back_does_not_issue_a_timestamp_again():
+    clock = FakeClock(5000)
+    marks: list[int] = []
+    first = HLC(clock, reserve=marks.append)
+    before = [first.now() for _ in range(3)]
+    clock.ms = 4000  # down, and the wall clock stepped back a second meanwhile
+    again = HLC(clock, last=0, mark=max(marks), reserve=marks.append)  # the store held none
+    assert again.now() > max(before)
+    assert HLC(clock).now() < max(before)  # what the clock alone would have done

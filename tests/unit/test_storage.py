@@ -96,6 +96,22 @@ def test_figures_survive_a_restart(kind, tmp_path):
         s.close()
 
 
+def test_the_clock_mark_survives_a_restart_and_never_goes_down(kind, tmp_path):
+    s = open_store(kind, tmp_path)
+    assert s.clock_mark == 0
+    s.reserve_clock(5_000)
+    s.reserve_clock(4_000)  # an older bound (a slower caller) does not lower it
+    assert s.clock_mark == 5_000
+    s = restart(kind, s, tmp_path)
+    try:
+        assert s.clock_mark == 5_000 and s.max_ts == 0  # no record: the mark is what is left
+        s.reserve_clock(7_000)
+        s = restart(kind, s, tmp_path)
+        assert s.clock_mark == 7_000
+    finally:
+        s.close()
+
+
 def test_scan_prefix_after_limit_includes_tombstones(store):
     s = store
     s.apply_many([rec(k, 1) for k in ["a", "b/1", "b/2", "b/3", "c"]])
