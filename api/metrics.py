@@ -51,6 +51,7 @@ GAUGES = frozenset(
         "sync_last_bytes",
         "gc_pause_longest_seconds",
         "gc_frozen_objects",
+        "store_waiting",
     }
 )
 COUNTERS = (
@@ -90,6 +91,9 @@ HELP = {
     "writes_restamped": "write stampings redone above a newer version a replica kept",
     "writes_clock_refused": "writes refused because this node's clock is out of bounds",
     "hints_superseded": "hints their target refused: it held a newer version already",
+    "store_commits": "transactions the store committed (a group of concurrent writes each)",
+    "store_committed_writes": "writes those transactions carried (writes / commits: group size)",
+    "store_waiting": "writes queued for the store's next commit",
     "gc_collections_gen0": "garbage collections of generation 0 in this node's process",
     "gc_collections_gen1": "garbage collections of generation 1 in this node's process",
     "gc_collections_gen2": "full garbage collections in this node's process",

@@ -225,4 +225,8 @@ def metrics(node: Node) -> dict[str, float]:
     out.update({k: float(v) for k, v in node.batch_stats().items()})
     if node.gc_pauses is not None:
         out.update(node.gc_pauses.figures())
+    commits = getattr(node.storage, "commits", None)  # the SQLite store's group commit
+    if commits is not None:
+        out["store_commits"], out["store_committed_writes"] = map(float, commits)
+        out["store_waiting"] = float(node.storage.waiting)  # type: ignore[attr-defined]
     return out

@@ -310,6 +310,7 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
     assert cluster.get(1, "metrics/k").status_code == 200
     assert cluster.get(1, "metrics/absent").status_code == 404
     leaders, acks, routes, batches, batched = 0, 0.0, set(), 0.0, 0.0
+    commits, committed = 0.0, 0.0
     for i in range(len(cluster.nodes)):
         resp = requests.get(cluster.url(i) + "/metrics", timeout=10)
         assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
@@ -329,8 +330,12 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
             "sync_bytes",
             "replica_batches",
             "replica_batched_records",
+            "store_commits",
+            "store_committed_writes",
         ):
             assert kinds[f"kvraft_{counter}"] == "counter", counter
+        commits += fams["kvraft_store_commits"].samples[0].value
+        committed += fams["kvraft_store_committed_writes"].samples[0].value
         for gauge in (
             "hints_pending",
             "hints_pending_cluster",
@@ -346,6 +351,7 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
             "partitions_held",
             "member_up",
             "partitions_under_replicated",
+            "store_waiting",
         ):
             assert kinds[f"kvraft_{gauge}"] == "gauge", gauge
         state = {s.labels["state"]: s.value for s in fams["kvraft_raft_state"].samples}
@@ -363,6 +369,7 @@ def test_metrics_cover_requests_replication_hints_sync_and_raft(cluster):
     assert leaders == 1
     assert acks >= 2
     assert 1 <= batches <= batched  # the write went to a remote replica in a batch
+    assert 2 <= commits <= committed  # its two copies, each committed in a group
     assert {("PUT", "/kv/<key:key>", "201"), ("GET", "/kv/<key:key>", "404")} <= routes
 
 
