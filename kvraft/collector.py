@@ -15,7 +15,6 @@ came after (a few thousand objects). Cyclic garbage made later is collected as b
 from __future__ import annotations
 
 import gc
-import threading
 import time
 from collections.abc import Callable
 
@@ -31,12 +30,13 @@ def settle() -> int:
 
 
 class Pauses:
-    """Counts and times the collections of this process (thread-safe; the callback runs on
-    whichever thread triggered the collection, holding the GIL)."""
+    """Counts and times the collections of this process. No lock: the callback runs on
+    whichever thread triggered the collection, and collections never overlap; a lock here
+    would deadlock a thread that triggers a collection while it holds it (an allocation in
+    :meth:`figures`). A reader may see one collection half counted."""
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
         self._started = 0.0
         self.collections = [0, 0, 0]  # per generation
         self.seconds = 0.0  # all pauses added up
@@ -56,22 +56,21 @@ class Pauses:
             self._started = self._clock()
             return
         took = self._clock() - self._started
-        with self._lock:
-            self.collections[info.get("generation", 2)] += 1
-            self.seconds += took
-            if took >= LONG_S:
-                self.long += 1
-            self.longest = max(self.longest, took)
+        self.collections[info.get("generation", 2)] += 1
+        self.seconds += took
+        if took >= LONG_S:
+            self.long += 1
+        if took > self.longest:
+            self.longest = took
 
     def figures(self) -> dict[str, float]:
         """For ``/metrics``: collections per generation, pause seconds, long pauses, the
         longest pause and the objects frozen."""
-        with self._lock:
-            out = {f"gc_collections_gen{g}": float(n) for g, n in enumerate(self.collections)}
-            out.update(
-                gc_pause_seconds=self.seconds,
-                gc_pauses_long=float(self.long),
-                gc_pause_longest_seconds=self.longest,
-            )
-        out["gc_frozen_objects"] = float(gc.get_freeze_count())
+        out = {f"gc_collections_gen{g}": float(n) for g, n in enumerate(self.collections)}
+        out.update(
+            gc_pause_seconds=self.seconds,
+            gc_pauses_long=float(self.long),
+            gc_pause_longest_seconds=self.longest,
+            gc_frozen_objects=float(gc.get_freeze_count()),
+        )
         return out

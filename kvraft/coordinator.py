@@ -36,7 +36,7 @@ from .config import Config
 from .core import placement, quorum
 from .core.clockguard import Verdict
 from .errors import BadRequest, ClockOffset, NotFound, Unavailable
-from .hlc import HLC, Version
+from .hlc import HLC, LOGICAL_BITS, Version
 from .keys import check_key, new_key
 from .peer import PeerError, Peers, PeerServer, Sent
 from .peer.client import Reading
@@ -81,8 +81,10 @@ class PlacementView(Protocol):
         """Replicas of ``part`` that may serve reads (not still being filled)."""
         ...
 
-    def leaving(self, part: int) -> tuple[str, ...]:
-        """Replicas of ``part`` that leave it once the replicas being filled are filled."""
+    def write_set(self, key: str) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+        """The key's partition, its replicas, and those of them that leave it once the
+        replicas being filled are filled: all from one snapshot of the map (a move completing
+        in between must not leave a leaving replica counted). Unavailable without a map."""
         ...
 
     def watermarks(self) -> Mapping[int, int]:
@@ -99,6 +101,10 @@ class PlacementView(Protocol):
 
     def is_alive(self, node_id: str) -> bool:
         """Whether the last contact with ``node_id`` succeeded."""
+        ...
+
+    def removing(self) -> tuple[str, ...]:
+        """The members being drained out of the cluster (they hold no hints for others)."""
         ...
 
 
@@ -149,6 +155,8 @@ class Coordinator:
         self._publish = publish
         self._clock = clock
         self._key_locks = [threading.Lock() for _ in range(KEY_LOCKS)]
+        # how far ahead of this node's wall clock a lead may carry a write's version
+        self._lead_room_ms = int(config.max_clock_offset * 500)
 
     def count(self, name: str, n: int = 1) -> None:
         self._count(name, n)
@@ -275,12 +283,12 @@ class Coordinator:
         Unavailable when the acks (with hints, for ``one``/``quorum``) stay below ``w``: the
         write may or may not be visible later."""
         need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
-        part, replicas = self.view.replicas_of(key)
+        part, replicas, leaving = self.view.write_set(key)
         self.check_clock()
         # Writes of one key through this coordinator go one at a time: concurrent ones would
         # only find each other's newer versions on the replicas and stamp again (and again).
         with self._key_locks[hash(key) % KEY_LOCKS]:
-            return self._write(key, value, tomb, w, need, part, replicas, floor)
+            return self._write(key, value, tomb, w, need, part, replicas, leaving, floor)
 
     def _write(
         self,
@@ -291,6 +299,7 @@ class Coordinator:
         need: int,
         part: int,
         replicas: tuple[str, ...],
+        leaving: tuple[str, ...],
         floor: Version | None,
     ) -> WriteResult:
         tally = quorum.WriteTally(
@@ -301,12 +310,13 @@ class Coordinator:
             floor=floor,
             lww_ack=self.config.test_fault == "lww_ack",
             all_acked=self.config.test_fault == "drop_replication",
-            leaving=self.view.leaving(part),
+            leaving=leaving,
         )
         while True:
-            record = Record(key, part, tally.stamp(self.hlc.now(), self.id), tomb, value)
-            if tally.restamps:  # stamped ahead of a concurrent writer: later stamps go above it
-                self.hlc.observe(record.version.ts)
+            # issued by the HLC above the floor (and a lead): reserved like any timestamp
+            limit = (self.hlc.physical() + self._lead_room_ms) << LOGICAL_BITS
+            now_ts = self.hlc.now(tally.above(limit))
+            record = Record(key, part, tally.stamp(now_ts, self.id), tomb, value)
             if self.config.test_fault == "ack_without_write":  # negative control for the checker
                 return WriteResult(key, record.version, replicas, need, True)
             results, failed = self.send_write(record, replicas)
@@ -379,14 +389,16 @@ class Coordinator:
     def hint(
         self, part: int, replicas: tuple[str, ...], failed: list[str], record: Record
     ) -> tuple[list[str], Version | None]:
-        """Store ``record`` as a hint for each failed replica on a live stand-in; return the
-        holders and the newest version of the key any of them holds."""
+        """Store ``record`` as a hint for each failed replica on a live stand-in (not one being
+        drained out: it may be gone before the replica is back); return the holders and the
+        newest version of the key any of them holds."""
         holders: list[str] = []
         newest: Version | None = None
+        removing = self.view.removing()
         candidates = [
             s
             for s in placement.stand_ins(part, replicas, list(self.view.members()))
-            if self.view.is_alive(s)
+            if self.view.is_alive(s) and s not in removing
         ]
         for target in failed:
             while candidates:

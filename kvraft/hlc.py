@@ -90,10 +90,13 @@ class HLC:
         """This node's physical clock in ms (skewed like the HLC's)."""
         return self._physical()
 
-    def now(self) -> int:
+    def now(self, above: int = 0) -> int:
+        """A new timestamp, greater than every one issued before and than ``above`` (a version
+        a write must supersede: the clock moves up to it, even past ``max_ahead_ms``, since a
+        timestamp issued twice would be worse than one far ahead)."""
         phys = self._physical() << LOGICAL_BITS
         with self._lock:
-            self._last = ts = max(self._last + 1, phys)
+            self._last = ts = max(self._last + 1, phys, above + 1)
         if self._reserve is not None and ts > self._reserved:
             self._reserve_through(ts)
         return ts

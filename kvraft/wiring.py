@@ -60,10 +60,14 @@ class MetaPlacement:
         filling = state.filling.get(part, ())
         return tuple(n for n in state.partitions[part] if n not in filling)
 
-    def leaving(self, part: int) -> tuple[str, ...]:
-        """Replicas of ``part`` that leave it once the replicas being filled are filled."""
+    def write_set(self, key: str) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+        """The key's partition, its replicas and those leaving it, from one map snapshot;
+        Unavailable as :meth:`replicas_of`."""
         _epoch, state = self.meta.map_state()
-        return tuple(state.leaving.get(part, ()))
+        if not state.partitions or not self.meta.caught_up():
+            raise Unavailable("this node has no current partition map yet; retry shortly")
+        part = placement.partition_of(key, len(state.partitions))
+        return part, tuple(state.partitions[part]), tuple(state.leaving.get(part, ()))
 
     def watermarks(self) -> dict[int, int]:
         """Partition -> purge watermark, from the metadata."""
@@ -78,6 +82,10 @@ class MetaPlacement:
         configuration."""
         raft = set(self.meta.raft_members())
         return {x.id: x.http for x in self.meta.members().values() if x.raft in raft}
+
+    def removing(self) -> tuple[str, ...]:
+        """The members being drained out (the metadata's removal list)."""
+        return tuple(self.meta.removing())
 
     def is_alive(self, node_id: str) -> bool:
         """Whether the last contact with ``node_id`` succeeded (:meth:`Liveness.is_alive`)."""

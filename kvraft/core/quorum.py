@@ -154,6 +154,7 @@ class WriteTally:
         self.need = need
         self.replicas = replicas
         self.floor = floor  # what the next stamping must be above
+        self._lead = 0  # and how far above it, after a concurrent writer won (versionrule.lead)
         self.lww_ack = lww_ack
         self.all_acked = all_acked
         self.own: list[Version] = []  # every stamping of this write
@@ -175,8 +176,21 @@ class WriteTally:
     def attempts(self) -> int:
         return len(self.own)
 
+    def above(self, limit_ts: int) -> int:
+        """The timestamp the next stamping must be greater than (0: any): the floor, and after a
+        concurrent writer won, the lead above it as far as ``limit_ts`` allows (the coordinator
+        passes its wall clock plus half the clock offset bound, so that leads on a hot key do
+        not carry the versions further ahead of the clocks than other nodes fold in)."""
+        if self.floor is None:
+            return 0
+        ts = self.floor.ts
+        if self._lead:
+            ts = max(ts, min(ts + self._lead, limit_ts))
+        return ts
+
     def stamp(self, now_ts: int, node_id: str) -> Version:
-        """Start an attempt: the version to send, ``now_ts`` (the HLC's) raised above the floor."""
+        """Start an attempt: the version to send, ``now_ts`` (the HLC's, issued above
+        :meth:`above`) raised above the floor."""
         version = Version(versionrule.stamp_above(now_ts, self.floor), node_id)
         self.own.append(version)
         self._results, self._counted, self._failed, self._verdict = [], [], [], None
@@ -230,8 +244,8 @@ class WriteTally:
                 )
             return Unavailable(why, maybe_applied=True, learned=above if observe else None)
         # past a concurrent writer's version by a lead (not a purge watermark: just above it)
-        lead = versionrule.lead(self.restamps) if reason != "watermark" else 0
-        self.floor = Version(above.ts + lead, above.node) if lead else above
+        self._lead = versionrule.lead(self.restamps) if reason != "watermark" else 0
+        self.floor = above
         return Restamp(above, reason, observe)
 
     def response(self) -> WriteOutcome:

@@ -367,3 +367,23 @@ def test_a_leaving_replica_cut_off_does_not_acknowledge_a_write_by_its_own_copy(
             assert cluster[n].get(key, "all").value == b"kept", n
     finally:
         cluster.close()
+
+
+def test_a_node_being_drained_out_holds_no_hint_for_a_replica_that_is_down():
+    """n3 is being drained; n2 is cut off from n1. A w=quorum write through n1 of a key on n1
+    and n2 would have counted a hint on n3, which may be gone before n2 is back: the hint goes
+    to a stand-in that stays (n4), or the write is refused."""
+    cluster = InProcCluster(n=4, rf=2, partitions=8)
+    try:
+        assert cluster.nodes["n1"].leader.remove_member("n3") == {"removing": "n3"}
+        key = cluster.key_on(("n1", "n2"))
+        cluster.network.drop("n1", "n2")
+        result = cluster["n1"].put(key, b"v", w="quorum")
+        assert result.hinted == ("n4",), result
+        assert cluster.nodes["n3"].store.hints_pending == 0
+        cluster.crash("n4")
+        with pytest.raises(Unavailable):  # no stand-in left but the one being drained
+            cluster["n1"].put(key, b"v2", w="quorum")
+        assert cluster.nodes["n3"].store.hints_pending == 0
+    finally:
+        cluster.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 
 from kvraft import collector
 
@@ -58,3 +59,28 @@ def test_settle_freezes_what_is_left_after_a_collection():
         assert tracked < frozen  # the collector's walks see only what came after
     finally:
         gc.unfreeze()
+
+
+def test_figures_called_as_a_collection_is_due_does_not_hang():
+    """An allocation in figures() may start a collection on the same thread: its callback must
+    not wait for anything figures() holds. Each margin fills generation 0 to that many
+    allocations short of its threshold, then asks for the figures."""
+    p = collector.Pauses().install()
+    threshold = gc.get_threshold()[0]
+
+    def ask(margin: int, out: list) -> None:
+        keep = []
+        while gc.get_count()[0] < threshold - margin:
+            keep.append([])
+        out.append(p.figures())
+
+    try:
+        for margin in range(1, 8):
+            out: list[dict] = []
+            t = threading.Thread(target=ask, args=(margin, out), daemon=True)
+            t.start()
+            t.join(5)
+            assert not t.is_alive(), f"figures() hung in its own collection (margin {margin})"
+            assert out and out[0]["gc_collections_gen0"] >= 1
+    finally:
+        p.uninstall()

@@ -93,3 +93,16 @@ def test_a_restart_with_the_clock_stepped_back_does_not_issue_a_timestamp_again(
     again = HLC(clock, last=0, mark=max(marks), reserve=marks.append)  # the store held none
     assert again.now() > max(before)
     assert HLC(clock).now() < max(before)  # what the clock alone would have done
+
+
+def test_a_timestamp_issued_above_a_version_is_reserved_too():
+    """A write stamped above a newer version (and a lead) goes through now(above): the bound is
+    stored before that timestamp is handed out, and the clock moves up to it."""
+    clock = FakeClock(1000)
+    reserved: list[int] = []
+    hlc = HLC(clock, reserve=reserved.append)
+    hlc.now()
+    far = (1000 + 3 * RESERVE_MS) << LOGICAL_BITS  # beyond the first reservation
+    ts = hlc.now(far)
+    assert ts == far + 1 and ts <= max(reserved)
+    assert hlc.now() > ts  # later stamps go above it

@@ -84,7 +84,9 @@ def test_a_replica_holding_a_newer_version_makes_the_tally_restamp_above_it():
     t.add("n1", applied())
     t.add("n2", kept(V(200, "n3")))
     assert t.response() == quorum.Restamp(V(200, "n3"), "newer", observe=True)
-    v2 = t.stamp(150, "n1")  # the clock is behind what the replica kept: a lead above it
+    above = t.above(1 << 40)  # the clock is behind what the replica kept: a lead above it
+    assert above == 200 + versionrule.lead(1)
+    v2 = t.stamp(above + 1, "n1")  # what the HLC issues above it
     assert v2 == V(200 + versionrule.lead(1) + 1, "n1")
     t.add("n1", applied(V(100, "n1")))
     t.add("n2", applied(V(200, "n3"), live=True))

@@ -48,6 +48,7 @@ def pair(tmp_path):
         test_fault=None,
         max_value_bytes=1 << 20,
         replication_factor=2,
+        max_clock_offset=0.5,
     )
     view = OnePartition(peer.addr)
     counters: Counter[str] = Counter()

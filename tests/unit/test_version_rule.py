@@ -168,5 +168,21 @@ def test_a_write_stamped_again_goes_a_lead_above_the_newer_version_a_replica_kep
     t.add(None, ApplyResult(False, newer, True))
     out = t.response()
     assert isinstance(out, Restamp) and out.above == newer and out.observe
-    again = t.stamp(1001 << LOGICAL_BITS, "n1")  # the HLC is still behind the newer version
+    room = 6000 << LOGICAL_BITS  # the coordinator's wall clock and its room for a lead
+    assert t.above(room) == newer.ts + versionrule.lead(1)
+    again = t.stamp(HLC(lambda: 1001).now(t.above(room)), "n1")  # the HLC issues above it
     assert again.ts == newer.ts + versionrule.lead(1) + 1 and again > newer
+
+
+def test_a_lead_stops_at_the_room_the_coordinator_gives_it():
+    """Leads on a hot key must not carry the versions ever further ahead of the clocks: above
+    the coordinator's wall clock plus its room, the write goes just above the newer version."""
+    t = WriteTally("k", "quorum", 2, 2)
+    t.stamp(1000 << LOGICAL_BITS, "n1")
+    newer = Version(5000 << LOGICAL_BITS, "n2")
+    t.add(None, ApplyResult(True, None, False))
+    t.add(None, ApplyResult(False, newer, True))
+    assert isinstance(t.response(), Restamp)
+    assert t.above(newer.ts + 100) == newer.ts + 100  # part of the lead fits
+    assert t.above(4000 << LOGICAL_BITS) == newer.ts  # none fits: just above the newer one
+    assert t.above(newer.ts + versionrule.lead(1) + 7) == newer.ts + versionrule.lead(1)

@@ -48,7 +48,10 @@ class OnePartition:
     def readable(self, part: int) -> tuple[str, ...]:
         return ("n1", "n2")
 
-    def leaving(self, part: int) -> tuple[str, ...]:
+    def write_set(self, key: str) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+        return 0, ("n1", "n2"), ()
+
+    def removing(self) -> tuple[str, ...]:
         return ()
 
     def partition_map(self):
@@ -80,6 +83,7 @@ def coordinator(tmp_path, peer_addr: str) -> Coordinator:
         test_fault=None,
         max_value_bytes=1 << 20,
         replication_factor=2,
+        max_clock_offset=0.5,
     )
     view = OnePartition(peer_addr)
     peers = PeerClient(SECRET, 5.0, view.address_of, view.mark, lambda: False, 1 << 20)
