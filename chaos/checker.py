@@ -24,9 +24,11 @@ What is checked:
 * **leader**: for each fault that took the leader away (kill, pause or partition of the leader),
   the time until every surviving node named the same new leader.
 * **availability**: the share of operations invoked during each fault window that succeeded,
-  overall and on the other side (nodes not hit by the fault: the majority during a partition),
-  and the latency (p50, p99) of the successful ones, overall and on the nodes hit (what a
-  ``delay`` fault shows).
+  overall and on the other side (nodes not hit by the fault: the majority during a partition;
+  there without the operations that need every replica of their key, which no store can serve
+  with a replica cut off: ``r=all``, ``w=all``, and ``r=quorum`` when a quorum of the
+  replication factor is every replica, as with the default 2), and the latency (p50, p99) of
+  the successful ones, overall and on the nodes hit (what a ``delay`` fault shows).
 """
 
 from __future__ import annotations
@@ -434,14 +436,24 @@ def new_leader_time(
     return None
 
 
+def needs_every_replica(op: dict, rf: int) -> bool:
+    """Whether ``op``'s level needs an answer from every replica of its key (see the module)."""
+    level = op.get("level")
+    return level == "all" or (level == "quorum" and op["op"] == "read" and rf // 2 + 1 >= rf)
+
+
 def fault_windows(records: list[dict], all_nodes: list[str]) -> list[dict]:
     """Per fault: what it was, operations during it and their success, time to a new leader."""
     ops = _ops(records, "run")
     views = _by_type(records, "view")
+    runs = _by_type(records, "run")
+    rf = int(runs[0].get("replication_factor", 2)) if runs else 2
     out = []
     for f in sorted(_by_type(records, "fault"), key=lambda f: f["start"]):
         during = [op for op in ops if f["start"] <= op["t0"] <= f["end"]]
-        other = [op for op in during if op["node"] not in f["nodes"]]
+        other = [
+            op for op in during if op["node"] not in f["nodes"] and not needs_every_replica(op, rf)
+        ]
         row = {
             "id": f["id"],
             "kind": f["kind"],

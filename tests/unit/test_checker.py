@@ -415,6 +415,24 @@ def test_availability_per_fault_window_and_on_the_majority_side():
     assert res["majority_share"] < 0.95 and not res["liveness_ok"]
 
 
+def test_majority_side_availability_leaves_out_reads_that_need_every_replica():
+    """With two replicas, r=quorum needs both: a read of a key with a replica on the cut-off
+    side cannot succeed on the majority side, and does not count against its availability;
+    an r=one read that fails there does."""
+    f = fault("partition-leader", ["n1"], 10, 20, groups=[["n2", "n3"], ["n1"]])
+    ops = [w(f"k{i}", "v", 10 + i / 2, 10.2 + i / 2, node="n2") for i in range(19)]
+    quorum_read = {**r("k1", None, 12, 14, node="n3", outcome="fail"), "level": "quorum"}
+    h = [run_rec(), f, *ops, quorum_read, *converged()]
+    res = checker.check(h)
+    row = res["faults"][0]
+    assert (row["ops"], row["other_ops"], row["other_ok"]) == (20, 19, 19)
+    assert res["majority_share"] == 1.0
+    assert checker.needs_every_replica(quorum_read, 2)
+    assert not checker.needs_every_replica(quorum_read, 3)  # 2 of 3: one may be cut off
+    h.append(r("k2", None, 13, 13.1, node="n3", outcome="fail"))  # r=one: counted
+    assert checker.check(h)["majority_share"] == pytest.approx(19 / 20)
+
+
 def test_timeline_buckets_by_completion_time():
     h = [
         w("a", "a", 0.1, 0.2),
