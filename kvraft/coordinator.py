@@ -37,6 +37,7 @@ from .core import placement, quorum
 from .core.clockguard import Verdict
 from .errors import BadRequest, ClockOffset, NotFound, Unavailable
 from .hlc import HLC, LOGICAL_BITS, Version
+from .keygroups import KeyGroups
 from .keys import check_key, new_key
 from .peer import PeerError, Peers, PeerServer, Sent
 from .peer.client import Reading
@@ -117,6 +118,27 @@ class ClockStanding:
 
 
 KEY_LOCKS = 1024  # lock stripes for the writes of one key (Coordinator.write)
+PUT_GROUP_LIMIT = 64  # PUTs of one key sent in one round at most (Coordinator._put_group)
+
+
+@dataclass(frozen=True, slots=True)
+class _Put:
+    """A PUT waiting for its key's round: what :meth:`Coordinator.write` decided before it."""
+
+    value: bytes
+    w: str
+    need: int
+    part: int
+    replicas: tuple[str, ...]
+    leaving: tuple[str, ...]
+
+    def shares_round(self, other: _Put) -> bool:
+        """Whether ``other`` may go in this PUT's round: sent to the same replicas."""
+        return (
+            self.part == other.part
+            and self.replicas == other.replicas
+            and self.leaving == other.leaving
+        )
 
 
 class Coordinator:
@@ -155,6 +177,9 @@ class Coordinator:
         self._publish = publish
         self._clock = clock
         self._key_locks = [threading.Lock() for _ in range(KEY_LOCKS)]
+        self._groups: KeyGroups[_Put, WriteResult] = KeyGroups(
+            self._put_group, same=_Put.shares_round, limit=PUT_GROUP_LIMIT
+        )
         # how far ahead of this node's wall clock a lead may carry a write's version
         self._lead_room_ms = int(config.max_clock_offset * 500)
 
@@ -285,10 +310,77 @@ class Coordinator:
         need = placement.required_acks(w, self.rf)  # a bad w is a 400 before anything else
         part, replicas, leaving = self.view.write_set(key)
         self.check_clock()
-        # Writes of one key through this coordinator go one at a time: concurrent ones would
-        # only find each other's newer versions on the replicas and stamp again (and again).
+        # Writes of one key through this coordinator go one round at a time: concurrent rounds
+        # would only find each other's newer versions on the replicas and stamp again (and
+        # again). The PUTs that queue behind a round go in the next one together (_put_group).
+        if tomb or floor is not None or self.config.test_fault:
+            with self._key_locks[hash(key) % KEY_LOCKS]:
+                return self._write(key, value, tomb, w, need, part, replicas, leaving, floor)
+        return self._groups.submit(key, _Put(value, w, need, part, replicas, leaving))
+
+    def _put_group(self, key: str, puts: list[_Put]) -> list[WriteResult | BaseException]:
+        """One round for the PUTs of ``key`` that queued together (same partition and replicas).
+
+        Each PUT is its own write, with its own tally and its own version: they are stamped in
+        arrival order by the HLC (so the versions rise in that order), sent to every replica
+        together and in that order (one Apply batch and one transaction per replica, which
+        applies each of them in turn: the last one stays), and each is then decided on its own
+        answers. A PUT that a replica refused (another coordinator's newer version landed in
+        between) goes on alone as :meth:`_write` would. These writes overlap in time, so last
+        writer wins orders them, and each acknowledged one was the newest version of the key
+        on the replicas that acknowledged it."""
+        first = puts[0]
         with self._key_locks[hash(key) % KEY_LOCKS]:
-            return self._write(key, value, tomb, w, need, part, replicas, leaving, floor)
+            if len(puts) == 1:
+                return [
+                    self._write(
+                        key, first.value, False, first.w, first.need,
+                        first.part, first.replicas, first.leaving, None,
+                    )
+                ]  # fmt: skip
+            self.count("writes_grouped", len(puts))
+            tallies = [self._tally(key, p.w, p.need, p.replicas, None, p.leaving) for p in puts]
+            records = [
+                self._stamp(t, key, first.part, False, p.value)
+                for t, p in zip(tallies, puts, strict=True)
+            ]
+            sent = self.send_writes(records, first.replicas)
+            outcomes: list[WriteResult | BaseException] = []
+            for t, rec, answers in zip(tallies, records, sent, strict=True):
+                try:
+                    outcomes.append(self._drive(t, rec, first.replicas, answers))
+                except Exception as exc:  # noqa: BLE001 - that PUT's own error (Unavailable)
+                    outcomes.append(exc)
+            return outcomes
+
+    def _tally(
+        self,
+        key: str,
+        w: str,
+        need: int,
+        replicas: tuple[str, ...],
+        floor: Version | None,
+        leaving: tuple[str, ...],
+    ) -> quorum.WriteTally:
+        return quorum.WriteTally(
+            key,
+            w,
+            need,
+            len(replicas),
+            floor=floor,
+            lww_ack=self.config.test_fault == "lww_ack",
+            all_acked=self.config.test_fault == "drop_replication",
+            leaving=leaving,
+        )
+
+    def _stamp(
+        self, tally: quorum.WriteTally, key: str, part: int, tomb: bool, value: bytes
+    ) -> Record:
+        """The write's record at its next stamping: issued by the HLC above the floor (and a
+        lead), so reserved like any timestamp."""
+        limit = (self.hlc.physical() + self._lead_room_ms) << LOGICAL_BITS
+        now_ts = self.hlc.now(tally.above(limit))
+        return Record(key, part, tally.stamp(now_ts, self.id), tomb, value)
 
     def _write(
         self,
@@ -302,24 +394,24 @@ class Coordinator:
         leaving: tuple[str, ...],
         floor: Version | None,
     ) -> WriteResult:
-        tally = quorum.WriteTally(
-            key,
-            w,
-            need,
-            len(replicas),
-            floor=floor,
-            lww_ack=self.config.test_fault == "lww_ack",
-            all_acked=self.config.test_fault == "drop_replication",
-            leaving=leaving,
-        )
+        tally = self._tally(key, w, need, replicas, floor, leaving)
+        record = self._stamp(tally, key, part, tomb, value)
+        if self.config.test_fault == "ack_without_write":  # negative control for the checker
+            return WriteResult(key, record.version, replicas, need, True)
+        return self._drive(tally, record, replicas, self.send_write(record, replicas))
+
+    def _drive(
+        self,
+        tally: quorum.WriteTally,
+        record: Record,
+        replicas: tuple[str, ...],
+        answers: tuple[list[tuple[str, ApplyResult]], list[str]],
+    ) -> WriteResult:
+        """Decide the write from its first attempt's ``answers`` (:meth:`send_write`'s), placing
+        hints and stamping and sending again as the tally asks, until it is decided."""
+        key, part = record.key, record.part
         while True:
-            # issued by the HLC above the floor (and a lead): reserved like any timestamp
-            limit = (self.hlc.physical() + self._lead_room_ms) << LOGICAL_BITS
-            now_ts = self.hlc.now(tally.above(limit))
-            record = Record(key, part, tally.stamp(now_ts, self.id), tomb, value)
-            if self.config.test_fault == "ack_without_write":  # negative control for the checker
-                return WriteResult(key, record.version, replicas, need, True)
-            results, failed = self.send_write(record, replicas)
+            results, failed = answers
             for node, res in results:
                 tally.add(node, res)
             for r in failed:
@@ -333,6 +425,8 @@ class Coordinator:
                 break
             if out.observe:
                 self.observe(out.above)
+            record = self._stamp(tally, key, part, record.tomb, record.value)
+            answers = self.send_write(record, replicas)
         if tally.restamps:
             self.count("writes_restamped", tally.restamps)
         if isinstance(out, quorum.Unavailable):
@@ -355,36 +449,50 @@ class Coordinator:
         the same peer), the local copy committed while they work. Returns each answer with the
         replica that gave it, and the replicas that failed (down, or the request failed: maybe
         applied)."""
-        tickets: dict[str, Sent] = {}
+        return self.send_writes([record], replicas)[0]
+
+    def send_writes(
+        self, records: list[Record], replicas: tuple[str, ...]
+    ) -> list[tuple[list[tuple[str, ApplyResult]], list[str]]]:
+        """:meth:`send_write` for several records of one partition at once: each replica gets
+        them together and in order (one batch to a peer, one commit of the local copies).
+        Returns one (answers, failed replicas) per record."""
+        tickets: dict[str, list[Sent]] = {}
         local = None
-        failed: list[str] = []
+        down: list[str] = []
         for r in replicas:
             if r == self.id:
                 local = r
             elif self.config.test_fault == "drop_replication":
                 continue  # the replica silently misses this write (acks counted as if sent)
             elif not self.view.is_alive(r):
-                failed.append(r)
+                down.append(r)
             else:
-                tickets[r] = self.peers.send_apply(r, record)
-        results: list[tuple[str, ApplyResult]] = []
+                tickets[r] = self.peers.send_apply_many(r, records)
+        out: list[tuple[list[tuple[str, ApplyResult]], list[str]]] = [
+            ([], list(down)) for _ in records
+        ]
         error: BaseException | None = None  # raised once every ticket has been read
         if local is not None:
             try:  # stamped by this node's HLC: nothing to fold in
-                results.append((local, self.apply_local([record], observe=False)[0]))
+                for (results, _f), res in zip(
+                    out, self.apply_local(records, observe=False), strict=True
+                ):
+                    results.append((local, res))
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk; re-raised below
                 error = exc
-        for r, t in tickets.items():  # read every ticket, whatever happened: a batch whose
-            try:  # answer nobody reads would hold its peer's lane (every later write waits)
-                results.append((r, t.result()))
-            except PeerError as exc:
-                log.info("replica %s failed for %r: %s", r, record.key, exc)
-                failed.append(r)
-            except Exception as exc:  # noqa: BLE001 - not the peer's fault: a bug; re-raised
-                error = error or exc
+        for r, sent in tickets.items():  # read every ticket, whatever happened: a batch whose
+            for (results, failed), t, rec in zip(out, sent, records, strict=True):
+                try:  # answer nobody reads would hold its peer's lane (every later write waits)
+                    results.append((r, t.result()))
+                except PeerError as exc:
+                    log.info("replica %s failed for %r: %s", r, rec.key, exc)
+                    failed.append(r)
+                except Exception as exc:  # noqa: BLE001 - not the peer's fault: a bug; re-raised
+                    error = error or exc
         if error is not None:
             raise error
-        return results, failed
+        return out
 
     def hint(
         self, part: int, replicas: tuple[str, ...], failed: list[str], record: Record

@@ -20,7 +20,7 @@ Errors keep the transport's meaning for every record of a batch: a
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .http import PeerConnectError, PeerError
@@ -92,15 +92,21 @@ class PeerBatcher:
 
     def submit(self, record, size: int) -> Ticket:
         """Queue ``record`` (``size`` bytes encoded) and send now if a lane is free."""
-        ticket = Ticket(record, size)
+        return self.submit_many((record,), (size,))[0]
+
+    def submit_many(self, records: Sequence, sizes: Sequence[int]) -> list[Ticket]:
+        """Queue ``records`` together and in order (one batch when they fit in one, so a peer
+        applies them in that order) and send now if a lane is free."""
+        tickets = [Ticket(r, n) for r, n in zip(records, sizes, strict=True)]
         with self._lock:
-            self._queue.append(ticket)
+            self._queue.extend(tickets)
             batch = self._take_locked()
-            if ticket.batch is None:
-                ticket.assigned = _latch()
+            for ticket in tickets:
+                if ticket.batch is None:
+                    ticket.assigned = _latch()
         if batch is not None:
             self._send(batch)
-        return ticket
+        return tickets
 
     def result(self, ticket: Ticket):
         """The record's result from the peer; raises the batch's PeerError.

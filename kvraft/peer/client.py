@@ -84,6 +84,7 @@ class Peers(Protocol):
     :class:`kvraft.peer.fake.FakePeers` in process."""
 
     def send_apply(self, node_id: str, record: Record) -> Sent: ...
+    def send_apply_many(self, node_id: str, records: Sequence[Record]) -> list[Sent]: ...
     def send_read(self, node_id: str, key: str) -> Reading: ...
     def apply(self, node_id: str, records: Sequence[Record]) -> m.Applied: ...
     def read(self, node_id: str, key: str) -> Record | None: ...
@@ -160,6 +161,13 @@ class PeerClient:
         size = len(record.key) + len(record.value) + 64
         batcher = self._batcher(node_id, APPLY)
         return _Ticketed(batcher, batcher.submit(record, size))
+
+    def send_apply_many(self, node_id: str, records: Sequence[Record]) -> list[Sent]:
+        """:meth:`send_apply` for several records at once, queued together and in order (one
+        batch when they fit: the replica applies them in one transaction, in that order)."""
+        batcher = self._batcher(node_id, APPLY)
+        sizes = [len(r.key) + len(r.value) + 64 for r in records]
+        return [_Ticketed(batcher, t) for t in batcher.submit_many(records, sizes)]
 
     def send_read(self, node_id: str, key: str) -> Reading:
         """Ask ``node_id`` for ``key`` (batched with other reads to it) and return at once; the

@@ -281,6 +281,17 @@ class FakePeers:
     def send_apply(self, node_id: str, record: Record) -> _Done[ApplyResult]:
         return _Done(lambda: self.apply(node_id, [record]).results[0])
 
+    def send_apply_many(self, node_id: str, records: Sequence[Record]) -> list[_Done[ApplyResult]]:
+        """One Apply of every record, made at once: each record's answer or the failure."""
+        applied: _Done[tuple[ApplyResult, ...]] = _Done(
+            lambda: tuple(self.apply(node_id, records).results)
+        )
+
+        def nth(i: int) -> Callable[[], ApplyResult]:
+            return lambda: applied.result()[i]
+
+        return [_Done(nth(i)) for i in range(len(records))]
+
     def send_read(self, node_id: str, key: str) -> _Done[Record | None]:
         """:meth:`read`, made at once (no batching): its answer or failure is ``result()``'s."""
         return _Done(lambda: self.read(node_id, key))

@@ -102,3 +102,58 @@ def test_a_write_stamped_again_goes_past_what_another_coordinator_stamps_meanwhi
             assert held is not None and (held.value, held.version) == (b"from-n3", mine.version)
     finally:
         cluster.close()
+
+
+def test_writes_that_queue_behind_a_round_go_in_the_next_one_together():
+    """While one PUT of a key is on the network, the PUTs of that key that arrive at the same
+    coordinator queue; the next round carries them together (one Apply, in order). Each is its
+    own write: acknowledged with its own version, every writer's versions rise, and the replicas
+    hold the value of the highest version acknowledged (no acknowledged overwrite is lost)."""
+    cluster = InProcCluster(threads=True)
+    try:
+        key = cluster.key_on(("n1", "n2"))
+        lock = threading.Lock()
+        sizes: list[int] = []
+
+        def hook(src: str, dst: str, message: object) -> None:
+            if src == "n1" and isinstance(message, m.Apply):
+                n = sum(1 for r in message.records if r.key == key)
+                if n:
+                    with lock:
+                        sizes.append(n)
+                    time.sleep(0.002)  # the window in which the other writers queue
+
+        cluster.network.on_send(hook)
+        acked: dict[int, list[WriteResult]] = {i: [] for i in range(WRITERS)}
+        values: dict[object, bytes] = {}
+
+        def writer(i: int) -> None:
+            for j in range(WRITES):
+                value = f"w{i}-{j}".encode()
+                res = cluster["n1"].put(key, value, w="quorum")
+                with lock:
+                    acked[i].append(res)
+                    values[res.version] = value
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads), "a writer did not finish"
+        cluster.network.on_send(None)
+        assert max(sizes) > 1, f"no round carried more than one PUT of the key: {sizes}"
+        assert sum(sizes) == WRITERS * WRITES  # each write sent once to n2: none stamped again
+        assert len(sizes) < WRITERS * WRITES  # in fewer rounds than writes
+        assert cluster.nodes["n1"].counters["writes_grouped"] > 0
+        for i, results in acked.items():
+            assert len(results) == WRITES
+            versions = [r.version for r in results]
+            assert versions == sorted(versions) and len(set(versions)) == WRITES, i
+        assert len(values) == WRITERS * WRITES  # every write its own version
+        newest = max(values)
+        held = [cluster.held(n, key) for n in ("n1", "n2")]
+        assert held[0] == held[1] and held[0] is not None
+        assert held[0].version == newest and held[0].value == values[newest]
+    finally:
+        cluster.close()
