@@ -2,7 +2,7 @@
 
     git worktree add /tmp/kvraft-before <commit>     # the commit before the change
     python -m bench.ab --a /tmp/kvraft-before --b . [--rounds 3] [--seconds 8] [--ops put,get]
-        [--r quorum] [--value-size 10240]
+        [--r quorum] [--value-size 10240] [--keys 1]
 
 Each round starts a 3-node cluster (`kvraft up`) from A, runs every op for ``--seconds`` with
 ``--concurrency`` connections spread over the nodes (bench/loadgen.py, 100-byte values unless
@@ -62,7 +62,7 @@ def one(
     load: dict | None = None,
 ) -> dict:
     """op -> (req/s, p99 ms, errors, node CPU us per request) for one cluster of ``repo``.
-    ``load``: more arguments of every load run (``read_level``, ``value_size``)."""
+    ``load``: more arguments of every load run (``read_level``, ``value_size``, ``keys``)."""
     load = load or {}
     out = {}
     ports = {"http_base": base, "raft_base": base + 100, "ftp_port": base + 200}
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", default="put,get")
     ap.add_argument("--r", default=None, help="GET read level ?r= (one, quorum, all)")
     ap.add_argument("--value-size", type=int, default=100, help="bytes per value written")
+    ap.add_argument("--keys", type=int, default=1000, help="keys written and read (1: one key)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for both clusters")
     ap.add_argument(
         "--port-base",
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ops = args.ops.split(",")
     env = dict(e.split("=", 1) for e in args.env)
-    load = {"read_level": args.r, "value_size": args.value_size}
+    load = {"read_level": args.r, "value_size": args.value_size, "keys": args.keys}
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     for rnd in range(args.rounds):
         if args.together:
