@@ -481,9 +481,15 @@ class Coordinator:
                     results.append((local, res))
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk; re-raised below
                 error = exc
-        for r, sent in tickets.items():  # read every ticket, whatever happened: a batch whose
-            for (results, failed), t, rec in zip(out, sent, records, strict=True):
-                try:  # answer nobody reads would hold its peer's lane (every later write waits)
+        # Read every ticket, whatever happened: a batch whose answer nobody reads would hold its
+        # peer's lane (every later write waits). Record by record across the replicas, so that
+        # a group split over several batches has each replica's next batch sent as soon as its
+        # previous answer is in, not after the other replicas' whole share.
+        for i, rec in enumerate(records):
+            results, failed = out[i]
+            for r, sent in tickets.items():
+                t = sent[i]
+                try:
                     results.append((r, t.result()))
                 except PeerError as exc:
                     log.info("replica %s failed for %r: %s", r, rec.key, exc)
