@@ -18,6 +18,16 @@ WRITERS = 8
 WRITES = 10
 
 
+def _run_writers(writer) -> None:
+    """``writer(i)`` on WRITERS threads at once, until every one is done (60 s each at most)."""
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a writer did not finish"
+
+
 def test_writes_of_one_key_through_one_coordinator_reach_the_replicas_one_at_a_time():
     cluster = InProcCluster(threads=True)
     try:
@@ -54,12 +64,7 @@ def test_writes_of_one_key_through_one_coordinator_reach_the_replicas_one_at_a_t
                 with lock:
                     acked.append(value)
 
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not any(t.is_alive() for t in threads), "a writer did not finish"
+        _run_writers(writer)
         assert most[0] == 1, f"{most[0]} writes of the key were on the network at once"
         assert refused == [] and len(acked) == WRITERS * WRITES
         cluster.network.on_send(None)
@@ -135,12 +140,7 @@ def test_writes_that_queue_behind_a_round_go_in_the_next_one_together():
                     acked[i].append(res)
                     values[res.version] = value
 
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not any(t.is_alive() for t in threads), "a writer did not finish"
+        _run_writers(writer)
         cluster.network.on_send(None)
         assert max(sizes) > 1, f"no round carried more than one PUT of the key: {sizes}"
         assert sum(sizes) == WRITERS * WRITES  # each write sent once to n2: none stamped again
