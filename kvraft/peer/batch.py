@@ -15,6 +15,12 @@ reads it for the whole batch, hands every record its result, and sends what queu
 Errors keep the transport's meaning for every record of a batch: a
 :class:`~kvraft.peer.http.PeerConnectError` (nothing was sent) or any other
 :class:`~kvraft.peer.http.PeerError` (it may have been applied).
+
+A batch that failed because its peer did not answer (``unreachable(error)`` says so; the
+node's streams count every error but a refusal) fails the records queued behind it at once
+with a PeerConnectError, certainly not sent, instead of sending them into the same silence: a
+blackholed peer then costs its callers one timeout, not one per batch in the queue. The next
+record submitted tries the peer again.
 """
 
 from __future__ import annotations
@@ -80,8 +86,10 @@ class PeerBatcher:
         max_records: int = 256,
         max_bytes: int = 4 << 20,
         wait_limit: float = 30.0,
+        unreachable: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self._start, self._finish = start, finish
+        self._unreachable = unreachable  # error -> the peer did not answer (fail the queue)
         self.lanes, self.max_records, self.max_bytes = lanes, max_records, max_bytes
         self.wait_limit = wait_limit  # bound on the wait in the queue (see result())
         self._lock = threading.Lock()
@@ -184,7 +192,28 @@ class PeerBatcher:
             for t, r in zip(batch.tickets, results, strict=True):
                 t.result, t.error, t.done = r, error, True
             self._inflight -= 1
+            failed = self._fail_queue_locked(error)
             nxt = self._take_locked()
         batch.finished.release()
+        if failed is not None:
+            failed.finished.release()
         if nxt is not None:
             self._send(nxt)
+
+    def _fail_queue_locked(self, error: BaseException | None) -> _Batch | None:
+        """After a batch the peer did not answer: every queued ticket gets a PeerConnectError
+        (it was never sent), in a batch of its own that is already over."""
+        if error is None or not self._queue or self._unreachable is None:
+            return None
+        if not self._unreachable(error):
+            return None
+        failed = _Batch(self._queue)
+        self._queue = []
+        failed.claimed = True
+        failed.on_wire.release()
+        cause = PeerConnectError(f"not sent: the batch before it failed ({error})")
+        for t in failed.tickets:
+            t.batch, t.error, t.done = failed, cause, True
+            if t.assigned is not None:
+                t.assigned.release()
+        return failed

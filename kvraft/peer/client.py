@@ -210,6 +210,7 @@ class PeerClient:
                         lambda sent: self._stream_answer(node_id, kind, *sent),
                         lanes=1,
                         max_records=256 if kind == APPLY else self.read_batch_keys,
+                        unreachable=lambda exc: not isinstance(exc, StreamRefused),
                     )
         return b
 

@@ -169,3 +169,102 @@ def test_once_sent_a_record_waits_for_the_transport_not_the_queue_limit():
         t.join(5)
     assert peer.requests == [[0], [1, 2, 3]]
     assert results == {1: 10, 2: 20, 3: 30}  # 0.6 s after sending, past the 0.3 s limit
+
+
+def _not_refused(exc: BaseException) -> bool:
+    return not isinstance(exc, PeerRefused)
+
+
+class PeerRefused(PeerError):
+    """Stands for StreamRefused: the peer answered, it is up."""
+
+
+def _queue_behind_a_failing_batch(error: BaseException, unreachable):
+    """One batch on the wire fails with ``error`` while three records wait behind it; what
+    each queued record gets, and the requests the peer saw."""
+    gate = threading.Event()
+    peer = FakePeer(delay=0)
+
+    def finish(sent):
+        gate.wait(5)
+        if sent[1] == [0]:
+            raise error
+        return peer.finish(sent)
+
+    b = PeerBatcher(peer.start, finish, lanes=1, unreachable=unreachable)
+    first = b.submit(0, 1)
+    queued = [b.submit(i, 1) for i in (1, 2, 3)]
+    out: dict[int, object] = {}
+
+    def wait(i, t):
+        try:
+            out[i] = b.result(t)
+        except PeerError as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=wait, args=(i + 1, t)) for i, t in enumerate(queued)]
+    for t in threads:
+        t.start()
+    gate.set()
+    with pytest.raises(type(error)):
+        b.result(first)
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    return b, peer, out
+
+
+def test_records_queued_behind_a_peer_that_did_not_answer_fail_at_once_unsent():
+    """A blackholed peer costs one timeout: the queue behind it is not sent into the silence."""
+    b, peer, out = _queue_behind_a_failing_batch(PeerError("timed out"), _not_refused)
+    assert peer.requests == [[0]]  # the queued records were never sent
+    assert all(isinstance(v, PeerConnectError) for v in out.values()), out
+    assert "not sent" in str(out[1]) and "timed out" in str(out[1])
+    assert b.result(b.submit(9, 1)) == 90  # the next record tries the peer again
+
+
+def test_a_refusal_does_not_fail_the_queue():
+    """The peer answered (up, it did not serve that batch): the records behind it go."""
+    b, peer, out = _queue_behind_a_failing_batch(PeerRefused("full"), _not_refused)
+    assert peer.requests == [[0], [1, 2, 3]]
+    assert out == {1: 10, 2: 20, 3: 30}
+
+
+def test_without_the_rule_the_queue_is_sent_after_a_failure():
+    b, peer, out = _queue_behind_a_failing_batch(PeerError("timed out"), None)
+    assert peer.requests == [[0], [1, 2, 3]]
+    assert out == {1: 10, 2: 20, 3: 30}
+
+
+def test_a_failed_send_fails_the_queue_too():
+    """A connect that fails (nothing sent) fails what queued while it was being tried."""
+    peer = FakePeer(delay=0)
+    answer, connecting, calls = threading.Event(), threading.Event(), []
+
+    def start(records):
+        calls.append(list(records))
+        if records == [0]:
+            return peer.start(records)
+        connecting.set()
+        time.sleep(0.2)  # the connect attempt, while the third record queues
+        raise PeerConnectError("refused")
+
+    def finish(sent):
+        answer.wait(5)
+        return peer.finish(sent)
+
+    b = PeerBatcher(start, finish, lanes=2, unreachable=_not_refused)
+    first = b.submit(0, 1)  # lane 1, answered once ``answer`` is set
+    second: list = []
+    sender = threading.Thread(target=lambda: second.append(b.submit(1, 1)))
+    sender.start()  # lane 2: its connect fails after 0.2 s
+    assert connecting.wait(5)
+    third = b.submit(2, 1)  # both lanes busy: queued
+    sender.join(5)
+    with pytest.raises(PeerConnectError, match="refused"):
+        b.result(second[0])
+    with pytest.raises(PeerConnectError, match="not sent"):
+        b.result(third)
+    answer.set()
+    assert b.result(first) == 0
+    assert calls == [[0], [1]]  # the third record was never tried
