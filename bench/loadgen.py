@@ -476,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--key-prefix", default="bench-")
+    parser.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.01,
+        help="exit 1 when more than this share of the requests failed (0: any error)",
+    )
     args = parser.parse_args(argv)
     result = run_sync(
         args.url,
@@ -494,7 +500,14 @@ def main(argv: list[str] | None = None) -> int:
         read_fraction=args.read_fraction,
     )
     print(json.dumps(result.summary()))
-    return 0 if result.errors == 0 else 1
+    if result.requests == 0 or failed_share(result) > args.max_error_rate:
+        return 1  # nothing sent, or too much failed: the figures above are not a measurement
+    return 0
+
+
+def failed_share(result: Result) -> float:
+    """The share of the requests that failed (0.0 when none was sent)."""
+    return result.errors / result.requests if result.requests else 0.0
 
 
 if __name__ == "__main__":
