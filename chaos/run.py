@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from . import checker, history, netns, report
 from . import compose as compose_project
 from .nemesis import KINDS, ComposeBackend, LocalBackend, Nemesis, is_ready, plan
-from .verify import Tracker, final_reads, keys_to_poll, poll_convergence
+from .verify import Tracker, final_keys, final_reads, keys_to_poll, poll_convergence
 from .workload import RegisterConfig, Workload, WorkloadConfig
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -294,13 +294,7 @@ def run(
         hist.flush()
         records = history.read(hist.path)
         keys, counts = keys_to_poll(records, sc.sample, rng)
-        written = list(
-            dict.fromkeys(
-                op["key"]
-                for op in records
-                if op.get("type") == "op" and op["op"] in ("write", "delete")
-            )
-        )
+        written = final_keys(records)
         apart = counts["pending_at_poll"]
         _say(
             f"workload stopped ({tracker.polls} convergence polls during the run); polling "

@@ -202,6 +202,20 @@ def poll_convergence(
     return pending
 
 
+def final_keys(records: list[dict]) -> list[str]:
+    """The keys the final ``r=all`` reads cover, in first-seen order: every key written or
+    deleted, and every register key even if it was only read (the register's final check reads
+    each key it touched; one never written must read 404, and a key left out is *unverified*)."""
+    return list(
+        dict.fromkeys(
+            op["key"]
+            for op in records
+            if op.get("type") == "op"
+            and (op["op"] in ("write", "delete") or op.get("workload") == "register")
+        )
+    )
+
+
 def final_reads(
     urls: list[str],
     ids: list[str],
