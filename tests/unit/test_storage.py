@@ -300,6 +300,42 @@ def test_any_order_of_applies_converges_to_the_newest(kind, tmp_path_factory, it
         b.close()
 
 
+@settings(max_examples=60, deadline=None)
+@given(ops, st.lists(st.sampled_from([0, 1]), min_size=12, max_size=12))
+def test_one_transaction_of_many_records_of_a_key_answers_as_one_commit_each(
+    tmp_path_factory, items, parts
+):
+    """A group of one key's writes arrives at a replica in one batch, applied in one
+    transaction: the answers, the figures, the hash tree and the rows must be those of
+    committing each record on its own, in order, also across a partition change."""
+    items = list({(k, ts, node): (k, ts, node, t) for k, ts, node, t in reversed(items)}.values())
+    records = [
+        rec(k, ts, node, value=f"{k}{ts}{node}".encode() * ts, tomb=t, part=parts[i])
+        for i, (k, ts, node, t) in enumerate(items)
+    ]
+    d = tmp_path_factory.mktemp("s")
+    a, b = Storage(d / "a.db"), Storage(d / "b.db")
+    try:
+        for s in (a, b):  # something stored before, so that the first records may lose
+            s.apply_many([rec("a", 10, "n1", value=b"old"), rec("b", 5, "n2", tomb=True)])
+        together = a.apply_many(records)
+        alone = [b.apply(r) for r in records]
+        assert together == alone
+        for p in (0, 1):
+            assert a.leaf_hashes(p) == b.leaf_hashes(p)
+        assert (a.live_keys, a.live_bytes, a.max_ts) == (b.live_keys, b.live_bytes, b.max_ts)
+        for s in (a, b):
+            s.close()
+        a, b = Storage(d / "a.db"), Storage(d / "b.db")  # what the files hold, trees rebuilt
+        for p in (0, 1):
+            assert a.leaf_hashes(p) == b.leaf_hashes(p)
+            assert a.scan_partition(p) == b.scan_partition(p)
+        assert (a.live_keys, a.live_bytes, a.max_ts) == (b.live_keys, b.live_bytes, b.max_ts)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_rewrites_keep_the_rows_and_the_hash_tree_as_a_rebuild_would(tmp_path):
     """Writes update a key's row in place (its partition and leaf stay); a record that comes
     with another partition replaces the row. The tree kept in memory must equal the one
