@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 from kvraft import peerauth
 from kvraft.core.balance import Balancer
 from kvraft.errors import KvError
-from kvraft.peer import Apply
+from kvraft.peer import Apply, PeerConnectError, PeerError
 from kvraft.peer.server import STREAM_PATH
 
 from . import kv
@@ -131,11 +131,35 @@ class FastPath:
             key = path[4:].encode("latin-1").decode("utf-8", "surrogateescape")
             if method == "GET":
                 return self.keys.get(key, params.get("r"))
+            if environ.get("HTTP_X_KVRAFT_VIA") is None:
+                owner = self.keys.kv.write_owner(key)
+                if owner is not None:
+                    answer = self._to_owner(environ, owner)
+                    if answer is not None:
+                        return answer
             return self.keys.put(key, params.get("w"), lambda limit: self._value(environ, limit))
         except BodyError:
             raise  # the body broke (malformed, late, the client left): the server answers it
         except Exception as exc:  # noqa: BLE001 - one table answers every error (api.errors)
             return error_of(exc)
+
+    def _to_owner(self, environ, owner: str) -> kv.Answer | None:
+        """Forward a PUT of a hot key to its owner (:mod:`kvraft.hotkeys`); None when it could
+        not be delivered (this node writes it then). Sent but unanswered: the honest 502."""
+        cluster = self.cluster
+        body = self._value(environ, self.keys.max_value_bytes)
+        try:
+            resp = forward_request(
+                cluster, self.peer_calls, owner, "PUT", raw_path(environ), body,
+                forward_headers(environ),
+            )  # fmt: skip
+        except PeerConnectError:
+            return None
+        except PeerError as exc:
+            cluster.count("forwards_failed")
+            return unknown(owner, exc, cluster.id)
+        cluster.count("writes_to_owner")
+        return resp.status, resp.body, answer_headers(resp, cluster.id)
 
     def _value(self, environ, limit: int) -> bytes:
         """The PUT body (read once, kept for a second attempt); 413 past ``limit``."""

@@ -61,6 +61,9 @@ class Config:
     sync_interval: float = 5.0
     dead_after: float = 30.0
     balance: str = "least-loaded"
+    # seconds a key whose PUT met another coordinator's newer version has its PUTs sent to its
+    # owner, the first live replica (kvraft/hotkeys.py); 0: every node writes every key itself
+    hot_key_ttl: float = 1.0
     token: str = field(default="", repr=False)
     # Cluster operations (membership, import, export) need this bearer token; empty: refused
     # to everyone but peers (their requests are signed with a key derived from the secret).
@@ -146,6 +149,8 @@ class Config:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
+        if not 0 <= self.hot_key_ttl <= 60:
+            raise ConfigError("hot_key_ttl: 0 (off) to 60 seconds")
         parse_hostport(self.ftp, "ftp")
         if self.test_fault not in TEST_FAULTS:
             raise ConfigError(f"test_fault: one of {', '.join(TEST_FAULTS[1:])} or empty")

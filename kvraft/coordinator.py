@@ -37,6 +37,7 @@ from .core import placement, quorum
 from .core.clockguard import Verdict
 from .errors import BadRequest, ClockOffset, NotFound, Unavailable
 from .hlc import HLC, LOGICAL_BITS, Version
+from .hotkeys import HotKeys
 from .keygroups import KeyGroups
 from .keys import check_key, new_key
 from .peer import PeerError, Peers, PeerServer, Sent
@@ -180,6 +181,7 @@ class Coordinator:
         self._groups: KeyGroups[_Put, WriteResult] = KeyGroups(
             self._put_group, same=_Put.shares_round, limit=PUT_GROUP_LIMIT
         )
+        self.hot = HotKeys(config.hot_key_ttl)  # keys other coordinators write too
         # how far ahead of this node's wall clock a lead may carry a write's version
         self._lead_room_ms = int(config.max_clock_offset * 500)
 
@@ -318,6 +320,16 @@ class Coordinator:
                 return self._write(key, value, tomb, w, need, part, replicas, leaving, floor)
         return self._groups.submit(key, _Put(value, w, need, part, replicas, leaving))
 
+    def write_owner(self, key: str) -> str | None:
+        """The node a PUT of ``key`` is better sent to, or None to coordinate it here: its
+        owner (the first live replica of its partition) while the key is hot (a PUT of it met
+        another coordinator's newer version lately; :mod:`kvraft.hotkeys`)."""
+        if not self.hot.is_hot(key):
+            return None
+        _part, replicas = self.view.replicas_of(key)
+        owner = next((r for r in replicas if r == self.id or self.view.is_alive(r)), None)
+        return None if owner is None or owner == self.id else owner
+
     def _put_group(self, key: str, puts: list[_Put]) -> list[WriteResult | BaseException]:
         """One round for the PUTs of ``key`` that queued together (same partition and replicas).
 
@@ -429,6 +441,8 @@ class Coordinator:
             answers = self.send_write(record, replicas)
         if tally.restamps:
             self.count("writes_restamped", tally.restamps)
+            if not record.tomb:
+                self.hot.mark(key)
         if isinstance(out, quorum.Unavailable):
             if out.learned is not None:
                 self.observe(out.learned)

@@ -317,6 +317,9 @@ class Node:
     def put(self, key: str, value: bytes, w: str = "quorum") -> WriteResult:
         return self.coordinator.put(key, value, w)
 
+    def write_owner(self, key: str) -> str | None:
+        return self.coordinator.write_owner(key)
+
     def create(self, value: bytes, w: str = "quorum") -> WriteResult:
         return self.coordinator.create(value, w)
 

@@ -49,6 +49,7 @@ def pair(tmp_path):
         max_value_bytes=1 << 20,
         replication_factor=2,
         max_clock_offset=0.5,
+        hot_key_ttl=1.0,
     )
     view = OnePartition(peer.addr)
     counters: Counter[str] = Counter()

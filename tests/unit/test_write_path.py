@@ -84,6 +84,7 @@ def coordinator(tmp_path, peer_addr: str) -> Coordinator:
         max_value_bytes=1 << 20,
         replication_factor=2,
         max_clock_offset=0.5,
+        hot_key_ttl=1.0,
     )
     view = OnePartition(peer_addr)
     peers = PeerClient(SECRET, 5.0, view.address_of, view.mark, lambda: False, 1 << 20)
