@@ -78,6 +78,14 @@ class KeyGroups(Generic[I, R]):
             raise mine.error
         return mine.result  # type: ignore[return-value]  # done without error: a result
 
+    def _shares(self, head: I, item: I) -> bool:
+        """``same``, with an error of its own meaning "not in this round" (the call then goes
+        in a later one): a call taken off the queue must never be left without its outcome."""
+        try:
+            return self._same(head, item)
+        except Exception:  # noqa: BLE001 - a bug in ``same`` must not strand a waiting call
+            return False
+
     def _lead(self, key: str, queue: deque[_Waiter[I, R]]) -> None:
         """Run the group at the head of ``queue`` (the leader's own call first), then hand the
         lead on to the first call still queued, or drop the key's queue when none is."""
@@ -85,7 +93,7 @@ class KeyGroups(Generic[I, R]):
             with self._lock:
                 group = [queue.popleft()]
                 head = group[0].item
-                while queue and len(group) < self.limit and self._same(head, queue[0].item):
+                while queue and len(group) < self.limit and self._shares(head, queue[0].item):
                     group.append(queue.popleft())
                 self.groups += 1
                 self.items += len(group)

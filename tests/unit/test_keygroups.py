@@ -88,3 +88,42 @@ def test_an_error_of_the_run_itself_reaches_every_call_and_the_lead_moves_on():
     assert groups._queues == {}
     ok = KeyGroups(lambda key, items: items[:1])  # one outcome for many: a bug, said as one
     assert ok.submit("k", 7) == 7
+
+
+def test_a_same_rule_that_raises_keeps_every_call_waiting_for_its_own_round():
+    """A bug in ``same`` must not strand a call taken off the queue: the call goes alone."""
+    ran: list[list] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def run(key, items):
+        ran.append(list(items))
+        if len(ran) == 1:
+            entered.set()
+            assert release.wait(10)
+        return [f"{key}:{i}" for i in items]
+
+    def same(a, b):
+        if b == "boom":
+            raise TypeError("a bug")
+        return True
+
+    groups = KeyGroups(run, same=same)
+    out: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda: out.update(a=groups.submit("k", "a")))]
+    threads[0].start()
+    assert entered.wait(10)
+    for n, item in enumerate(("boom", "c"), start=1):
+        threads.append(
+            threading.Thread(target=lambda item=item: out.update({item: groups.submit("k", item)}))
+        )
+        threads[-1].start()
+        while True:
+            with groups._lock:
+                if len(groups._queues["k"]) == n:
+                    break
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert out == {"a": "k:a", "boom": "k:boom", "c": "k:c"}
+    assert ran[0] == ["a"] and ran[1][0] == "boom"
