@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 from kvraft import peerauth
 from kvraft.core.balance import Balancer
 from kvraft.errors import KvError
+from kvraft.keys import check_key, check_level
 from kvraft.peer import Apply, PeerConnectError, PeerError
 from kvraft.peer.server import STREAM_PATH
 
@@ -132,6 +133,8 @@ class FastPath:
             if method == "GET":
                 return self.keys.get(key, params.get("r"))
             if environ.get("HTTP_X_KVRAFT_VIA") is None:
+                check_key(key)  # a client's mistake is a 400 here, never a forward's 502
+                check_level(params.get("w"), "quorum", "w")
                 owner = self.keys.kv.write_owner(key)
                 if owner is not None:
                     answer = self._to_owner(environ, owner)
@@ -154,8 +157,10 @@ class FastPath:
                 forward_headers(environ),
             )  # fmt: skip
         except PeerConnectError:
+            self.keys.kv.owner_failed(owner)
             return None
         except PeerError as exc:
+            self.keys.kv.owner_failed(owner)
             cluster.count("forwards_failed")
             return unknown(owner, exc, cluster.id)
         cluster.count("writes_to_owner")

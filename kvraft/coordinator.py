@@ -105,6 +105,10 @@ class PlacementView(Protocol):
         """Whether the last contact with ``node_id`` succeeded."""
         ...
 
+    def serving(self, node_id: str) -> bool:
+        """Alive and ready to serve at its last ping."""
+        ...
+
     def removing(self) -> tuple[str, ...]:
         """The members being drained out of the cluster (they hold no hints for others)."""
         ...
@@ -327,8 +331,16 @@ class Coordinator:
         if not self.hot.is_hot(key):
             return None
         _part, replicas = self.view.replicas_of(key)
-        owner = next((r for r in replicas if r == self.id or self.view.is_alive(r)), None)
+        owner = next((r for r in replicas if r == self.id or self._can_own(r)), None)
         return None if owner is None or owner == self.id else owner
+
+    def _can_own(self, node_id: str) -> bool:
+        """Alive and ready at its last ping, a member, and not a recent failed forward's."""
+        return (
+            self.view.serving(node_id)
+            and node_id in self.view.members()
+            and not self.hot.avoided(node_id)
+        )
 
     def _put_group(self, key: str, puts: list[_Put]) -> list[WriteResult | BaseException]:
         """One round for the PUTs of ``key`` that queued together (same partition and replicas).

@@ -320,6 +320,9 @@ class Node:
     def write_owner(self, key: str) -> str | None:
         return self.coordinator.write_owner(key)
 
+    def owner_failed(self, node_id: str) -> None:
+        self.coordinator.hot.avoid(node_id)
+
     def create(self, value: bytes, w: str = "quorum") -> WriteResult:
         return self.coordinator.create(value, w)
 

@@ -91,6 +91,10 @@ class MetaPlacement:
         """Whether the last contact with ``node_id`` succeeded (:meth:`Liveness.is_alive`)."""
         return self.liveness.is_alive(node_id)
 
+    def serving(self, node_id: str) -> bool:
+        """Alive and ready at its last ping (:meth:`Liveness.serving`)."""
+        return self.liveness.serving(node_id)
+
     def address_of(self, node_id: str) -> str:
         """The HTTP address (``host:port``) of member ``node_id``; PeerError if unknown."""
         http = self.meta.http_of(node_id)

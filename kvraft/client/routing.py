@@ -179,13 +179,17 @@ def miss(
 
     ``headers`` are the answer's (case-insensitive mapping); ``replicas`` the replica ids a
     write's answer lists. Stale when: the answer was forwarded (``X-Kvraft-Via``) by a node the
-    map does not show as the leader, or was served by another node than ``target``; a write's
+    map does not show as the leader (but for ``target`` sending a hot key's PUT on to another
+    of the key's replicas, its owner: kvraft/hotkeys.py), or was served by another node than
+    ``target``; a write's
     replicas differ from the map's; the answer carries a newer map epoch (``X-Kvraft-Map-Epoch``,
     if the server sends it)."""
     via = headers.get(VIA_HEADER)
-    if via and via != rmap.leader:
-        return f"forwarded: by {via}, which the map does not show as the leader"
     served = headers.get(NODE_HEADER)
+    # a replica that sent a hot key's PUT on to the key's owner, another replica (not stale)
+    owner_forward = via == target and served in rmap.replicas(key)
+    if via and via != rmap.leader and not owner_forward:
+        return f"forwarded: by {via}, which the map does not show as the leader"
     if served and not via and served != target:
         return f"moved: sent to {target}, served by {served}"
     if replicas is not None and set(replicas) != set(rmap.replicas(key)):

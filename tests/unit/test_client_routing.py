@@ -167,7 +167,11 @@ def test_answers_that_show_a_stale_map():
     assert miss(rmap, key, "n2", {"X-Kvraft-Node": "n2"}, ["n3", "n2"]) is None
     # the leader forwards what it is sent: expected when we chose it as the last resort
     assert miss(rmap, key, "n1", {"X-Kvraft-Node": "n3", "X-Kvraft-Via": "n1"}) is None
-    why = miss(rmap, key, "n2", {"X-Kvraft-Node": "n3", "X-Kvraft-Via": "n2"})
+    # a replica that sent a hot key's PUT on to the key's other replica, its owner: not stale
+    assert miss(rmap, key, "n2", {"X-Kvraft-Node": "n3", "X-Kvraft-Via": "n2"}) is None
+    why = miss(rmap, key, "n2", {"X-Kvraft-Node": "n1", "X-Kvraft-Via": "n2"})  # not a replica
+    assert why is not None and why.startswith("forwarded:")
+    why = miss(rmap, key, "n2", {"X-Kvraft-Node": "n3", "X-Kvraft-Via": "n3"})  # not the target
     assert why is not None and why.startswith("forwarded:")
     why = miss(rmap, key, "n2", {"X-Kvraft-Node": "n3"})
     assert why is not None and why.startswith("moved:")

@@ -53,22 +53,29 @@ def test_ttl_zero_marks_nothing_and_bad_settings_are_refused():
 
 
 class View:
-    def __init__(self, replicas: tuple[str, ...], alive: set[str]) -> None:
-        self.replicas, self.alive = replicas, alive
+    def __init__(self, replicas: tuple[str, ...], serving: set[str]) -> None:
+        self.replicas, self.up = replicas, serving
 
     def replicas_of(self, key: str):
         return 7, self.replicas
 
-    def is_alive(self, node_id: str) -> bool:
-        return node_id in self.alive
+    def serving(self, node_id: str) -> bool:
+        return node_id in self.up
+
+    def members(self):
+        return {"n1": "a1", "n2": "a2", "n3": "a3"}
 
 
-def owner_at(node: str, replicas: tuple[str, ...], alive: set[str], hot: bool) -> str | None:
+def owner_at(
+    node: str, replicas: tuple[str, ...], serving: set[str], hot: bool, avoid: str = ""
+) -> str | None:
     """Coordinator.write_owner on a bare coordinator (only the view and the marks it reads)."""
     c = Coordinator.__new__(Coordinator)
-    c.id, c.view, c.hot = node, View(replicas, alive), HotKeys(1.0)
+    c.id, c.view, c.hot = node, View(replicas, serving), HotKeys(1.0)
     if hot:
         c.hot.mark("k")
+    if avoid:
+        c.hot.avoid(avoid)
     return c.write_owner("k")
 
 
@@ -80,7 +87,32 @@ def test_a_hot_key_goes_to_its_first_live_replica_and_a_cold_one_nowhere():
     assert owner_at("n1", ("n1", "n2"), everyone, hot=True) is None  # the owner writes it
     assert owner_at("n3", ("n1", "n2"), {"n2", "n3"}, hot=True) == "n2"  # n1 is down
     assert owner_at("n2", ("n1", "n2"), {"n2", "n3"}, hot=True) is None  # n2 owns it now
-    assert owner_at("n3", ("n1", "n2"), {"n3"}, hot=True) is None  # no replica alive
+    assert owner_at("n3", ("n1", "n2"), {"n3"}, hot=True) is None  # no replica serving
+    assert owner_at("n3", ("n1", "n2"), everyone, hot=True, avoid="n1") == "n2"  # n1 failed
+    assert owner_at("n3", ("n4", "n2"), everyone | {"n4"}, hot=True) == "n2"  # n4: no member
+
+
+def test_an_avoided_owner_is_avoided_for_a_second_at_least():
+    clock = Clock()
+    hot = HotKeys(ttl=0.2, clock=clock)
+    hot.avoid("n1")
+    assert hot.avoided("n1") and not hot.avoided("n2")
+    clock.t += 0.9
+    assert hot.avoided("n1")
+    clock.t += 0.2
+    assert not hot.avoided("n1")
+
+
+def test_lapsed_marks_are_dropped_so_the_lock_free_check_applies_again():
+    clock = Clock()
+    hot = HotKeys(ttl=1.0, clock=clock)
+    hot.mark("a")
+    clock.t += 0.5
+    hot.mark("b")
+    clock.t += 0.6  # a lapsed, b not
+    assert not hot.is_hot("zzz") and list(hot._until) == ["b"]
+    clock.t += 0.5
+    assert not hot.is_hot("b") and not hot._until  # empty: is_hot takes no lock
 
 
 def test_the_setting_is_checked():
