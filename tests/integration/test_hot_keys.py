@@ -154,3 +154,73 @@ def test_a_dead_owner_is_written_around_and_nothing_acknowledged_is_lost(tmp_pat
         survivor = next(i for i in others if c.nodes[i].id in replicas_of(view, KEY))
         r = c.get(survivor, KEY, r="one")
         assert r.status_code == 200 and (r.content == newest or r.content in unknown), r.content
+
+
+def test_a_frozen_owner_costs_the_puts_in_flight_then_is_written_around(tmp_path):
+    """SIGSTOP of the owner: its sockets stay open and nothing answers. A PUT forwarded to it
+    waits the forward timeout and answers 502 (outcome unknown); the node then writes around
+    that owner (a hint for the frozen replica), so every later PUT is acknowledged. After it
+    resumes, the replicas hold the newest acknowledged value, or the value of a PUT that
+    answered 502 (it may have been applied)."""
+    writers = 4
+    with Cluster(str(tmp_path), env={"KVRAFT_PEER_TIMEOUT": "1"}) as c:
+        wait_settled(c)
+        view = c.cluster_view(0)
+        owner_id = replicas_of(view, KEY)[0]
+        owner = next(i for i in range(c.n) if c.nodes[i].id == owner_id)
+        others = [i for i in range(c.n) if i != owner]
+        results: list[list[tuple[int, bytes, Version | None, bool]]] = [[] for _ in range(writers)]
+        start, frozen = threading.Barrier(writers + 1), threading.Event()
+
+        def write(w: int) -> None:
+            start.wait()
+            seen = None  # the PUT at which this writer saw the owner frozen
+            for n in range(2000):
+                value = f"w{w}:{n}".encode()
+                after = frozen.is_set()
+                r = c.http.put(f"{c.url(others[w % 2])}/kv/{KEY}", data=value, timeout=60)
+                ok = r.status_code in (200, 201)
+                results[w].append(
+                    (
+                        r.status_code,
+                        value,
+                        Version.decode(r.json()["version"]) if ok else None,
+                        after,
+                    )
+                )
+                if after:
+                    seen = n if seen is None else seen
+                    if n - seen >= 15:
+                        return
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        start.wait()
+        wait_for(lambda: sum(node_counters(c, "writes_to_owner").values()) > 20, 30, "forwards")
+        c.pause(owner)
+        frozen.set()
+        try:
+            for t in threads:
+                t.join(120)
+        finally:
+            c.resume(owner)
+        assert not any(t.is_alive() for t in threads)
+
+        statuses = [s for w in results for s, *_ in w]
+        print({s: statuses.count(s) for s in set(statuses)})
+        assert set(statuses) <= {200, 201, 502}, set(statuses)
+        assert statuses.count(502) <= writers  # at most the PUT each writer had in flight
+        late = [s for w in results for s, *_ in w[-10:]]
+        assert late == [200] * len(late), late  # written around the frozen owner
+        acked = [(ver, val) for w in results for _s, val, ver, _a in w if ver is not None]
+        unknown = {val for w in results for s, val, _ver, _a in w if s == 502}
+        newest = max(acked)[1]
+        wait_for(
+            lambda: (
+                (r := c.get(others[0], KEY, r="all")).status_code == 200
+                and (r.content == newest or r.content in unknown)
+            ),
+            30,
+            "both replicas to hold the newest acknowledged value (or an unknown one)",
+        )
