@@ -19,18 +19,19 @@ PEER_TIMEOUT = 1.0
 WRITERS = 12
 
 
-def _timed_puts(c: Cluster, via: int, keys: list[str], value: bytes) -> list[tuple[int, float]]:
-    """PUT every key at once (one thread each) through node ``via``: (status, seconds) each."""
-    out: list[tuple[int, float]] = [(0, 0.0)] * len(keys)
+def _at_once(c: Cluster, via: int, keys: list[str], method: str, **kw) -> list[tuple]:
+    """One request per key, all at once (a thread each), through node ``via``: (status, body,
+    seconds) each."""
+    out: list[tuple] = [(0, b"", 0.0)] * len(keys)
     start = threading.Barrier(len(keys))
 
-    def put(i: int) -> None:
+    def send(i: int) -> None:
         start.wait()
         t0 = time.monotonic()
-        r = c.http.put(f"{c.url(via)}/kv/{keys[i]}", data=value, timeout=30)
-        out[i] = (r.status_code, time.monotonic() - t0)
+        r = c.http.request(method, f"{c.url(via)}/kv/{keys[i]}", timeout=30, **kw)
+        out[i] = (r.status_code, r.content, time.monotonic() - t0)
 
-    threads = [threading.Thread(target=put, args=(i,)) for i in range(len(keys))]
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(keys))]
     for t in threads:
         t.start()
     for t in threads:
@@ -39,28 +40,33 @@ def _timed_puts(c: Cluster, via: int, keys: list[str], value: bytes) -> list[tup
     return out
 
 
+def _pair(c: Cluster) -> tuple[int, int, list[str]]:
+    """A coordinator and a victim (neither the leader) and WRITERS keys placed on both."""
+    leader = c.leader()
+    via, victim = [i for i in range(3) if i != leader]
+    view = c.cluster_view(via)
+    pair = sorted([c.nodes[via].id, c.nodes[victim].id])
+    keys = [k for k in (f"bh/{i}" for i in range(400)) if sorted(replicas_of(view, k)) == pair]
+    assert len(keys) >= WRITERS, "keys placed on the coordinator and the victim"
+    return via, victim, keys[:WRITERS]
+
+
 def test_writes_to_a_blackholed_replica_wait_one_peer_timeout(tmp_path):
     with Cluster(str(tmp_path), env={"KVRAFT_PEER_TIMEOUT": str(PEER_TIMEOUT)}) as c:
         wait_settled(c)
-        leader = c.leader()
-        via, victim = [i for i in range(3) if i != leader]
-        view = c.cluster_view(via)
-        pair = sorted([c.nodes[via].id, c.nodes[victim].id])
-        keys = [k for k in (f"bh/{i}" for i in range(400)) if sorted(replicas_of(view, k)) == pair]
-        keys = keys[:WRITERS]
-        assert len(keys) == WRITERS, "keys placed on the coordinator and the victim"
+        via, victim, keys = _pair(c)
         for k in keys:  # first versions, written while every node answers
             assert c.put(via, k, b"v1").status_code in (200, 201)
 
         c.pause(victim)
         try:
-            results = _timed_puts(c, via, keys, b"v2")
+            results = _at_once(c, via, keys, "PUT", data=b"v2")
         finally:
             c.resume(victim)
 
-        statuses = [s for s, _ in results]
-        slowest = max(t for _, t in results)
-        print("statuses", statuses, "seconds", sorted(round(t, 2) for _, t in results))
+        statuses = [s for s, _, _ in results]
+        slowest = max(t for _, _, t in results)
+        print("statuses", statuses, "seconds", sorted(round(t, 2) for _, _, t in results))
         assert statuses == [200] * WRITERS  # acknowledged: the local copy and a hint
         # one timeout (1 s) and the write's own time; a second timeout would put it past 2 s
         assert slowest < 2 * PEER_TIMEOUT - 0.25, results
@@ -73,41 +79,16 @@ def test_writes_to_a_blackholed_replica_wait_one_peer_timeout(tmp_path):
             )
 
 
-def _timed_gets(c: Cluster, via: int, keys: list[str], **params) -> list[tuple[int, bytes, float]]:
-    out: list[tuple[int, bytes, float]] = [(0, b"", 0.0)] * len(keys)
-    start = threading.Barrier(len(keys))
-
-    def get(i: int) -> None:
-        start.wait()
-        t0 = time.monotonic()
-        r = c.http.get(f"{c.url(via)}/kv/{keys[i]}", params=params, timeout=30)
-        out[i] = (r.status_code, r.content, time.monotonic() - t0)
-
-    threads = [threading.Thread(target=get, args=(i,)) for i in range(len(keys))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
-    return out
-
-
 def test_quorum_reads_of_a_blackholed_replica_wait_one_peer_timeout(tmp_path):
     with Cluster(str(tmp_path), env={"KVRAFT_PEER_TIMEOUT": str(PEER_TIMEOUT)}) as c:
         wait_settled(c)
-        leader = c.leader()
-        via, victim = [i for i in range(3) if i != leader]
-        view = c.cluster_view(via)
-        pair = sorted([c.nodes[via].id, c.nodes[victim].id])
-        keys = [k for k in (f"bh/{i}" for i in range(400)) if sorted(replicas_of(view, k)) == pair]
-        keys = keys[:WRITERS]
-        assert len(keys) == WRITERS, "keys placed on the coordinator and the victim"
+        via, victim, keys = _pair(c)
         for k in keys:
             assert c.put(via, k, k.encode(), w="all").status_code in (200, 201)
         c.pause(victim)
         try:
-            results = _timed_gets(c, via, keys, r="quorum")
-            local = _timed_gets(c, via, keys, r="one")  # the coordinator's own copy
+            results = _at_once(c, via, keys, "GET", params={"r": "quorum"})
+            local = _at_once(c, via, keys, "GET", params={"r": "one"})  # the coordinator's own copy
         finally:
             c.resume(victim)
         print([(s, round(t, 2)) for s, _, t in results], results[0][1][:200])

@@ -103,6 +103,58 @@ def test_one_key_written_through_every_node_goes_to_its_owner_and_loses_nothing(
         )
 
 
+def _fault_the_owner(c: Cluster, writers: int, fault, after: int):
+    """``writers`` threads overwrite KEY through the two nodes that are not its owner; once
+    they forward, ``fault(owner index)`` runs, and each writer stops ``after`` PUTs past it.
+    Returns each writer's PUTs (status, value, version or None), the owner and the others."""
+    owner_id = replicas_of(c.cluster_view(0), KEY)[0]
+    owner = next(i for i in range(c.n) if c.nodes[i].id == owner_id)
+    others = [i for i in range(c.n) if i != owner]
+    results: list[list[tuple[int, bytes, Version | None]]] = [[] for _ in range(writers)]
+    start, faulted = threading.Barrier(writers + 1), threading.Event()
+
+    def write(w: int) -> None:
+        start.wait()
+        seen = None  # the PUT at which this writer saw the fault
+        for n in range(2000):
+            value = f"w{w}:{n}".encode()
+            r = c.http.put(f"{c.url(others[w % 2])}/kv/{KEY}", data=value, timeout=60)
+            ok = r.status_code in (200, 201)
+            results[w].append(
+                (r.status_code, value, Version.decode(r.json()["version"]) if ok else None)
+            )
+            if faulted.is_set():
+                seen = n if seen is None else seen
+                if n - seen >= after:
+                    return
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    start.wait()
+    wait_for(lambda: sum(node_counters(c, "writes_to_owner").values()) > 20, 30, "forwards")
+    fault(owner)
+    faulted.set()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    return results, owner, others
+
+
+def _judge(results, writers: int, late: int):
+    """Statuses allowed, 502s at most one per writer, the last ``late`` PUTs of each writer
+    acknowledged; returns the newest acknowledged value and the values of unknown outcome."""
+    statuses = [s for w in results for s, _v, _ver in w]
+    print({s: statuses.count(s) for s in set(statuses)})
+    assert set(statuses) <= {200, 201, 502}, set(statuses)
+    assert statuses.count(502) <= writers  # at most the PUT each writer had in flight there
+    tail = [s for w in results for s, _v, _ver in w[-late:]]
+    assert tail == [200] * len(tail), tail  # written around the owner
+    acked = [(ver, val) for w in results for _s, val, ver in w if ver is not None]
+    unknown = {val for w in results for s, val, _ver in w if s == 502}
+    return max(acked)[1], unknown
+
+
 def test_a_dead_owner_is_written_around_and_nothing_acknowledged_is_lost(tmp_path):
     """The owner dies while its hot key is written through the two other nodes: a forward that
     cannot be delivered is written by the node itself (a hint for the dead replica), and what
@@ -110,48 +162,11 @@ def test_a_dead_owner_is_written_around_and_nothing_acknowledged_is_lost(tmp_pat
     unknown), never a wrong acknowledgement."""
     with Cluster(str(tmp_path)) as c:
         wait_settled(c)
-        view = c.cluster_view(0)
-        owner_id = replicas_of(view, KEY)[0]
-        owner = next(i for i in range(c.n) if c.nodes[i].id == owner_id)
-        others = [i for i in range(c.n) if i != owner]
-        results: list[list[tuple[int, bytes, Version | None]]] = [[] for _ in range(6)]
-        start, killed = threading.Barrier(7), threading.Event()
-
-        def write(w: int) -> None:
-            start.wait()
-            seen_kill = None  # the PUT at which this writer saw the owner killed
-            for n in range(2000):
-                value = f"w{w}:{n}".encode()
-                r = c.http.put(f"{c.url(others[w % 2])}/kv/{KEY}", data=value, timeout=30)
-                ok = r.status_code in (200, 201)
-                version = Version.decode(r.json()["version"]) if ok else None
-                results[w].append((r.status_code, value, version))
-                if killed.is_set():
-                    seen_kill = n if seen_kill is None else seen_kill
-                    if n - seen_kill >= 40:
-                        return  # long enough after the kill
-
-        threads = [threading.Thread(target=write, args=(w,)) for w in range(6)]
-        for t in threads:
-            t.start()
-        start.wait()
-        wait_for(lambda: sum(node_counters(c, "writes_to_owner").values()) > 20, 30, "forwards")
-        c.kill(owner)
-        killed.set()
-        for t in threads:
-            t.join(120)
-        assert not any(t.is_alive() for t in threads)
-
-        statuses = [s for w in results for s, _v, _ver in w]
-        print({s: statuses.count(s) for s in set(statuses)})
-        assert set(statuses) <= {200, 201, 502, 503}, set(statuses)
-        assert statuses.count(502) <= 6  # at most the PUT each writer had in flight there
-        after = [s for w in results for s, _v, _ver in w[-20:]]
-        assert after.count(200) == len(after), after  # written around the dead owner
-        acked = [(ver, val) for w in results for s, val, ver in w if ver is not None]
-        unknown = {val for w in results for s, val, _ver in w if s in (502, 503)}
-        newest = max(acked)[1]
-        survivor = next(i for i in others if c.nodes[i].id in replicas_of(view, KEY))
+        results, owner, others = _fault_the_owner(c, 6, c.kill, after=40)
+        newest, unknown = _judge(results, 6, late=20)
+        survivor = next(
+            i for i in others if c.nodes[i].id in replicas_of(c.cluster_view(others[0]), KEY)
+        )
         r = c.get(survivor, KEY, r="one")
         assert r.status_code == 200 and (r.content == newest or r.content in unknown), r.content
 
@@ -162,60 +177,17 @@ def test_a_frozen_owner_costs_the_puts_in_flight_then_is_written_around(tmp_path
     that owner (a hint for the frozen replica), so every later PUT is acknowledged. After it
     resumes, the replicas hold the newest acknowledged value, or the value of a PUT that
     answered 502 (it may have been applied)."""
-    writers = 4
     with Cluster(str(tmp_path), env={"KVRAFT_PEER_TIMEOUT": "1"}) as c:
         wait_settled(c)
-        view = c.cluster_view(0)
-        owner_id = replicas_of(view, KEY)[0]
-        owner = next(i for i in range(c.n) if c.nodes[i].id == owner_id)
-        others = [i for i in range(c.n) if i != owner]
-        results: list[list[tuple[int, bytes, Version | None, bool]]] = [[] for _ in range(writers)]
-        start, frozen = threading.Barrier(writers + 1), threading.Event()
-
-        def write(w: int) -> None:
-            start.wait()
-            seen = None  # the PUT at which this writer saw the owner frozen
-            for n in range(2000):
-                value = f"w{w}:{n}".encode()
-                after = frozen.is_set()
-                r = c.http.put(f"{c.url(others[w % 2])}/kv/{KEY}", data=value, timeout=60)
-                ok = r.status_code in (200, 201)
-                results[w].append(
-                    (
-                        r.status_code,
-                        value,
-                        Version.decode(r.json()["version"]) if ok else None,
-                        after,
-                    )
-                )
-                if after:
-                    seen = n if seen is None else seen
-                    if n - seen >= 15:
-                        return
-
-        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-        for t in threads:
-            t.start()
-        start.wait()
-        wait_for(lambda: sum(node_counters(c, "writes_to_owner").values()) > 20, 30, "forwards")
-        c.pause(owner)
-        frozen.set()
+        paused: list[int] = []
         try:
-            for t in threads:
-                t.join(120)
+            results, owner, others = _fault_the_owner(
+                c, 4, lambda i: (c.pause(i), paused.append(i)), after=15
+            )
         finally:
-            c.resume(owner)
-        assert not any(t.is_alive() for t in threads)
-
-        statuses = [s for w in results for s, *_ in w]
-        print({s: statuses.count(s) for s in set(statuses)})
-        assert set(statuses) <= {200, 201, 502}, set(statuses)
-        assert statuses.count(502) <= writers  # at most the PUT each writer had in flight
-        late = [s for w in results for s, *_ in w[-10:]]
-        assert late == [200] * len(late), late  # written around the frozen owner
-        acked = [(ver, val) for w in results for _s, val, ver, _a in w if ver is not None]
-        unknown = {val for w in results for s, val, _ver, _a in w if s == 502}
-        newest = max(acked)[1]
+            for i in paused:
+                c.resume(i)
+        newest, unknown = _judge(results, 4, late=10)
         wait_for(
             lambda: (
                 (r := c.get(others[0], KEY, r="all")).status_code == 200
