@@ -132,14 +132,13 @@ class FastPath:
             key = path[4:].encode("latin-1").decode("utf-8", "surrogateescape")
             if method == "GET":
                 return self.keys.get(key, params.get("r"))
-            if environ.get("HTTP_X_KVRAFT_VIA") is None:
+            owner = None if "HTTP_X_KVRAFT_VIA" in environ else self.keys.kv.write_owner(key)
+            if owner is not None:  # a hot key (never a bad one: only written keys get marked)
                 check_key(key)  # a client's mistake is a 400 here, never a forward's 502
                 check_level(params.get("w"), "quorum", "w")
-                owner = self.keys.kv.write_owner(key)
-                if owner is not None:
-                    answer = self._to_owner(environ, owner)
-                    if answer is not None:
-                        return answer
+                answer = self._to_owner(environ, owner)
+                if answer is not None:
+                    return answer
             return self.keys.put(key, params.get("w"), lambda limit: self._value(environ, limit))
         except BodyError:
             raise  # the body broke (malformed, late, the client left): the server answers it
@@ -150,12 +149,8 @@ class FastPath:
         """Forward a PUT of a hot key to its owner (:mod:`kvraft.hotkeys`); None when it could
         not be delivered (this node writes it then). Sent but unanswered: the honest 502."""
         cluster = self.cluster
-        body = self._value(environ, self.keys.max_value_bytes)
         try:
-            resp = forward_request(
-                cluster, self.peer_calls, owner, "PUT", raw_path(environ), body,
-                forward_headers(environ),
-            )  # fmt: skip
+            answer = self._forward(environ, owner, "PUT")
         except PeerConnectError:
             self.keys.kv.owner_failed(owner)
             return None
@@ -164,7 +159,22 @@ class FastPath:
             cluster.count("forwards_failed")
             return unknown(owner, exc, cluster.id)
         cluster.count("writes_to_owner")
-        return resp.status, resp.body, answer_headers(resp, cluster.id)
+        return answer
+
+    def _forward(self, environ, target: str, method: str) -> kv.Answer:
+        """Send the client's request to ``target`` (``forward_request``) and answer with its
+        answer; raises PeerError as that does."""
+        body = self._value(environ, self.keys.max_value_bytes) if method == "PUT" else b""
+        resp = forward_request(
+            self.cluster,
+            self.peer_calls,
+            target,
+            method,
+            raw_path(environ),
+            body,
+            forward_headers(environ),
+        )
+        return resp.status, resp.body, answer_headers(resp, self.cluster.id)
 
     def _value(self, environ, limit: int) -> bytes:
         """The PUT body (read once, kept for a second attempt); 413 past ``limit``."""
@@ -187,17 +197,7 @@ class FastPath:
                 self.balancer.done(cluster.id)
 
         def forward(target: str):
-            body = self._value(environ, self.keys.max_value_bytes) if method == "PUT" else b""
-            resp = forward_request(
-                cluster,
-                self.peer_calls,
-                target,
-                method,
-                raw_path(environ),
-                body,
-                forward_headers(environ),
-            )
-            return resp.status, resp.body, answer_headers(resp, cluster.id)
+            return self._forward(environ, target, method)
 
         try:
             return balanced(

@@ -92,7 +92,7 @@ HELP = {
     "writes_unavailable": "writes refused for lack of acknowledgements",
     "writes_restamped": "write stampings redone above a newer version a replica kept",
     "writes_grouped": "PUTs of one key sent to its replicas in one round with others",
-    "writes_to_owner": "PUTs of a hot key forwarded to its owner, the first live replica",
+    "writes_to_owner": "PUTs of a hot key forwarded to its owner, its first replica serving",
     "writes_clock_refused": "writes refused because this node's clock is out of bounds",
     "hints_superseded": "hints their target refused: it held a newer version already",
     "store_commits": "transactions the store committed (a group of concurrent writes each)",

@@ -62,7 +62,7 @@ class Config:
     dead_after: float = 30.0
     balance: str = "least-loaded"
     # seconds a key whose PUT met another coordinator's newer version has its PUTs sent to its
-    # owner, the first live replica (kvraft/hotkeys.py); 0: every node writes every key itself
+    # owner, its first replica serving (kvraft/hotkeys.py); 0: every node writes every key itself
     hot_key_ttl: float = 1.0
     token: str = field(default="", repr=False)
     # Cluster operations (membership, import, export) need this bearer token; empty: refused

@@ -326,13 +326,17 @@ class Coordinator:
 
     def write_owner(self, key: str) -> str | None:
         """The node a PUT of ``key`` is better sent to, or None to coordinate it here: its
-        owner (the first live replica of its partition) while the key is hot (a PUT of it met
-        another coordinator's newer version lately; :mod:`kvraft.hotkeys`)."""
+        owner (the first replica of its partition that :meth:`_can_own` it) while the key is
+        hot (a PUT of it met another coordinator's newer version lately; :mod:`kvraft.hotkeys`)."""
         if not self.hot.is_hot(key):
             return None
         _part, replicas = self.view.replicas_of(key)
         owner = next((r for r in replicas if r == self.id or self._can_own(r)), None)
         return None if owner is None or owner == self.id else owner
+
+    def owner_failed(self, node_id: str) -> None:
+        """A PUT forwarded to ``node_id`` as an owner was not answered: write around it."""
+        self.hot.avoid(node_id)
 
     def _can_own(self, node_id: str) -> bool:
         """Alive and ready at its last ping, a member, and not a recent failed forward's."""

@@ -5,8 +5,8 @@ versions: their rounds meet each other's newer versions on the replicas and stam
 a third of the PUTs of one key under 16 connections spread over three nodes). One coordinator
 per key would stamp them all in order, in groups (:mod:`kvraft.keygroups`), and never meet a
 newer version of its own. So a coordinator that had to stamp a PUT again marks its key hot for
-``ttl`` seconds, and the HTTP layer sends that key's PUTs to its *owner* (the first live
-replica of its partition, the same node on every node that sees the same members alive) while
+``ttl`` seconds, and the HTTP layer sends that key's PUTs to its *owner* (the first replica of
+its partition that is serving, the same node on every node that sees the same members up) while
 the mark lasts. The owner coordinates as any node would; a forwarded request is never
 forwarded again, so nodes that disagree on the owner cost one hop, never a loop.
 

@@ -321,7 +321,7 @@ class Node:
         return self.coordinator.write_owner(key)
 
     def owner_failed(self, node_id: str) -> None:
-        self.coordinator.hot.avoid(node_id)
+        self.coordinator.owner_failed(node_id)
 
     def create(self, value: bytes, w: str = "quorum") -> WriteResult:
         return self.coordinator.create(value, w)

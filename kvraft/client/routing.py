@@ -181,9 +181,8 @@ def miss(
     write's answer lists. Stale when: the answer was forwarded (``X-Kvraft-Via``) by a node the
     map does not show as the leader (but for ``target`` sending a hot key's PUT on to another
     of the key's replicas, its owner: kvraft/hotkeys.py), or was served by another node than
-    ``target``; a write's
-    replicas differ from the map's; the answer carries a newer map epoch (``X-Kvraft-Map-Epoch``,
-    if the server sends it)."""
+    ``target``; a write's replicas differ from the map's; the answer carries a newer map epoch
+    (``X-Kvraft-Map-Epoch``, if the server sends it)."""
     via = headers.get(VIA_HEADER)
     served = headers.get(NODE_HEADER)
     # a replica that sent a hot key's PUT on to the key's owner, another replica (not stale)
